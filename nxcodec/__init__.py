@@ -1,0 +1,8 @@
+"""nxcodec: a neural codec that overfits a mixture-of-experts network to each file."""
+
+from nxcodec.api import decode, encode, encode_file
+from nxcodec.errors import InputError, NxcError, OutputError, StreamError
+
+__version__ = "0.1.0"
+
+__all__ = ["InputError", "NxcError", "OutputError", "StreamError", "__version__", "decode", "encode", "encode_file"]

@@ -1,0 +1,46 @@
+"""The Python API: ``encode(path_or_array) -> bytes`` and ``decode(bytes) -> array``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nxcodec import signals
+from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signal
+from nxcodec.errors import InputError
+from nxcodec.fit.presets import DEFAULT_QUALITY
+
+
+def encode_file(
+    source: str | Path | np.ndarray,
+    quality: int = DEFAULT_QUALITY,
+    rate: float | None = None,
+    iters: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = False,
+    modality: str | None = None,
+) -> EncodeResult:
+    """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report."""
+    if isinstance(source, np.ndarray):
+        mod = signals.for_name(modality or "image")
+        signal = mod.from_array(source)
+    else:
+        path = Path(source)
+        mod = signals.for_name(modality) if modality else signals.for_path(path)
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        signal = mod.read(path)
+    opts = EncodeOptions(quality=quality, rate=rate, iters=iters, device=device, seed=seed, progress=progress)
+    return encode_signal(mod, signal, opts)
+
+
+def encode(source: str | Path | np.ndarray, **kwargs) -> bytes:
+    """Compress a file or an array into ``.nxc`` bytes (keyword arguments as :func:`encode_file`)."""
+    return encode_file(source, **kwargs).data
+
+
+def decode(data: bytes, device: str = "cpu") -> np.ndarray:
+    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16)."""
+    return decode_stream(data, device)[1]

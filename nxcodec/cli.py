@@ -1,0 +1,165 @@
+"""The ``nxcodec`` command: one click command per verb.
+
+User errors (bad paths, unreadable inputs, corrupt streams, outputs that exist) print one
+line on stderr and exit with status 2; nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from nxcodec import __version__, container, signals
+from nxcodec.api import encode_file
+from nxcodec.codec import decode_stream
+from nxcodec.errors import InputError, NxcError
+from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
+
+SAMPLE = Path(__file__).parent / "samples" / "hopper.png"
+
+
+def _fail(message: str, status: int = 2) -> None:
+    click.echo(f"nxcodec: error: {message}", err=True)
+    sys.exit(status)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn user-facing failures into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NxcError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory")
+
+    return wrapper
+
+
+def _read_stream(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nxcodec")
+def main() -> None:
+    """nxcodec: compress a file by overfitting a mixture-of-experts neural network to it."""
+
+
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
+)
+force_option = click.option("--force", is_flag=True, help="Replace the output if it exists.")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .nxc [default: SOURCE with .nxc].")
+@click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
+@click.option("--bpp", type=float, help="Rate target in bits per pixel (whole file); overrides --quality.")
+@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
+@device_option
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
+@click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
+@force_option
+@user_errors
+def encode(source: Path, output: Path | None, quality: int, bpp: float | None, iters: int | None,
+           device: str, seed: int, verbose: bool, force: bool) -> None:
+    """Compress SOURCE (an image) into an .nxc stream."""
+    output = output or source.with_suffix(".nxc")
+    check_writable(output, force)
+    res = encode_file(source, quality=quality, rate=bpp, iters=iters, device=device, seed=seed,
+                      progress=sys.stderr.isatty())
+    write_bytes_atomic(output, res.data, force)
+    unit = res.rate_unit
+    click.echo(f"{source} -> {output}: {len(res.data)} bytes, {res.rate:.4f} {unit}, "
+               f"PSNR {res.metrics['psnr']:.2f} dB ({res.encode_seconds:.1f} s on {res.device})")
+    if verbose:
+        click.echo(f"  float PSNR {res.float_metrics['psnr']:.2f} dB, decoded PSNR {res.metrics['psnr']:.2f} dB")
+        click.echo(f"  model: {res.n_params} parameters, {res.config}")
+        if res.restarts:
+            click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: SOURCE with .png].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@force_option
+@user_errors
+def decode(source: Path, output: Path | None, device: str, force: bool) -> None:
+    """Decode an .nxc stream back to a signal file."""
+    data = _read_stream(source)
+    t0 = time.perf_counter()
+    decoded, array = decode_stream(data, device)
+    seconds = time.perf_counter() - t0
+    output = output or source.with_suffix(decoded.modality.default_extension)
+    write_atomic(output, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force)
+    click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@user_errors
+def info(source: Path) -> None:
+    """Show a stream's header, section sizes, rate and model, without decoding it."""
+    data = _read_stream(source)
+    modality_id, descriptor, cfg, layout = container.read_header(data)
+    modality = signals.for_id(modality_id)
+    desc = modality.unpack_descriptor(descriptor)
+    click.echo(f"file:       {source} ({layout.total} bytes)")
+    click.echo(f"format:     nxc version {data[4]}")
+    click.echo(f"signal:     {modality.describe(desc)}")
+    click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
+    click.echo(f"sections:   header {layout.header} + descriptor {layout.descriptor} + model {layout.config} "
+               f"+ tensor table {layout.tensor_table} + payload {4 + layout.payload} + crc {layout.crc} bytes")
+    click.echo(f"parameters: {cfg.parameter_count()}")
+    click.echo(f"model:      {cfg.n_experts} experts of {cfg.expert_depth}x{cfg.expert_width}, encoder "
+               f"{cfg.enc_depth}x{cfg.enc_width}, manager {cfg.mgr_enc_depth}+{cfg.mgr_depth}x{cfg.mgr_width}, "
+               f"input {'Fourier, ' + str(cfg.n_freq) + ' frequencies' if cfg.encoding else 'sine'}, w0 {cfg.w0_first}")
+
+
+@main.command()
+@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (default: the preset's).")
+@device_option
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Also write the .nxc and decoded PNG here.")
+@user_errors
+def demo(iters: int | None, device: str, keep: Path | None) -> None:
+    """Compress the bundled sample image and compare with JPEG at the same size."""
+    from PIL import Image
+
+    from nxcodec.baselines import jpeg_at_size
+
+    res = encode_file(SAMPLE, iters=iters, device=device, progress=sys.stderr.isatty())
+    decoded, array = decode_stream(res.data)
+    original = Image.open(SAMPLE).convert("RGB")
+    jpeg = jpeg_at_size(original, len(res.data))
+    click.echo(f"sample:  {SAMPLE.name} ({original.width}x{original.height}), encoded on {res.device} in {res.encode_seconds:.1f} s")
+    click.echo(f"nxcodec: {len(res.data):6d} bytes  {res.rate:.3f} bpp  PSNR {res.metrics['psnr']:.2f} dB")
+    click.echo(f"JPEG:    {jpeg.n_bytes:6d} bytes  {jpeg.bpp:.3f} bpp  PSNR {jpeg.psnr:.2f} dB  (Pillow, quality {jpeg.quality}, "
+               f"largest file not above nxcodec's)")
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(keep / "hopper.nxc", res.data, force=True)
+        write_atomic(keep / "hopper.png", lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Entropy coding of integer weights with constriction's range coder.
+
+Each tensor's integers are coded under a discrete Laplace (two-sided geometric) prior
+whose frequency table is built from four integers read from the stream, with integer
+arithmetic only (bitstream/SPEC.md, "Frequency tables"). The table sums to exactly
+2**24, so the coder sees the same probabilities on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+PRECISION_BITS = 24
+TOTAL = 1 << PRECISION_BITS
+MAX_SYMBOL = 32767  # |integer weight| and the prior's range stay within int16
+MAX_ALPHABET = 1 << 16
+_G0 = 1 << 30  # unnormalised frequency of the mode
+
+
+@dataclass(frozen=True)
+class LaplacePrior:
+    """A two-sided geometric prior over the integers ``lo..hi``, peaked at ``mu``.
+
+    The frequency of ``k`` decays by the factor ``decay / 65536`` per step away from ``mu``.
+    """
+
+    lo: int
+    hi: int
+    mu: int
+    decay: int
+
+    def __post_init__(self) -> None:
+        if not -MAX_SYMBOL <= self.lo <= self.mu <= self.hi <= MAX_SYMBOL:
+            raise ValueError("prior range must satisfy lo <= mu <= hi within int16")
+        if self.hi - self.lo + 1 > MAX_ALPHABET:
+            raise ValueError("prior alphabet too large")
+        if not 0 <= self.decay <= 65535:
+            raise ValueError("decay must fit in 16 bits")
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo + 1
+
+    def frequencies(self) -> np.ndarray:
+        """Integer frequencies of ``lo..hi``: each at least 1, summing to exactly 2**24."""
+        n = self.size
+        span = max(self.mu - self.lo, self.hi - self.mu)
+        g = np.zeros(span + 1, dtype=np.int64)
+        value = _G0
+        for d in range(span + 1):
+            if value == 0:
+                break
+            g[d] = value
+            value = (value * self.decay) >> 16
+        raw = g[np.abs(np.arange(self.lo, self.hi + 1, dtype=np.int64) - self.mu)]
+        freq = 1 + (raw * (TOTAL - n)) // int(raw.sum())
+        freq[self.mu - self.lo] += TOTAL - int(freq.sum())
+        return freq
+
+    def code_length_bits(self, symbols: np.ndarray) -> float:
+        """Ideal code length of ``symbols`` under this prior (within a few bits of the coder)."""
+        if symbols.size == 0:
+            return 0.0
+        freq = self.frequencies()
+        return float(np.sum(PRECISION_BITS - np.log2(freq[symbols.astype(np.int64) - self.lo])))
+
+
+def fit_prior(symbols: np.ndarray) -> LaplacePrior:
+    """The prior that codes ``symbols`` in the fewest bits, among a few decays near the MLE."""
+    symbols = np.asarray(symbols, dtype=np.int64).ravel()
+    if symbols.size == 0:
+        return LaplacePrior(0, 0, 0, 0)
+    lo, hi = int(symbols.min()), int(symbols.max())
+    if lo < -MAX_SYMBOL or hi > MAX_SYMBOL or hi - lo + 1 > MAX_ALPHABET:
+        raise ValueError("integer weights out of the coder's range; use a coarser step")
+    mu = int(np.clip(np.round(np.median(symbols)), lo, hi))
+    scale = max(float(np.mean(np.abs(symbols - mu))), 1e-3)
+    best: LaplacePrior | None = None
+    best_bits = math.inf
+    for factor in (0.7, 0.85, 1.0, 1.2, 1.45):
+        decay = int(np.clip(round(65536 * math.exp(-1.0 / (scale * factor))), 0, 65535))
+        prior = LaplacePrior(lo, hi, mu, decay)
+        bits = prior.code_length_bits(symbols)
+        if bits < best_bits:
+            best, best_bits = prior, bits
+    assert best is not None
+    return best
+
+
+def _model(prior: LaplacePrior) -> "constriction.stream.model.Categorical":
+    return constriction.stream.model.Categorical(prior.frequencies().astype(np.float64), perfect=False)
+
+
+def encode(tensors: list[np.ndarray], priors: list[LaplacePrior]) -> bytes:
+    """Range-code each integer array under its prior, all into one payload."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    for symbols, prior in zip(tensors, priors):
+        flat = np.asarray(symbols, dtype=np.int64).ravel()
+        if flat.size and prior.size > 1:
+            encoder.encode((flat - prior.lo).astype(np.int32), _model(prior))
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(payload: bytes, sizes: list[int], priors: list[LaplacePrior]) -> list[np.ndarray]:
+    """Inverse of :func:`encode`: ``sizes[i]`` integers under ``priors[i]`` for each tensor."""
+    if len(payload) % 4:
+        raise ValueError("payload length is not a multiple of 4")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    out = []
+    for size, prior in zip(sizes, priors):
+        if size and prior.size > 1:
+            out.append(decoder.decode(_model(prior), size).astype(np.int64) + prior.lo)
+        else:
+            out.append(np.full(size, prior.lo, dtype=np.int64))
+    return out

@@ -1,0 +1,98 @@
+"""Quality presets: how big a network, how long a fit, and how rate is traded for quality.
+
+A preset scales the network to the signal (a number of parameters per sample), so a
+quality level gives a similar rate on a small and a large image. ``--bpp`` picks the
+network size from the rate target instead and lets step search meet the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nxcodec.model import ENCODING_FOURIER, ModelConfig
+
+BITS_PER_PARAMETER = 6.0  # typical coded size of one weight, to size a network for a rate
+MIN_WIDTH = 8
+MAX_WIDTH = 256
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One quality level."""
+
+    quality: int
+    params_per_sample: float
+    iters: int
+    lam_db: float  # dB of quality one bit per sample is worth, for step search
+
+
+PRESETS = {
+    p.quality: p
+    for p in (
+        Preset(1, 0.012, 1500, 14.0),
+        Preset(2, 0.018, 2000, 13.0),
+        Preset(3, 0.025, 2500, 12.0),
+        Preset(4, 0.032, 3000, 11.0),
+        Preset(5, 0.040, 3000, 10.0),
+        Preset(6, 0.055, 3500, 9.0),
+        Preset(7, 0.075, 4000, 8.0),
+        Preset(8, 0.100, 5000, 7.0),
+        Preset(9, 0.140, 6000, 6.0),
+    )
+}
+DEFAULT_QUALITY = 5
+
+
+def get(quality: int) -> Preset:
+    try:
+        return PRESETS[quality]
+    except KeyError:
+        raise ValueError(f"quality must be 1..9, not {quality}") from None
+
+
+def preset_for_rate(bits_per_sample: float) -> Preset:
+    """The preset whose typical rate is nearest to ``bits_per_sample``."""
+    return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * BITS_PER_PARAMETER - bits_per_sample))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The modality-specific shape of a network family; a width scales it to a budget."""
+
+    in_dim: int
+    n_freq: int
+    w0: int = 30
+    n_experts: int = 4
+    enc_depth: int = 2
+    expert_depth: int = 2
+    enc_ratio: float = 1.5  # encoder width relative to the expert width
+    mgr_width: int = 16
+    mgr_depth: int = 1
+
+    def config(self, out_dim: int, width: int) -> ModelConfig:
+        return ModelConfig(
+            in_dim=self.in_dim,
+            out_dim=out_dim,
+            encoding=ENCODING_FOURIER,
+            n_freq=self.n_freq,
+            w0_first=self.w0,
+            w0_hidden=self.w0,
+            enc_width=max(MIN_WIDTH, round(width * self.enc_ratio)),
+            enc_depth=self.enc_depth,
+            n_experts=self.n_experts,
+            expert_width=width,
+            expert_depth=self.expert_depth,
+            mgr_width=self.mgr_width,
+            mgr_enc_depth=0,
+            mgr_depth=self.mgr_depth,
+        )
+
+    def fit_budget(self, out_dim: int, n_params: float) -> ModelConfig:
+        """The widest network of this shape with at most ``n_params`` parameters (at least the smallest)."""
+        best = self.config(out_dim, MIN_WIDTH)
+        for width in range(MIN_WIDTH + 1, MAX_WIDTH + 1):
+            cfg = self.config(out_dim, width)
+            if cfg.parameter_count() > n_params:
+                break
+            best = cfg
+        return best

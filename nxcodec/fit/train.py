@@ -1,0 +1,141 @@
+"""Fitting a Neural-Experts network to one signal: manager pretraining, then the gated fit.
+
+The fit draws random mini-batches of points, uses Adam with a cosine learning-rate decay,
+and spends its last part on the experts alone (encoder and manager frozen) so that the
+routing the decoder will use is settled. A NaN or a jump in the loss restores the last
+good state and halves the learning rate; it never reaches a stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from nxcodec.errors import NxcError
+from nxcodec.fit.losses import balanced_label_loss, gated_mse, mse_to_psnr
+from nxcodec.model import NeuralExperts
+
+
+@dataclass
+class FitSettings:
+    """How long and how hard to fit."""
+
+    iters: int = 2000
+    lr: float = 2e-3
+    batch: int = 1 << 15
+    pretrain_frac: float = 0.1
+    experts_only_frac: float = 0.2
+    final_lr_frac: float = 0.05
+    max_restarts: int = 6
+    progress: bool = False
+    desc: str = "fit"
+
+
+@dataclass
+class FitLog:
+    """What happened during a fit (for ``-v`` and the benchmarks)."""
+
+    losses: list[float] = field(default_factory=list)
+    restarts: int = 0
+    iters_done: int = 0
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def pretrain_manager(
+    model: NeuralExperts, coords: torch.Tensor, iters: int, lr: float, batch: int, gen: torch.Generator
+) -> None:
+    """Train the manager alone towards uniformly random, balanced expert labels.
+
+    This spreads the experts over the domain before the gated fit; without it one expert
+    tends to take everything. The expert encoder is frozen here, so its features are
+    computed once.
+    """
+    k = model.cfg.n_experts
+    if k == 1 or iters <= 0:
+        return
+    n = coords.shape[0]
+    labels = (torch.randperm(n, generator=gen, device="cpu") % k).to(coords.device)
+    with torch.no_grad():
+        enc = [model.encode(coords[i : i + batch]) for i in range(0, n, batch)]
+        g = torch.cat([e[0] for e in enc])
+        h = torch.cat([e[1] for e in enc])
+    opt = torch.optim.Adam(model.manager_parameters(), lr=lr)
+    for _ in range(iters):
+        idx = torch.randint(0, n, (min(batch, n),), generator=gen, device="cpu").to(coords.device)
+        loss = balanced_label_loss(model.gate_logits(g[idx], h[idx]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def fit(
+    model: NeuralExperts,
+    coords: torch.Tensor,
+    target: torch.Tensor,
+    settings: FitSettings,
+    gen: torch.Generator,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = gated_mse,
+) -> FitLog:
+    """Fit ``model`` so that its routed prediction at ``coords`` approximates ``target``."""
+    log = FitLog()
+    n = coords.shape[0]
+    batch = min(settings.batch, n)
+    pre = int(settings.iters * settings.pretrain_frac)
+    pretrain_manager(model, coords, pre, settings.lr, batch, gen)
+    iters = settings.iters - pre
+    freeze_at = int(iters * (1 - settings.experts_only_frac))
+    shared = [*model.encoder.parameters(), *model.manager_parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    lr_scale = 1.0
+    good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    best = math.inf
+    bar = _progress(iters, settings.progress, settings.desc)
+    it = 0
+    while it < iters:
+        t = it / max(iters - 1, 1)
+        cosine = settings.final_lr_frac + (1 - settings.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * lr_scale * cosine
+        idx = torch.randint(0, n, (batch,), generator=gen, device="cpu").to(coords.device)
+        preds, logits = model.forward_all(coords[idx])
+        loss = loss_fn(preds, logits, target[idx])
+        value = float(loss.detach())
+        if not math.isfinite(value) or value > 20 * best + 1e-3:
+            log.restarts += 1
+            if log.restarts > settings.max_restarts:
+                raise NxcError("fitting diverged repeatedly; try a lower --quality or another --seed")
+            model.load_state_dict(good_state[0])
+            opt.load_state_dict(good_state[1])
+            lr_scale *= 0.5
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if it >= freeze_at:
+            for p in shared:
+                p.grad = None
+        opt.step()
+        best = min(best, value)
+        log.losses.append(value)
+        if it % 100 == 0:
+            good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+        if bar is not None:
+            bar.update(1)
+            if it % 20 == 0:
+                bar.set_postfix(loss=f"{value:.2e}", psnr=f"{mse_to_psnr(value):.2f}")
+        it += 1
+    if bar is not None:
+        bar.close()
+    log.iters_done = iters
+    return log

@@ -1,0 +1,47 @@
+"""Safe output: write to a temporary file beside the target, then rename.
+
+A crash or an error never leaves a partial file under the output's name, and an existing
+file is only replaced when the caller says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from nxcodec.errors import OutputError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse early (before any work) an output that exists without ``force`` or has no folder."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists (use --force to replace it)")
+    if not path.parent.exists():
+        raise OutputError(f"{path.parent}: no such directory")
+
+
+def write_atomic(path: Path, writer: Callable[[Path], None], force: bool = False) -> None:
+    """Call ``writer(tmp)`` to produce the file, then move it onto ``path`` in one step."""
+    check_writable(path, force)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        if not force and path.exists():
+            raise OutputError(f"{path}: already exists (use --force to replace it)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, data: bytes, force: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), force)

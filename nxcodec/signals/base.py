@@ -1,0 +1,101 @@
+"""What every modality provides: reading, its coordinate grid, writing and metrics.
+
+A modality is one module under ``nxcodec/signals/`` with a :class:`Modality` subclass;
+the codec, the container and the CLI only talk to this interface, so adding a kind of
+signal adds a module rather than branches across the code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nxcodec.fit.presets import Shape
+
+
+@dataclass
+class Signal:
+    """A signal ready to fit: its descriptor (what the decoder needs to know) and samples."""
+
+    descriptor: Any
+    data: np.ndarray
+
+
+class Modality(ABC):
+    """One kind of signal (image, audio, shape)."""
+
+    id: int
+    name: str
+    extensions: tuple[str, ...]
+    rate_unit: str  # "bpp" or "kbps"
+    coord_dim: int  # dimensions of the coordinate grid
+    default_extension: str  # what ``decode`` writes when no output is named
+
+    @abstractmethod
+    def read(self, path: Path) -> Signal:
+        """Read a file; raise :class:`nxcodec.errors.InputError` with a clear message if unusable."""
+
+    @abstractmethod
+    def from_array(self, array: np.ndarray) -> Signal:
+        """Wrap an in-memory array (the Python API)."""
+
+    @abstractmethod
+    def pack_descriptor(self, descriptor: Any) -> bytes:
+        """The descriptor's bytes in the stream."""
+
+    @abstractmethod
+    def unpack_descriptor(self, data: bytes) -> Any:
+        """Parse and bound-check a descriptor; raise :class:`nxcodec.errors.StreamError` if invalid."""
+
+    @abstractmethod
+    def channels(self, descriptor: Any) -> int:
+        """Number of output values per coordinate."""
+
+    @abstractmethod
+    def num_samples(self, descriptor: Any) -> int:
+        """Number of coordinates on the decode grid."""
+
+    @abstractmethod
+    def coords(self, descriptor: Any, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Coordinates ``start:stop`` of the decode grid, in [-1, 1]^d (chunks keep memory bounded)."""
+
+    @abstractmethod
+    def targets(self, signal: Signal) -> torch.Tensor:
+        """The samples to fit, ``(num_samples, channels)`` in [-1, 1], in grid order."""
+
+    @abstractmethod
+    def to_samples(self, descriptor: Any, values: np.ndarray) -> np.ndarray:
+        """Network outputs ``(n, channels)`` in [-1, 1] to stored samples (elementwise, chunk by chunk)."""
+
+    @abstractmethod
+    def assemble(self, descriptor: Any, samples: np.ndarray) -> np.ndarray:
+        """All samples in grid order ``(num_samples, channels)`` into the signal's own array."""
+
+    @abstractmethod
+    def write(self, descriptor: Any, array: np.ndarray, path: Path) -> None:
+        """Write a decoded array to ``path`` (the caller makes this atomic)."""
+
+    @abstractmethod
+    def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        """Quality of ``decoded`` against ``original`` (both as this modality's arrays)."""
+
+    @abstractmethod
+    def rate(self, descriptor: Any, n_bytes: int) -> float:
+        """The rate of a stream of ``n_bytes`` in this modality's unit (header included)."""
+
+    @abstractmethod
+    def bits_allowed(self, descriptor: Any, rate: float) -> float:
+        """The whole-file size in bits that a rate target in this modality's unit allows."""
+
+    @abstractmethod
+    def network_shape(self, descriptor: Any) -> "Shape":
+        """The family of networks that fits this kind of signal (scaled to a budget by presets)."""
+
+    @abstractmethod
+    def describe(self, descriptor: Any) -> str:
+        """One line for ``nxcodec info``."""

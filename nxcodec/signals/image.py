@@ -1,0 +1,173 @@
+"""Images: PNG, JPEG, BMP, TIFF and WebP in; PNG out at the original size and bit depth.
+
+The grid is one coordinate per pixel centre, x and y each spanning [-1, 1]; samples
+are the pixel values scaled to [-1, 1]. Grayscale stays grayscale and alpha is coded as
+one more channel.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from nxcodec.errors import InputError, StreamError
+from nxcodec.fit.presets import Shape
+from nxcodec.signals.base import Modality, Signal
+
+MAX_PIXELS = 1 << 27  # the decoder refuses larger images before allocating
+MAX_SIDE = 1 << 16
+
+_DESC = struct.Struct("<IIBB")  # width, height, channels, bit depth
+IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
+_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+@dataclass(frozen=True)
+class ImageDescriptor:
+    """What the decoder needs to rebuild an image."""
+
+    width: int
+    height: int
+    channels: int
+    bit_depth: int
+
+    @property
+    def peak(self) -> int:
+        return (1 << self.bit_depth) - 1
+
+
+def _to_array(im: Image.Image) -> tuple[np.ndarray, int]:
+    """Pixels as ``(H, W, C)`` and the bit depth, converting palettes and other modes."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise InputError("32-bit integer images are not supported")
+        return a.astype(np.uint16)[..., None], 16
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode == "PA":
+        im = im.convert("RGBA")
+    elif im.mode == "1":
+        im = im.convert("L")
+    elif im.mode not in _MODES:
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8).reshape(im.height, im.width, _MODES[im.mode]), 8
+
+
+class ImageModality(Modality):
+    id = 1
+    name = "image"
+    extensions = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    rate_unit = "bpp"
+    coord_dim = 2
+    default_extension = ".png"
+
+    def read(self, path: Path) -> Signal:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                array, depth = _to_array(im)
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"{path}: cannot read image ({exc})") from None
+        return self._signal(array, depth)
+
+    def from_array(self, array: np.ndarray) -> Signal:
+        a = np.asarray(array)
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+            raise InputError("an image array must be (H, W) or (H, W, C) with 1-4 channels")
+        if a.dtype == np.uint8:
+            return self._signal(a, 8)
+        if a.dtype == np.uint16:
+            return self._signal(a, 16)
+        raise InputError(f"image arrays must be uint8 or uint16, not {a.dtype}")
+
+    def _signal(self, array: np.ndarray, depth: int) -> Signal:
+        h, w, c = array.shape
+        if h * w == 0:
+            raise InputError("image is empty")
+        if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+            raise InputError(f"image of {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+        return Signal(ImageDescriptor(w, h, c, depth), array)
+
+    def pack_descriptor(self, d: ImageDescriptor) -> bytes:
+        return _DESC.pack(d.width, d.height, d.channels, d.bit_depth)
+
+    def unpack_descriptor(self, data: bytes) -> ImageDescriptor:
+        if len(data) != _DESC.size:
+            raise StreamError("image descriptor has the wrong size")
+        w, h, c, depth = _DESC.unpack(data)
+        if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE and w * h <= MAX_PIXELS):
+            raise StreamError(f"declared image size {w}x{h} is beyond the decoder's limits")
+        if c not in (1, 2, 3, 4) or depth not in (8, 16):
+            raise StreamError("declared channels or bit depth are invalid")
+        return ImageDescriptor(w, h, c, depth)
+
+    def channels(self, d: ImageDescriptor) -> int:
+        return d.channels
+
+    def num_samples(self, d: ImageDescriptor) -> int:
+        return d.width * d.height
+
+    def coords(self, d: ImageDescriptor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = d.width * d.height if stop is None else stop
+        i = torch.arange(start, stop, dtype=torch.int64)
+        x = ((i % d.width).float() + 0.5) * (2.0 / d.width) - 1.0
+        y = ((i // d.width).float() + 0.5) * (2.0 / d.height) - 1.0
+        return torch.stack([x, y], dim=-1)
+
+    def targets(self, signal: Signal) -> torch.Tensor:
+        d = signal.descriptor
+        v = signal.data.reshape(-1, d.channels).astype(np.float32)
+        return torch.from_numpy(v * (2.0 / d.peak) - 1.0)
+
+    def to_samples(self, d: ImageDescriptor, values: np.ndarray) -> np.ndarray:
+        v = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * (d.peak / 2.0))
+        return v.astype(np.uint8 if d.bit_depth == 8 else np.uint16)
+
+    def assemble(self, d: ImageDescriptor, samples: np.ndarray) -> np.ndarray:
+        return samples.reshape(d.height, d.width, d.channels)
+
+    def write(self, d: ImageDescriptor, array: np.ndarray, path: Path) -> None:
+        if d.bit_depth == 16:
+            if d.channels != 1:
+                raise InputError("16-bit output is supported for grayscale only")
+            im = Image.fromarray(array[..., 0].astype(np.uint16))
+        else:
+            mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[d.channels]
+            im = Image.fromarray(array.reshape(d.height, d.width, d.channels).squeeze(-1) if d.channels == 1 else array, mode)
+        im.save(path, format="PNG")
+
+    def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        peak = 65535.0 if original.dtype == np.uint16 else 255.0
+        mse = float(np.mean((original.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+        return {"psnr": psnr_from_mse(mse, peak), "mse": mse}
+
+    def rate(self, d: ImageDescriptor, n_bytes: int) -> float:
+        return 8.0 * n_bytes / (d.width * d.height)
+
+    def bits_allowed(self, d: ImageDescriptor, rate: float) -> float:
+        return rate * d.width * d.height
+
+    def network_shape(self, d: ImageDescriptor) -> Shape:
+        return IMAGE_SHAPE
+
+    def describe(self, d: ImageDescriptor) -> str:
+        kind = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}[d.channels]
+        return f"image {d.width}x{d.height} {kind} {d.bit_depth}-bit"
+
+
+def psnr_from_mse(mse: float, peak: float) -> float:
+    """PSNR in dB; infinite for a lossless result."""
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
