@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ from nxcodec.signals import Modality, Signal
 DECODE_CHUNK = 1 << 16
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
-HEADER_GUESS_BYTES = 40
 
 
 @dataclass
@@ -41,6 +40,7 @@ class EncodeOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = False
+    config: ModelConfig | None = None  # a fixed network instead of the preset's (experiments, conformance)
 
 
 @dataclass
@@ -96,7 +96,6 @@ def _rate_search(
     model: NeuralExperts,
     coords: torch.Tensor,
     target: torch.Tensor,
-    n_samples: int,
     lam_db: float,
     gen: torch.Generator,
 ) -> dict[str, int]:
@@ -112,19 +111,24 @@ def _rate_search(
             pred = probe.forward_routed(coords[idx])[0]
             return float(((pred.clamp(-1, 1) - target[idx]) ** 2).mean())
 
-    return search_steps(ref, distortion, n_samples, lam_db)
+    return search_steps(ref, distortion, model.cfg.parameter_count(), lam_db)
 
 
-def _meet_rate(tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, int], bits_allowed: float) -> dict[str, int]:
-    """Shift all step codes together to the finest setting whose coded size fits ``bits_allowed``."""
+def _meet_rate(
+    tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, int], write: Callable[[dict[str, int]], bytes], bits_allowed: float
+) -> bytes:
+    """The stream with all step codes shifted together to the finest setting that fits ``bits_allowed``.
+
+    Sizes are measured on the written stream, header and coder flush included.
+    """
     for shift in range(-8, 64):
         shifted = {n: max(c - shift, 0) for n, c in codes.items()}
         try:
-            q = quantize_model(tensors, shifted)
-        except ValueError:
+            data = write(shifted)
+        except ValueError:  # a step too fine for the coder's integer range
             continue
-        if sum(qt.bits() for qt in q.values()) <= bits_allowed:
-            return shifted
+        if 8 * len(data) <= bits_allowed:
+            return data
     raise NxcError("the rate target is too small for this signal; raise --bpp")
 
 
@@ -147,6 +151,8 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     else:
         preset = presets.get(opts.quality)
         cfg = shape.fit_budget(out_dim, preset.params_per_sample * n)
+    if opts.config is not None:
+        cfg = opts.config
     iters = opts.iters if opts.iters is not None else preset.iters
     if iters < 1:
         raise NxcError("--iters must be at least 1")
@@ -159,14 +165,18 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     float_array = predict_grid(model, modality, desc, device)
     float_metrics = modality.metrics(signal.data, float_array)
 
-    codes = _rate_search(model, coords, target, n, preset.lam_db, gen)
+    codes = _rate_search(model, coords, target, preset.lam_db, gen)
     quantization_aware_fit(model, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
     tensors = OrderedDict((k, v.detach().cpu()) for k, v in model.coded_tensors().items())
-    if opts.rate is not None:
-        header_bits = 8 * (HEADER_GUESS_BYTES + 9 * len(tensors))
-        codes = _meet_rate(tensors, codes, modality.bits_allowed(desc, opts.rate) - header_bits)
-    stream = container.Stream(modality.id, modality.pack_descriptor(desc), cfg, quantize_model(tensors, codes))
-    data = container.write(stream)
+
+    def write(step_codes: dict[str, int]) -> bytes:
+        quantized = quantize_model(tensors, step_codes)
+        return container.write(container.Stream(modality.id, modality.pack_descriptor(desc), cfg, quantized))
+
+    if opts.rate is None:
+        data = write(codes)
+    else:
+        data = _meet_rate(tensors, codes, write, modality.bits_allowed(desc, opts.rate))
     encode_seconds = time.perf_counter() - t0
 
     _, decoded = decode_stream(data, device="cpu")

@@ -1,10 +1,12 @@
 """Per-tensor uniform quantization of the network and the rate-distortion choice of steps.
 
 A tensor ``w`` is stored as integers ``round(w / step)``. Steps come from a fixed table of
-quarter-octaves, ``step(code) = M[code % 4] * 2**-(code // 4)`` with the four float32
+quarter-octaves, ``step(code) = 2**(-code / 4) = M[code % 4] * 2**-(code // 4)`` with the four float32
 mantissas ``M`` below, so the decoder rebuilds every step exactly from one byte.
-The encoder picks each tensor's step by minimising ``10 log10(MSE) + lambda * bpp``:
-``lambda`` is how many dB one bit per pixel is worth at the chosen operating point.
+The encoder picks each tensor's step by minimising ``10 log10(MSE) + lambda * bits / P``
+over the ``P`` parameters: ``lambda`` is how many dB one more bit per parameter must buy.
+Measuring rate per parameter (not per pixel) keeps one ``lambda`` right for networks and
+signals of any size, since the network is already sized to the rate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from nxcodec.entropy import MAX_SYMBOL, LaplacePrior, fit_prior
 
-STEP_MANTISSAS = np.array([1.0, 2**0.25, 2**0.5, 2**0.75], dtype=np.float32)
+STEP_MANTISSAS = np.array([1.0, 2**-0.25, 2**-0.5, 2**-0.75], dtype=np.float32)
 MAX_STEP_CODE = 255
 
 
@@ -84,13 +86,13 @@ def quantize_model(tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, i
 def search_steps(
     tensors: "OrderedDict[str, torch.Tensor]",
     distortion: Callable[[dict[str, torch.Tensor]], float],
-    n_samples: int,
+    n_params: int,
     lam_db: float,
 ) -> dict[str, int]:
     """Choose each tensor's step code by rate-distortion, one tensor at a time.
 
     ``distortion`` maps a full set of (dequantized) tensors to an MSE of the decoded
-    signal; ``n_samples`` turns bits into bits per sample (pixel). All tensors start
+    signal; rate is counted in bits per parameter (``n_params``). All tensors start
     nearly lossless (a step of std/256), so each tensor's choice sees its own effect;
     a first sweep tries every other code from std to std/1024, a second refines by one.
     """
@@ -121,7 +123,7 @@ def search_steps(
                 continue
             current[name] = qt
             mse = distortion(as_tensors())
-            rate = (sum(bits.values()) - bits[name] + qt.bits()) / n_samples
+            rate = (sum(bits.values()) - bits[name] + qt.bits()) / n_params
             cost = 10 * math.log10(max(mse, 1e-20)) + lam_db * rate
             if cost < best_cost:
                 best_cost, best_qt = cost, qt

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from nxcodec.model import ENCODING_FOURIER, ModelConfig
 
 BITS_PER_PARAMETER = 6.0  # typical coded size of one weight, to size a network for a rate
-MIN_WIDTH = 8
+MIN_WIDTH = 4
 MAX_WIDTH = 256
 
 
@@ -23,21 +23,21 @@ class Preset:
     quality: int
     params_per_sample: float
     iters: int
-    lam_db: float  # dB of quality one bit per sample is worth, for step search
+    lam_db: float  # dB one more bit per parameter must buy, for step search
 
 
 PRESETS = {
     p.quality: p
     for p in (
-        Preset(1, 0.012, 1500, 14.0),
-        Preset(2, 0.018, 2000, 13.0),
-        Preset(3, 0.025, 2500, 12.0),
-        Preset(4, 0.032, 3000, 11.0),
-        Preset(5, 0.040, 3000, 10.0),
-        Preset(6, 0.055, 3500, 9.0),
-        Preset(7, 0.075, 4000, 8.0),
-        Preset(8, 0.100, 5000, 7.0),
-        Preset(9, 0.140, 6000, 6.0),
+        Preset(1, 0.012, 1500, 1.0),
+        Preset(2, 0.018, 2000, 0.85),
+        Preset(3, 0.025, 2500, 0.7),
+        Preset(4, 0.032, 3000, 0.6),
+        Preset(5, 0.040, 3000, 0.5),
+        Preset(6, 0.055, 3500, 0.42),
+        Preset(7, 0.075, 4000, 0.35),
+        Preset(8, 0.100, 5000, 0.3),
+        Preset(9, 0.140, 6000, 0.25),
     )
 }
 DEFAULT_QUALITY = 5
@@ -66,7 +66,7 @@ class Shape:
     enc_depth: int = 2
     expert_depth: int = 2
     enc_ratio: float = 1.5  # encoder width relative to the expert width
-    mgr_width: int = 16
+    mgr_ratio: float = 0.5  # manager width relative to the expert width
     mgr_depth: int = 1
 
     def config(self, out_dim: int, width: int) -> ModelConfig:
@@ -82,7 +82,7 @@ class Shape:
             n_experts=self.n_experts,
             expert_width=width,
             expert_depth=self.expert_depth,
-            mgr_width=self.mgr_width,
+            mgr_width=max(MIN_WIDTH, round(width * self.mgr_ratio)),
             mgr_enc_depth=0,
             mgr_depth=self.mgr_depth,
         )

@@ -1,0 +1,76 @@
+"""Regenerate the conformance streams of bitstream/conformance/ (run after any format change).
+
+Each case is a tiny image fitted briefly with a fixed seed and a network chosen to
+exercise one branch of the format (manager encoder, single expert, raw coordinates,
+grayscale, alpha, odd sizes). The manifest records, per case, the stream, the image it
+must decode to, and a SHA-256 of the decoded integer weights, which must match exactly.
+
+    python bitstream/make_conformance.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nxcodec import container
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
+from nxcodec.signals import for_name
+
+HERE = Path(__file__).parent / "conformance"
+SAMPLE = Path(__file__).parents[1] / "nxcodec" / "samples" / "hopper.png"
+
+
+def weights_digest(data: bytes) -> str:
+    """SHA-256 over every tensor's integers (int64, little-endian, stream order)."""
+    h = hashlib.sha256()
+    for qt in container.read(data).tensors.values():
+        h.update(qt.ints.astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def cfg(**kw) -> ModelConfig:
+    base = dict(in_dim=2, out_dim=3, encoding=ENCODING_FOURIER, n_freq=4, w0_first=30, w0_hidden=30,
+                enc_width=12, enc_depth=2, n_experts=4, expert_width=8, expert_depth=1, mgr_width=8,
+                mgr_enc_depth=0, mgr_depth=1)
+    return ModelConfig(**{**base, **kw})
+
+
+def cases() -> list[tuple[str, np.ndarray, ModelConfig]]:
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    gray = np.asarray(Image.open(SAMPLE).convert("L"))
+    rgba = np.concatenate([rgb[100:116, 100:124], np.tile(np.linspace(0, 255, 24, dtype=np.uint8), (16, 1))[..., None]], 2)
+    return [
+        ("rgb_k4_24x16", rgb[40:56, 120:144].copy(), cfg()),
+        ("gray_k2_mgrenc_13x11", gray[70:81, 60:73].copy(), cfg(out_dim=1, n_experts=2, mgr_enc_depth=1)),
+        ("rgba_k1_sine_24x16", rgba, cfg(out_dim=4, encoding=ENCODING_SINE, n_freq=0, n_experts=1, expert_depth=0)),
+    ]
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    image = for_name("image")
+    manifest = []
+    for name, array, config in cases():
+        res = encode_signal(image, image.from_array(array), EncodeOptions(iters=200, device="cpu", seed=7, config=config))
+        decoded = decode_stream(res.data)[1]
+        (HERE / f"{name}.nxc").write_bytes(res.data)
+        image.write(image.unpack_descriptor(container.read(res.data).descriptor), decoded, HERE / f"{name}.png")
+        manifest.append({
+            "stream": f"{name}.nxc",
+            "expected": f"{name}.png",
+            "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "weights_sha256": weights_digest(res.data),
+            "shape": list(decoded.shape),
+        })
+        print(f"{name}: {len(res.data)} bytes, PSNR {res.metrics['psnr']:.2f} dB")
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

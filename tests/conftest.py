@@ -1,0 +1,49 @@
+"""Shared fixtures: small real images and one encoded stream reused across tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nxcodec.codec import EncodeOptions, encode_signal
+from nxcodec.signals import for_name
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+SAMPLE = ROOT / "nxcodec" / "samples" / "hopper.png"
+FAST_ITERS = 300
+
+
+def real_image(size: tuple[int, int] = (48, 40)) -> np.ndarray:
+    """A crop of a real photo: Kodak when ../shared/data is present, else the bundled sample."""
+    w, h = size
+    if (KODAK / "kodim23.png").exists():
+        im = Image.open(KODAK / "kodim23.png").convert("RGB")
+        return np.asarray(im)[180 : 180 + h, 300 : 300 + w].copy()
+    im = Image.open(SAMPLE).convert("RGB")
+    return np.asarray(im)[60 : 60 + h, 90 : 90 + w].copy()
+
+
+def fast_encode(array: np.ndarray, **kwargs):
+    """Encode an image array on the CPU with a short fit."""
+    opts = EncodeOptions(iters=kwargs.pop("iters", FAST_ITERS), device="cpu", **kwargs)
+    image = for_name("image")
+    return encode_signal(image, image.from_array(array), opts)
+
+
+@pytest.fixture(scope="session")
+def rgb_image() -> np.ndarray:
+    return real_image()
+
+
+@pytest.fixture(scope="session")
+def rgb_result(rgb_image):
+    return fast_encode(rgb_image)
+
+
+@pytest.fixture(scope="session")
+def rgb_stream(rgb_result) -> bytes:
+    return rgb_result.data

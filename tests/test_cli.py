@@ -1,0 +1,93 @@
+"""The command line: the verbs, their outputs, and one-line errors with exit status 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nxcodec.cli import main
+
+
+@pytest.fixture()
+def png(tmp_path, rgb_image):
+    path = tmp_path / "crop.png"
+    Image.fromarray(rgb_image).save(path)
+    return path
+
+
+@pytest.fixture()
+def nxc(tmp_path, rgb_stream):
+    path = tmp_path / "crop.nxc"
+    path.write_bytes(rgb_stream)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_encode_decode_info(tmp_path, png, rgb_image):
+    out = tmp_path / "out.nxc"
+    res = run("encode", png, "-o", out, "--iters", 60, "--device", "cpu", "--seed", 1, "-v")
+    assert res.exit_code == 0, res.output
+    assert "bpp" in res.output and "float PSNR" in res.output
+    res = run("decode", out, "-o", tmp_path / "back.png")
+    assert res.exit_code == 0, res.output
+    back = np.asarray(Image.open(tmp_path / "back.png"))
+    assert back.shape == rgb_image.shape
+    res = run("info", out)
+    assert res.exit_code == 0
+    assert "image 48x40 RGB 8-bit" in res.output and "parameters" in res.output
+
+
+def test_default_output_names(tmp_path, nxc):
+    res = run("decode", nxc)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "crop.png").exists()
+
+
+def test_existing_output_is_kept_without_force(tmp_path, nxc):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"precious")
+    res = run("decode", nxc, "-o", target)
+    assert res.exit_code == 2 and "--force" in res.output
+    assert target.read_bytes() == b"precious"
+    assert run("decode", nxc, "-o", target, "--force").exit_code == 0
+    assert target.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_corrupt_stream_fails_cleanly_and_leaves_nothing(tmp_path, nxc):
+    bad = tmp_path / "bad.nxc"
+    bad.write_bytes(nxc.read_bytes()[:-10])
+    res = run("decode", bad, "-o", tmp_path / "bad.png")
+    assert res.exit_code == 2
+    assert not (tmp_path / "bad.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.nxc", "crop.nxc"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["encode", "missing.png"], "no such file"),
+        (["encode", "notes.txt"], "unsupported file type"),
+        (["encode", "fake.png"], "cannot read image"),
+        (["decode", "missing.nxc"], "no such file"),
+        (["decode", "fake.png"], "bad magic"),
+        (["info", "fake.png"], "bad magic"),
+        (["encode", "fake.png", "--device", "cuda:7"], ""),
+    ],
+)
+def test_user_errors_are_one_line_on_stderr_with_status_2(tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.png").write_bytes(b"not really a png")
+    proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nxcodec: error:")
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr

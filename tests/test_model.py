@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from nxcodec.fit.losses import gated_mse
+from nxcodec.model import ModelConfig, NeuralExperts, tensor_shapes
+
+CFG = ModelConfig(in_dim=2, out_dim=3, encoding=1, n_freq=4, w0_first=30, w0_hidden=30, enc_width=12,
+                  enc_depth=2, n_experts=3, expert_width=10, expert_depth=2, mgr_width=8, mgr_enc_depth=1,
+                  mgr_depth=1)
+
+
+def test_config_round_trips_through_bytes():
+    assert ModelConfig.unpack(CFG.pack()) == CFG
+    assert len(CFG.pack()) == ModelConfig.SIZE == 19
+
+
+def test_invalid_configs_are_refused():
+    with pytest.raises(ValueError):
+        ModelConfig(**{**CFG.__dict__, "encoding": 7})
+    with pytest.raises(ValueError):
+        ModelConfig(**{**CFG.__dict__, "n_experts": 0})
+
+
+@pytest.mark.parametrize("cfg", [CFG, ModelConfig(**{**CFG.__dict__, "n_experts": 1}),
+                                 ModelConfig(**{**CFG.__dict__, "mgr_enc_depth": 0, "expert_depth": 0})])
+def test_coded_tensors_follow_the_stream_order_and_shapes(cfg):
+    model = NeuralExperts(cfg)
+    coded = model.coded_tensors()
+    shapes = tensor_shapes(cfg)
+    assert list(coded) == list(shapes)
+    assert all(tuple(coded[n].shape) == shapes[n] for n in shapes)
+    assert cfg.parameter_count() == sum(p.numel() for p in model.parameters())
+
+
+def test_routed_output_is_the_chosen_experts_prediction():
+    torch.manual_seed(0)
+    model = NeuralExperts(CFG)
+    coords = torch.rand(500, 2) * 2 - 1
+    preds, logits = model.forward_all(coords)
+    routed, choice = model.forward_routed(coords)
+    assert torch.equal(choice, logits.argmax(-1))
+    expected = preds[choice, torch.arange(500)]
+    torch.testing.assert_close(routed, expected, rtol=1e-5, atol=1e-5)
+    assert len(choice.unique()) > 1
+
+
+def test_gated_loss_weights_each_experts_error_by_its_gate():
+    preds = torch.tensor([[[0.0]], [[1.0]]])  # two experts, one point
+    target = torch.tensor([[1.0]])
+    confident = torch.tensor([[-20.0, 20.0]])
+    even = torch.tensor([[0.0, 0.0]])
+    assert gated_mse(preds, confident, target) < 1e-6
+    assert abs(float(gated_mse(preds, even, target)) - 0.5) < 1e-6

@@ -1,0 +1,44 @@
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from nxcodec.quant import code_for_step, dequantize, quantize, search_steps, step_from_code
+
+
+def test_steps_are_exact_quarter_octaves():
+    assert step_from_code(0) == np.float32(1.0)
+    assert step_from_code(8) == np.float32(0.25)
+    for code in range(0, 200, 7):
+        assert abs(np.log2(step_from_code(code)) + code / 4) < 1e-6
+        assert code_for_step(float(step_from_code(code))) == code
+
+
+def test_quantization_error_is_at_most_half_a_step():
+    w = torch.randn(1000) * 0.1
+    for code in (12, 20, 28):
+        q = quantize(w, code)
+        err = np.abs(dequantize(q, code) - w.numpy())
+        assert err.max() <= step_from_code(code) / 2 + 1e-7
+
+
+def test_quantize_refuses_steps_the_coder_cannot_hold():
+    assert quantize(torch.tensor([1.0]), 100) is None
+
+
+def test_step_search_trades_rate_for_distortion():
+    torch.manual_seed(0)
+    x = torch.randn(512, 8)
+    tensors = OrderedDict(a=torch.randn(8, 16) * 0.3, b=torch.randn(16) * 0.05)
+    ref = torch.tanh(x @ tensors["a"] + tensors["b"])
+
+    def distortion(t):
+        return float(((torch.tanh(x @ t["a"] + t["b"]) - ref) ** 2).mean())
+
+    def bits(codes):
+        return sum(quantize(tensors[n], c).size for n, c in codes.items()), codes
+
+    cheap = search_steps(tensors, distortion, 512, lam_db=20.0)
+    fine = search_steps(tensors, distortion, 512, lam_db=0.01)
+    assert all(cheap[n] <= fine[n] for n in tensors)
+    assert cheap != fine
