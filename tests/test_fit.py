@@ -1,0 +1,60 @@
+"""The fitting loop: it learns, spreads the experts, and recovers from divergence."""
+
+import math
+
+import pytest
+import torch
+from conftest import real_image
+
+from nxcodec.errors import NxcError
+from nxcodec.fit.losses import gated_mse
+from nxcodec.fit.train import FitSettings, fit
+from nxcodec.model import NeuralExperts
+from nxcodec.signals import for_name
+
+
+def problem():
+    image = for_name("image")
+    signal = image.from_array(real_image((32, 24)))
+    cfg = image.network_shape(signal.descriptor).config(3, 8)
+    return NeuralExperts(cfg), image.coords(signal.descriptor), image.targets(signal)
+
+
+def mse(model, coords, target):
+    return float(((model.predict(coords) - target) ** 2).mean())
+
+
+def test_fit_reduces_the_error_and_uses_several_experts():
+    torch.manual_seed(0)
+    model, coords, target = problem()
+    before = mse(model, coords, target)
+    fit(model, coords, target, FitSettings(iters=200), torch.Generator().manual_seed(0))
+    assert mse(model, coords, target) < before / 10
+    assert len(model.forward_routed(coords)[1].unique()) >= 2
+
+
+def test_nan_is_recovered_from_and_never_kept():
+    torch.manual_seed(0)
+    model, coords, target = problem()
+    calls = {"n": 0}
+
+    def flaky(preds, logits, tgt):
+        calls["n"] += 1
+        loss = gated_mse(preds, logits, tgt)
+        return loss * float("nan") if calls["n"] in (50, 51, 120) else loss
+
+    log = fit(model, coords, target, FitSettings(iters=200), torch.Generator().manual_seed(0), loss_fn=flaky)
+    assert log.restarts == 3
+    assert all(math.isfinite(p.detach().sum().item()) for p in model.parameters())
+    assert mse(model, coords, target) < 0.05
+
+
+def test_persistent_divergence_is_a_clear_error():
+    torch.manual_seed(0)
+    model, coords, target = problem()
+
+    def broken(preds, logits, tgt):
+        return gated_mse(preds, logits, tgt) * float("inf")
+
+    with pytest.raises(NxcError, match="diverged"):
+        fit(model, coords, target, FitSettings(iters=50), torch.Generator().manual_seed(0), loss_fn=broken)
