@@ -27,10 +27,11 @@ SAMPLE = Path(__file__).parents[1] / "nxcodec" / "samples" / "hopper.png"
 
 
 def weights_digest(data: bytes) -> str:
-    """SHA-256 over every tensor's integers (int64, little-endian, stream order)."""
+    """SHA-256 over every tensor's integers (int64, little-endian, sections and tensors in stream order)."""
     h = hashlib.sha256()
-    for qt in container.read(data).tensors.values():
-        h.update(qt.ints.astype("<i8").tobytes())
+    for section in container.read(data).sections:
+        for qt in section.tensors.values():
+            h.update(qt.ints.astype("<i8").tobytes())
     return h.hexdigest()
 
 

@@ -19,6 +19,7 @@ from nxcodec.api import encode_file
 from nxcodec.codec import decode_stream
 from nxcodec.errors import InputError, NxcError
 from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.model import ModelConfig
 from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
 
 SAMPLE = Path(__file__).parent / "samples" / "hopper.png"
@@ -57,6 +58,14 @@ def _read_stream(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def describe_config(cfg: ModelConfig) -> str:
+    """One line for a network: experts, encoder, manager, input encoding."""
+    encoding = f"Fourier ({cfg.n_freq} frequencies)" if cfg.encoding else "raw coordinates"
+    return (f"{cfg.n_experts} experts of {cfg.expert_depth}x{cfg.expert_width}, encoder {cfg.enc_depth}x{cfg.enc_width}, "
+            f"manager {cfg.mgr_enc_depth}+{cfg.mgr_depth}x{cfg.mgr_width}, input {encoding}, w0 {cfg.w0_first}, "
+            f"{cfg.parameter_count()} parameters")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nxcodec")
 def main() -> None:
@@ -93,7 +102,7 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, i
                f"PSNR {res.metrics['psnr']:.2f} dB ({res.encode_seconds:.1f} s on {res.device})")
     if verbose:
         click.echo(f"  float PSNR {res.float_metrics['psnr']:.2f} dB, decoded PSNR {res.metrics['psnr']:.2f} dB")
-        click.echo(f"  model: {res.n_params} parameters, {res.config}")
+        click.echo(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe_config(res.configs[0])}")
         if res.restarts:
             click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
 
@@ -121,19 +130,22 @@ def decode(source: Path, output: Path | None, device: str, force: bool) -> None:
 def info(source: Path) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
     data = _read_stream(source)
-    modality_id, descriptor, cfg, layout = container.read_header(data)
+    modality_id, descriptor, configs, layout = container.read_header(data)
     modality = signals.for_id(modality_id)
     desc = modality.unpack_descriptor(descriptor)
     click.echo(f"file:       {source} ({layout.total} bytes)")
     click.echo(f"format:     nxc version {data[4]}")
     click.echo(f"signal:     {modality.describe(desc)}")
     click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
-    click.echo(f"sections:   header {layout.header} + descriptor {layout.descriptor} + model {layout.config} "
-               f"+ tensor table {layout.tensor_table} + payload {4 + layout.payload} + crc {layout.crc} bytes")
-    click.echo(f"parameters: {cfg.parameter_count()}")
-    click.echo(f"model:      {cfg.n_experts} experts of {cfg.expert_depth}x{cfg.expert_width}, encoder "
-               f"{cfg.enc_depth}x{cfg.enc_width}, manager {cfg.mgr_enc_depth}+{cfg.mgr_depth}x{cfg.mgr_width}, "
-               f"input {'Fourier, ' + str(cfg.n_freq) + ' frequencies' if cfg.encoding else 'sine'}, w0 {cfg.w0_first}")
+    click.echo(f"bytes:      header {layout.header} + descriptor {layout.descriptor} + section count 2 "
+               f"+ model configs {layout.config} + tensor tables {layout.tensor_table} "
+               f"+ payloads {layout.payload} + crc {layout.crc}")
+    click.echo(f"sections:   {layout.n_sections}")
+    click.echo(f"parameters: {layout.parameters}")
+    for i, cfg in enumerate(configs[:8]):
+        click.echo(f"model {i}:    {describe_config(cfg)}")
+    if len(configs) > 8:
+        click.echo(f"            ... and {len(configs) - 8} more sections")
 
 
 @main.command()

@@ -1,9 +1,10 @@
 """The codec: signal -> fitted, quantized, entropy-coded stream, and back.
 
-``encode_signal`` runs the pipeline: pick a network (preset or rate target), fit it,
-choose quantization steps by rate-distortion, fine-tune under quantization, write the
-stream, and decode it once to report what a user will get. ``decode_stream`` is the whole
-decoder: parse, rebuild the network from the stream, evaluate it on the grid in chunks.
+``encode_signal`` runs the pipeline for each section of the signal (an image is one):
+pick a network (preset or rate target), fit it, choose quantization steps by
+rate-distortion, fine-tune under quantization; then it writes the stream and decodes it
+once to report what a user will get. ``decode_stream`` is the whole decoder: parse,
+rebuild each section's network from the stream, evaluate it on the grid in chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from nxcodec import container, signals
-from nxcodec.errors import NxcError
+from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit
@@ -54,7 +55,7 @@ class EncodeResult:
     float_metrics: dict[str, float]
     encode_seconds: float
     device: str
-    config: ModelConfig
+    configs: list[ModelConfig]
     n_params: int
     restarts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,10 @@ def resolve_device(name: str) -> torch.device:
         raise NxcError(f"unknown device '{name}'") from None
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTensor]") -> None:
     """Set the model's weights to the dequantized stream tensors."""
     params = model.coded_tensors()
@@ -81,24 +86,22 @@ def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTenso
             p.copy_(torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(p.shape))
 
 
-def predict_grid(model: NeuralExperts, modality: Modality, descriptor: Any, device: torch.device) -> np.ndarray:
-    """Routed predictions over the whole grid, converted chunk by chunk to the signal's samples."""
-    n = modality.num_samples(descriptor)
+def predict_section(
+    model: NeuralExperts, modality: Modality, descriptor: Any, start: int, stop: int, device: torch.device
+) -> np.ndarray:
+    """Routed predictions for samples ``start:stop``, converted chunk by chunk to stored samples."""
     parts = []
-    for start in range(0, n, DECODE_CHUNK):
-        coords = modality.coords(descriptor, start, min(start + DECODE_CHUNK, n)).to(device)
+    for a in range(start, stop, DECODE_CHUNK):
+        coords = modality.coords(descriptor, a, min(a + DECODE_CHUNK, stop)).to(device)
         values = model.forward_routed(coords)[0].float().cpu().numpy()
         parts.append(modality.to_samples(descriptor, values))
-    return modality.assemble(descriptor, np.concatenate(parts))
+    return np.concatenate(parts)
 
 
-def _rate_search(
-    model: NeuralExperts,
-    coords: torch.Tensor,
-    target: torch.Tensor,
-    lam_db: float,
-    gen: torch.Generator,
+def _step_codes(
+    model: NeuralExperts, coords: torch.Tensor, target: torch.Tensor, lam_db: float, gen: torch.Generator
 ) -> dict[str, int]:
+    """Rate-distortion step search, with distortion measured by routed decoding of a point sample."""
     idx = torch.randperm(coords.shape[0], generator=gen)[:EVAL_POINTS].to(coords.device)
     ref = {k: v.detach().clone() for k, v in model.coded_tensors().items()}
     probe = NeuralExperts(model.cfg).to(coords.device)
@@ -114,22 +117,54 @@ def _rate_search(
     return search_steps(ref, distortion, model.cfg.parameter_count(), lam_db)
 
 
-def _meet_rate(
-    tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, int], write: Callable[[dict[str, int]], bytes], bits_allowed: float
-) -> bytes:
+@dataclass
+class _FittedSection:
+    config: ModelConfig
+    tensors: "OrderedDict[str, torch.Tensor]"
+    codes: dict[str, int]
+    float_samples: np.ndarray
+    restarts: int
+
+
+def _fit_section(
+    modality: Modality, signal: Signal, start: int, stop: int, cfg: ModelConfig, iters: int, lam_db: float,
+    opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
+) -> _FittedSection:
+    desc = signal.descriptor
+    coords = modality.coords(desc, start, stop).to(device)
+    target = modality.targets(signal)[start:stop].to(device)
+    model = NeuralExperts(cfg).to(device)
+    settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
+    log = fit(model, coords, target, settings, gen)
+    float_samples = predict_section(model, modality, desc, start, stop, device)
+    codes = _step_codes(model, coords, target, lam_db, gen)
+    quantization_aware_fit(model, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
+    tensors = OrderedDict((k, v.detach().cpu()) for k, v in model.coded_tensors().items())
+    return _FittedSection(cfg, tensors, codes, float_samples, log.restarts)
+
+
+def _write(modality: Modality, desc: Any, fitted: list[_FittedSection], shift: int = 0) -> bytes:
+    """The stream with every step code made ``shift`` quarter-octaves coarser."""
+    sections = []
+    for f in fitted:
+        codes = {n: max(c - shift, 0) for n, c in f.codes.items()}
+        sections.append(container.Section(f.config, quantize_model(f.tensors, codes)))
+    return container.write(container.Stream(modality.id, modality.pack_descriptor(desc), sections))
+
+
+def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> bytes:
     """The stream with all step codes shifted together to the finest setting that fits ``bits_allowed``.
 
     Sizes are measured on the written stream, header and coder flush included.
     """
     for shift in range(-8, 64):
-        shifted = {n: max(c - shift, 0) for n, c in codes.items()}
         try:
-            data = write(shifted)
+            data = write(shift)
         except ValueError:  # a step too fine for the coder's integer range
             continue
         if 8 * len(data) <= bits_allowed:
             return data
-    raise NxcError("the rate target is too small for this signal; raise --bpp")
+    raise NxcError("the rate target is too small for this signal; raise the target")
 
 
 def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> EncodeResult:
@@ -140,57 +175,46 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     gen = torch.Generator().manual_seed(opts.seed)
     desc = signal.descriptor
     n = modality.num_samples(desc)
-    out_dim = modality.channels(desc)
     shape = modality.network_shape(desc)
     if opts.rate is not None:
         if not opts.rate > 0:
             raise NxcError("the rate target must be positive")
         bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
         preset = presets.preset_for_rate(bits_per_sample)
-        cfg = shape.fit_budget(out_dim, bits_per_sample * n / presets.BITS_PER_PARAMETER)
+        params_per_sample = bits_per_sample / presets.BITS_PER_PARAMETER
     else:
         preset = presets.get(opts.quality)
-        cfg = shape.fit_budget(out_dim, preset.params_per_sample * n)
-    if opts.config is not None:
-        cfg = opts.config
+        params_per_sample = preset.params_per_sample
     iters = opts.iters if opts.iters is not None else preset.iters
     if iters < 1:
-        raise NxcError("--iters must be at least 1")
+        raise NxcError("iterations must be at least 1")
 
-    coords = modality.coords(desc).to(device)
-    target = modality.targets(signal).to(device)
-    model = NeuralExperts(cfg).to(device)
-    settings = FitSettings(iters=iters, progress=opts.progress, desc=f"fit {modality.name}")
-    log = fit(model, coords, target, settings, gen)
-    float_array = predict_grid(model, modality, desc, device)
-    float_metrics = modality.metrics(signal.data, float_array)
-
-    codes = _rate_search(model, coords, target, preset.lam_db, gen)
-    quantization_aware_fit(model, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
-    tensors = OrderedDict((k, v.detach().cpu()) for k, v in model.coded_tensors().items())
-
-    def write(step_codes: dict[str, int]) -> bytes:
-        quantized = quantize_model(tensors, step_codes)
-        return container.write(container.Stream(modality.id, modality.pack_descriptor(desc), cfg, quantized))
+    ranges = modality.sections(desc)
+    fitted = []
+    for i, (start, stop) in enumerate(ranges):
+        cfg = opts.config or shape.fit_budget(modality.channels(desc), params_per_sample * (stop - start))
+        label = f"fit {modality.name}" + (f" {i + 1}/{len(ranges)}" if len(ranges) > 1 else "")
+        fitted.append(_fit_section(modality, signal, start, stop, cfg, iters, preset.lam_db, opts, device, gen, label))
 
     if opts.rate is None:
-        data = write(codes)
+        data = _write(modality, desc, fitted)
     else:
-        data = _meet_rate(tensors, codes, write, modality.bits_allowed(desc, opts.rate))
+        data = _meet_rate(lambda shift: _write(modality, desc, fitted, shift), modality.bits_allowed(desc, opts.rate))
     encode_seconds = time.perf_counter() - t0
 
+    float_array = modality.assemble(desc, np.concatenate([f.float_samples for f in fitted]))
     _, decoded = decode_stream(data, device="cpu")
     return EncodeResult(
         data=data,
         rate=modality.rate(desc, len(data)),
         rate_unit=modality.rate_unit,
         metrics=modality.metrics(signal.data, decoded),
-        float_metrics=float_metrics,
+        float_metrics=modality.metrics(signal.data, float_array),
         encode_seconds=encode_seconds,
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        config=cfg,
-        n_params=cfg.parameter_count(),
-        restarts=log.restarts,
+        device=device_name(device),
+        configs=[f.config for f in fitted],
+        n_params=sum(f.config.parameter_count() for f in fitted),
+        restarts=sum(f.restarts for f in fitted),
     )
 
 
@@ -207,12 +231,17 @@ def decode_stream(data: bytes, device: str = "cpu") -> tuple[Decoded, np.ndarray
     stream = container.read(data)
     modality = signals.for_id(stream.modality)
     desc = modality.unpack_descriptor(stream.descriptor)
-    if stream.config.out_dim != modality.channels(desc) or stream.config.in_dim != modality.coord_dim:
-        from nxcodec.errors import StreamError
-
-        raise StreamError("model config does not match the signal it describes")
+    ranges = modality.sections(desc)
+    if len(ranges) != len(stream.sections):
+        raise StreamError(f"stream has {len(stream.sections)} sections where its signal needs {len(ranges)}")
     dev = resolve_device(device)
-    model = NeuralExperts(stream.config)
-    load_tensors(model, stream.tensors)
-    model.to(dev).eval()
-    return Decoded(modality, desc), predict_grid(model, modality, desc, dev)
+    parts = []
+    for (start, stop), section in zip(ranges, stream.sections):
+        cfg = section.config
+        if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
+            raise StreamError("model config does not match the signal it describes")
+        model = NeuralExperts(cfg)
+        load_tensors(model, section.tensors)
+        model.to(dev).eval()
+        parts.append(predict_section(model, modality, desc, start, stop, dev))
+    return Decoded(modality, desc), modality.assemble(desc, np.concatenate(parts))

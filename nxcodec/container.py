@@ -1,9 +1,10 @@
 """Reading and writing ``.nxc`` streams, the format that bitstream/SPEC.md defines.
 
-A stream is a header (magic, version, modality, the signal's descriptor, the model
-config), a table of per-tensor quantization parameters, the range-coded payload of
-integer weights, and a CRC32 of everything before it. The reader checks every declared
-size against fixed limits before it allocates anything.
+A stream is a header (magic, version, modality, the signal's descriptor), one or more
+sections (each a network: model config, a table of per-tensor quantization parameters
+and the range-coded payload of its integer weights), and a CRC32 of everything before
+it. An image is one section; a long signal can be cut into windows, a section each. The
+reader checks every declared size against fixed limits before it allocates anything.
 """
 
 from __future__ import annotations
@@ -26,32 +27,44 @@ MAX_EXPERTS = 64
 MAX_DEPTH = 16
 MAX_PARAMETERS = 1 << 22
 MAX_DESCRIPTOR = 1024
+MAX_SECTIONS = 4096
+MAX_TOTAL_PARAMETERS = 1 << 24
 
 _PREFIX = struct.Struct("<4sBBH")  # magic, version, modality, descriptor length
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
+_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
 
 @dataclass
-class Stream:
-    """A decoded (or to-be-encoded) stream: what it is, its network, and the quantized weights."""
+class Section:
+    """One network of a stream: its config and its quantized weights."""
 
-    modality: int
-    descriptor: bytes
     config: ModelConfig
     tensors: "OrderedDict[str, QuantizedTensor]"
 
 
 @dataclass
+class Stream:
+    """A decoded (or to-be-encoded) stream: what it is and the networks that represent it."""
+
+    modality: int
+    descriptor: bytes
+    sections: list[Section]
+
+
+@dataclass
 class Layout:
-    """Byte sizes of the sections of a stream, for ``nxcodec info``."""
+    """Byte sizes of the parts of a stream, for ``nxcodec info`` (section parts summed)."""
 
     total: int
     header: int
     descriptor: int
-    config: int
-    tensor_table: int
-    payload: int
+    n_sections: int = 0
+    config: int = 0
+    tensor_table: int = 0
+    payload: int = 0
+    parameters: int = 0
     crc: int = 4
 
 
@@ -69,17 +82,21 @@ def write(stream: Stream) -> bytes:
     """Serialise a stream to bytes."""
     if len(stream.descriptor) > MAX_DESCRIPTOR:
         raise ValueError("descriptor too long")
-    shapes = tensor_shapes(stream.config)
-    if list(shapes) != list(stream.tensors):
-        raise ValueError("tensors do not match the model config")
+    if not 1 <= len(stream.sections) <= MAX_SECTIONS:
+        raise ValueError("a stream holds 1 to 4096 sections")
     out = bytearray(_PREFIX.pack(MAGIC, VERSION, stream.modality, len(stream.descriptor)))
     out += stream.descriptor
-    out += stream.config.pack()
-    for qt in stream.tensors.values():
-        p = qt.prior
-        out += _TENSOR.pack(qt.code, p.lo, p.hi, p.mu, p.decay)
-    payload = entropy.encode([qt.ints for qt in stream.tensors.values()], [qt.prior for qt in stream.tensors.values()])
-    out += _U32.pack(len(payload)) + payload
+    out += _U16.pack(len(stream.sections))
+    for section in stream.sections:
+        if list(tensor_shapes(section.config)) != list(section.tensors):
+            raise ValueError("tensors do not match the model config")
+        out += section.config.pack()
+        for qt in section.tensors.values():
+            p = qt.prior
+            out += _TENSOR.pack(qt.code, p.lo, p.hi, p.mu, p.decay)
+        tensors = list(section.tensors.values())
+        payload = entropy.encode([qt.ints for qt in tensors], [qt.prior for qt in tensors])
+        out += _U32.pack(len(payload)) + payload
     out += _U32.pack(zlib.crc32(out))
     return bytes(out)
 
@@ -101,7 +118,8 @@ class _Reader:
         return fmt.unpack(self.take(fmt.size))
 
 
-def _read_header(data: bytes) -> tuple[_Reader, int, bytes, ModelConfig, Layout]:
+def _read_prefix(data: bytes) -> tuple[_Reader, int, bytes, int]:
+    """Magic, version, CRC, descriptor and section count, in the order SPEC.md requires."""
     r = _Reader(data)
     if len(data) < _PREFIX.size or data[:4] != MAGIC:
         raise StreamError("not an nxcodec stream (bad magic)")
@@ -115,31 +133,20 @@ def _read_header(data: bytes) -> tuple[_Reader, int, bytes, ModelConfig, Layout]
     if desc_len > MAX_DESCRIPTOR:
         raise StreamError("descriptor too long")
     descriptor = r.take(desc_len)
+    (n_sections,) = r.unpack(_U16)
+    if not 1 <= n_sections <= MAX_SECTIONS:
+        raise StreamError(f"invalid number of sections ({n_sections})")
+    return r, modality, descriptor, n_sections
+
+
+def _read_section_header(r: _Reader) -> tuple[ModelConfig, list[tuple[int, LaplacePrior]], int]:
     try:
         cfg = ModelConfig.unpack(r.take(ModelConfig.SIZE))
     except (ValueError, struct.error) as exc:
         raise StreamError(f"invalid model config: {exc}") from None
     check_config(cfg)
-    n_tensors = len(tensor_shapes(cfg))
-    layout = Layout(len(data), _PREFIX.size, desc_len, ModelConfig.SIZE, n_tensors * _TENSOR.size, 0)
-    return r, modality, descriptor, cfg, layout
-
-
-def read_header(data: bytes) -> tuple[int, bytes, ModelConfig, Layout]:
-    """Modality, descriptor, model config and section sizes, without decoding the weights."""
-    r, modality, descriptor, cfg, layout = _read_header(data)
-    r.take(layout.tensor_table)
-    (length,) = r.unpack(_U32)
-    layout.payload = length
-    return modality, descriptor, cfg, layout
-
-
-def read(data: bytes) -> Stream:
-    """Parse and entropy-decode a stream; any defect raises :class:`StreamError`."""
-    r, modality, descriptor, cfg, _ = _read_header(data)
-    shapes = tensor_shapes(cfg)
     table = []
-    for name in shapes:
+    for name in tensor_shapes(cfg):
         code, lo, hi, mu, decay = r.unpack(_TENSOR)
         if code > MAX_STEP_CODE:
             raise StreamError(f"invalid step code for {name}")
@@ -148,20 +155,56 @@ def read(data: bytes) -> Stream:
         except ValueError as exc:
             raise StreamError(f"invalid prior for {name}: {exc}") from None
     (length,) = r.unpack(_U32)
-    if length % 4 or r.pos + length + 4 != len(data):
+    if length % 4 or r.pos + length + 4 > len(r.data):
         raise StreamError("payload length does not match the stream size")
-    payload = r.take(length)
-    sizes = [_numel(s) for s in shapes.values()]
-    try:
-        ints = entropy.decode(payload, sizes, [p for _, p in table])
-    except Exception as exc:  # constriction reports a malformed payload in several ways
-        raise StreamError(f"payload does not decode: {exc}") from None
-    tensors: OrderedDict[str, QuantizedTensor] = OrderedDict()
-    for (name, shape), (code, prior), q in zip(shapes.items(), table, ints):
-        if q.size and (q.min() < prior.lo or q.max() > prior.hi):
-            raise StreamError(f"decoded weights of {name} fall outside their declared range")
-        tensors[name] = QuantizedTensor(code, prior, q.reshape(shape))
-    return Stream(modality, descriptor, cfg, tensors)
+    return cfg, table, length
+
+
+def read_header(data: bytes) -> tuple[int, bytes, list[ModelConfig], Layout]:
+    """Modality, descriptor, each section's config and the part sizes, without decoding weights."""
+    r, modality, descriptor, n_sections = _read_prefix(data)
+    layout = Layout(len(data), _PREFIX.size, len(descriptor), n_sections)
+    configs = []
+    for _ in range(n_sections):
+        cfg, table, length = _read_section_header(r)
+        r.take(length)
+        configs.append(cfg)
+        layout.config += ModelConfig.SIZE
+        layout.tensor_table += len(table) * _TENSOR.size
+        layout.payload += 4 + length
+        layout.parameters += cfg.parameter_count()
+    _check_end(r, layout.parameters)
+    return modality, descriptor, configs, layout
+
+
+def _check_end(r: _Reader, parameters: int) -> None:
+    if r.pos + 4 != len(r.data):
+        raise StreamError("stream has bytes beyond its last section")
+    if parameters > MAX_TOTAL_PARAMETERS:
+        raise StreamError("stream has more parameters than the decoder allows")
+
+
+def read(data: bytes) -> Stream:
+    """Parse and entropy-decode a stream; any defect raises :class:`StreamError`."""
+    read_header(data)  # validates every size before anything is decoded
+    r, modality, descriptor, n_sections = _read_prefix(data)
+    sections = []
+    for _ in range(n_sections):
+        cfg, table, length = _read_section_header(r)
+        payload = r.take(length)
+        shapes = tensor_shapes(cfg)
+        sizes = [_numel(s) for s in shapes.values()]
+        try:
+            ints = entropy.decode(payload, sizes, [p for _, p in table])
+        except Exception as exc:  # constriction reports a malformed payload in several ways
+            raise StreamError(f"payload does not decode: {exc}") from None
+        tensors: OrderedDict[str, QuantizedTensor] = OrderedDict()
+        for (name, shape), (code, prior), q in zip(shapes.items(), table, ints):
+            if q.size and (q.min() < prior.lo or q.max() > prior.hi):
+                raise StreamError(f"decoded weights of {name} fall outside their declared range")
+            tensors[name] = QuantizedTensor(code, prior, q.reshape(shape))
+        sections.append(Section(cfg, tensors))
+    return Stream(modality, descriptor, sections)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -57,19 +57,25 @@ def test_hostile_sizes_with_a_valid_crc_are_refused_before_allocating(rgb_stream
     struct.pack_into("<II", huge, 8, 65536, 65536)  # 4 gigapixels
     assert "limits" in refuses(with_crc(bytes(huge)))
     wide = bytearray(body)
-    cfg_at = 8 + 10
+    cfg_at = 8 + 10 + 2
     struct.pack_into("<H", wide, cfg_at + 8, 60000)  # enc_width
     refuses(with_crc(bytes(wide)))
     bad_payload_len = bytearray(body)
     stream = container.read(rgb_stream)
-    at = 8 + 10 + 19 + 9 * len(stream.tensors)
+    at = 8 + 10 + 2 + 19 + 9 * len(stream.sections[0].tensors)
     struct.pack_into("<I", bad_payload_len, at, 0xFFFFFFF0)
     refuses(with_crc(bytes(bad_payload_len)))
+    many_sections = bytearray(body)
+    struct.pack_into("<H", many_sections, 8 + 10, 60000)
+    assert "sections" in refuses(with_crc(bytes(many_sections)))
+    two_sections = bytearray(body)
+    struct.pack_into("<H", two_sections, 8 + 10, 2)
+    refuses(with_crc(bytes(two_sections)))
 
 
 def test_garbage_payload_with_valid_crc_is_refused_or_decodes_in_range(rgb_stream):
     stream = container.read(rgb_stream)
-    at = 8 + 10 + 19 + 9 * len(stream.tensors) + 4
+    at = 8 + 10 + 2 + 19 + 9 * len(stream.sections[0].tensors) + 4
     rng = np.random.default_rng(1)
     for _ in range(20):
         body = bytearray(rgb_stream[:-4])

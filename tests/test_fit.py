@@ -17,7 +17,7 @@ def problem():
     image = for_name("image")
     signal = image.from_array(real_image((32, 24)))
     cfg = image.network_shape(signal.descriptor).config(3, 8)
-    return NeuralExperts(cfg), image.coords(signal.descriptor), image.targets(signal)
+    return NeuralExperts(cfg), image.coords(signal.descriptor, 0, 32 * 24), image.targets(signal)
 
 
 def mse(model, coords, target):

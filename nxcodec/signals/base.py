@@ -60,9 +60,16 @@ class Modality(ABC):
     def num_samples(self, descriptor: Any) -> int:
         """Number of coordinates on the decode grid."""
 
+    def sections(self, descriptor: Any) -> list[tuple[int, int]]:
+        """Ranges of samples (grid order) that each get a network of their own: all in one by default."""
+        return [(0, self.num_samples(descriptor))]
+
     @abstractmethod
-    def coords(self, descriptor: Any, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Coordinates ``start:stop`` of the decode grid, in [-1, 1]^d (chunks keep memory bounded)."""
+    def coords(self, descriptor: Any, start: int, stop: int) -> torch.Tensor:
+        """Coordinates of samples ``start:stop`` (within one section), in [-1, 1]^d.
+
+        Decoding asks for chunks, so memory stays bounded for any signal size.
+        """
 
     @abstractmethod
     def targets(self, signal: Signal) -> torch.Tensor:

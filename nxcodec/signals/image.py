@@ -120,8 +120,7 @@ class ImageModality(Modality):
     def num_samples(self, d: ImageDescriptor) -> int:
         return d.width * d.height
 
-    def coords(self, d: ImageDescriptor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        stop = d.width * d.height if stop is None else stop
+    def coords(self, d: ImageDescriptor, start: int, stop: int) -> torch.Tensor:
         i = torch.arange(start, stop, dtype=torch.int64)
         x = ((i % d.width).float() + 0.5) * (2.0 / d.width) - 1.0
         y = ((i // d.width).float() + 0.5) * (2.0 / d.height) - 1.0
