@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,20 +20,9 @@ import torch
 from PIL import Image
 
 from nxcodec.baselines import pillow_point
+from nxcodec.bench.image import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.signals import for_name
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def jpeg_psnr_at(image: Image.Image, bpp: float) -> tuple[float, str, list[dict]]:
@@ -52,14 +39,6 @@ def jpeg_psnr_at(image: Image.Image, bpp: float) -> tuple[float, str, list[dict]
     else:
         value, how = float(np.interp(bpp, xs, ys)), "interpolated"
     return value, how, [{"quality": p.quality, "bpp": p.bpp, "psnr": p.psnr} for p in sweep]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def main() -> None:
@@ -94,7 +73,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         summary = {
             "benchmark": "kodak_vs_jpeg", "quality": args.quality, "iters": args.iters, "commit": git_commit(),
-            "machine": machine(args.device), "torch": torch.__version__, "pillow": Image.__version__,
+            "machine": machine_name(args.device), "torch": torch.__version__, "pillow": Image.__version__,
             "mean": {k: float(np.nanmean([r[k] for r in rows])) for k in
                      ("bpp", "psnr", "float_psnr", "jpeg_psnr_same_bpp", "encode_seconds", "decode_seconds_cpu")},
             "images": rows,

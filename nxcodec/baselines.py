@@ -23,6 +23,7 @@ class Point:
     psnr: float
     encode_seconds: float
     decode_seconds: float
+    decoded: np.ndarray | None = None
 
 
 _FORMATS = {"jpeg": ("JPEG", {}), "webp": ("WEBP", {"method": 6}), "avif": ("AVIF", {"speed": 4})}
@@ -41,7 +42,8 @@ def pillow_point(image: Image.Image, codec: str, quality: int) -> Point:
     ref = np.asarray(image)
     mse = float(np.mean((ref.astype(np.float64) - decoded.astype(np.float64)) ** 2))
     n = buf.tell()
-    return Point(codec, quality, n, 8.0 * n / (image.width * image.height), psnr_from_mse(mse, 255.0), t1 - t0, t2 - t1)
+    bpp = 8.0 * n / (image.width * image.height)
+    return Point(codec, quality, n, bpp, psnr_from_mse(mse, 255.0), t1 - t0, t2 - t1, decoded)
 
 
 def jpeg_at_size(image: Image.Image, max_bytes: int) -> Point:

@@ -148,6 +148,161 @@ def info(source: Path) -> None:
         click.echo(f"            ... and {len(configs) - 8} more sections")
 
 
+def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,
+                   devices: str | None, ray_address: str | None) -> None:
+    from nxcodec.batch import run_batch
+
+    device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
+    bar = None
+
+    def on_start(total: int, todo: int) -> None:
+        nonlocal bar
+        if total - todo:
+            click.echo(f"{total - todo} of {total} files already done; {todo} to go", err=True)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=todo, unit="file", file=sys.stderr, dynamic_ncols=True)
+
+    def on_record(rec) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{rec.source} {rec.status}")
+        elif rec.status != "ok":
+            click.echo(f"{rec.source}: {rec.error}", err=True)
+
+    summary = run_batch(kind, src, dst, settings, resume=resume, force=force, devices=device_list, workers=workers,
+                        on_record=on_record, on_start=on_start, ray_address=ray_address)
+    if bar is not None:
+        bar.close()
+    ok = [r for r in summary.records if r["status"] == "ok"]
+    in_bytes = sum(r["source_bytes"] for r in ok)
+    out_bytes = sum(r["output_bytes"] for r in ok)
+    done_now = summary.ok + summary.failed
+    rate = 60 * done_now / summary.seconds if summary.seconds > 0 and done_now else 0.0
+    click.echo(f"files:   {summary.total} found, {summary.skipped} already done, {summary.ok} done now, "
+               f"{summary.failed} failed")
+    click.echo(f"bytes:   {in_bytes} in, {out_bytes} out" + (f" ({in_bytes / out_bytes:.1f}:1)" if out_bytes else ""))
+    psnrs = [r["psnr"] for r in ok if r.get("psnr") is not None]
+    if psnrs:
+        click.echo(f"quality: mean PSNR {sum(psnrs) / len(psnrs):.2f} dB")
+    click.echo(f"time:    {summary.seconds:.1f} s ({rate:.1f} files per minute)")
+    click.echo(f"manifest: {dst / 'manifest.jsonl'} and {dst / 'manifest.csv'}")
+    if summary.failed:
+        _fail(f"{summary.failed} file(s) failed; their errors are in {dst / 'manifest.jsonl'}", 1)
+
+
+batch_options = [
+    click.argument("src", type=click.Path(path_type=Path)),
+    click.argument("dst", type=click.Path(path_type=Path)),
+    click.option("--resume", is_flag=True, help="Finish an interrupted batch: skip verified outputs, redo the rest."),
+    click.option("--force", is_flag=True, help="Start over in a DST that already holds a batch."),
+    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="CPU worker processes."),
+    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers)."),
+    click.option("--ray", "ray_address", metavar="ADDRESS",
+                 help="Run on a Ray cluster: 'auto', an address, or 'local' for a local instance (pip install 'nxcodec[ray]')."),
+]
+
+
+def with_options(options):
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+@main.command()
+@with_options(batch_options)
+@click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
+@click.option("--bpp", type=float, help="Rate target for every image, in bits per pixel.")
+@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for every file.")
+@user_errors
+def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+          ray_address: str | None, quality: int, bpp: float | None, iters: int | None, seed: int) -> None:
+    """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
+    from nxcodec.batch import EncodeSettings
+
+    _run_batch_cli("encode", src, dst, EncodeSettings(quality, bpp, iters, seed), resume, force, workers, devices,
+                   ray_address)
+
+
+@main.command("batch-decode")
+@with_options(batch_options)
+@user_errors
+def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+                 ray_address: str | None) -> None:
+    """Decode every .nxc under SRC into DST, mirroring the tree, with a manifest."""
+    _run_batch_cli("decode", src, dst, None, resume, force, workers, devices, ray_address)
+
+
+@main.group()
+def bench() -> None:
+    """Rate-distortion benchmarks against the codecs people use instead."""
+
+
+def _qualities(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise NxcError("--qualities takes comma-separated integers, e.g. 1,3,5,7") from None
+    if any(not 1 <= v <= 9 for v in values):
+        raise NxcError("qualities must be within 1..9")
+    return values
+
+
+@bench.command("image")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder (resumable).")
+@click.option("--quick", is_flag=True, help="4 images at a quarter size, 4 qualities, short fits: minutes on a CPU.")
+@click.option("--qualities", help="nxcodec quality points, e.g. 1,3,5,7,9 [default: 1,3,5,7,9].")
+@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
+@click.option("--images", "max_images", type=click.IntRange(min=1), help="Only the first N images (sorted by name).")
+@device_option
+@user_errors
+def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters: int | None, max_images: int | None,
+                device: str) -> None:
+    """nxcodec against JPEG, WebP and AVIF on every image of SRC, with BD-rates."""
+    from nxcodec.bench.image import BenchConfig, list_images, run
+
+    if not src.is_dir():
+        raise InputError(f"{src}: not a directory")
+    cfg = BenchConfig.quick(src, out, device) if quick else BenchConfig(src, out, device=device)
+    cfg.qualities = _qualities(qualities) or cfg.qualities
+    cfg.iters = iters or cfg.iters
+    cfg.max_images = max_images or cfg.max_images
+    if not list_images(cfg):
+        raise InputError(f"{src}: no images")
+    run(cfg, log=lambda line: click.echo(line, err=True))
+    click.echo((out / "bdrate.md").read_text().rstrip())
+    click.echo(f"results: {out}/nxcodec.json, jpeg.json, webp.json, avif.json, per_image.csv")
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="PNG to write.")
+@click.option("--published", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of published curves [default: bench/published of the source tree].")
+@click.option("--no-published", is_flag=True, help="Draw only the given results.")
+@click.option("--title", default="Kodak", show_default=True)
+@user_errors
+def plot(results: tuple[Path, ...], output: Path, published: Path | None, no_published: bool, title: str) -> None:
+    """PSNR-vs-bpp curves of result JSONs (CompressAI format), beside published codecs."""
+    import json
+
+    from nxcodec.bench.plot import PUBLISHED, plot_rd
+
+    try:
+        plot_rd(list(results), output, None if no_published else (published or PUBLISHED), title)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"not a results JSON in CompressAI's format ({exc})") from None
+    click.echo(f"wrote {output}")
+
+
 @main.command()
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (default: the preset's).")
 @device_option

@@ -1,6 +1,5 @@
 """Round trips of real images through the whole codec."""
 
-from collections import OrderedDict
 
 import numpy as np
 import pytest

@@ -1,0 +1,350 @@
+"""Batch compression of a directory tree: crash-safe, resumable and parallel.
+
+``run_batch`` mirrors SRC into DST: every file a modality reads becomes
+``DST/<relative path>.nxc`` (``batch-decode`` goes the other way). Each output is written
+atomically and each finished file is appended to ``DST/manifest.jsonl`` at once, so a run
+killed at any moment loses at most the files in flight; ``resume`` skips the files the
+manifest records as done whose outputs exist and pass their CRC, and redoes the rest.
+A file that fails is recorded with its error and the batch goes on.
+
+Work runs in this process, in local worker processes (one per CPU worker or per GPU), or
+as Ray tasks on a cluster (``ray_address``): each task gets the file's bytes and returns
+the output's bytes, so workers need no shared filesystem, and the driver writes outputs
+and the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from nxcodec import container, signals
+from nxcodec.errors import InputError, NxcError, OutputError
+from nxcodec.io import write_atomic, write_bytes_atomic
+
+MANIFEST = "manifest.jsonl"
+SUMMARY = "manifest.csv"
+NXC = ".nxc"
+
+
+@dataclass
+class Job:
+    """One file to process: where it is, its path relative to SRC, where its output goes."""
+
+    source: Path
+    rel: str
+    output: Path
+
+
+@dataclass
+class Record:
+    """One line of the manifest."""
+
+    source: str
+    source_bytes: int
+    output: str
+    output_bytes: int
+    rate: float | None
+    rate_unit: str
+    psnr: float | None
+    seconds: float
+    device: str
+    status: str  # "ok" or "error"
+    error: str = ""
+
+
+@dataclass
+class EncodeSettings:
+    """What every file of an encode batch gets (see ``nxcodec encode``)."""
+
+    quality: int = 5
+    rate: float | None = None
+    iters: int | None = None
+    seed: int = 0
+
+
+def _walk(src: Path, dst: Path) -> Iterator[Path]:
+    dst = dst.resolve()
+    for root, dirs, files in os.walk(src):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if (root_path / d).resolve() != dst)
+        for name in sorted(files):
+            yield root_path / name
+
+
+def encode_jobs(src: Path, dst: Path) -> list[Job]:
+    """Every file under SRC that some modality reads, with its mirrored ``.nxc`` output."""
+    jobs = []
+    for path in _walk(src, dst):
+        try:
+            signals.for_path(path)
+        except InputError:
+            continue
+        rel = path.relative_to(src).as_posix()
+        jobs.append(Job(path, rel, dst / (rel + NXC)))
+    return jobs
+
+
+def decoded_name(rel: str, modality: signals.Modality) -> str:
+    """``a/photo.png.nxc`` -> ``a/photo.png``; ``a/photo.jpg.nxc`` -> ``a/photo.jpg.png`` (never a wrong extension)."""
+    stem = rel[: -len(NXC)] if rel.endswith(NXC) else rel
+    return stem if Path(stem).suffix.lower() == modality.default_extension else stem + modality.default_extension
+
+
+def decode_jobs(src: Path, dst: Path) -> list[Job]:
+    """Every ``.nxc`` under SRC; the output name is settled when the stream's modality is known."""
+    return [
+        Job(p, p.relative_to(src).as_posix(), dst / p.relative_to(src).as_posix())
+        for p in _walk(src, dst)
+        if p.suffix == NXC
+    ]
+
+
+def _error_record(job: Job, exc: BaseException, t0: float, device: str) -> Record:
+    message = str(exc) if isinstance(exc, NxcError) else f"{type(exc).__name__}: {exc}"
+    size = job.source.stat().st_size if job.source.exists() else 0
+    return Record(job.rel, size, "", 0, None, "", None, time.perf_counter() - t0, device, "error", message)
+
+
+def encode_one(job: Job, settings: EncodeSettings, device: str) -> Record:
+    """Encode one file into its output; failures become an error record, never an exception."""
+    from nxcodec.api import encode_file
+
+    t0 = time.perf_counter()
+    try:
+        res = encode_file(job.source, quality=settings.quality, rate=settings.rate, iters=settings.iters,
+                          device=device, seed=settings.seed)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(job.output, res.data, force=True)
+        return Record(job.rel, job.source.stat().st_size, job.output.name, len(res.data), res.rate, res.rate_unit,
+                      res.metrics.get("psnr"), time.perf_counter() - t0, res.device, "ok")
+    except Exception as exc:  # one bad file must not stop the batch
+        return _error_record(job, exc, t0, device)
+
+
+def decode_one(job: Job, device: str) -> Record:
+    """Decode one stream into its output; failures become an error record."""
+    from nxcodec.codec import decode_stream
+
+    t0 = time.perf_counter()
+    try:
+        decoded, array = decode_stream(job.source.read_bytes(), device)
+        out = job.output.parent / Path(decoded_name(job.output.name, decoded.modality)).name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)
+        return Record(job.rel, job.source.stat().st_size, out.name, out.stat().st_size, None, "", None,
+                      time.perf_counter() - t0, device, "ok")
+    except Exception as exc:
+        return _error_record(job, exc, t0, device)
+
+
+def read_manifest(path: Path) -> dict[str, dict]:
+    """The last record per source; a torn last line (a kill mid-write) is ignored."""
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            records[rec["source"]] = rec
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return records
+
+
+def is_done(job: Job, record: dict | None, check: Callable[[Path], bool]) -> bool:
+    """Recorded as ok, and its output is there, whole and valid."""
+    if not record or record.get("status") != "ok":
+        return False
+    out = job.output.parent / record.get("output", "")
+    return out.is_file() and out.stat().st_size == record.get("output_bytes") and check(out)
+
+
+def stream_is_valid(path: Path) -> bool:
+    """A ``.nxc`` file whose header, sizes and CRC check out."""
+    try:
+        container.read_header(path.read_bytes())
+        return True
+    except (NxcError, OSError):
+        return False
+
+
+def _remove_partial_files(dst: Path) -> None:
+    for tmp in dst.rglob(".*.part"):
+        tmp.unlink(missing_ok=True)
+
+
+def _append(path: Path, record: Record) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(asdict(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_summary(dst: Path, records: list[dict]) -> None:
+    buf = io.StringIO()
+    fields = list(Record.__dataclass_fields__)
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for rec in sorted(records, key=lambda r: r["source"]):
+        writer.writerow({k: rec.get(k) for k in fields})
+    write_bytes_atomic(dst / SUMMARY, buf.getvalue().encode(), force=True)
+
+
+_WORKER_DEVICE = "cpu"
+
+
+def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
+    global _WORKER_DEVICE
+    import torch
+
+    _WORKER_DEVICE = devices.get()
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(kind: str, job: Job, settings: EncodeSettings) -> Record:
+    if kind == "encode":
+        return encode_one(job, settings, _WORKER_DEVICE)
+    return decode_one(job, _WORKER_DEVICE)
+
+
+def _ray_task(kind: str, name: str, payload: bytes, settings: EncodeSettings) -> tuple[bytes | None, dict]:
+    """On a Ray worker: encode or decode one file's bytes; returns the output bytes and a partial record."""
+    import tempfile
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / Path(name).name
+        source.write_bytes(payload)
+        job = Job(source, name, Path(tmp) / "out" / (source.name + NXC if kind == "encode" else source.name))
+        job.output.parent.mkdir()
+        record = encode_one(job, settings, device) if kind == "encode" else decode_one(job, device)
+        out = job.output.parent / record.output if record.status == "ok" else None
+        return (out.read_bytes() if out else None), asdict(record)
+
+
+def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None]) -> None:
+    """One Ray task per file (one GPU each where the cluster has GPUs), retried on worker loss."""
+    try:
+        import ray
+    except ImportError:
+        raise NxcError("the Ray backend needs Ray: pip install 'nxcodec[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=None if address == "local" else address, log_to_driver=False, include_dashboard=False)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError, depending on what is wrong
+            raise NxcError(f"cannot reach the Ray cluster at '{address}': {exc}") from None
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3)(_ray_task)
+    refs = {task.remote(kind, job.rel, job.source.read_bytes(), settings): job for job in todo}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            job = refs[ref]
+            t0 = time.perf_counter()
+            try:
+                data, fields = ray.get(ref)
+            except Exception as exc:  # the task failed beyond its retries
+                land(_error_record(job, exc, t0, "ray"))
+                continue
+            record = Record(**fields)
+            record.source, record.source_bytes = job.rel, job.source.stat().st_size
+            if data is not None:
+                out = job.output.parent / record.output
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(out, data, force=True)
+            land(record)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did."""
+
+    total: int
+    skipped: int
+    ok: int
+    failed: int
+    seconds: float
+    records: list[dict]
+
+
+def run_batch(
+    kind: str,
+    src: Path,
+    dst: Path,
+    settings: EncodeSettings | None = None,
+    resume: bool = False,
+    force: bool = False,
+    devices: list[str] | None = None,
+    workers: int = 1,
+    on_record: Callable[[Record], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    ray_address: str | None = None,
+) -> BatchSummary:
+    """Encode (``kind="encode"``) or decode (``"decode"``) every file of SRC into DST.
+
+    ``devices`` runs one worker per device (e.g. ``["cuda:0", "cuda:1"]``); otherwise
+    ``workers`` CPU workers share the cores; ``ray_address`` (``auto``, an address, or
+    ``local`` for a fresh local instance) sends one task per file to Ray. ``on_start(total, to_do)`` is called once the
+    work is known; ``on_record`` sees each record as it lands.
+    """
+    settings = settings or EncodeSettings()
+    if not src.is_dir():
+        raise InputError(f"{src}: not a directory")
+    dst.mkdir(parents=True, exist_ok=True)
+    manifest = dst / MANIFEST
+    if manifest.exists() and not (resume or force):
+        raise OutputError(f"{dst} already holds a batch ({MANIFEST}); use --resume to finish it or --force to redo it")
+    if force and not resume:
+        manifest.unlink(missing_ok=True)
+    _remove_partial_files(dst)
+    jobs = encode_jobs(src, dst) if kind == "encode" else decode_jobs(src, dst)
+    previous = read_manifest(manifest)
+    check = stream_is_valid if kind == "encode" else (lambda p: True)
+    todo = [j for j in jobs if not is_done(j, previous.get(j.rel), check)]
+    if on_start:
+        on_start(len(jobs), len(todo))
+    t0 = time.perf_counter()
+    done: dict[str, dict] = {j.rel: previous[j.rel] for j in jobs if j not in todo}
+    ok = failed = 0
+
+    def land(record: Record) -> None:
+        nonlocal ok, failed
+        _append(manifest, record)
+        done[record.source] = asdict(record)
+        ok, failed = (ok + 1, failed) if record.status == "ok" else (ok, failed + 1)
+        if on_record:
+            on_record(record)
+
+    device_list = devices or ["cpu"] * max(1, workers)
+    if ray_address and todo:
+        _run_on_ray(kind, todo, settings, ray_address, land)
+    elif len(device_list) == 1:
+        for job in todo:
+            land(encode_one(job, settings, device_list[0]) if kind == "encode" else decode_one(job, device_list[0]))
+    elif todo:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        for d in device_list:
+            queue.put(d)
+        threads = max(1, (os.cpu_count() or 1) // len(device_list))
+        with ProcessPoolExecutor(len(device_list), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(queue, threads)) as pool:
+            pending: set[Future] = {pool.submit(_run_in_worker, kind, job, settings) for job in todo}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    land(fut.result())
+    _write_summary(dst, list(done.values()))
+    return BatchSummary(len(jobs), len(jobs) - len(todo), ok, failed, time.perf_counter() - t0, list(done.values()))

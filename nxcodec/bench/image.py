@@ -1,0 +1,184 @@
+"""The image benchmark: nxcodec at several qualities against JPEG, WebP and AVIF, in one run.
+
+Every (image, codec, quality) point is appended to ``OUT/points.jsonl`` as soon as it is
+measured, so an interrupted run continues where it stopped. At the end the points are
+summarised into one CompressAI-format JSON per codec, a per-image CSV and a BD-rate table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, features
+
+from nxcodec.baselines import pillow_point
+from nxcodec.bench.bdrate import bd_psnr, bd_rate
+from nxcodec.bench.msssim import ms_ssim_rgb
+from nxcodec.bench.results import compressai_json, write_csv, write_json
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.io import write_bytes_atomic
+from nxcodec.signals import for_name
+
+NXC_QUALITIES = (1, 3, 5, 7, 9)
+BASELINE_QUALITIES = {
+    "jpeg": (2, 5, 10, 15, 20, 30, 45, 60, 75, 90),
+    "webp": (2, 5, 10, 20, 35, 50, 75, 90),
+    "avif": (5, 15, 25, 35, 50, 65, 80),
+}
+DESCRIPTIONS = {
+    "nxcodec": "nxcodec (Neural-Experts INR, quantized and range-coded)",
+    "jpeg": "JPEG, Pillow (libjpeg-turbo, 4:2:0)",
+    "webp": "WebP, Pillow (libwebp, method 6)",
+    "avif": "AVIF, Pillow (speed 4)",
+}
+
+
+@dataclass
+class BenchConfig:
+    """What to run."""
+
+    src: Path
+    out: Path
+    qualities: tuple[int, ...] = NXC_QUALITIES
+    iters: int | None = None
+    device: str = "auto"
+    max_images: int | None = None
+    downscale: int = 1
+    baselines: tuple[str, ...] = ("jpeg", "webp", "avif")
+
+    @classmethod
+    def quick(cls, src: Path, out: Path, device: str = "auto") -> "BenchConfig":
+        """A CPU-sized run: 4 images at a quarter of their size, 4 qualities, short fits."""
+        return cls(src, out, qualities=(1, 3, 5, 7), iters=1000, device=device, max_images=4, downscale=4)
+
+
+def machine_name(device: str) -> str:
+    """The GPU's name, or the CPU model and thread count."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def list_images(cfg: BenchConfig) -> list[Path]:
+    image = for_name("image")
+    paths = sorted(p for p in cfg.src.iterdir() if p.suffix.lower() in image.extensions)
+    return paths[: cfg.max_images] if cfg.max_images else paths
+
+
+def load_rgb(path: Path, downscale: int) -> Image.Image:
+    im = Image.open(path).convert("RGB")
+    if downscale > 1:
+        im = im.resize((im.width // downscale, im.height // downscale), Image.LANCZOS)
+    return im
+
+
+def _nxcodec_point(name: str, im: Image.Image, quality: int, cfg: BenchConfig) -> dict:
+    mod = for_name("image")
+    array = np.asarray(im)
+    res = encode_signal(mod, mod.from_array(array), EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device))
+    t0 = time.perf_counter()
+    _, decoded = decode_stream(res.data, device="cpu")
+    decode_seconds = time.perf_counter() - t0
+    return {"image": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "bpp": res.rate,
+            "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"], "ms_ssim": ms_ssim_rgb(array, decoded),
+            "encode_seconds": res.encode_seconds, "decode_seconds": decode_seconds, "device": res.device}
+
+
+def _baseline_point(name: str, im: Image.Image, codec: str, quality: int) -> dict:
+    p = pillow_point(im, codec, quality)
+    return {"image": name, "codec": codec, "quality": quality, "bytes": p.n_bytes, "bpp": p.bpp, "psnr": p.psnr,
+            "ms_ssim": ms_ssim_rgb(np.asarray(im), p.decoded), "encode_seconds": p.encode_seconds,
+            "decode_seconds": p.decode_seconds, "device": "cpu"}
+
+
+def read_points(path: Path) -> dict[tuple, dict]:
+    points: dict[tuple, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                p = json.loads(line)
+                points[(p["image"], p["codec"], p["quality"])] = p
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return points
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Measure every missing point, then write the summaries; returns the BD table as a dict."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    store = cfg.out / "points.jsonl"
+    points = read_points(store)
+    baselines = [b for b in cfg.baselines if b != "avif" or features.check("avif")]
+    for path in list_images(cfg):
+        im = load_rgb(path, cfg.downscale)
+        name = path.stem
+        todo = [("nxcodec", q) for q in cfg.qualities] + [(b, q) for b in baselines for q in BASELINE_QUALITIES[b]]
+        for codec, q in todo:
+            if (name, codec, q) in points:
+                continue
+            point = _nxcodec_point(name, im, q, cfg) if codec == "nxcodec" else _baseline_point(name, im, codec, q)
+            with open(store, "a") as f:
+                f.write(json.dumps(point) + "\n")
+            points[(name, codec, q)] = point
+            if codec == "nxcodec":
+                log(f"{name} nxcodec q{q}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
+                    f"encode {point['encode_seconds']:.1f} s on {point['device']}")
+    return summarise(cfg, list(points.values()), baselines)
+
+
+def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str]) -> dict:
+    """Per-codec JSONs, the per-image CSV, the BD-rate table and the run's metadata."""
+    names = {p.stem for p in list_images(cfg)}
+    points = [p for p in points if p["image"] in names]
+    curves = {}
+    for codec in ["nxcodec", *baselines]:
+        mine = [p for p in points if p["codec"] == codec]
+        if mine:
+            curves[codec] = compressai_json(codec, DESCRIPTIONS[codec], mine)
+            write_json(cfg.out / f"{codec}.json", curves[codec])
+    write_csv(cfg.out / "per_image.csv", points)
+    devices = sorted({p["device"] for p in points if p["codec"] == "nxcodec"})
+    meta = {"machine": machine_name(cfg.device), "nxcodec_devices": devices, "commit": git_commit(),
+            "torch": torch.__version__, "pillow": Image.__version__, "images": sorted(names),
+            "downscale": cfg.downscale, "iters": cfg.iters, "qualities": list(cfg.qualities)}
+    write_json(cfg.out / "meta.json", meta)
+    table = {}
+    lines = ["| against | BD-rate (nxcodec vs it) | BD-PSNR |", "|---|---|---|"]
+    ours = curves.get("nxcodec")
+    for codec in baselines:
+        if ours is None or codec not in curves or len(ours["results"]["bpp"]) < 4:
+            continue
+        ref = curves[codec]["results"]
+        args = (ref["bpp"], ref["psnr-rgb"], ours["results"]["bpp"], ours["results"]["psnr-rgb"])
+        table[codec] = {"bd_rate_percent": bd_rate(*args), "bd_psnr_db": bd_psnr(*args)}
+        lines.append(f"| {codec} | {table[codec]['bd_rate_percent']:+.1f}% | {table[codec]['bd_psnr_db']:+.2f} dB |")
+    lines.append("")
+    lines.append(f"Measured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), commit {meta['commit']}, "
+                 f"{len(names)} images" + (f" downscaled by {cfg.downscale}" if cfg.downscale > 1 else "") + ".")
+    write_bytes_atomic(cfg.out / "bdrate.md", ("\n".join(lines) + "\n").encode(), force=True)
+    write_json(cfg.out / "bdrate.json", table)
+    return table

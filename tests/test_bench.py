@@ -1,0 +1,79 @@
+"""The benchmark harness: BD-rates, the results format, resuming, plots."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import real_image
+from PIL import Image
+
+from nxcodec.bench import image as bench_image
+from nxcodec.bench.bdrate import bd_psnr, bd_rate
+from nxcodec.bench.plot import PUBLISHED, plot_rd
+
+REF = ([0.25, 0.5, 0.75, 1.0], [26.0, 29.0, 31.0, 32.5])
+
+
+def test_bd_rate_matches_the_bjontegaard_package():
+    bjontegaard = pytest.importorskip("bjontegaard")
+    test = ([0.22, 0.41, 0.66, 0.93], [26.4, 29.6, 31.5, 33.1])
+    ours = bd_rate(REF[0], REF[1], *test)
+    theirs = bjontegaard.bd_rate(REF[0], REF[1], test[0], test[1], method="cubic")
+    assert ours == pytest.approx(theirs, abs=0.5)
+    assert bd_psnr(REF[0], REF[1], *test) == pytest.approx(
+        bjontegaard.bd_psnr(REF[0], REF[1], test[0], test[1], method="cubic"), abs=0.05)
+
+
+def test_bd_rate_of_a_scaled_curve_is_the_scale():
+    rate = [r * 0.8 for r in REF[0]]
+    assert bd_rate(REF[0], REF[1], rate, REF[1]) == pytest.approx(-20.0, abs=1e-6)
+    assert bd_psnr(REF[0], REF[1], REF[0], [d + 1 for d in REF[1]]) == pytest.approx(1.0, abs=1e-6)
+    assert np.isnan(bd_rate(REF[0], REF[1], REF[0], [d + 50 for d in REF[1]]))
+    with pytest.raises(ValueError):
+        bd_rate(REF[0][:3], REF[1][:3], REF[0][:3], REF[1][:3])
+
+
+def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
+    src = tmp_path / "images"
+    src.mkdir()
+    for i, size in enumerate([(40, 32), (32, 40)]):
+        Image.fromarray(real_image(size)).save(src / f"tiny{i}.png")
+    cfg = bench_image.BenchConfig(src, tmp_path / "out", qualities=(1, 3, 5, 7), iters=30, device="cpu",
+                                  baselines=("jpeg", "webp"))
+    bench_image.run(cfg, log=lambda line: None)
+    for codec in ("nxcodec", "jpeg", "webp"):
+        data = json.loads((cfg.out / f"{codec}.json").read_text())
+        res = data["results"]
+        assert data["name"] == codec
+        for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"):
+            assert len(res[key]) == len(res["quality"])
+        assert res["bpp"] == sorted(res["bpp"])
+        assert all(n == 2 for n in res["images"])
+    rows = list(csv.DictReader((cfg.out / "per_image.csv").open()))
+    assert len(rows) == 2 * (4 + 10 + 8)
+    assert {r["image"] for r in rows} == {"tiny0", "tiny1"}
+    table = json.loads((cfg.out / "bdrate.json").read_text())
+    assert set(table) == {"jpeg", "webp"}
+    assert "BD-rate" in (cfg.out / "bdrate.md").read_text()
+    meta = json.loads((cfg.out / "meta.json").read_text())
+    assert meta["machine"] and meta["nxcodec_devices"] == ["cpu"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished point was measured again")
+
+    monkeypatch.setattr(bench_image, "_nxcodec_point", fail)
+    monkeypatch.setattr(bench_image, "_baseline_point", fail)
+    assert json.dumps(bench_image.run(cfg, log=lambda line: None)) == json.dumps(table)
+
+
+def test_plot_draws_measured_and_published_curves(tmp_path):
+    result = tmp_path / "nxcodec.json"
+    result.write_text(json.dumps({"name": "nxcodec", "description": "", "results": {"bpp": REF[0], "psnr-rgb": REF[1]}}))
+    out = tmp_path / "rd.png"
+    plot_rd([result], out, PUBLISHED)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert len(list(PUBLISHED.glob("*.json"))) >= 4
+    for path in PUBLISHED.glob("*.json"):
+        data = json.loads(path.read_text())
+        assert data["source"] and len(data["results"]["bpp"]) == len(data["results"]["psnr-rgb"])
