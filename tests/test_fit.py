@@ -11,12 +11,13 @@ from nxcodec.fit.losses import gated_mse
 from nxcodec.fit.train import FitSettings, fit
 from nxcodec.model import NeuralExperts
 from nxcodec.signals import for_name
+from nxcodec.signals.image import IMAGE_SHAPE
 
 
 def problem():
     image = for_name("image")
     signal = image.from_array(real_image((32, 24)))
-    cfg = image.network_shape(signal.descriptor).config(3, 8)
+    cfg = IMAGE_SHAPE.config(3, 8)  # four experts
     return NeuralExperts(cfg), image.coords(signal.descriptor, 0, 32 * 24), image.targets(signal)
 
 
