@@ -258,7 +258,7 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
 @bench.command("image")
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder (resumable).")
-@click.option("--quick", is_flag=True, help="4 images at a quarter size, 4 qualities, short fits: minutes on a CPU.")
+@click.option("--quick", is_flag=True, help="4 images at half size, 4 qualities, short fits: minutes on a CPU.")
 @click.option("--qualities", help="nxcodec quality points, e.g. 1,3,5,7,9 [default: 1,3,5,7,9].")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
 @click.option("--images", "max_images", type=click.IntRange(min=1), help="Only the first N images (sorted by name).")

@@ -15,6 +15,6 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
         win -= 2
     if win < 3:
         return float("nan")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double()
-    y = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)[None].double()
+    x = torch.from_numpy(np.array(a, dtype=np.float64)).permute(2, 0, 1)[None]
+    y = torch.from_numpy(np.array(b, dtype=np.float64)).permute(2, 0, 1)[None]
     return float(_ms_ssim(x, y, data_range=255.0, win_size=win))
