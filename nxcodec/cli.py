@@ -137,9 +137,9 @@ def info(source: Path) -> None:
     click.echo(f"format:     nxc version {data[4]}")
     click.echo(f"signal:     {modality.describe(desc)}")
     click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
-    click.echo(f"bytes:      header {layout.header} + descriptor {layout.descriptor} + section count 2 "
-               f"+ model configs {layout.config} + tensor tables {layout.tensor_table} "
-               f"+ payloads {layout.payload} + crc {layout.crc}")
+    click.echo(f"bytes:      header {layout.header}, descriptor {layout.descriptor}, section count 2, "
+               f"model configs {layout.config}, tensor tables {layout.tensor_table}, "
+               f"payloads {layout.payload}, crc {layout.crc}")
     click.echo(f"sections:   {layout.n_sections}")
     click.echo(f"parameters: {layout.parameters}")
     for i, cfg in enumerate(configs[:8]):

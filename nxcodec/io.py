@@ -32,6 +32,7 @@ def write_atomic(path: Path, writer: Callable[[Path], None], force: bool = False
     tmp = Path(tmp_name)
     try:
         writer(tmp)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         if not force and path.exists():
             raise OutputError(f"{path}: already exists (use --force to replace it)")
         os.replace(tmp, path)
@@ -40,6 +41,12 @@ def write_atomic(path: Path, writer: Callable[[Path], None], force: bool = False
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(path: Path, data: bytes, force: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The command line: the verbs, their outputs, and one-line errors with exit status 2."""
 
+import os
 import subprocess
 import sys
 
@@ -91,3 +92,11 @@ def test_user_errors_are_one_line_on_stderr_with_status_2(tmp_path, args, messag
     assert len(lines) == 1 and lines[0].startswith("nxcodec: error:")
     assert message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, nxc):
+    out = tmp_path / "perm.png"
+    assert run("decode", nxc, "-o", out).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

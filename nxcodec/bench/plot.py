@@ -26,7 +26,7 @@ def plot_rd(paths: list[Path], output: Path, published: Path | None = PUBLISHED,
         ax.plot(c["bpp"], c["psnr"], ls="--", lw=1.0, marker="x", ms=3, label=f"{c['name']} (published)")
     ax.set_xlabel("bits per pixel (whole file)")
     ax.set_ylabel("PSNR over RGB (dB)")
-    ax.set_title(f"Rate-distortion on {title}")
+    ax.set_title(f"Rate-distortion on {title}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
