@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import fast_encode, real_image
+from conftest import PSNR_FLOOR, fast_encode, real_image
 
 import nxcodec
 from nxcodec import container
@@ -22,7 +22,7 @@ def test_round_trip_keeps_size_and_reaches_a_psnr_floor(rgb_image, rgb_result):
     decoded = nxcodec.decode(rgb_result.data)
     assert decoded.shape == rgb_image.shape and decoded.dtype == np.uint8
     assert psnr(rgb_image, decoded) == pytest.approx(rgb_result.metrics["psnr"])
-    assert psnr(rgb_image, decoded) > 24.0
+    assert psnr(rgb_image, decoded) > PSNR_FLOOR
     assert rgb_result.metrics["psnr"] > rgb_result.float_metrics["psnr"] - 2.0
     assert rgb_result.rate == pytest.approx(8 * len(rgb_result.data) / (48 * 40))
 
@@ -60,10 +60,10 @@ def test_cpu_encode_is_reproducible_with_a_seed(rgb_image):
 
 def test_grayscale_stays_grayscale_and_odd_sizes_survive():
     gray = real_image((23, 17)).mean(axis=2).astype(np.uint8)
-    res = fast_encode(gray, iters=150)
+    res = fast_encode(gray, iters=400)
     out = nxcodec.decode(res.data)
     assert out.shape == (17, 23, 1)
-    assert psnr(gray[..., None], out) > 22.0
+    assert psnr(gray[..., None], out) > PSNR_FLOOR - 2
 
 
 def test_alpha_is_coded_as_a_channel():
