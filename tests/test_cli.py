@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nxcodec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -100,3 +103,12 @@ def test_outputs_get_the_usual_permissions(tmp_path, nxc):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_jpeg_at_size_never_exceeds_the_budget_when_it_can_fit():
+    from nxcodec.baselines import jpeg_at_size
+
+    im = Image.fromarray(np.asarray(Image.open(ROOT / "nxcodec" / "samples" / "hopper.png").convert("RGB")))
+    p = jpeg_at_size(im, 6000)
+    assert p.n_bytes <= 6000 and jpeg_at_size(im, 8000).psnr >= p.psnr
+    assert jpeg_at_size(im, 10).quality == 1
