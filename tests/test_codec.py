@@ -144,3 +144,10 @@ def test_number_of_experts_follows_the_image_size():
     assert image.network_shape(ImageDescriptor(64, 64, 3, 8)).n_experts == 1
     assert image.network_shape(ImageDescriptor(400, 400, 3, 8)).n_experts == 2
     assert image.network_shape(ImageDescriptor(768, 512, 3, 8)).n_experts == 4
+
+
+def test_sixteen_bit_colour_is_refused_clearly():
+    from nxcodec.errors import InputError
+
+    with pytest.raises(InputError, match="grayscale only"):
+        nxcodec.encode(np.zeros((8, 8, 3), np.uint16), iters=1)

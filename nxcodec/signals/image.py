@@ -103,6 +103,8 @@ class ImageModality(Modality):
             raise InputError("image is empty")
         if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
             raise InputError(f"image of {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+        if depth == 16 and c != 1:
+            raise InputError("16-bit images are supported in grayscale only")
         return Signal(ImageDescriptor(w, h, c, depth), array)
 
     def pack_descriptor(self, d: ImageDescriptor) -> bytes:
@@ -114,7 +116,7 @@ class ImageModality(Modality):
         w, h, c, depth = _DESC.unpack(data)
         if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE and w * h <= MAX_PIXELS):
             raise StreamError(f"declared image size {w}x{h} is beyond the decoder's limits")
-        if c not in (1, 2, 3, 4) or depth not in (8, 16):
+        if c not in (1, 2, 3, 4) or depth not in (8, 16) or (depth == 16 and c != 1):
             raise StreamError("declared channels or bit depth are invalid")
         return ImageDescriptor(w, h, c, depth)
 
@@ -144,8 +146,6 @@ class ImageModality(Modality):
 
     def write(self, d: ImageDescriptor, array: np.ndarray, path: Path) -> None:
         if d.bit_depth == 16:
-            if d.channels != 1:
-                raise InputError("16-bit output is supported for grayscale only")
             im = Image.fromarray(array[..., 0].astype(np.uint16))
         else:
             mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[d.channels]
