@@ -17,7 +17,7 @@ import click
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
 from nxcodec.codec import decode_stream
-from nxcodec.errors import InputError, NxcError
+from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.model import ModelConfig
 from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
@@ -120,6 +120,9 @@ def decode(source: Path, output: Path | None, device: str, force: bool) -> None:
     decoded, array = decode_stream(data, device)
     seconds = time.perf_counter() - t0
     output = output or source.with_suffix(decoded.modality.default_extension)
+    if output.suffix.lower() != decoded.modality.default_extension:
+        raise OutputError(f"{output}: a decoded {decoded.modality.name} is written as "
+                          f"{decoded.modality.default_extension}; name the output accordingly")
     write_atomic(output, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force)
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
 

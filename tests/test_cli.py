@@ -63,6 +63,12 @@ def test_existing_output_is_kept_without_force(tmp_path, nxc):
     assert target.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_decode_refuses_an_output_type_it_would_not_write(tmp_path, nxc):
+    res = run("decode", nxc, "-o", tmp_path / "out.jpg")
+    assert res.exit_code == 2 and "written as .png" in res.output
+    assert not (tmp_path / "out.jpg").exists()
+
+
 def test_corrupt_stream_fails_cleanly_and_leaves_nothing(tmp_path, nxc):
     bad = tmp_path / "bad.nxc"
     bad.write_bytes(nxc.read_bytes()[:-10])
