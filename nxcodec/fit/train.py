@@ -107,7 +107,7 @@ def fit(
     log = FitLog()
     n = coords.shape[0]
     batch = min(settings.batch, n)
-    pre = int(settings.iters * settings.pretrain_frac)
+    pre = int(settings.iters * settings.pretrain_frac) if model.cfg.n_experts > 1 else 0
     pretrain_manager(model, coords, max(pre, settings.pretrain_min_iters), settings.pretrain_lr, batch, gen)
     iters = settings.iters - pre
     freeze_at = int(iters * (1 - settings.experts_only_frac))
