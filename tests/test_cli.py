@@ -118,3 +118,11 @@ def test_jpeg_at_size_never_exceeds_the_budget_when_it_can_fit():
     p = jpeg_at_size(im, 6000)
     assert p.n_bytes <= 6000 and jpeg_at_size(im, 8000).psnr >= p.psnr
     assert jpeg_at_size(im, 10).quality == 1
+
+
+def test_encode_is_silent_on_stderr_when_piped(tmp_path, png):
+    proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "encode", str(png), "-o", str(tmp_path / "p.nxc"),
+                           "--iters", "30", "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+    assert "bpp" in proc.stdout and proc.stdout.count("\n") == 1
