@@ -126,12 +126,11 @@ class _FittedSection:
 
 
 def _fit_section(
-    modality: Modality, signal: Signal, start: int, stop: int, cfg: ModelConfig, iters: int, lam_db: float,
-    opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
+    modality: Modality, desc: Any, targets: torch.Tensor, start: int, stop: int, cfg: ModelConfig, iters: int,
+    lam_db: float, opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
 ) -> _FittedSection:
-    desc = signal.descriptor
     coords = modality.coords(desc, start, stop).to(device)
-    target = modality.targets(signal)[start:stop].to(device)
+    target = targets[start:stop].to(device)
     model = NeuralExperts(cfg).to(device)
     settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
     log = fit(model, coords, target, settings, gen)
@@ -189,11 +188,13 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
         raise NxcError("iterations must be at least 1")
 
     ranges = modality.sections(desc)
+    targets = modality.targets(signal)
     fitted = []
     for i, (start, stop) in enumerate(ranges):
         cfg = opts.config or shape.fit_budget(modality.channels(desc), params_per_sample * (stop - start))
         label = f"fit {modality.name}" + (f" {i + 1}/{len(ranges)}" if len(ranges) > 1 else "")
-        fitted.append(_fit_section(modality, signal, start, stop, cfg, iters, preset.lam_db, opts, device, gen, label))
+        fitted.append(_fit_section(modality, desc, targets, start, stop, cfg, iters, preset.lam_db, opts, device, gen,
+                                   label))
 
     if opts.rate is None:
         data = _write(modality, desc, fitted)
