@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from nxcodec.signals.image import psnr_from_mse
+from nxcodec.signals.base import psnr_from_mse
 
 
 @dataclass

@@ -9,6 +9,7 @@ reader checks every declared size against fixed limits before it allocates anyth
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections import OrderedDict
@@ -193,7 +194,7 @@ def read(data: bytes) -> Stream:
         cfg, table, length = _read_section_header(r)
         payload = r.take(length)
         shapes = tensor_shapes(cfg)
-        sizes = [_numel(s) for s in shapes.values()]
+        sizes = [math.prod(s) for s in shapes.values()]
         try:
             ints = entropy.decode(payload, sizes, [p for _, p in table])
         except Exception as exc:  # constriction reports a malformed payload in several ways
@@ -205,10 +206,3 @@ def read(data: bytes) -> Stream:
             tensors[name] = QuantizedTensor(code, prior, q.reshape(shape))
         sections.append(Section(cfg, tensors))
     return Stream(modality, descriptor, sections)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

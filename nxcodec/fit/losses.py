@@ -23,10 +23,3 @@ def balanced_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     q = torch.softmax(logits, dim=-1)
     uniform = torch.full_like(q, 1.0 / k)
     return ce + 0.1 * F.binary_cross_entropy(q.clamp(1e-6, 1 - 1e-6), uniform)
-
-
-def mse_to_psnr(mse: float, peak: float = 2.0) -> float:
-    """PSNR in dB of an MSE measured on values whose full range is ``peak`` wide."""
-    import math
-
-    return 10.0 * math.log10(peak * peak / max(mse, 1e-20))

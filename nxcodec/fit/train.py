@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 
 from nxcodec.errors import NxcError
-from nxcodec.fit.losses import balanced_label_loss, gated_mse, mse_to_psnr
+from nxcodec.fit.losses import balanced_label_loss, gated_mse
 from nxcodec.model import NeuralExperts
+from nxcodec.signals.base import psnr_from_mse
 
 
 @dataclass
@@ -151,7 +152,7 @@ def fit(
         if bar is not None:
             bar.update(1)
             if it % 20 == 0:
-                bar.set_postfix(loss=f"{value:.2e}", psnr=f"{mse_to_psnr(value):.2f}")
+                bar.set_postfix(loss=f"{value:.2e}", psnr=f"{psnr_from_mse(value, 2.0):.2f}")
         it += 1
     if bar is not None:
         bar.close()

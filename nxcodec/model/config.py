@@ -7,6 +7,7 @@ stream; the decoder rebuilds exactly that network from it.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, fields
 
@@ -79,10 +80,4 @@ class ModelConfig:
         """Number of weights and biases, all of which are coded in the stream."""
         from nxcodec.model.experts import tensor_shapes
 
-        total = 0
-        for shape in tensor_shapes(self).values():
-            n = 1
-            for s in shape:
-                n *= s
-            total += n
-        return total
+        return sum(math.prod(shape) for shape in tensor_shapes(self).values())

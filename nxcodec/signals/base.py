@@ -7,6 +7,7 @@ signal adds a module rather than branches across the code.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,11 @@ import numpy as np
 import torch
 
 from nxcodec.fit.presets import Shape
+
+
+def psnr_from_mse(mse: float, peak: float) -> float:
+    """PSNR in dB of an MSE on values whose full range is ``peak``; infinite for a lossless result."""
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 @dataclass

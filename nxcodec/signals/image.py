@@ -7,7 +7,6 @@ one more channel.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nxcodec.errors import InputError, StreamError
 from nxcodec.fit.presets import Shape
-from nxcodec.signals.base import Modality, Signal
+from nxcodec.signals.base import Modality, Signal, psnr_from_mse
 
 MAX_PIXELS = 1 << 27  # the decoder refuses larger images before allocating
 MAX_SIDE = 1 << 16
@@ -171,8 +170,3 @@ class ImageModality(Modality):
     def describe(self, d: ImageDescriptor) -> str:
         kind = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}[d.channels]
         return f"image {d.width}x{d.height} {kind} {d.bit_depth}-bit"
-
-
-def psnr_from_mse(mse: float, peak: float) -> float:
-    """PSNR in dB; infinite for a lossless result."""
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
