@@ -1,14 +1,16 @@
 """The codec: signal -> fitted, quantized, entropy-coded stream, and back.
 
-``encode_signal`` runs the pipeline for each section of the signal (an image is one):
+``encode_signals`` runs the pipeline for each section of each signal (an image is one):
 pick a network (preset or rate target), fit it, choose quantization steps by
-rate-distortion, fine-tune under quantization; then it writes the stream and decodes it
-once to report what a user will get. ``decode_stream`` is the whole decoder: parse,
+rate-distortion, fine-tune under quantization; then it writes each stream and decodes it
+once to report what a user will get. Sections whose networks have the same shape are
+fitted side by side as one stack (several images, or the windows of one clip). ``decode_stream`` is the whole decoder: parse,
 rebuild each section's network from the stream, evaluate it on the grid in chunks.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,14 +23,16 @@ from nxcodec import container, signals
 from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.qat import quantization_aware_fit
-from nxcodec.fit.train import FitSettings, fit
+from nxcodec.fit.train import FitSettings, fit_stack, take
 from nxcodec.model import ModelConfig, NeuralExperts
+from nxcodec.model.stack import ModelStack
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
 from nxcodec.signals import Modality, Signal
 
 DECODE_CHUNK = 1 << 16
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
+STACK_POINTS = 1 << 19  # training points per step, all networks of a stack together (bounds memory)
 
 
 @dataclass
@@ -97,23 +101,35 @@ def predict_section(
     return np.concatenate(parts)
 
 
-def _step_codes(
-    model: NeuralExperts, coords: torch.Tensor, target: torch.Tensor, lam_db: float, gen: torch.Generator
-) -> dict[str, int]:
-    """Rate-distortion step search, with distortion measured by routed decoding of a point sample."""
-    idx = torch.randperm(coords.shape[0], generator=gen)[:EVAL_POINTS].to(coords.device)
-    ref = {k: v.detach().clone() for k, v in model.coded_tensors().items()}
-    probe = NeuralExperts(model.cfg).to(coords.device)
-    probe_params = probe.coded_tensors()
+def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lam_db: float,
+                gen: torch.Generator) -> list[dict[str, int]]:
+    """Rate-distortion step search for every network of a stack at once.
 
-    def distortion(tensors: dict[str, torch.Tensor]) -> float:
+    Distortion is measured by top-1 routed prediction on a random sample of each signal's points.
+    """
+    m, n = coords.shape[:2]
+    idx = torch.stack([torch.randperm(n, generator=gen)[:EVAL_POINTS] for _ in range(m)]).to(coords.device)
+    x, y = take(coords, idx), take(target, idx)
+    names = stack.stream_names()
+
+    def distortion(networks: list[dict[str, torch.Tensor]]) -> list[float]:
+        params = {path: torch.stack([net[name] for net in networks]) for name, path in names.items()}
         with torch.no_grad():
-            for name, t in tensors.items():
-                probe_params[name].copy_(t)
-            pred = probe.forward_routed(coords[idx])[0]
-            return float(((pred.clamp(-1, 1) - target[idx]) ** 2).mean())
+            pred = stack(x, "hard", params)
+            return ((pred.clamp(-1, 1) - y) ** 2).mean(dim=(1, 2)).tolist()
 
-    return search_steps(ref, distortion, model.cfg.parameter_count(), lam_db)
+    networks = [stack.coded_tensors(i) for i in range(m)]
+    return search_steps(networks, distortion, stack.cfg.parameter_count(), lam_db)
+
+
+@dataclass
+class _Job:
+    """One section of one signal, waiting for its network."""
+
+    signal: int  # index among the signals being encoded
+    start: int
+    stop: int
+    config: ModelConfig
 
 
 @dataclass
@@ -125,20 +141,25 @@ class _FittedSection:
     restarts: int
 
 
-def _fit_section(
-    modality: Modality, desc: Any, targets: torch.Tensor, start: int, stop: int, cfg: ModelConfig, iters: int,
-    lam_db: float, opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
-) -> _FittedSection:
-    coords = modality.coords(desc, start, stop).to(device)
-    target = targets[start:stop].to(device)
-    model = NeuralExperts(cfg).to(device)
+def _fit_group(
+    modality: Modality, descs: list[Any], targets: list[torch.Tensor], jobs: list[_Job], iters: int, lam_db: float,
+    opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
+) -> list[_FittedSection]:
+    """Fit, step-search and fine-tune the networks of same-sized sections with one config, side by side."""
+    coords = torch.stack([modality.coords(descs[j.signal], j.start, j.stop) for j in jobs]).to(device)
+    target = torch.stack([targets[j.signal][j.start : j.stop] for j in jobs]).to(device)
+    stack = ModelStack.fresh(jobs[0].config, len(jobs), device)
     settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
-    log = fit(model, coords, target, settings, gen)
-    float_samples = predict_section(model, modality, desc, start, stop, device)
-    codes = _step_codes(model, coords, target, lam_db, gen)
-    quantization_aware_fit(model, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
-    tensors = OrderedDict((k, v.detach().cpu()) for k, v in model.coded_tensors().items())
-    return _FittedSection(cfg, tensors, codes, float_samples, log.restarts)
+    logs = fit_stack(stack, coords, target, settings, gen)
+    float_samples = [predict_section(stack.model(i), modality, descs[j.signal], j.start, j.stop, device)
+                     for i, j in enumerate(jobs)]
+    codes = _step_codes(stack, coords, target, lam_db, gen)
+    quantization_aware_fit(stack, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
+    return [
+        _FittedSection(j.config, OrderedDict((k, v.cpu()) for k, v in stack.coded_tensors(i).items()), codes[i],
+                       float_samples[i], logs[i].restarts)
+        for i, j in enumerate(jobs)
+    ]
 
 
 def _write(modality: Modality, desc: Any, fitted: list[_FittedSection], shift: int = 0) -> bytes:
@@ -165,57 +186,91 @@ def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> bytes:
     raise NxcError("the rate target is too small for this signal; raise the target")
 
 
-def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> EncodeResult:
-    """Fit, quantize and code one signal."""
+def _budget(modality: Modality, desc: Any, opts: EncodeOptions) -> tuple[presets.Preset, float]:
+    """The preset (iterations, lambda) and the parameters per sample for one signal."""
+    n = modality.num_samples(desc)
+    if opts.rate is None:
+        preset = presets.get(opts.quality)
+        return preset, preset.params_per_sample
+    if not opts.rate > 0:
+        raise NxcError("the rate target must be positive")
+    bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
+    return presets.preset_for_rate(bits_per_sample), bits_per_sample / presets.BITS_PER_PARAMETER
+
+
+def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:
+    """Jobs that can share a stack (same config, section length and budget), at most ``limit`` each."""
+    by_key: dict[tuple, list[_Job]] = {}
+    for j in jobs:
+        by_key.setdefault((j.config, j.stop - j.start, iters[j.signal]), []).append(j)
+    return [g[i : i + limit] for g in by_key.values() for i in range(0, len(g), limit)]
+
+
+def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
+    """Fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
+
+    Every section of every signal gets its own network; sections with the same config and
+    length are fitted as one stack (at most ``STACK_POINTS`` points per step). Each
+    result's ``encode_seconds`` is its share of the whole run's time.
+    """
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
-    desc = signal.descriptor
-    n = modality.num_samples(desc)
-    shape = modality.network_shape(desc)
-    if opts.rate is not None:
-        if not opts.rate > 0:
-            raise NxcError("the rate target must be positive")
-        bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
-        preset = presets.preset_for_rate(bits_per_sample)
-        params_per_sample = bits_per_sample / presets.BITS_PER_PARAMETER
-    else:
-        preset = presets.get(opts.quality)
-        params_per_sample = preset.params_per_sample
-    iters = opts.iters if opts.iters is not None else preset.iters
-    if iters < 1:
+    descs = [s.descriptor for s in signals_]
+    budgets = [_budget(modality, d, opts) for d in descs]
+    iters = [opts.iters if opts.iters is not None else preset.iters for preset, _ in budgets]
+    if min(iters, default=1) < 1:
         raise NxcError("iterations must be at least 1")
+    jobs = []
+    for i, desc in enumerate(descs):
+        shape = modality.network_shape(desc)
+        for start, stop in modality.sections(desc):
+            cfg = opts.config or shape.fit_budget(modality.channels(desc), budgets[i][1] * (stop - start))
+            jobs.append(_Job(i, start, stop, cfg))
+    targets = [modality.targets(s) for s in signals_]
+    fitted: dict[tuple[int, int], _FittedSection] = {}
+    groups = _groups(jobs, iters, max(1, STACK_POINTS // FitSettings.batch))
+    for g, group in enumerate(groups):
+        label = f"fit {modality.name}" + (f" {g + 1}/{len(groups)}" if len(groups) > 1 else "")
+        lead = group[0].signal
+        sections = _fit_group(modality, descs, targets, group, iters[lead], budgets[lead][0].lam_db, opts, device,
+                              gen, label)
+        fitted.update(((j.signal, j.start), f) for j, f in zip(group, sections))
 
-    ranges = modality.sections(desc)
-    targets = modality.targets(signal)
-    fitted = []
-    for i, (start, stop) in enumerate(ranges):
-        cfg = opts.config or shape.fit_budget(modality.channels(desc), params_per_sample * (stop - start))
-        label = f"fit {modality.name}" + (f" {i + 1}/{len(ranges)}" if len(ranges) > 1 else "")
-        fitted.append(_fit_section(modality, desc, targets, start, stop, cfg, iters, preset.lam_db, opts, device, gen,
-                                   label))
+    results = []
+    for i, desc in enumerate(descs):
+        mine = [fitted[(j.signal, j.start)] for j in jobs if j.signal == i]
+        if opts.rate is None:
+            data = _write(modality, desc, mine)
+        else:
+            write = functools.partial(_write, modality, desc, mine)  # write(shift) -> stream
+            data = _meet_rate(write, modality.bits_allowed(desc, opts.rate))
+        results.append((data, mine))
+    encode_seconds = (time.perf_counter() - t0) / len(signals_)
 
-    if opts.rate is None:
-        data = _write(modality, desc, fitted)
-    else:
-        data = _meet_rate(lambda shift: _write(modality, desc, fitted, shift), modality.bits_allowed(desc, opts.rate))
-    encode_seconds = time.perf_counter() - t0
+    out = []
+    for (data, mine), signal, desc in zip(results, signals_, descs):
+        float_array = modality.assemble(desc, np.concatenate([f.float_samples for f in mine]))
+        _, decoded = decode_stream(data, device=str(device))  # what a user gets, checked on the fitting device
+        out.append(EncodeResult(
+            data=data,
+            rate=modality.rate(desc, len(data)),
+            rate_unit=modality.rate_unit,
+            metrics=modality.metrics(signal.data, decoded),
+            float_metrics=modality.metrics(signal.data, float_array),
+            encode_seconds=encode_seconds,
+            device=device_name(device),
+            configs=[f.config for f in mine],
+            n_params=sum(f.config.parameter_count() for f in mine),
+            restarts=sum(f.restarts for f in mine),
+        ))
+    return out
 
-    float_array = modality.assemble(desc, np.concatenate([f.float_samples for f in fitted]))
-    _, decoded = decode_stream(data, device="cpu")
-    return EncodeResult(
-        data=data,
-        rate=modality.rate(desc, len(data)),
-        rate_unit=modality.rate_unit,
-        metrics=modality.metrics(signal.data, decoded),
-        float_metrics=modality.metrics(signal.data, float_array),
-        encode_seconds=encode_seconds,
-        device=device_name(device),
-        configs=[f.config for f in fitted],
-        n_params=sum(f.config.parameter_count() for f in fitted),
-        restarts=sum(f.restarts for f in fitted),
-    )
+
+def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> EncodeResult:
+    """Fit, quantize and code one signal."""
+    return encode_signals(modality, [signal], opts)[0]
 
 
 @dataclass

@@ -84,55 +84,70 @@ def quantize_model(tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, i
 
 
 def search_steps(
-    tensors: "OrderedDict[str, torch.Tensor]",
-    distortion: Callable[[dict[str, torch.Tensor]], float],
+    networks: "list[OrderedDict[str, torch.Tensor]]",
+    distortion: Callable[[list[dict[str, torch.Tensor]]], list[float]],
     n_params: int,
     lam_db: float,
-) -> dict[str, int]:
-    """Choose each tensor's step code by rate-distortion, one tensor at a time.
+) -> list[dict[str, int]]:
+    """Choose each tensor's step code by rate-distortion, one tensor at a time, for several networks at once.
 
-    ``distortion`` maps a full set of (dequantized) tensors to an MSE of the decoded
-    signal; rate is counted in bits per parameter (``n_params``). All tensors start
-    nearly lossless (a step of std/256), so each tensor's choice sees its own effect;
-    a first sweep tries every other code from std to std/1024, a second refines by one.
+    ``networks`` holds each network's tensors (same names and shapes); ``distortion`` maps
+    one set of (dequantized) tensors per network to each network's MSE of its decoded
+    signal, so all networks are measured in one evaluation. Rate is counted in bits per
+    parameter (``n_params``). All tensors start nearly lossless (a step of std/256), so
+    each tensor's choice sees its own effect; a first sweep tries every other code from
+    std to std/1024, a second refines by one.
     """
-    std = {n: max(float(w.detach().float().std()) if w.numel() > 1 else float(w.detach().abs().max()), 1e-6)
-           for n, w in tensors.items()}
-    current: dict[str, QuantizedTensor] = {}
-    for name, w in tensors.items():
-        code = code_for_step(std[name] / 256)
-        qt = quantize_tensor(w, code)
-        while qt is None:
-            code -= 1
+    names = list(networks[0])
+    current: list[dict[str, QuantizedTensor]] = []
+    for tensors in networks:
+        chosen = {}
+        for name, w in tensors.items():
+            code = code_for_step(_spread(w) / 256)
             qt = quantize_tensor(w, code)
-        current[name] = qt
+            while qt is None:
+                code -= 1
+                qt = quantize_tensor(w, code)
+            chosen[name] = qt
+        current.append(chosen)
 
-    def as_tensors() -> dict[str, torch.Tensor]:
-        return {
-            n: torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(tensors[n].shape).to(tensors[n].device)
-            for n, qt in current.items()
-        }
+    def as_tensor(i: int, name: str, qt: QuantizedTensor) -> torch.Tensor:
+        w = networks[i][name]
+        return torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(w.shape).to(w.device)
 
-    bits = {n: qt.bits() for n, qt in current.items()}
+    values = [{n: as_tensor(i, n, qt) for n, qt in cur.items()} for i, cur in enumerate(current)]
+    bits = [{n: qt.bits() for n, qt in cur.items()} for cur in current]
 
-    def best_of(name: str, candidates: range) -> None:
-        best_cost, best_qt = math.inf, current[name]
-        for code in candidates:
-            qt = quantize_tensor(tensors[name], code)
-            if qt is None:
-                continue
-            current[name] = qt
-            mse = distortion(as_tensors())
-            rate = (sum(bits.values()) - bits[name] + qt.bits()) / n_params
-            cost = 10 * math.log10(max(mse, 1e-20)) + lam_db * rate
-            if cost < best_cost:
-                best_cost, best_qt = cost, qt
-        current[name], bits[name] = best_qt, best_qt.bits()
+    def best_of(name: str, candidates: list[list[int]]) -> None:
+        best = [(math.inf, cur[name]) for cur in current]
+        for j in range(max(len(c) for c in candidates)):
+            trial: list[QuantizedTensor | None] = []
+            for i, cands in enumerate(candidates):
+                qt = quantize_tensor(networks[i][name], cands[j]) if j < len(cands) else None
+                trial.append(qt)
+                values[i][name] = as_tensor(i, name, qt) if qt is not None else as_tensor(i, name, best[i][1])
+            mses = distortion(values)
+            for i, qt in enumerate(trial):
+                if qt is None:
+                    continue
+                rate = (sum(bits[i].values()) - bits[i][name] + qt.bits()) / n_params
+                cost = 10 * math.log10(max(mses[i], 1e-20)) + lam_db * rate
+                if cost < best[i][0]:
+                    best[i] = (cost, qt)
+        for i, (_, qt) in enumerate(best):
+            current[i][name], bits[i][name] = qt, qt.bits()
+            values[i][name] = as_tensor(i, name, qt)
 
-    for name in tensors:
-        coarse, fine = code_for_step(std[name]), code_for_step(std[name] / 1024)
-        best_of(name, range(max(coarse, 0), min(fine, MAX_STEP_CODE) + 1, 2))
-    for name in tensors:
-        c = current[name].code
-        best_of(name, range(max(c - 1, 0), min(c + 1, MAX_STEP_CODE) + 1))
-    return {n: qt.code for n, qt in current.items()}
+    for name in names:
+        best_of(name, [list(range(max(code_for_step(_spread(t[name])), 0),
+                                  min(code_for_step(_spread(t[name]) / 1024), MAX_STEP_CODE) + 1, 2))
+                       for t in networks])
+    for name in names:
+        best_of(name, [list(range(max(cur[name].code - 1, 0), min(cur[name].code + 1, MAX_STEP_CODE) + 1))
+                       for cur in current])
+    return [{n: qt.code for n, qt in cur.items()} for cur in current]
+
+
+def _spread(w: torch.Tensor) -> float:
+    """A tensor's scale for the step search: its std (its magnitude if it has one value)."""
+    return max(float(w.detach().float().std()) if w.numel() > 1 else float(w.detach().abs().max()), 1e-6)

@@ -4,11 +4,11 @@
 import numpy as np
 import pytest
 import torch
-from conftest import PSNR_FLOOR, fast_encode, real_image
+from conftest import FAST_ITERS, PSNR_FLOOR, fast_encode, real_image
 
 import nxcodec
 from nxcodec import container
-from nxcodec.codec import decode_stream
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signals
 from nxcodec.model import NeuralExperts
 from nxcodec.quant import dequantize
 from nxcodec.signals import for_name
@@ -151,3 +151,16 @@ def test_sixteen_bit_colour_is_refused_clearly():
 
     with pytest.raises(InputError, match="grayscale only"):
         nxcodec.encode(np.zeros((8, 8, 3), np.uint16), iters=1)
+
+
+def test_images_encoded_together_each_decode_to_their_own(rgb_image):
+    image = for_name("image")
+    second = np.ascontiguousarray(rgb_image[::-1, ::-1])  # same size, different content
+    results = encode_signals(image, [image.from_array(rgb_image), image.from_array(second)],
+                             EncodeOptions(iters=FAST_ITERS, device="cpu"))
+    assert len(results) == 2
+    for original, other, res in zip((rgb_image, second), (second, rgb_image), results):
+        decoded = nxcodec.decode(res.data)
+        assert psnr(original, decoded) > PSNR_FLOOR
+        assert psnr(original, decoded) == pytest.approx(res.metrics["psnr"])
+        assert psnr(other, decoded) < psnr(original, decoded) - 3

@@ -32,13 +32,29 @@ def test_step_search_trades_rate_for_distortion():
     tensors = OrderedDict(a=torch.randn(8, 16) * 0.3, b=torch.randn(16) * 0.05)
     ref = torch.tanh(x @ tensors["a"] + tensors["b"])
 
-    def distortion(t):
-        return float(((torch.tanh(x @ t["a"] + t["b"]) - ref) ** 2).mean())
+    def distortion(networks):
+        return [float(((torch.tanh(x @ t["a"] + t["b"]) - ref) ** 2).mean()) for t in networks]
 
     def bits(codes):
         return sum(quantize(tensors[n], c).size for n, c in codes.items()), codes
 
-    cheap = search_steps(tensors, distortion, 512, lam_db=20.0)
-    fine = search_steps(tensors, distortion, 512, lam_db=0.01)
+    cheap, = search_steps([tensors], distortion, 512, lam_db=20.0)
+    fine, = search_steps([tensors], distortion, 512, lam_db=0.01)
     assert all(cheap[n] <= fine[n] for n in tensors)
     assert cheap != fine
+
+
+def test_step_search_of_several_networks_matches_searching_each_alone():
+    torch.manual_seed(1)
+    x = torch.randn(256, 8)
+    nets = [OrderedDict(a=torch.randn(8, 16) * s, b=torch.randn(16) * 0.05) for s in (0.3, 0.05)]
+    refs = [torch.tanh(x @ t["a"] + t["b"]) for t in nets]
+
+    def distortion(networks):
+        return [float(((torch.tanh(x @ t["a"] + t["b"]) - r) ** 2).mean()) for t, r in zip(networks, refs)]
+
+    together = search_steps(nets, distortion, 256, lam_db=1.0)
+    alone = [search_steps([t], lambda n, r=r: [float(((torch.tanh(x @ n[0]["a"] + n[0]["b"]) - r) ** 2).mean())],
+                          256, lam_db=1.0)[0] for t, r in zip(nets, refs)]
+    assert together == alone
+    assert together[0] != together[1]

@@ -1,8 +1,8 @@
 """Quantization-aware fine-tuning: fit with the weights rounded to their steps.
 
 The forward pass sees ``w + stopgrad(round(w / s) * s - w)`` (straight-through rounding),
-so the network learns weights that survive quantization; the float weights keep
-receiving the gradient.
+so each network learns weights that survive quantization; the float weights keep
+receiving the gradient. Works on a stack: each network has its own steps.
 """
 
 from __future__ import annotations
@@ -10,49 +10,67 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.func import functional_call
 
+from nxcodec.fit.adam import StackAdam
 from nxcodec.fit.losses import gated_mse
-from nxcodec.model import NeuralExperts
+from nxcodec.fit.train import CHECK_EVERY, point_sampler, take
+from nxcodec.model.stack import ModelStack
 from nxcodec.quant import step_from_code
 
 
-def fake_quantize(model: NeuralExperts, codes: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Module-path name -> straight-through rounded tensor, for ``functional_call``."""
-    path = {id(p): n for n, p in model.named_parameters()}
+def stacked_steps(stack: ModelStack, codes: list[dict[str, int]]) -> dict[str, torch.Tensor]:
+    """Module path -> the steps of every network, shaped to broadcast against the stacked tensor."""
     out = {}
-    for name, p in model.coded_tensors().items():
-        s = float(step_from_code(codes[name]))
-        out[path[id(p)]] = p + (torch.round(p / s) * s - p).detach()
+    for name, path in stack.stream_names().items():
+        p = stack.params[path]
+        steps = torch.tensor([float(step_from_code(c[name])) for c in codes], dtype=p.dtype, device=p.device)
+        out[path] = steps.view(-1, *[1] * (p.dim() - 1))
     return out
 
 
+def fake_quantize(params: dict[str, torch.Tensor], steps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Straight-through rounded copies of the stacked tensors."""
+    return {k: p + (torch.round(p / steps[k]) * steps[k] - p).detach() for k, p in params.items()}
+
+
 def quantization_aware_fit(
-    model: NeuralExperts,
+    stack: ModelStack,
     coords: torch.Tensor,
     target: torch.Tensor,
-    codes: dict[str, int],
+    codes: list[dict[str, int]],
     iters: int,
     lr: float,
     batch: int,
     gen: torch.Generator,
 ) -> None:
-    """Fine-tune ``model`` in place for ``iters`` steps under straight-through rounding."""
+    """Fine-tune every network of ``stack`` in place for ``iters`` steps under straight-through rounding.
+
+    A network whose loss turns non-finite goes back to where it started and stops.
+    """
     if iters <= 0:
         return
-    n = coords.shape[0]
+    m, n = coords.shape[:2]
     batch = min(batch, n)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    steps = stacked_steps(stack, codes)
+    opt = StackAdam(stack.params)
+    start = {k: v.detach().clone() for k, v in stack.params.items()}
+    active = torch.ones(m, device=coords.device)
+    draw = point_sampler(gen, coords.device)
+    window: list[torch.Tensor] = []
     for it in range(iters):
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * it / iters))
-        idx = torch.randint(0, n, (batch,), generator=gen, device="cpu").to(coords.device)
-        preds, logits = functional_call(model, fake_quantize(model, codes), (coords[idx],))
-        loss = gated_mse(preds, logits, target[idx])
-        if not torch.isfinite(loss):
-            model.load_state_dict(start)
-            return
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        idx = draw(m, n, batch)
+        preds, logits = stack(take(coords, idx), "all", fake_quantize(stack.params, steps))
+        losses = gated_mse(preds, logits, take(target, idx))
+        losses.sum().backward()
+        opt.step(lr * 0.5 * (1 + math.cos(math.pi * it / iters)) * active)
+        window.append(losses.detach())
+        if len(window) == CHECK_EVERY or it == iters - 1:
+            bad = ~torch.isfinite(torch.stack(window)).all(dim=0)
+            window = []
+            if bad.any():
+                with torch.no_grad():
+                    for k, v in stack.params.items():
+                        v[bad] = start[k][bad]
+                        opt.exp_avg[k][bad] = 0.0
+                        opt.exp_avg_sq[k][bad] = 0.0
+                active[bad] = 0.0

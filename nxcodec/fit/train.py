@@ -1,14 +1,16 @@
-"""Fitting a Neural-Experts network to one signal: manager pretraining, then the gated fit.
+"""Fitting Neural-Experts networks to signals: manager pretraining, then the gated fit.
 
-The fit draws random mini-batches of points, uses Adam with a cosine learning-rate decay,
-and spends its last part on the experts alone (encoder and manager frozen) so that the
-routing the decoder will use is settled. A NaN or a jump in the loss restores the last
-good state and halves the learning rate; it never reaches a stream.
+Everything here fits a :class:`~nxcodec.model.stack.ModelStack`: ``M`` networks, each to
+its own signal (or section of one), in the same steps. The fit draws random
+mini-batches of points, uses Adam with a cosine learning-rate decay, and spends its last
+part on the experts alone (encoder and manager frozen) so that the routing the decoder
+will use is settled. Every ``CHECK_EVERY`` steps the losses are inspected: a network
+whose loss became NaN or jumped is put back to its last good state with half its
+learning rate; the other networks go on, and a bad state never reaches a stream.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from dataclasses import dataclass, field
@@ -17,9 +19,15 @@ from typing import Callable
 import torch
 
 from nxcodec.errors import NxcError
+from nxcodec.fit.adam import StackAdam
 from nxcodec.fit.losses import balanced_label_loss, gated_mse
 from nxcodec.model import NeuralExperts
+from nxcodec.model.stack import ModelStack
 from nxcodec.signals.base import psnr_from_mse
+
+CHECK_EVERY = 25  # steps between looks at the losses (each look waits for the GPU)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -42,7 +50,7 @@ class FitSettings:
 
 @dataclass
 class FitLog:
-    """What happened during a fit (for ``-v`` and the benchmarks)."""
+    """What happened during one network's fit (for ``-v`` and the benchmarks)."""
 
     losses: list[float] = field(default_factory=list)
     restarts: int = 0
@@ -57,104 +65,154 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def point_sampler(gen: torch.Generator, device: torch.device) -> Callable[[int, int, int], torch.Tensor]:
+    """``draw(m, n, b)``: ``b`` random point indices below ``n`` for each of ``m`` networks.
+
+    On a GPU the indices come from a device generator seeded from ``gen`` (no copy per
+    step); on the CPU from ``gen`` itself, so a CPU encode is reproducible from its seed.
+    """
+    if device.type == "cpu":
+        return lambda m, n, b: torch.randint(0, n, (m, b), generator=gen)
+    dgen = torch.Generator(device=device)
+    dgen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    return lambda m, n, b: torch.randint(0, n, (m, b), generator=dgen, device=device)
+
+
+def take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``values[i, idx[i]]`` for every network ``i``: ``(M, n, C)`` and ``(M, B)`` give ``(M, B, C)``."""
+    return torch.take_along_dim(values, idx.unsqueeze(-1), dim=1)
+
+
 def voronoi_labels(coords: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Label every point with the nearest of ``k`` seed points drawn from the domain.
+    """Label every point of each network with the nearest of ``k`` seed points drawn from its domain.
 
     A random partition into ``k`` connected cells of similar size: coherent enough for a
     small manager to learn, random enough to spread the experts over the whole domain.
+    ``coords`` is ``(M, n, d)``; the labels are ``(M, n)``.
     """
-    seeds = coords[torch.randperm(coords.shape[0], generator=gen)[:k].to(coords.device)]
-    return torch.cat([torch.cdist(c, seeds).argmin(dim=1) for c in coords.split(1 << 16)])
+    labels = []
+    for c in coords:
+        seeds = c[torch.randperm(c.shape[0], generator=gen)[:k].to(c.device)]
+        labels.append(torch.cat([torch.cdist(part, seeds).argmin(dim=1) for part in c.split(1 << 16)]))
+    return torch.stack(labels)
 
 
-def pretrain_manager(
-    model: NeuralExperts, coords: torch.Tensor, iters: int, lr: float, batch: int, gen: torch.Generator
-) -> None:
-    """Train the manager alone towards random, balanced expert labels (a Voronoi partition).
+def pretrain_manager(stack: ModelStack, coords: torch.Tensor, iters: int, lr: float, batch: int,
+                     gen: torch.Generator) -> None:
+    """Train the managers alone towards random, balanced expert labels (a Voronoi partition).
 
     This spreads the experts over the domain before the gated fit; without it one expert
     tends to take everything. The reference draws an independent label per point; a
     manager small enough to be worth its bits cannot learn that, so the labels here are
-    random cells instead. The expert encoder is frozen here, so its features are computed
-    once.
+    random cells instead.
     """
-    k = model.cfg.n_experts
+    k = stack.cfg.n_experts
     if k == 1 or iters <= 0:
         return
-    n = coords.shape[0]
+    m, n = coords.shape[:2]
     labels = voronoi_labels(coords, k, gen)
-    with torch.no_grad():
-        enc = [model.encode(coords[i : i + batch]) for i in range(0, n, batch)]
-        g = torch.cat([e[0] for e in enc])
-        h = torch.cat([e[1] for e in enc])
-    opt = torch.optim.Adam(model.manager_parameters(), lr=lr)
+    manager = stack.manager_paths()
+    opt = StackAdam({p: t for p, t in stack.params.items() if p in manager})
+    lr_all = torch.full((m,), lr, device=coords.device)
+    draw = point_sampler(gen, coords.device)
     for _ in range(iters):
-        idx = torch.randint(0, n, (min(batch, n),), generator=gen, device="cpu").to(coords.device)
-        loss = balanced_label_loss(model.gate_logits(g[idx], h[idx]), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        idx = draw(m, n, min(batch, n))
+        params = {p: t if p in manager else t.detach() for p, t in stack.params.items()}
+        logits = stack(take(coords, idx), "gate", params)
+        balanced_label_loss(logits, torch.take_along_dim(labels, idx, dim=1)).sum().backward()
+        opt.step(lr_all)
+    for t in stack.params.values():
+        t.grad = None
 
 
-def fit(
-    model: NeuralExperts,
-    coords: torch.Tensor,
-    target: torch.Tensor,
-    settings: FitSettings,
-    gen: torch.Generator,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = gated_mse,
-) -> FitLog:
-    """Fit ``model`` so that its routed prediction at ``coords`` approximates ``target``."""
-    log = FitLog()
-    n = coords.shape[0]
+class _Guard:
+    """Keeps each network's last good state and puts back the networks that went bad."""
+
+    def __init__(self, stack: ModelStack, opt: StackAdam, max_restarts: int, logs: list[FitLog]) -> None:
+        self.stack, self.opt, self.max_restarts, self.logs = stack, opt, max_restarts, logs
+        self.best = torch.full((stack.size,), math.inf)
+        self.lr_scale = torch.ones(stack.size, device=next(iter(stack.params.values())).device)
+        self._save()
+
+    def _save(self) -> None:
+        self.params = {k: v.detach().clone() for k, v in self.stack.params.items()}
+        self.moments = self.opt.state()
+
+    def check(self, window: list[torch.Tensor]) -> None:
+        """Look at the losses of the last steps ``(steps, M)``; restore the networks that diverged."""
+        losses = torch.stack(window).float().cpu()
+        finite = torch.isfinite(losses).all(dim=0)
+        jumped = (losses > 20 * self.best + 1e-3).any(dim=0)
+        bad = ~finite | jumped
+        for i in bad.nonzero().flatten().tolist():
+            self.logs[i].restarts += 1
+            if self.logs[i].restarts > self.max_restarts:
+                raise NxcError("fitting diverged repeatedly; try a lower --quality or another --seed")
+            self.lr_scale[i] *= 0.5
+            self.best[i] = math.inf  # the restored state is older: judge divergence afresh from it
+        if bad.any():
+            mask = bad.to(next(iter(self.params.values())).device)
+            with torch.no_grad():
+                for k, v in self.stack.params.items():
+                    v[mask] = self.params[k][mask]
+            self.opt.restore(self.moments, mask)
+        good = ~bad
+        self.best[good] = torch.minimum(self.best[good], losses[:, good].min(dim=0).values)
+        for i in good.nonzero().flatten().tolist():
+            self.logs[i].losses.extend(losses[:, i].tolist())
+        self._save()
+
+
+def fit_stack(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, settings: FitSettings,
+              gen: torch.Generator, loss_fn: LossFn = gated_mse) -> list[FitLog]:
+    """Fit network ``i`` of ``stack`` so that its routed prediction at ``coords[i]`` approximates ``target[i]``.
+
+    ``coords`` is ``(M, n, d)`` and ``target`` ``(M, n, C)`` on the stack's device;
+    ``loss_fn`` returns one loss per network.
+    """
+    m, n = coords.shape[:2]
+    logs = [FitLog() for _ in range(m)]
     batch = min(settings.batch, n)
-    pre = int(settings.iters * settings.pretrain_frac) if model.cfg.n_experts > 1 else 0
-    pretrain_manager(model, coords, max(pre, settings.pretrain_min_iters), settings.pretrain_lr, batch, gen)
+    pre = int(settings.iters * settings.pretrain_frac) if stack.cfg.n_experts > 1 else 0
+    pretrain_manager(stack, coords, max(pre, settings.pretrain_min_iters), settings.pretrain_lr, batch, gen)
     iters = settings.iters - pre
     freeze_at = int(iters * (1 - settings.experts_only_frac))
-    manager = model.manager_parameters()
-    shared = [*model.encoder.parameters(), *manager]
-    others = [p for p in model.parameters() if all(p is not m for m in manager)]
-    opt = torch.optim.Adam([{"params": others, "scale": 1.0}, {"params": manager, "scale": settings.manager_lr_frac}])
-    lr_scale = 1.0
-    good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-    best = math.inf
+    shared = stack.shared_paths()
+    opt = StackAdam(stack.params, {p: settings.manager_lr_frac for p in stack.manager_paths()})
+    guard = _Guard(stack, opt, settings.max_restarts, logs)
+    draw = point_sampler(gen, coords.device)
     bar = _progress(iters, settings.progress, settings.desc)
-    it = 0
-    while it < iters:
+    window: list[torch.Tensor] = []
+    for it in range(iters):
         t = it / max(iters - 1, 1)
         cosine = settings.final_lr_frac + (1 - settings.final_lr_frac) * 0.5 * (1 + math.cos(math.pi * t))
-        for group in opt.param_groups:
-            group["lr"] = settings.lr * lr_scale * cosine * group["scale"]
-        idx = torch.randint(0, n, (batch,), generator=gen, device="cpu").to(coords.device)
-        preds, logits = model.forward_all(coords[idx])
-        loss = loss_fn(preds, logits, target[idx])
-        value = float(loss.detach())
-        if not math.isfinite(value) or value > 20 * best + 1e-3:
-            log.restarts += 1
-            if log.restarts > settings.max_restarts:
-                raise NxcError("fitting diverged repeatedly; try a lower --quality or another --seed")
-            model.load_state_dict(good_state[0])
-            opt.load_state_dict(good_state[1])
-            lr_scale *= 0.5
-            best = math.inf  # the restored state is older: judge divergence afresh from it
-            continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if it >= freeze_at:
-            for p in shared:
-                p.grad = None
-        opt.step()
-        best = min(best, value)
-        log.losses.append(value)
-        if it % 100 == 0:
-            good_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+        idx = draw(m, n, batch)
+        preds, logits = stack(take(coords, idx))
+        losses = loss_fn(preds, logits, take(target, idx))
+        losses.sum().backward()
+        opt.step(settings.lr * cosine * guard.lr_scale, shared if it >= freeze_at else set())
+        window.append(losses.detach())
+        if len(window) == CHECK_EVERY or it == iters - 1:
+            guard.check(window)
+            window = []
+            if bar is not None:
+                mean = float(min(log.losses[-1] if log.losses else math.inf for log in logs))
+                bar.set_postfix(loss=f"{mean:.2e}", psnr=f"{psnr_from_mse(mean, 2.0):.2f}")
         if bar is not None:
             bar.update(1)
-            if it % 20 == 0:
-                bar.set_postfix(loss=f"{value:.2e}", psnr=f"{psnr_from_mse(value, 2.0):.2f}")
-        it += 1
     if bar is not None:
         bar.close()
-    log.iters_done = iters
+    for log in logs:
+        log.iters_done = iters
+    return logs
+
+
+def fit(model: NeuralExperts, coords: torch.Tensor, target: torch.Tensor, settings: FitSettings,
+        gen: torch.Generator, loss_fn: LossFn = gated_mse) -> FitLog:
+    """Fit one network in place (a stack of one): ``coords`` ``(n, d)``, ``target`` ``(n, C)``."""
+    stack = ModelStack([model])
+    log = fit_stack(stack, coords.unsqueeze(0), target.unsqueeze(0), settings, gen, loss_fn)[0]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(stack.params[name][0])
     return log

@@ -128,7 +128,24 @@ class NeuralExperts(nn.Module):
             return preds, torch.zeros(coords.shape[0], 1, dtype=coords.dtype, device=coords.device)
         return preds, self.gate_logits(g, h)
 
-    forward = forward_all
+    def forward(self, coords: torch.Tensor, mode: str = "all") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One entry point for ``torch.func.functional_call`` (many networks fitted at once).
+
+        ``all``: :meth:`forward_all`; ``gate``: the manager's logits only (manager pretraining);
+        ``hard``: the top-1 routed prediction ``(N, C)``, computed densely from every expert so
+        that it vectorises (the step search; the decoder uses :meth:`forward_routed`).
+        """
+        if mode == "all":
+            return self.forward_all(coords)
+        if mode == "gate":
+            return self.gate_logits(*self.encode(coords))
+        if mode == "hard":
+            preds, logits = self.forward_all(coords)
+            if self.cfg.n_experts == 1:
+                return preds[0]
+            choice = logits.argmax(dim=-1)
+            return preds.gather(0, choice.view(1, -1, 1).expand(1, -1, preds.shape[-1])).squeeze(0)
+        raise ValueError(f"unknown mode {mode!r}")
 
     @torch.no_grad()
     def forward_routed(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
