@@ -222,14 +222,17 @@ def with_options(options):
 @click.option("--bpp", type=float, help="Rate target for every image, in bits per pixel.")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for every file.")
+@click.option("--group", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Files fitted side by side by one worker (same-sized files share each optimizer step; "
+                   "fills a GPU with small files).")
 @user_errors
 def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
-          ray_address: str | None, quality: int, bpp: float | None, iters: int | None, seed: int) -> None:
+          ray_address: str | None, quality: int, bpp: float | None, iters: int | None, seed: int, group: int) -> None:
     """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
     from nxcodec.batch import EncodeSettings
 
-    _run_batch_cli("encode", src, dst, EncodeSettings(quality, bpp, iters, seed), resume, force, workers, devices,
-                   ray_address)
+    _run_batch_cli("encode", src, dst, EncodeSettings(quality, bpp, iters, seed, group), resume, force, workers,
+                   devices, ray_address)
 
 
 @main.command("batch-decode")
@@ -265,10 +268,15 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
 @click.option("--qualities", help="nxcodec quality points, e.g. 1,3,5,7,9 [default: 1,3,5,7,9].")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
 @click.option("--images", "max_images", type=click.IntRange(min=1), help="Only the first N images (sorted by name).")
+@click.option("--group", type=click.IntRange(min=1),
+              help="Images fitted side by side per quality [default: 32 on a GPU, 1 on a CPU].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes measuring the baselines while nxcodec fits [default: all cores but one on a GPU "
+                   "machine, 1 otherwise].")
 @device_option
 @user_errors
 def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters: int | None, max_images: int | None,
-                device: str) -> None:
+                group: int | None, workers: int | None, device: str) -> None:
     """nxcodec against JPEG, WebP and AVIF on every image of SRC, with BD-rates."""
     from nxcodec.bench.image import BenchConfig, list_images, run
 
@@ -278,6 +286,7 @@ def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters:
     cfg.qualities = _qualities(qualities) or cfg.qualities
     cfg.iters = iters or cfg.iters
     cfg.max_images = max_images or cfg.max_images
+    cfg.group, cfg.workers = group, workers
     if not list_images(cfg):
         raise InputError(f"{src}: no images")
     run(cfg, log=lambda line: click.echo(line, err=True))

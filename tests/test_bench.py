@@ -40,7 +40,7 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     for i, size in enumerate([(40, 32), (32, 40)]):
         Image.fromarray(real_image(size)).save(src / f"tiny{i}.png")
     cfg = bench_image.BenchConfig(src, tmp_path / "out", qualities=(1, 3, 5, 7), iters=30, device="cpu",
-                                  baselines=("jpeg", "webp"))
+                                  baselines=("jpeg", "webp"), group=2, workers=2)
     bench_image.run(cfg, log=lambda line: None)
     for codec in ("nxcodec", "jpeg", "webp"):
         data = json.loads((cfg.out / f"{codec}.json").read_text())
@@ -58,11 +58,13 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     assert "BD-rate" in (cfg.out / "bdrate.md").read_text()
     meta = json.loads((cfg.out / "meta.json").read_text())
     assert meta["machine"] and meta["nxcodec_devices"] == ["cpu"]
+    ours = [json.loads(line) for line in (cfg.out / "points.jsonl").read_text().splitlines()]
+    assert {p["fitted_together"] for p in ours if p["codec"] == "nxcodec"} == {2}
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished point was measured again")
 
-    monkeypatch.setattr(bench_image, "_nxcodec_point", fail)
+    monkeypatch.setattr(bench_image, "_nxcodec_points", fail)
     monkeypatch.setattr(bench_image, "_baseline_point", fail)
     assert json.dumps(bench_image.run(cfg, log=lambda line: None)) == json.dumps(table)
 

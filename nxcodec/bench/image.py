@@ -12,6 +12,8 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +26,7 @@ from nxcodec.baselines import pillow_point
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.msssim import ms_ssim_rgb
 from nxcodec.bench.results import compressai_json, write_csv, write_json
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
 
@@ -54,6 +56,8 @@ class BenchConfig:
     max_images: int | None = None
     downscale: int = 1
     baselines: tuple[str, ...] = ("jpeg", "webp", "avif")
+    group: int | None = None  # images fitted side by side (default: up to 32 on a GPU, one on a CPU)
+    workers: int | None = None  # processes measuring the baselines (default: all cores but one on a GPU machine)
 
     @classmethod
     def quick(cls, src: Path, out: Path, device: str = "auto") -> "BenchConfig":
@@ -75,10 +79,14 @@ def machine_name(device: str) -> str:
 
 
 def git_commit() -> str:
+    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes."""
+    here = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                              timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=10, check=False).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -96,19 +104,30 @@ def load_rgb(path: Path, downscale: int) -> Image.Image:
     return im
 
 
-def _nxcodec_point(name: str, im: Image.Image, quality: int, cfg: BenchConfig) -> dict:
+def _nxcodec_points(names: list[str], images: list[Image.Image], quality: int, cfg: BenchConfig) -> list[dict]:
+    """Encode several images together at one quality; decode each on the CPU and measure it."""
     mod = for_name("image")
-    array = np.asarray(im)
-    res = encode_signal(mod, mod.from_array(array), EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device))
-    t0 = time.perf_counter()
-    _, decoded = decode_stream(res.data, device="cpu")
-    decode_seconds = time.perf_counter() - t0
-    return {"image": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "bpp": res.rate,
-            "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"], "ms_ssim": ms_ssim_rgb(array, decoded),
-            "encode_seconds": res.encode_seconds, "decode_seconds": decode_seconds, "device": res.device}
+    arrays = [np.asarray(im) for im in images]
+    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device)
+    results = encode_signals(mod, [mod.from_array(a) for a in arrays], opts)
+    device = str(resolve_device(cfg.device))
+    points = []
+    for name, array, res in zip(names, arrays, results):
+        t0 = time.perf_counter()
+        _, decoded = decode_stream(res.data, device=device)
+        decode_seconds = time.perf_counter() - t0
+        points.append({
+            "image": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "bpp": res.rate,
+            "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"],
+            "ms_ssim": ms_ssim_rgb(array, decoded, device), "encode_seconds": res.encode_seconds,
+            "decode_seconds": decode_seconds, "device": res.device, "fitted_together": len(images),
+        })
+    return points
 
 
-def _baseline_point(name: str, im: Image.Image, codec: str, quality: int) -> dict:
+def _baseline_point(path: Path, downscale: int, codec: str, quality: int) -> dict:
+    """One baseline point (a top-level function so that worker processes can run it)."""
+    name, im = path.stem, load_rgb(path, downscale)
     p = pillow_point(im, codec, quality)
     return {"image": name, "codec": codec, "quality": quality, "bytes": p.n_bytes, "bpp": p.bpp, "psnr": p.psnr,
             "ms_ssim": ms_ssim_rgb(np.asarray(im), p.decoded), "encode_seconds": p.encode_seconds,
@@ -127,26 +146,68 @@ def read_points(path: Path) -> dict[tuple, dict]:
     return points
 
 
+def _on_gpu(cfg: BenchConfig) -> bool:
+    return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def _group_size(cfg: BenchConfig) -> int:
+    return cfg.group if cfg.group is not None else (32 if _on_gpu(cfg) else 1)
+
+
+def _workers(cfg: BenchConfig) -> int:
+    return cfg.workers if cfg.workers is not None else (max(1, (os.cpu_count() or 2) - 1) if _on_gpu(cfg) else 1)
+
+
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
-    """Measure every missing point, then write the summaries; returns the BD table as a dict."""
+    """Measure every missing point, then write the summaries; returns the BD table as a dict.
+
+    Baseline points run in ``cfg.workers`` processes while nxcodec fits; nxcodec fits
+    ``group`` images side by side per quality. Summaries are rewritten after every
+    group, so an interrupted run leaves usable results.
+    """
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = cfg.out / "points.jsonl"
     points = read_points(store)
     baselines = [b for b in cfg.baselines if b != "avif" or features.check("avif")]
-    for path in list_images(cfg):
-        im = load_rgb(path, cfg.downscale)
-        name = path.stem
-        todo = [("nxcodec", q) for q in cfg.qualities] + [(b, q) for b in baselines for q in BASELINE_QUALITIES[b]]
-        for codec, q in todo:
-            if (name, codec, q) in points:
-                continue
-            point = _nxcodec_point(name, im, q, cfg) if codec == "nxcodec" else _baseline_point(name, im, codec, q)
-            with open(store, "a") as f:
-                f.write(json.dumps(point) + "\n")
-            points[(name, codec, q)] = point
-            if codec == "nxcodec":
-                log(f"{name} nxcodec q{q}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
-                    f"encode {point['encode_seconds']:.1f} s on {point['device']}")
+    paths = list_images(cfg)
+
+    def keep(point: dict) -> None:
+        with open(store, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        points[(point["image"], point["codec"], point["quality"])] = point
+
+    todo = [(p, b, q) for p in paths for b in baselines for q in BASELINE_QUALITIES[b] if (p.stem, b, q) not in points]
+    pool = None
+    if _workers(cfg) > 1 and todo:
+        pool = ProcessPoolExecutor(_workers(cfg), mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                                   initargs=(1,))
+    pending = [pool.submit(_baseline_point, p, cfg.downscale, b, q) for p, b, q in todo] if pool else []
+
+    def collect(wait: bool) -> None:
+        for fut in [f for f in pending if wait or f.done()]:
+            keep(fut.result())
+            pending.remove(fut)
+
+    try:
+        size = _group_size(cfg)
+        for q in cfg.qualities:
+            missing = [p for p in paths if (p.stem, "nxcodec", q) not in points]
+            for i in range(0, len(missing), size):
+                chunk = missing[i : i + size]
+                for point in _nxcodec_points([p.stem for p in chunk], [load_rgb(p, cfg.downscale) for p in chunk], q,
+                                             cfg):
+                    keep(point)
+                    log(f"{point['image']} nxcodec q{q}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
+                        f"encode {point['encode_seconds']:.1f} s/image on {point['device']}")
+                collect(wait=False)
+                summarise(cfg, list(points.values()), baselines)
+        if pool is None:
+            for p, b, q in todo:
+                keep(_baseline_point(p, cfg.downscale, b, q))
+        collect(wait=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return summarise(cfg, list(points.values()), baselines)
 
 
