@@ -69,6 +69,7 @@ class EncodeSettings:
     rate: float | None = None
     iters: int | None = None
     seed: int = 0
+    group: int = 1  # files fitted side by side (one optimizer step for all: fills a GPU with small files)
 
 
 def _walk(src: Path, dst: Path) -> Iterator[Path]:
@@ -114,20 +115,51 @@ def _error_record(job: Job, exc: BaseException, t0: float, device: str) -> Recor
     return Record(job.rel, size, "", 0, None, "", None, time.perf_counter() - t0, device, "error", message)
 
 
-def encode_one(job: Job, settings: EncodeSettings, device: str) -> Record:
-    """Encode one file into its output; failures become an error record, never an exception."""
-    from nxcodec.api import encode_file
+def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list[Record]:
+    """Encode files together (networks of the same shape fitted side by side) into their outputs.
+
+    Failures become error records, never exceptions: an unreadable file is recorded and
+    the others go on; if fitting the group fails, each file is retried alone so that one
+    bad file cannot take the others down with it.
+    """
+    from nxcodec.codec import EncodeOptions, encode_signals
 
     t0 = time.perf_counter()
-    try:
-        res = encode_file(job.source, quality=settings.quality, rate=settings.rate, iters=settings.iters,
-                          device=device, seed=settings.seed)
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(job.output, res.data, force=True)
-        return Record(job.rel, job.source.stat().st_size, job.output.name, len(res.data), res.rate, res.rate_unit,
-                      res.metrics.get("psnr"), time.perf_counter() - t0, res.device, "ok")
-    except Exception as exc:  # one bad file must not stop the batch
-        return _error_record(job, exc, t0, device)
+    records: dict[int, Record] = {}
+    readable: dict[str, list[tuple[int, signals.Signal]]] = {}
+    modalities = {}
+    for i, job in enumerate(jobs):
+        try:
+            if not job.source.is_file():
+                raise InputError(f"{job.source}: no such file")
+            mod = signals.for_path(job.source)
+            signal = mod.read(job.source)
+            readable.setdefault(mod.name, []).append((i, signal))
+            modalities[mod.name] = mod
+        except Exception as exc:  # one bad file must not stop the batch
+            records[i] = _error_record(job, exc, t0, device)
+    opts = EncodeOptions(quality=settings.quality, rate=settings.rate, iters=settings.iters, device=device,
+                         seed=settings.seed)
+    for name, items in readable.items():
+        try:
+            results = encode_signals(modalities[name], [sig for _, sig in items], opts)
+        except Exception as exc:
+            if len(jobs) == 1:
+                records[items[0][0]] = _error_record(jobs[items[0][0]], exc, t0, device)
+                continue
+            for i, _ in items:
+                records[i] = encode_group([jobs[i]], settings, device)[0]
+            continue
+        for (i, _), res in zip(items, results):
+            job = jobs[i]
+            try:
+                job.output.parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(job.output, res.data, force=True)
+                records[i] = Record(job.rel, job.source.stat().st_size, job.output.name, len(res.data), res.rate,
+                                    res.rate_unit, res.metrics.get("psnr"), res.encode_seconds, res.device, "ok")
+            except Exception as exc:
+                records[i] = _error_record(job, exc, t0, device)
+    return [records[i] for i in range(len(jobs))]
 
 
 def decode_one(job: Job, device: str) -> Record:
@@ -210,31 +242,46 @@ def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_in_worker(kind: str, job: Job, settings: EncodeSettings) -> Record:
+def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str) -> list[Record]:
+    """Encode a group of files, or decode one (decoding is never grouped)."""
     if kind == "encode":
-        return encode_one(job, settings, _WORKER_DEVICE)
-    return decode_one(job, _WORKER_DEVICE)
+        return encode_group(jobs, settings, device)
+    return [decode_one(job, device) for job in jobs]
 
 
-def _ray_task(kind: str, name: str, payload: bytes, settings: EncodeSettings) -> tuple[bytes | None, dict]:
-    """On a Ray worker: encode or decode one file's bytes; returns the output bytes and a partial record."""
+def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings) -> list[Record]:
+    return process(kind, jobs, settings, _WORKER_DEVICE)
+
+
+def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings) -> list[tuple[bytes | None, dict]]:
+    """On a Ray worker: encode or decode a group of files' bytes; the output bytes and a partial record of each."""
     import tempfile
 
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / Path(name).name
-        source.write_bytes(payload)
-        job = Job(source, name, Path(tmp) / "out" / (source.name + NXC if kind == "encode" else source.name))
-        job.output.parent.mkdir()
-        record = encode_one(job, settings, device) if kind == "encode" else decode_one(job, device)
-        out = job.output.parent / record.output if record.status == "ok" else None
-        return (out.read_bytes() if out else None), asdict(record)
+        jobs = []
+        for i, (name, payload) in enumerate(files):
+            source = Path(tmp) / str(i) / Path(name).name
+            source.parent.mkdir()
+            source.write_bytes(payload)
+            out_name = source.name + NXC if kind == "encode" else source.name
+            jobs.append(Job(source, name, source.parent / "out" / out_name))
+            jobs[-1].output.parent.mkdir()
+        out = []
+        for job, record in zip(jobs, process(kind, jobs, settings, device)):
+            result = job.output.parent / record.output if record.status == "ok" else None
+            out.append(((result.read_bytes() if result else None), asdict(record)))
+        return out
+
+
+def _chunks(todo: list[Job], size: int) -> list[list[Job]]:
+    return [todo[i : i + size] for i in range(0, len(todo), max(1, size))]
 
 
 def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None]) -> None:
-    """One Ray task per file (one GPU each where the cluster has GPUs), retried on worker loss."""
+    """One Ray task per group of files (one GPU each where the cluster has GPUs), retried on worker loss."""
     try:
         import ray
     except ImportError:
@@ -246,25 +293,29 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
             raise NxcError(f"cannot reach the Ray cluster at '{address}': {exc}") from None
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3)(_ray_task)
-    refs = {task.remote(kind, job.rel, job.source.read_bytes(), settings): job for job in todo}
+    size = settings.group if kind == "encode" else 1
+    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings): group
+            for group in _chunks(todo, size)}
     pending = list(refs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
-            job = refs[ref]
+            group = refs[ref]
             t0 = time.perf_counter()
             try:
-                data, fields = ray.get(ref)
+                results = ray.get(ref)
             except Exception as exc:  # the task failed beyond its retries
-                land(_error_record(job, exc, t0, "ray"))
+                for job in group:
+                    land(_error_record(job, exc, t0, "ray"))
                 continue
-            record = Record(**fields)
-            record.source, record.source_bytes = job.rel, job.source.stat().st_size
-            if data is not None:
-                out = job.output.parent / record.output
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_bytes_atomic(out, data, force=True)
-            land(record)
+            for job, (data, fields) in zip(group, results):
+                record = Record(**fields)
+                record.source, record.source_bytes = job.rel, job.source.stat().st_size
+                if data is not None:
+                    out = job.output.parent / record.output
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    write_bytes_atomic(out, data, force=True)
+                land(record)
 
 
 @dataclass
@@ -328,11 +379,13 @@ def run_batch(
             on_record(record)
 
     device_list = devices or ["cpu"] * max(1, workers)
+    groups = _chunks(todo, settings.group if kind == "encode" else 1)
     if ray_address and todo:
         _run_on_ray(kind, todo, settings, ray_address, land)
     elif len(device_list) == 1:
-        for job in todo:
-            land(encode_one(job, settings, device_list[0]) if kind == "encode" else decode_one(job, device_list[0]))
+        for group in groups:
+            for record in process(kind, group, settings, device_list[0]):
+                land(record)
     elif todo:
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
@@ -341,10 +394,11 @@ def run_batch(
         threads = max(1, (os.cpu_count() or 1) // len(device_list))
         with ProcessPoolExecutor(len(device_list), mp_context=ctx, initializer=_init_worker,
                                  initargs=(queue, threads)) as pool:
-            pending: set[Future] = {pool.submit(_run_in_worker, kind, job, settings) for job in todo}
+            pending: set[Future] = {pool.submit(_run_in_worker, kind, group, settings) for group in groups}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    land(fut.result())
+                    for record in fut.result():
+                        land(record)
     _write_summary(dst, list(done.values()))
     return BatchSummary(len(jobs), len(jobs) - len(todo), ok, failed, time.perf_counter() - t0, list(done.values()))

@@ -136,3 +136,23 @@ def test_ray_backend_on_a_local_instance(tmp_path):
     assert "cannot read image" in records["set0/broken.png"]["error"]
     assert set(outputs(dst)) == set(outputs(whole)) == {"set0/img0.png.nxc", "set0/img2.png.nxc", "top.jpg.nxc"}
     assert all(records[k]["source_bytes"] > 0 and records[k]["rate"] > 0 for k in ("top.jpg", "set0/img0.png"))
+
+
+def test_files_fitted_together_each_get_their_own_stream(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    base = real_image((24, 20))
+    arrays = {f"g{i}.png": np.ascontiguousarray(np.roll(base, 6 * i, axis=1)) for i in range(3)}
+    for name, array in arrays.items():
+        Image.fromarray(array).save(src / name) if src.exists() else (src.mkdir(), Image.fromarray(array).save(src / name))
+    (src / "bad.png").write_bytes(b"\x89PNG truncated")
+    summary = run_batch("encode", src, dst, EncodeSettings(iters=300, group=4))
+    assert (summary.ok, summary.failed) == (3, 1)
+    records = read_manifest(dst / "manifest.jsonl")
+    assert records["bad.png"]["status"] == "error"
+    from nxcodec import decode
+
+    for name, array in arrays.items():
+        decoded = decode((dst / (name + ".nxc")).read_bytes()).astype(float)
+        errors = {other: np.mean((decoded - a.astype(float)) ** 2) for other, a in arrays.items()}
+        assert min(errors, key=errors.get) == name
+        assert records[name]["psnr"] > 18
