@@ -114,9 +114,8 @@ def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, l
 
     def distortion(networks: list[dict[str, torch.Tensor]]) -> list[float]:
         params = {path: torch.stack([net[name] for net in networks]) for name, path in names.items()}
-        with torch.no_grad():
-            pred = stack(x, "hard", params)
-            return ((pred.clamp(-1, 1) - y) ** 2).mean(dim=(1, 2)).tolist()
+        pred = stack.predict(x, params)
+        return ((pred.clamp(-1, 1) - y) ** 2).mean(dim=(1, 2)).tolist()
 
     networks = [stack.coded_tensors(i) for i in range(m)]
     return search_steps(networks, distortion, stack.cfg.parameter_count(), lam_db)

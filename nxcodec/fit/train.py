@@ -104,13 +104,16 @@ def pretrain_manager(stack: ModelStack, coords: torch.Tensor, iters: int, lr: fl
     This spreads the experts over the domain before the gated fit; without it one expert
     tends to take everything. The reference draws an independent label per point; a
     manager small enough to be worth its bits cannot learn that, so the labels here are
-    random cells instead.
+    random cells instead. The expert encoder is frozen here, so its features are computed once.
     """
     k = stack.cfg.n_experts
     if k == 1 or iters <= 0:
         return
     m, n = coords.shape[:2]
     labels = voronoi_labels(coords, k, gen)
+    with torch.no_grad():  # the expert encoder is frozen here: its features are computed once
+        parts = [stack(coords[:, a : a + (1 << 16)], "encode") for a in range(0, n, 1 << 16)]
+        g, h = torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
     manager = stack.manager_paths()
     opt = StackAdam({p: t for p, t in stack.params.items() if p in manager})
     lr_all = torch.full((m,), lr, device=coords.device)
@@ -118,7 +121,7 @@ def pretrain_manager(stack: ModelStack, coords: torch.Tensor, iters: int, lr: fl
     for _ in range(iters):
         idx = draw(m, n, min(batch, n))
         params = {p: t if p in manager else t.detach() for p, t in stack.params.items()}
-        logits = stack(take(coords, idx), "gate", params)
+        logits = stack((take(g, idx), take(h, idx)), "gate", params)
         balanced_label_loss(logits, torch.take_along_dim(labels, idx, dim=1)).sum().backward()
         opt.step(lr_all)
     for t in stack.params.values():

@@ -128,17 +128,20 @@ class NeuralExperts(nn.Module):
             return preds, torch.zeros(coords.shape[0], 1, dtype=coords.dtype, device=coords.device)
         return preds, self.gate_logits(g, h)
 
-    def forward(self, coords: torch.Tensor, mode: str = "all") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, coords, mode: str = "all"):
         """One entry point for ``torch.func.functional_call`` (many networks fitted at once).
 
-        ``all``: :meth:`forward_all`; ``gate``: the manager's logits only (manager pretraining);
-        ``hard``: the top-1 routed prediction ``(N, C)``, computed densely from every expert so
-        that it vectorises (the step search; the decoder uses :meth:`forward_routed`).
+        ``all``: :meth:`forward_all`; ``encode``: :meth:`encode`'s ``(g, h)``; ``gate``: the
+        manager's logits from ``coords = (g, h)`` (manager pretraining); ``hard``: the top-1
+        routed prediction ``(N, C)``, computed densely from every expert so that it vectorises
+        (the decoder uses :meth:`forward_routed`).
         """
         if mode == "all":
             return self.forward_all(coords)
+        if mode == "encode":
+            return self.encode(coords)
         if mode == "gate":
-            return self.gate_logits(*self.encode(coords))
+            return self.gate_logits(*coords)
         if mode == "hard":
             preds, logits = self.forward_all(coords)
             if self.cfg.n_experts == 1:

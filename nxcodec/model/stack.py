@@ -68,6 +68,25 @@ class ModelStack:
 
         return vmap(one)(self.params if params is None else params, coords)
 
+    @torch.no_grad()
+    def predict(self, coords: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Every network's top-1 routed prediction ``(M, N, C)`` at ``coords[i]``.
+
+        On a GPU the whole stack is evaluated at once, densely (every expert, then the chosen
+        one's output): one launch serves all networks. On a CPU each network evaluates only
+        the expert it routes each point to, a K-th of the arithmetic.
+        """
+        params = self.params if params is None else params
+        if coords.device.type != "cpu":
+            return self(coords, "hard", params)
+        probe = NeuralExperts(self.cfg)
+        out = []
+        for i in range(coords.shape[0]):
+            for name, p in probe.named_parameters():
+                p.copy_(params[name][i])
+            out.append(probe.forward_routed(coords[i])[0])
+        return torch.stack(out)
+
     def coded_tensors(self, i: int) -> "OrderedDict[str, torch.Tensor]":
         """Network ``i``'s tensors under their stream names (detached, on the stack's device)."""
         return OrderedDict((name, self.params[path][i].detach()) for name, path in self._paths.items())
