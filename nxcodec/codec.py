@@ -178,10 +178,10 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
         if not opts.rate > 0:
             raise NxcError("the rate target must be positive")
         bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
-        preset = presets.preset_for_rate(bits_per_sample)
+        preset = modality.preset_for_rate(bits_per_sample)
         params_per_sample = bits_per_sample / presets.BITS_PER_PARAMETER
     else:
-        preset = presets.get(opts.quality)
+        preset = modality.preset(opts.quality)
         params_per_sample = preset.params_per_sample
     iters = opts.iters if opts.iters is not None else preset.iters
     if iters < 1:
