@@ -94,7 +94,9 @@ def search_steps(
     ``distortion`` maps a full set of (dequantized) tensors to an MSE of the decoded
     signal; rate is counted in bits per parameter (``n_params``). All tensors start
     nearly lossless (a step of std/256), so each tensor's choice sees its own effect;
-    a first sweep tries every other code from std to std/1024, a second refines by one.
+    a first sweep tries every other code from std to std/1024 (and finer while the finest
+    keeps winning: a SIREN's first layer over a long time axis needs phase precision far
+    below std/1024), a second refines by one.
     """
     std = {n: max(float(w.detach().float().std()) if w.numel() > 1 else float(w.detach().abs().max()), 1e-6)
            for n, w in tensors.items()}
@@ -132,6 +134,12 @@ def search_steps(
     for name in tensors:
         coarse, fine = code_for_step(std[name]), code_for_step(std[name] / 1024)
         best_of(name, range(max(coarse, 0), min(fine, MAX_STEP_CODE) + 1, 2))
+        while current[name].code >= fine and fine + 2 <= MAX_STEP_CODE:  # finest was best: go on while it pays
+            prev = current[name].code
+            fine += 2
+            best_of(name, range(prev, fine + 1, 2))
+            if current[name].code == prev:
+                break
     for name in tensors:
         c = current[name].code
         best_of(name, range(max(c - 1, 0), min(c + 1, MAX_STEP_CODE) + 1))
