@@ -131,15 +131,19 @@ def search_steps(
                 best_cost, best_qt = cost, qt
         current[name], bits[name] = best_qt, best_qt.bits()
 
+    def go_finer(name: str) -> None:
+        """While the finest code tried so far wins, try two codes finer."""
+        fine = code_for_step(std[name] / 1024)
+        while current[name].code >= fine and current[name].code + 2 <= MAX_STEP_CODE:
+            prev = current[name].code
+            best_of(name, range(prev, prev + 3, 2))
+            if current[name].code == prev:
+                break
+
     for name in tensors:
         coarse, fine = code_for_step(std[name]), code_for_step(std[name] / 1024)
         best_of(name, range(max(coarse, 0), min(fine, MAX_STEP_CODE) + 1, 2))
-        while current[name].code >= fine and fine + 2 <= MAX_STEP_CODE:  # finest was best: go on while it pays
-            prev = current[name].code
-            fine += 2
-            best_of(name, range(prev, fine + 1, 2))
-            if current[name].code == prev:
-                break
+        go_finer(name)
     for name in tensors:
         c = current[name].code
         best_of(name, range(max(c - 1, 0), min(c + 1, MAX_STEP_CODE) + 1))

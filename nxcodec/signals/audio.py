@@ -60,10 +60,14 @@ class AudioShape(Shape):
 
 # First-layer frequency of the SIREN in radians per frame (times the unit-range weights).
 # Measured with bench/audio_shape.py on 0.5 s of speech at quality 6 (CPU, 600-1000
-# iterations): raw time at 0.1 rad/frame fits to 36-39 dB where 14 octave Fourier
-# features reach 27 dB, and one expert beats three (36.4 against 31.2 dB float at 600
-# iterations) at these sizes, as for small images; longer fits may favour more experts.
-OMEGA_PER_FRAME = 0.1
+# iterations): raw time fits to 36-39 dB where 14 octave Fourier features reach 27 dB,
+# and one expert beats three (36.4 against 31.2 dB float at 600 iterations) at these
+# sizes, as for small images; longer fits may favour more experts. The frequency sets
+# how precisely the first layer must be coded (phase error grows with it): at 32 kbps,
+# 400 iterations, on the middle 1.45 s of bach / piano / male speech, 0.1 rad/frame
+# decodes to 18.5 / 18.2 / 20.2 dB and 0.01 to 27.9 / 23.2 / 22.0 dB (0.005: 24.3 dB on
+# bach, 24.8 on speech; 0.002: 22.8 on bach).
+OMEGA_PER_FRAME = 0.01
 AUDIO_SHAPE = AudioShape(in_dim=1, n_freq=0, n_experts=1, enc_depth=2, expert_depth=2, enc_ratio=1.5,
                          mgr_ratio=0.5, mgr_depth=1)
 
