@@ -1,6 +1,9 @@
 """The README's audio table from a results folder of ``nxcodec bench audio``.
 
-    python bench/audio_table.py bench/results/audio_quick_cpu
+    python bench/audio_table.py bench/results/audio_quick_cpu [../shared/data/audio]
+
+With the clips' folder it also gives the PSNR of silence (all samples 0) on the same
+excerpts, the floor below which a decoder has learnt nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,25 @@ def main(folder: Path) -> None:
         mp3, opus = interp_psnr(curves["mp3"], k), interp_psnr(curves["opus"], k)
         fmt = lambda v: "below its lowest rate" if v is None else f"{v:.2f} ({p - v:+.2f})"
         print(f"| {level:g} kbps | {k:.2f} / {p:.2f} | {fmt(mp3)} | {fmt(opus)} |")
+    print()
+    points = [json.loads(line) for line in (folder / "points.jsonl").read_text().splitlines()]
+    ours = [p for p in points if p["codec"] == "nxcodec"]
+    for level in r["level"]:
+        mine = [p for p in ours if p["level"] == level]
+        print(f"nxcodec {level:g} kbps: float (before quantization) PSNR {np.mean([p['float_psnr'] for p in mine]):.2f} dB")
+    if len(sys.argv) > 2:
+        from nxcodec.signals import for_name
+
+        audio = for_name("audio")
+        values = []
+        for name in meta["clips"]:
+            path = next(Path(sys.argv[2]).glob(name + ".*"))
+            sig = audio.read(path)
+            keep = min(sig.descriptor.frames, int(meta["max_seconds"] * sig.descriptor.sample_rate))
+            start = (sig.descriptor.frames - keep) // 2
+            x = sig.data[start : start + keep]
+            values.append(audio.metrics(x, np.zeros_like(x))["psnr"])
+        print(f"silence (all zeros) on the same excerpts: PSNR {np.mean(values):.2f} dB")
     print()
     print(f"Machine: {meta['machine']}; commit {meta['commit']}; clips: {len(meta['clips'])}; "
           f"iterations: {meta['iters']}; excerpt: {meta['max_seconds']} s.")
