@@ -1,9 +1,9 @@
 """Regenerate the conformance streams of bitstream/conformance/ (run after any format change).
 
-Each case is a tiny image fitted briefly with a fixed seed and a network chosen to
+Each case is a tiny image (or a short stereo tone in three windows) fitted briefly with a fixed seed and a network chosen to
 exercise one branch of the format (manager encoder, single expert, raw coordinates,
 grayscale, alpha, odd sizes). The manifest records, per case, the stream, the image it
-must decode to, and a SHA-256 of the decoded integer weights, which must match exactly.
+must decode to (PNG or WAV), and a SHA-256 of the decoded integer weights, which must match exactly.
 
     python bitstream/make_conformance.py
 """
@@ -20,7 +20,8 @@ from PIL import Image
 from nxcodec import container
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
-from nxcodec.signals import for_name
+from nxcodec.signals import Signal, for_name
+from nxcodec.signals.audio import AudioDescriptor
 
 HERE = Path(__file__).parent / "conformance"
 SAMPLE = Path(__file__).parents[1] / "nxcodec" / "samples" / "hopper.png"
@@ -53,18 +54,31 @@ def cases() -> list[tuple[str, np.ndarray, ModelConfig]]:
     ]
 
 
+def audio_case() -> tuple[str, Signal, ModelConfig]:
+    """A stereo 16-bit tone at 8 kHz, 2400 frames in three windows of 1024 with 64 frames of overlap."""
+    t = np.arange(2400) / 8000.0
+    left = 0.5 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 660 * t)
+    right = 0.4 * np.sin(2 * np.pi * 330 * t + 1.0) * np.exp(-2 * t)
+    data = np.rint(np.stack([left, right], 1) * 32768) / 32768
+    signal = Signal(AudioDescriptor(2400, 8000, 2, 0, 1024, 64), data.astype(np.float32))
+    return "stereo_k2_3windows_8khz", signal, cfg(in_dim=1, out_dim=2, n_freq=10, n_experts=2)
+
+
 def main() -> None:
     HERE.mkdir(exist_ok=True)
     image = for_name("image")
+    audio_name, audio_signal, audio_config = audio_case()
+    runs = [(name, image, image.from_array(array), config, ".png") for name, array, config in cases()]
+    runs.append((audio_name, for_name("audio"), audio_signal, audio_config, ".wav"))
     manifest = []
-    for name, array, config in cases():
-        res = encode_signal(image, image.from_array(array), EncodeOptions(iters=200, device="cpu", seed=7, config=config))
+    for name, modality, signal, config, ext in runs:
+        res = encode_signal(modality, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config))
         decoded = decode_stream(res.data)[1]
         (HERE / f"{name}.nxc").write_bytes(res.data)
-        image.write(image.unpack_descriptor(container.read(res.data).descriptor), decoded, HERE / f"{name}.png")
+        modality.write(modality.unpack_descriptor(container.read(res.data).descriptor), decoded, HERE / f"{name}{ext}")
         manifest.append({
             "stream": f"{name}.nxc",
-            "expected": f"{name}.png",
+            "expected": f"{name}{ext}",
             "stream_sha256": hashlib.sha256(res.data).hexdigest(),
             "weights_sha256": weights_digest(res.data),
             "shape": list(decoded.shape),

@@ -189,12 +189,12 @@ def _budget(modality: Modality, desc: Any, opts: EncodeOptions) -> tuple[presets
     """The preset (iterations, lambda) and the parameters per sample for one signal."""
     n = modality.num_samples(desc)
     if opts.rate is None:
-        preset = presets.get(opts.quality)
+        preset = modality.preset(opts.quality)
         return preset, preset.params_per_sample
     if not opts.rate > 0:
         raise NxcError("the rate target must be positive")
     bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
-    return presets.preset_for_rate(bits_per_sample), bits_per_sample / presets.BITS_PER_PARAMETER
+    return modality.preset_for_rate(bits_per_sample), bits_per_sample / presets.BITS_PER_PARAMETER
 
 
 def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:

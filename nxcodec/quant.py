@@ -96,7 +96,8 @@ def search_steps(
     signal, so all networks are measured in one evaluation. Rate is counted in bits per
     parameter (``n_params``). All tensors start nearly lossless (a step of std/256), so
     each tensor's choice sees its own effect; a first sweep tries every other code from
-    std to std/1024, a second refines by one.
+    std to std/1024 (and finer while the finest keeps winning: a SIREN's first layer over
+    a long time axis needs phase precision far below std/1024), a second refines by one.
     """
     names = list(networks[0])
     current: list[dict[str, QuantizedTensor]] = []
@@ -138,10 +139,23 @@ def search_steps(
             current[i][name], bits[i][name] = qt, qt.bits()
             values[i][name] = as_tensor(i, name, qt)
 
+    def go_finer(name: str) -> None:
+        """For each network whose finest code tried so far wins, try two codes finer, and again."""
+        fine = [code_for_step(_spread(t[name]) / 1024) for t in networks]
+        active = [True] * len(networks)
+        while True:
+            before = [cur[name].code for cur in current]
+            active = [a and b >= f and b + 2 <= MAX_STEP_CODE for a, b, f in zip(active, before, fine)]
+            if not any(active):
+                return
+            best_of(name, [[b, b + 2] if a else [] for a, b in zip(active, before)])
+            active = [a and cur[name].code != b for a, b, cur in zip(active, before, current)]
+
     for name in names:
         best_of(name, [list(range(max(code_for_step(_spread(t[name])), 0),
                                   min(code_for_step(_spread(t[name]) / 1024), MAX_STEP_CODE) + 1, 2))
                        for t in networks])
+        go_finer(name)
     for name in names:
         best_of(name, [list(range(max(cur[name].code - 1, 0), min(cur[name].code + 1, MAX_STEP_CODE) + 1))
                        for cur in current])

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from nxcodec.errors import InputError, StreamError
+from nxcodec.signals.audio import AudioModality
 from nxcodec.signals.base import Modality, Signal
 from nxcodec.signals.image import ImageModality
 
-MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(),)}
+MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(), AudioModality())}
 
 
 def for_path(path: Path) -> Modality:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nxcodec.fit.presets import Shape
+from nxcodec.fit import presets
+from nxcodec.fit.presets import Preset, Shape
 
 
 def psnr_from_mse(mse: float, peak: float) -> float:
@@ -87,7 +88,11 @@ class Modality(ABC):
 
     @abstractmethod
     def assemble(self, descriptor: Any, samples: np.ndarray) -> np.ndarray:
-        """All samples in grid order ``(num_samples, channels)`` into the signal's own array."""
+        """All samples in grid order ``(num_samples, channels)`` into the signal's own array.
+
+        The grid is the modality's own: a modality whose sections overlap in the signal
+        (audio windows) lists overlapping samples once per section and joins them here.
+        """
 
     @abstractmethod
     def write(self, descriptor: Any, array: np.ndarray, path: Path) -> None:
@@ -108,6 +113,14 @@ class Modality(ABC):
     @abstractmethod
     def network_shape(self, descriptor: Any) -> "Shape":
         """The family of networks that fits this kind of signal (scaled to a budget by presets)."""
+
+    def preset(self, quality: int) -> Preset:
+        """The quality level's network density, fitting budget and rate trade-off (images' table by default)."""
+        return presets.get(quality)
+
+    def preset_for_rate(self, bits_per_sample: float) -> Preset:
+        """The preset whose typical rate is nearest to ``bits_per_sample`` (images' table by default)."""
+        return presets.preset_for_rate(bits_per_sample)
 
     @abstractmethod
     def describe(self, descriptor: Any) -> str:

@@ -1,0 +1,72 @@
+"""The README's audio table from a results folder of ``nxcodec bench audio``.
+
+    python bench/audio_table.py bench/results/audio_quick_cpu [../shared/data/audio]
+
+With the clips' folder it also gives the PSNR of silence (all samples 0) on the same
+excerpts, the floor below which a decoder has learnt nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def interp_psnr(curve: dict, kbps: float) -> float | None:
+    """PSNR of a baseline at ``kbps``, linear in log-rate between its measured levels (None outside them)."""
+    r = curve["results"]
+    pts = sorted((k, p) for k, p in zip(r["kbps"], r["psnr"]) if p is not None)
+    ks = [k for k, _ in pts]
+    if not pts or kbps < ks[0] or kbps > ks[-1]:
+        return None
+    return float(np.interp(np.log(kbps), np.log(ks), [p for _, p in pts]))
+
+
+def main(folder: Path) -> None:
+    curves = {n: json.loads((folder / f"{n}.json").read_text()) for n in ("nxcodec", "mp3", "opus", "flac")}
+    meta = json.loads((folder / "meta.json").read_text())
+    print("| codec | level | mean kbps | PSNR dB | SNR dB | seg. SNR dB |")
+    print("|---|---|---|---|---|---|")
+    for name in ("nxcodec", "mp3", "opus"):
+        r = curves[name]["results"]
+        for i, level in enumerate(r["level"]):
+            cells = [f"{r[k][i]:.2f}" if r[k][i] is not None else "-" for k in ("kbps", "psnr", "snr", "seg_snr")]
+            print(f"| {name} | {level:g} | " + " | ".join(cells) + " |")
+    print(f"| flac | lossless | {curves['flac']['results']['kbps'][0]:.1f} | - | - | - |")
+    print()
+    print("| nxcodec target | nxcodec kbps / PSNR | MP3 PSNR at that rate | Opus PSNR at that rate |")
+    print("|---|---|---|---|")
+    r = curves["nxcodec"]["results"]
+    for level, k, p in zip(r["level"], r["kbps"], r["psnr"]):
+        mp3, opus = interp_psnr(curves["mp3"], k), interp_psnr(curves["opus"], k)
+        fmt = lambda v: "below its lowest rate" if v is None else f"{v:.2f} ({p - v:+.2f})"
+        print(f"| {level:g} kbps | {k:.2f} / {p:.2f} | {fmt(mp3)} | {fmt(opus)} |")
+    print()
+    points = [json.loads(line) for line in (folder / "points.jsonl").read_text().splitlines()]
+    ours = [p for p in points if p["codec"] == "nxcodec"]
+    for level in r["level"]:
+        mine = [p for p in ours if p["level"] == level]
+        print(f"nxcodec {level:g} kbps: float (before quantization) PSNR {np.mean([p['float_psnr'] for p in mine]):.2f} dB")
+    if len(sys.argv) > 2:
+        from nxcodec.signals import for_name
+
+        audio = for_name("audio")
+        values = []
+        for name in meta["clips"]:
+            path = next(Path(sys.argv[2]).glob(name + ".*"))
+            sig = audio.read(path)
+            keep = min(sig.descriptor.frames, int(meta["max_seconds"] * sig.descriptor.sample_rate))
+            start = (sig.descriptor.frames - keep) // 2
+            x = sig.data[start : start + keep]
+            values.append(audio.metrics(x, np.zeros_like(x))["psnr"])
+        print(f"silence (all zeros) on the same excerpts: PSNR {np.mean(values):.2f} dB")
+    print()
+    print(f"Machine: {meta['machine']}; commit {meta['commit']}; clips: {len(meta['clips'])}; "
+          f"iterations: {meta['iters']}; excerpt: {meta['max_seconds']} s.")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,318 @@
+"""Audio: WAV, FLAC, OGG and MP3 in (through soundfile); WAV out at the original rate, channels and format.
+
+A clip is cut into windows of at most ``MAX_WINDOW`` frames that overlap by ``OVERLAP``
+frames; each window is one section of the stream, its own network, so encoding and
+decoding memory is bounded by the window, not the clip. The decode grid is the
+concatenation of the windows (overlapping frames appear twice); :meth:`assemble` joins
+neighbouring windows with a raised-cosine crossfade over their overlap, so the seams
+carry no clicks. Inside a window, frame ``j`` has the time coordinate
+``(j + 0.5) * 2 / W - 1`` where ``W`` is the nominal window length (the last, possibly
+shorter, window covers a prefix of [-1, 1]), so every window has the same time scale.
+Samples are the file's values in [-1, 1], one network output per channel.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from nxcodec.errors import InputError, StreamError
+from nxcodec.fit import presets
+from nxcodec.fit.presets import Preset, Shape
+from nxcodec.model import ENCODING_SINE, ModelConfig
+from nxcodec.signals.base import Modality, Signal, psnr_from_mse
+
+MAX_FRAMES = 1 << 27  # about 50 minutes at 44.1 kHz; the decoder refuses more before allocating
+MAX_SAMPLES = 1 << 27  # frames x channels: the decoded array stays below 512 MiB of float32
+MAX_CHANNELS = 4  # network outputs per coordinate
+MAX_RATE = 768_000
+MAX_WINDOW = 1 << 16  # frames per section chosen by the encoder (1.49 s at 44.1 kHz)
+MAX_WINDOW_STREAM = 1 << 20  # the largest window a decoder accepts
+OVERLAP = 512  # frames crossfaded between neighbouring windows (11.6 ms at 44.1 kHz)
+MAX_SECTIONS = 4096  # as the container
+SEGMENT = 1024  # frames per segment of the segmental SNR
+SEG_SNR_RANGE = (-10.0, 35.0)  # per-segment SNR clamp, as usual for segmental SNR
+
+# Sample formats: code -> (soundfile subtype written by the decoder, integer bits or 0 for float).
+FORMATS = {0: ("PCM_16", 16), 1: ("PCM_24", 24), 2: ("PCM_32", 32), 3: ("PCM_U8", 8), 4: ("FLOAT", 0), 5: ("DOUBLE", 0)}
+_SUBTYPE_CODE = {"PCM_16": 0, "PCM_24": 1, "PCM_32": 2, "PCM_U8": 3, "PCM_S8": 3, "FLOAT": 4, "DOUBLE": 5}
+
+_DESC = struct.Struct("<IIBBIH")  # frames, sample rate, channels, format, window, overlap
+
+
+@dataclass(frozen=True)
+class AudioShape(Shape):
+    """A 1-D network over time: raw time into a SIREN first layer of frequency ``w0_first``."""
+
+    encoding: int = ENCODING_SINE
+    w0_first: int = 3000
+
+    def config(self, out_dim: int, width: int) -> ModelConfig:
+        base = super().config(out_dim, width)
+        return replace(base, encoding=self.encoding, n_freq=self.n_freq, w0_first=self.w0_first)
+
+
+# First-layer frequency of the SIREN in radians per frame (times the unit-range weights).
+# Measured with bench/audio_shape.py on 0.5 s of speech at quality 6 (CPU, 600-1000
+# iterations): raw time fits to 36-39 dB where 14 octave Fourier features reach 27 dB,
+# and one expert beats three (36.4 against 31.2 dB float at 600 iterations) at these
+# sizes, as for small images; longer fits may favour more experts. The frequency sets
+# how precisely the first layer must be coded (phase error grows with it): at 32 kbps,
+# 400 iterations, on the middle 1.45 s of bach / piano / male speech, 0.1 rad/frame
+# decodes to 18.5 / 18.2 / 20.2 dB and 0.01 to 27.9 / 23.2 / 22.0 dB (0.005: 24.3 dB on
+# bach, 24.8 on speech; 0.002: 22.8 on bach).
+OMEGA_PER_FRAME = 0.01
+AUDIO_SHAPE = AudioShape(in_dim=1, n_freq=0, n_experts=1, enc_depth=2, expert_depth=2, enc_ratio=1.5,
+                         mgr_ratio=0.5, mgr_depth=1)
+
+# Quality presets in parameters per frame: audio needs ~10x the images' density, since a
+# frame carries a full-band sample. Rates for 44.1 kHz mono are about 44 x 6 x pps kbps.
+PRESETS = {
+    p.quality: p
+    for p in (
+        Preset(1, 0.020, 2000, 1.0),
+        Preset(2, 0.030, 2000, 0.85),
+        Preset(3, 0.045, 2500, 0.7),
+        Preset(4, 0.065, 2500, 0.6),
+        Preset(5, 0.090, 3000, 0.5),
+        Preset(6, 0.125, 3000, 0.42),
+        Preset(7, 0.170, 3500, 0.35),
+        Preset(8, 0.230, 4000, 0.3),
+        Preset(9, 0.300, 4500, 0.25),
+    )
+}
+
+
+@dataclass(frozen=True)
+class AudioDescriptor:
+    """What the decoder needs to rebuild a clip and cut it into windows."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    sample_format: int  # key of FORMATS
+    window: int  # nominal frames per section, overlap included
+    overlap: int
+
+    @property
+    def subtype(self) -> str:
+        return FORMATS[self.sample_format][0]
+
+    def windows(self) -> list[tuple[int, int]]:
+        """Frame ranges ``[start, stop)`` of the sections; neighbours share ``overlap`` frames."""
+        if self.frames <= self.window:
+            return [(0, self.frames)]
+        hop = self.window - self.overlap
+        n = math.ceil((self.frames - self.overlap) / hop)
+        return [(i * hop, min(i * hop + self.window, self.frames)) for i in range(n)]
+
+
+def choose_window(frames: int, overlap: int, max_window: int) -> int:
+    """The nominal window: equal windows of at most ``max_window`` frames (longer for very long clips)."""
+    if frames <= max_window:
+        return frames
+    n = math.ceil((frames - overlap) / (max_window - overlap))
+    n = min(n, MAX_SECTIONS)
+    return math.ceil((frames - overlap) / n) + overlap
+
+
+def quantize_samples(values: np.ndarray, sample_format: int) -> np.ndarray:
+    """Float samples to the values the format can hold, as float32 in [-1, 1] (SPEC.md, modality 2)."""
+    bits = FORMATS[sample_format][1]
+    v = np.clip(values, -1.0, 1.0)
+    if bits == 0:
+        return v.astype(np.float32)
+    scale = float(1 << (bits - 1))
+    q = np.clip(np.rint(np.asarray(v, dtype=np.float64) * scale), -scale, scale - 1)
+    return (q / scale).astype(np.float32)
+
+
+def _to_int(array: np.ndarray, bits: int) -> np.ndarray:
+    """float32 samples on the format's grid to the integers soundfile writes exactly."""
+    scale = float(1 << (bits - 1))
+    q = np.clip(np.rint(array.astype(np.float64) * scale), -scale, scale - 1)
+    if bits == 16:
+        return q.astype(np.int16)
+    return (q * (1 << (32 - bits))).astype(np.int32)  # 24/32-bit and 8-bit: left-aligned in int32
+
+
+class AudioModality(Modality):
+    id = 2
+    name = "audio"
+    extensions = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+    rate_unit = "kbps"
+    coord_dim = 1
+    default_extension = ".wav"
+
+    def read(self, path: Path) -> Signal:
+        try:
+            info = sf.info(str(path))
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory") from None
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read audio ({exc})") from None
+        fmt = _SUBTYPE_CODE.get(info.subtype, 0)  # lossy inputs (MP3, Vorbis, Opus) come back as 16-bit PCM
+        if info.format not in ("WAV", "WAVEX", "FLAC", "RF64", "W64") and fmt in (4, 5):
+            fmt = 0
+        return self._signal(data, int(rate), fmt)
+
+    def from_array(self, array: np.ndarray, sample_rate: int = 44100) -> Signal:
+        """A float array ``(frames,)`` or ``(frames, channels)`` in [-1, 1], or int16 PCM."""
+        a = np.asarray(array)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2:
+            raise InputError("an audio array must be (frames,) or (frames, channels)")
+        if a.dtype == np.int16:
+            return self._signal(a.astype(np.float32) / 32768.0, sample_rate, 0)
+        if a.dtype in (np.float32, np.float64):
+            return self._signal(np.clip(a, -1.0, 1.0).astype(np.float32), sample_rate, 4)
+        raise InputError(f"audio arrays must be int16 or float, not {a.dtype}")
+
+    def _signal(self, data: np.ndarray, rate: int, fmt: int) -> Signal:
+        frames, channels = data.shape
+        if frames == 0:
+            raise InputError("audio is empty")
+        if channels > MAX_CHANNELS:
+            raise InputError(f"audio with {channels} channels is not supported (at most {MAX_CHANNELS})")
+        if frames > MAX_FRAMES or frames * channels > MAX_SAMPLES:
+            raise InputError(f"audio of {frames} frames x {channels} channels exceeds the limit of {MAX_SAMPLES} samples")
+        if not 1 <= rate <= MAX_RATE:
+            raise InputError(f"sample rate {rate} Hz is not supported (1..{MAX_RATE})")
+        if not np.all(np.isfinite(data)):
+            raise InputError("audio holds NaN or infinite samples")
+        window = choose_window(frames, OVERLAP, MAX_WINDOW)
+        desc = AudioDescriptor(frames, rate, channels, fmt, window, OVERLAP if frames > window else 0)
+        return Signal(desc, np.clip(data, -1.0, 1.0).astype(np.float32))
+
+    def pack_descriptor(self, d: AudioDescriptor) -> bytes:
+        return _DESC.pack(d.frames, d.sample_rate, d.channels, d.sample_format, d.window, d.overlap)
+
+    def unpack_descriptor(self, data: bytes) -> AudioDescriptor:
+        if len(data) != _DESC.size:
+            raise StreamError("audio descriptor has the wrong size")
+        frames, rate, channels, fmt, window, overlap = _DESC.unpack(data)
+        if not 1 <= channels <= MAX_CHANNELS or fmt not in FORMATS:
+            raise StreamError("declared channels or sample format are invalid")
+        if not (1 <= frames <= MAX_FRAMES and frames * channels <= MAX_SAMPLES):
+            raise StreamError(f"declared length of {frames} frames x {channels} channels is beyond the decoder's limits")
+        if not 1 <= rate <= MAX_RATE:
+            raise StreamError(f"declared sample rate {rate} Hz is beyond the decoder's limits")
+        if not (1 <= window <= MAX_WINDOW_STREAM and 2 * overlap < window):
+            raise StreamError("declared window or overlap is invalid")
+        d = AudioDescriptor(frames, rate, channels, fmt, window, overlap)
+        if frames > window and math.ceil((frames - overlap) / (window - overlap)) > MAX_SECTIONS:
+            raise StreamError("declared window is too short for the clip's length")
+        return d
+
+    def channels(self, d: AudioDescriptor) -> int:
+        return d.channels
+
+    def num_samples(self, d: AudioDescriptor) -> int:
+        return sum(b - a for a, b in d.windows())
+
+    def sections(self, d: AudioDescriptor) -> list[tuple[int, int]]:
+        """Grid ranges of the windows: window ``i`` starts at grid index ``i * window``."""
+        return [(i * d.window, i * d.window + (b - a)) for i, (a, b) in enumerate(d.windows())]
+
+    def coords(self, d: AudioDescriptor, start: int, stop: int) -> torch.Tensor:
+        j = torch.arange(start, stop, dtype=torch.int64) % d.window
+        return ((j.double() + 0.5) * (2.0 / d.window) - 1.0).float()[:, None]
+
+    def targets(self, signal: Signal) -> torch.Tensor:
+        d = signal.descriptor
+        return torch.from_numpy(np.concatenate([signal.data[a:b] for a, b in d.windows()]))
+
+    def to_samples(self, d: AudioDescriptor, values: np.ndarray) -> np.ndarray:
+        return quantize_samples(values, d.sample_format)
+
+    def assemble(self, d: AudioDescriptor, samples: np.ndarray) -> np.ndarray:
+        """Join the windows (concatenated in grid order), crossfading each overlap with a raised cosine."""
+        windows = d.windows()
+        if len(windows) == 1:
+            return samples.reshape(d.frames, d.channels)
+        out = np.empty((d.frames, d.channels), dtype=np.float64)
+        o = d.overlap
+        fade_in = (0.5 - 0.5 * np.cos(np.pi * (np.arange(o) + 0.5) / o))[:, None]
+        pos = 0
+        for i, (a, b) in enumerate(windows):
+            part = samples[pos : pos + (b - a)].astype(np.float64)
+            pos += b - a
+            if i == 0:
+                out[a:b] = part
+            else:
+                out[a : a + o] = out[a : a + o] * (1.0 - fade_in) + part[:o] * fade_in
+                out[a + o : b] = part[o:]
+        return quantize_samples(out, d.sample_format)
+
+    def write(self, d: AudioDescriptor, array: np.ndarray, path: Path) -> None:
+        subtype, bits = FORMATS[d.sample_format]
+        data = array.reshape(d.frames, d.channels)
+        if bits:
+            data = _to_int(data, bits)
+        sf.write(str(path), data, d.sample_rate, subtype=subtype, format="WAV")
+
+    def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        return audio_metrics(original, decoded)
+
+    def rate(self, d: AudioDescriptor, n_bytes: int) -> float:
+        return 8.0 * n_bytes * d.sample_rate / d.frames / 1000.0
+
+    def bits_allowed(self, d: AudioDescriptor, rate: float) -> float:
+        return rate * 1000.0 * d.frames / d.sample_rate
+
+    def network_shape(self, d: AudioDescriptor) -> Shape:
+        return replace(AUDIO_SHAPE, w0_first=max(1, round(OMEGA_PER_FRAME * d.window / 2)))
+
+    def preset(self, quality: int) -> Preset:
+        try:
+            return PRESETS[quality]
+        except KeyError:
+            raise ValueError(f"quality must be 1..9, not {quality}") from None
+
+    def preset_for_rate(self, bits_per_sample: float) -> Preset:
+        return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * presets.BITS_PER_PARAMETER - bits_per_sample))
+
+    def describe(self, d: AudioDescriptor) -> str:
+        layout = {1: "mono", 2: "stereo"}.get(d.channels, f"{d.channels} channels")
+        return (f"audio {d.frames / d.sample_rate:.3f} s ({d.frames} frames) {d.sample_rate} Hz {layout} {d.subtype}, "
+                f"{len(d.windows())} window(s) of {d.window} frames")
+
+
+def audio_metrics(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+    """PSNR on [-1, 1] samples (peak-to-peak 2, as COIN++), SNR and segmental SNR, all in dB."""
+    x = np.asarray(original, dtype=np.float64).reshape(len(original), -1)
+    y = np.asarray(decoded, dtype=np.float64).reshape(len(decoded), -1)
+    err = x - y
+    mse = float(np.mean(err**2))
+    signal = float(np.sum(x**2))
+    noise = float(np.sum(err**2))
+    snr = math.inf if noise == 0 else (10.0 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    return {"psnr": psnr_from_mse(mse, 2.0), "mse": mse, "snr": snr, "seg_snr": segmental_snr(x, y)}
+
+
+def segmental_snr(x: np.ndarray, y: np.ndarray, segment: int = SEGMENT) -> float:
+    """Mean over segments of ``segment`` frames of their SNR clamped to [-10, 35] dB; silent segments skipped."""
+    n = len(x) // segment
+    if n == 0:
+        segs_x, segs_y = x[None], y[None]
+    else:
+        segs_x = x[: n * segment].reshape(n, -1)
+        segs_y = y[: n * segment].reshape(n, -1)
+    s = np.sum(segs_x**2, axis=1)
+    e = np.sum((segs_x - segs_y) ** 2, axis=1)
+    keep = s > segs_x.shape[1] * 1e-8  # below -80 dBFS RMS counts as silence
+    if not np.any(keep):
+        return math.nan
+    lo, hi = SEG_SNR_RANGE
+    snr = 10.0 * np.log10(np.maximum(s[keep], 1e-30) / np.maximum(e[keep], 1e-30))
+    return float(np.mean(np.clip(snr, lo, hi)))
