@@ -32,6 +32,7 @@ from nxcodec.signals import Modality, Signal
 DECODE_CHUNK = 1 << 16
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
+FIRST_LAYER = ("encoder.0.weight", "encoder.0.bias")
 STACK_POINTS = 1 << 19  # training points per step, all networks of a stack together (bounds memory)
 
 
@@ -140,40 +141,66 @@ class _FittedSection:
     restarts: int
 
 
+@dataclass
+class _Group:
+    """Same-sized sections with one config, fitted side by side as one stack."""
+
+    jobs: list[_Job]
+    stack: ModelStack
+    coords: torch.Tensor
+    target: torch.Tensor
+    iters: int
+
+
 def _fit_group(
     modality: Modality, descs: list[Any], targets: list[torch.Tensor], jobs: list[_Job], iters: int, lam_db: float,
     opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
-) -> list[_FittedSection]:
-    """Fit, step-search and fine-tune the networks of same-sized sections with one config, side by side."""
+) -> tuple[_Group, list[_FittedSection]]:
+    """Fit the networks of a group side by side and choose their steps (fine-tuning comes later)."""
     coords = torch.stack([modality.coords(descs[j.signal], j.start, j.stop) for j in jobs]).to(device)
     target = torch.stack([targets[j.signal][j.start : j.stop] for j in jobs]).to(device)
     stack = ModelStack.fresh(jobs[0].config, len(jobs), device)
-    settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
-    logs = fit_stack(stack, coords, target, settings, gen)
+    logs = fit_stack(stack, coords, target, FitSettings(iters=iters, progress=opts.progress, desc=label), gen)
     float_samples = [predict_section(stack.model(i), modality, descs[j.signal], j.start, j.stop, device)
                      for i, j in enumerate(jobs)]
     codes = _step_codes(stack, coords, target, lam_db, gen)
-    quantization_aware_fit(stack, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
-    return [
-        _FittedSection(j.config, OrderedDict((k, v.cpu()) for k, v in stack.coded_tensors(i).items()), codes[i],
-                       float_samples[i], logs[i].restarts)
-        for i, j in enumerate(jobs)
-    ]
+    sections = [_FittedSection(j.config, stack.coded_tensors(i), codes[i], float_samples[i], logs[i].restarts)
+                for i, j in enumerate(jobs)]
+    return _Group(jobs, stack, coords, target, iters), sections
+
+
+def _fine_tune_group(group: _Group, sections: list[_FittedSection], gen: torch.Generator) -> None:
+    """Quantization-aware fine-tuning with the sections' final steps; their tensors become the tuned ones."""
+    settings = FitSettings()
+    quantization_aware_fit(group.stack, group.coords, group.target, [f.codes for f in sections],
+                           int(group.iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
+    for i, f in enumerate(sections):
+        f.tensors = OrderedDict((k, v.cpu()) for k, v in group.stack.coded_tensors(i).items())
 
 
 def _write(modality: Modality, desc: Any, fitted: list[_FittedSection], shift: int = 0) -> bytes:
-    """The stream with every step code made ``shift`` quarter-octaves coarser."""
-    sections = []
-    for f in fitted:
-        codes = {n: max(c - shift, 0) for n, c in f.codes.items()}
-        sections.append(container.Section(f.config, quantize_model(f.tensors, codes)))
+    """The stream with every step code but the first layer's made ``shift`` quarter-octaves coarser.
+
+    The first layer multiplies the coordinates, so its errors become phase errors that
+    grow with the coordinate range and w0 (a sine network over a long audio window loses
+    10 dB or more to them); it holds a handful of weights, so keeping the step search's
+    choice for it costs next to nothing.
+    """
+    sections = [container.Section(f.config, quantize_model(f.tensors, _shifted(f.codes, shift))) for f in fitted]
     return container.write(container.Stream(modality.id, modality.pack_descriptor(desc), sections))
 
 
-def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> bytes:
-    """The stream with all step codes shifted together to the finest setting that fits ``bits_allowed``.
+def _shifted(codes: dict[str, int], shift: int) -> dict[str, int]:
+    """Step codes ``shift`` quarter-octaves coarser, the first layer's excepted (see :func:`_write`)."""
+    return {n: c if n in FIRST_LAYER else max(c - shift, 0) for n, c in codes.items()}
 
-    Sizes are measured on the written stream, header and coder flush included.
+
+def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> tuple[bytes, int]:
+    """The stream with the step codes shifted together to the finest setting that fits ``bits_allowed``, and the shift.
+
+    Sizes are measured on the written stream, header and coder flush included. The
+    encoder calls this twice: on the fitted weights, to settle the steps that
+    quantization-aware fine-tuning then trains under, and on the tuned weights.
     """
     for shift in range(-8, 64):
         try:
@@ -181,7 +208,7 @@ def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> bytes:
         except ValueError:  # a step too fine for the coder's integer range
             continue
         if 8 * len(data) <= bits_allowed:
-            return data
+            return data, shift
     raise NxcError("the rate target is too small for this signal; raise the target")
 
 
@@ -229,22 +256,37 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
             jobs.append(_Job(i, start, stop, cfg))
     targets = [modality.targets(s) for s in signals_]
     fitted: dict[tuple[int, int], _FittedSection] = {}
+    stacks: list[tuple[_Group, list[_FittedSection]]] = []
     groups = _groups(jobs, iters, max(1, STACK_POINTS // FitSettings.batch))
     for g, group in enumerate(groups):
         label = f"fit {modality.name}" + (f" {g + 1}/{len(groups)}" if len(groups) > 1 else "")
         lead = group[0].signal
-        sections = _fit_group(modality, descs, targets, group, iters[lead], budgets[lead][0].lam_db, opts, device,
-                              gen, label)
+        stacked, sections = _fit_group(modality, descs, targets, group, iters[lead], budgets[lead][0].lam_db, opts,
+                                       device, gen, label)
+        stacks.append((stacked, sections))
         fitted.update(((j.signal, j.start), f) for j, f in zip(group, sections))
+
+    def sections_of(i: int) -> list[_FittedSection]:
+        return [fitted[(j.signal, j.start)] for j in jobs if j.signal == i]
+
+    if opts.rate is not None:  # settle each signal's steps for its rate target before fine-tuning under them
+        for i, desc in enumerate(descs):
+            mine = sections_of(i)
+            write = functools.partial(_write, modality, desc, mine)  # write(shift) -> stream
+            shift = _meet_rate(write, modality.bits_allowed(desc, opts.rate))[1]
+            for f in mine:
+                f.codes = _shifted(f.codes, shift)
+    for stacked, sections in stacks:
+        _fine_tune_group(stacked, sections, gen)
 
     results = []
     for i, desc in enumerate(descs):
-        mine = [fitted[(j.signal, j.start)] for j in jobs if j.signal == i]
+        mine = sections_of(i)
         if opts.rate is None:
             data = _write(modality, desc, mine)
         else:
-            write = functools.partial(_write, modality, desc, mine)  # write(shift) -> stream
-            data = _meet_rate(write, modality.bits_allowed(desc, opts.rate))
+            write = functools.partial(_write, modality, desc, mine)
+            data = _meet_rate(write, modality.bits_allowed(desc, opts.rate))[0]
         results.append((data, mine))
     encode_seconds = (time.perf_counter() - t0) / len(signals_)
 
