@@ -9,6 +9,7 @@ rebuild each section's network from the stream, evaluate it on the grid in chunk
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from nxcodec.fit.train import FitSettings, fit
 from nxcodec.model import ModelConfig, NeuralExperts
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
 from nxcodec.signals import Modality, Signal
+from nxcodec.signals.base import Field
 
-DECODE_CHUNK = 1 << 16
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
 
@@ -85,16 +86,9 @@ def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTenso
             p.copy_(torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(p.shape))
 
 
-def predict_section(
-    model: NeuralExperts, modality: Modality, descriptor: Any, start: int, stop: int, device: torch.device
-) -> np.ndarray:
-    """Routed predictions for samples ``start:stop``, converted chunk by chunk to stored samples."""
-    parts = []
-    for a in range(start, stop, DECODE_CHUNK):
-        coords = modality.coords(descriptor, a, min(a + DECODE_CHUNK, stop)).to(device)
-        values = model.forward_routed(coords)[0].float().cpu().numpy()
-        parts.append(modality.to_samples(descriptor, values))
-    return np.concatenate(parts)
+def routed(model: NeuralExperts) -> Field:
+    """The network as the decoder evaluates it: hard top-1 routing."""
+    return lambda coords: model.forward_routed(coords)[0]
 
 
 def _step_codes(
@@ -121,24 +115,23 @@ class _FittedSection:
     config: ModelConfig
     tensors: "OrderedDict[str, torch.Tensor]"
     codes: dict[str, int]
-    float_samples: np.ndarray
+    float_model: NeuralExperts  # the fitted network before quantization, for the float metrics
     restarts: int
 
 
 def _fit_section(
-    modality: Modality, desc: Any, targets: torch.Tensor, start: int, stop: int, cfg: ModelConfig, iters: int,
+    modality: Modality, signal: Signal, targets: torch.Tensor, start: int, stop: int, cfg: ModelConfig, iters: int,
     lam_db: float, opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
 ) -> _FittedSection:
-    coords = modality.coords(desc, start, stop).to(device)
-    target = targets[start:stop].to(device)
+    coords, target = (t.to(device) for t in modality.training_set(signal, targets, start, stop))
     model = NeuralExperts(cfg).to(device)
     settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
     log = fit(model, coords, target, settings, gen)
-    float_samples = predict_section(model, modality, desc, start, stop, device)
+    float_model = copy.deepcopy(model).eval()
     codes = _step_codes(model, coords, target, lam_db, gen)
     quantization_aware_fit(model, coords, target, codes, int(iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
     tensors = OrderedDict((k, v.detach().cpu()) for k, v in model.coded_tensors().items())
-    return _FittedSection(cfg, tensors, codes, float_samples, log.restarts)
+    return _FittedSection(cfg, tensors, codes, float_model, log.restarts)
 
 
 def _write(modality: Modality, desc: Any, fitted: list[_FittedSection], shift: int = 0) -> bytes:
@@ -193,7 +186,7 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     for i, (start, stop) in enumerate(ranges):
         cfg = opts.config or shape.fit_budget(modality.channels(desc), params_per_sample * (stop - start))
         label = f"fit {modality.name}" + (f" {i + 1}/{len(ranges)}" if len(ranges) > 1 else "")
-        fitted.append(_fit_section(modality, desc, targets, start, stop, cfg, iters, preset.lam_db, opts, device, gen,
+        fitted.append(_fit_section(modality, signal, targets, start, stop, cfg, iters, preset.lam_db, opts, device, gen,
                                    label))
 
     if opts.rate is None:
@@ -202,7 +195,7 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
         data = _meet_rate(lambda shift: _write(modality, desc, fitted, shift), modality.bits_allowed(desc, opts.rate))
     encode_seconds = time.perf_counter() - t0
 
-    float_array = modality.assemble(desc, np.concatenate([f.float_samples for f in fitted]))
+    float_array = modality.reconstruct(desc, [routed(f.float_model) for f in fitted], device)
     _, decoded = decode_stream(data, device="cpu")
     return EncodeResult(
         data=data,
@@ -226,8 +219,11 @@ class Decoded:
     descriptor: Any
 
 
-def decode_stream(data: bytes, device: str = "cpu") -> tuple[Decoded, np.ndarray]:
-    """Decode a stream to the signal's array (``StreamError`` for any defect)."""
+def decode_stream(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
+    """Decode a stream to the signal's array (``StreamError`` for any defect).
+
+    ``options`` are the modality's decode-time choices (a shape's ``resolution``).
+    """
     stream = container.read(data)
     modality = signals.for_id(stream.modality)
     desc = modality.unpack_descriptor(stream.descriptor)
@@ -235,13 +231,13 @@ def decode_stream(data: bytes, device: str = "cpu") -> tuple[Decoded, np.ndarray
     if len(ranges) != len(stream.sections):
         raise StreamError(f"stream has {len(stream.sections)} sections where its signal needs {len(ranges)}")
     dev = resolve_device(device)
-    parts = []
-    for (start, stop), section in zip(ranges, stream.sections):
+    fields = []
+    for section in stream.sections:
         cfg = section.config
         if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
             raise StreamError("model config does not match the signal it describes")
         model = NeuralExperts(cfg)
         load_tensors(model, section.tensors)
         model.to(dev).eval()
-        parts.append(predict_section(model, modality, desc, start, stop, dev))
-    return Decoded(modality, desc), modality.assemble(desc, np.concatenate(parts))
+        fields.append(routed(model))
+    return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)

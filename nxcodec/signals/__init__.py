@@ -7,8 +7,9 @@ from pathlib import Path
 from nxcodec.errors import InputError, StreamError
 from nxcodec.signals.base import Modality, Signal
 from nxcodec.signals.image import ImageModality
+from nxcodec.signals.shape import ShapeModality
 
-MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(),)}
+MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(), ShapeModality())}
 
 
 def for_path(path: Path) -> Modality:
