@@ -118,15 +118,17 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, i
 def decode(source: Path, output: Path | None, device: str, resolution: int | None, force: bool) -> None:
     """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension)."""
     data = _read_stream(source)
+    modality = signals.for_id(container.read_header(data)[0])
+    kinds = modality.output_extensions
+    output = output or source.with_suffix(kinds[0])
+    if output.suffix.lower() not in kinds:
+        raise OutputError(f"{output}: a decoded {modality.name} is written as "
+                          f"{' or '.join(kinds)}; name the output accordingly")
+    check_writable(output, force)  # before the work of decoding
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
     decoded, array = decode_stream(data, device, **options)
     seconds = time.perf_counter() - t0
-    kinds = decoded.modality.output_extensions
-    output = output or source.with_suffix(kinds[0])
-    if output.suffix.lower() not in kinds:
-        raise OutputError(f"{output}: a decoded {decoded.modality.name} is written as "
-                          f"{' or '.join(kinds)}; name the output accordingly")
     write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
 
