@@ -36,6 +36,7 @@ MAX_COORD = 1e12  # largest |centre| and scale a descriptor may declare
 BLOCK_SLACK = 1.5  # a block is refined when |f| < slack x its half-diagonal (f is about 1-Lipschitz)
 MIN_COMPONENT = 0.005  # decoded components with less of the total area are floaters and dropped
 SAMPLE_SEED = 0
+METRICS = MetricSettings()  # how the encoder's report samples its metrics
 SHAPE_SHAPE = Shape(in_dim=3, n_freq=4, w0=30, n_experts=2)
 
 _DESC = struct.Struct("<5f")  # centre x, y, z, scale, truncation
@@ -97,8 +98,9 @@ def from_network(d: ShapeDescriptor, v: np.ndarray) -> np.ndarray:
     return v * d.scale + np.asarray(d.centre)
 
 
-def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int = TRAIN_POINTS, seed: int = SAMPLE_SEED) -> _Samples:
+def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, seed: int = SAMPLE_SEED) -> _Samples:
     """Surface points (target 0), points near the surface and uniform points, with truncated SDF targets."""
+    n = n or TRAIN_POINTS
     rng = np.random.default_rng(seed)
     index = mesh.index or SurfaceIndex(mesh)
     mesh.index = index
@@ -343,7 +345,7 @@ class ShapeModality(Modality):
 
     def metrics(self, original: Mesh, decoded: Mesh) -> dict[str, float]:
         index = getattr(original, "index", None)
-        return shape_metrics(original, decoded, MetricSettings(), index)
+        return shape_metrics(original, decoded, METRICS, index)
 
     def summary(self, metrics: dict[str, float]) -> str:
         return f"Chamfer-L1 {metrics['chamfer_l1']:.5f} of the diagonal, IoU {metrics['iou']:.3f}"
