@@ -323,7 +323,8 @@ class ShapeModality(Modality):
         unknown = set(options) - {"resolution"}
         if unknown:
             raise InputError(f"shape streams take no decode option {', '.join(sorted(unknown))}")
-        r = options.get("resolution") or DEFAULT_RESOLUTION
+        r = options.get("resolution")
+        r = DEFAULT_RESOLUTION if r is None else r
         check_resolution(r)
         v, f = extract_surface(fields[0], d, r, device)
         mesh = clean_mesh(v, f)
