@@ -1,11 +1,14 @@
 """Regenerate the conformance streams of bitstream/conformance/ (run after any format change).
 
-Each case is a tiny image (or a short stereo tone in three windows) fitted briefly with a fixed seed and a network chosen to
+Each case is a tiny signal fitted briefly with a fixed seed and a network chosen to
 exercise one branch of the format (manager encoder, single expert, raw coordinates,
-grayscale, alpha, odd sizes). The manifest records, per case, the stream, the image it
-must decode to (PNG or WAV), and a SHA-256 of the decoded integer weights, which must match exactly.
+grayscale, alpha, odd sizes), a short stereo tone in three windows (modality 2), or the
+bundled sample mesh as a shape (modality 3). The manifest records, per case, the stream,
+the image, WAV or mesh (PLY, decoded at ``SHAPE_RESOLUTION``) it must decode to, and a
+SHA-256 of the decoded integer weights, which must match exactly.
 
-    python bitstream/make_conformance.py
+    python bitstream/make_conformance.py            # every case
+    python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from nxcodec.signals.audio import AudioDescriptor
 
 HERE = Path(__file__).parent / "conformance"
 SAMPLE = Path(__file__).parents[1] / "nxcodec" / "samples" / "hopper.png"
+MESH = Path(__file__).parents[1] / "nxcodec" / "samples" / "bumpy_torus.ply"
+SHAPE_RESOLUTION = 32
+SHAPE_CASE = "shape_torus_k2"
 
 
 def weights_digest(data: bytes) -> str:
@@ -64,14 +70,19 @@ def audio_case() -> tuple[str, Signal, ModelConfig]:
     return "stereo_k2_3windows_8khz", signal, cfg(in_dim=1, out_dim=2, n_freq=10, n_experts=2)
 
 
-def main() -> None:
+def main(only: list[str] | None = None) -> None:
+    """Regenerate every case, or only those named (the others keep their files and manifest entries)."""
     HERE.mkdir(exist_ok=True)
     image = for_name("image")
+    old = {c["stream"]: c for c in json.loads((HERE / "manifest.json").read_text())} if only else {}
     audio_name, audio_signal, audio_config = audio_case()
     runs = [(name, image, image.from_array(array), config, ".png") for name, array, config in cases()]
     runs.append((audio_name, for_name("audio"), audio_signal, audio_config, ".wav"))
     manifest = []
     for name, modality, signal, config, ext in runs:
+        if only and name not in only:
+            manifest.append(old[f"{name}.nxc"])
+            continue
         res = encode_signal(modality, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config))
         decoded = decode_stream(res.data)[1]
         (HERE / f"{name}.nxc").write_bytes(res.data)
@@ -84,8 +95,29 @@ def main() -> None:
             "shape": list(decoded.shape),
         })
         print(f"{name}: {len(res.data)} bytes, PSNR {res.metrics['psnr']:.2f} dB")
+    manifest.append(shape_case() if not only or SHAPE_CASE in only else old[f"{SHAPE_CASE}.nxc"])
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def shape_case() -> dict:
+    """The sample torus as a 2-expert SDF, 4096 training points, decoded at SHAPE_RESOLUTION."""
+    import nxcodec.signals.shape as shape_mod
+
+    shape = for_name("shape")
+    name = SHAPE_CASE
+    config = cfg(in_dim=3, out_dim=1, n_experts=2, enc_width=16, expert_width=12)
+    shape_mod.TRAIN_POINTS, shape_mod.DEFAULT_RESOLUTION = 4096, SHAPE_RESOLUTION
+    res = encode_signal(shape, shape.read(MESH), EncodeOptions(iters=200, device="cpu", seed=7, config=config))
+    decoded, mesh = decode_stream(res.data, resolution=SHAPE_RESOLUTION)
+    (HERE / f"{name}.nxc").write_bytes(res.data)
+    shape.write_as(decoded.descriptor, mesh, HERE / f"{name}.ply", ".ply")
+    print(f"{name}: {len(res.data)} bytes, {shape.summary(res.metrics)}")
+    return {"stream": f"{name}.nxc", "expected": f"{name}.ply", "modality": "shape", "resolution": SHAPE_RESOLUTION,
+            "stream_sha256": hashlib.sha256(res.data).hexdigest(), "weights_sha256": weights_digest(res.data),
+            "shape": [int(len(mesh.vertices)), int(len(mesh.faces))]}
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:] or None)

@@ -105,7 +105,7 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @user_errors
 def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None,
            device: str, seed: int, verbose: bool, force: bool) -> None:
-    """Compress SOURCE (an image or an audio clip) into an .nxc stream."""
+    """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps)
     output = output or source.with_suffix(".nxc")
     check_writable(output, force)
@@ -113,10 +113,11 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
                       progress=sys.stderr.isatty())
     write_bytes_atomic(output, res.data, force)
     unit = res.rate_unit
+    modality = signals.for_path(source)
     click.echo(f"{source} -> {output}: {len(res.data)} bytes, {res.rate:.4f} {unit}, "
-               f"PSNR {res.metrics['psnr']:.2f} dB ({res.encode_seconds:.1f} s on {res.device})")
+               f"{modality.summary(res.metrics)} ({res.encode_seconds:.1f} s on {res.device})")
     if verbose:
-        click.echo(f"  float PSNR {res.float_metrics['psnr']:.2f} dB, decoded PSNR {res.metrics['psnr']:.2f} dB")
+        click.echo(f"  float {modality.summary(res.float_metrics)}; decoded {modality.summary(res.metrics)}")
         click.echo(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe_config(res.configs[0])}")
         if res.restarts:
             click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
@@ -126,19 +127,24 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: SOURCE with .png].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
 @force_option
 @user_errors
-def decode(source: Path, output: Path | None, device: str, force: bool) -> None:
-    """Decode an .nxc stream back to a signal file."""
+def decode(source: Path, output: Path | None, device: str, resolution: int | None, force: bool) -> None:
+    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension)."""
     data = _read_stream(source)
+    modality = signals.for_id(container.read_header(data)[0])
+    kinds = modality.output_extensions
+    output = output or source.with_suffix(kinds[0])
+    if output.suffix.lower() not in kinds:
+        raise OutputError(f"{output}: a decoded {modality.name} is written as "
+                          f"{' or '.join(kinds)}; name the output accordingly")
+    check_writable(output, force)  # before the work of decoding
+    options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded, array = decode_stream(data, device)
+    decoded, array = decode_stream(data, device, **options)
     seconds = time.perf_counter() - t0
-    output = output or source.with_suffix(decoded.modality.default_extension)
-    if output.suffix.lower() != decoded.modality.default_extension:
-        raise OutputError(f"{output}: a decoded {decoded.modality.name} is written as "
-                          f"{decoded.modality.default_extension}; name the output accordingly")
-    write_atomic(output, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force)
+    write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
 
 
@@ -348,6 +354,32 @@ def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int 
     run(cfg, log=lambda line: click.echo(line, err=True))
     click.echo((out / "bdrate.md").read_text().rstrip())
     click.echo(f"results: {out}/nxcodec.json, mp3.json, opus.json, flac.json, per_clip.csv, rd.png")
+
+
+@bench.command("shape")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder (resumable).")
+@click.option("--quick", is_flag=True, help="4 qualities, short fits, a thinner Draco grid: a CPU run.")
+@click.option("--qualities", help="nxcodec quality points, e.g. 1,3,5,7,9 [default: 1,3,5,7,9].")
+@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
+@click.option("--meshes", "max_meshes", type=click.IntRange(min=1), help="Only the first N meshes (sorted by name).")
+@device_option
+@user_errors
+def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters: int | None, max_meshes: int | None,
+                device: str) -> None:
+    """nxcodec against Draco and Draco after decimation on every mesh of SRC, with bytes at equal Chamfer."""
+    from nxcodec.bench.shape import ShapeBenchConfig, check_source, list_meshes, run
+
+    check_source(src)
+    cfg = ShapeBenchConfig.quick(src, out, device) if quick else ShapeBenchConfig(src, out, device=device)
+    cfg.qualities = _qualities(qualities) or cfg.qualities
+    cfg.iters = iters or cfg.iters
+    cfg.max_meshes = max_meshes or cfg.max_meshes
+    if not list_meshes(cfg):
+        raise InputError(f"{src}: no meshes")
+    run(cfg, log=lambda line: click.echo(line, err=True))
+    click.echo((out / "table.md").read_text().rstrip())
+    click.echo(f"results: {out}/nxcodec.json, draco.json, draco_decimated.json, per_mesh.csv, shape_rd.png")
 
 
 @main.command()

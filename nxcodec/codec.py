@@ -16,7 +16,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from nxcodec import container, signals
@@ -28,8 +27,8 @@ from nxcodec.model import ModelConfig, NeuralExperts
 from nxcodec.model.stack import ModelStack
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
 from nxcodec.signals import Modality, Signal
+from nxcodec.signals.base import Field
 
-DECODE_CHUNK = 1 << 16
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
 FIRST_LAYER = ("encoder.0.weight", "encoder.0.bias")
@@ -90,16 +89,9 @@ def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTenso
             p.copy_(torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(p.shape))
 
 
-def predict_section(
-    model: NeuralExperts, modality: Modality, descriptor: Any, start: int, stop: int, device: torch.device
-) -> np.ndarray:
-    """Routed predictions for samples ``start:stop``, converted chunk by chunk to stored samples."""
-    parts = []
-    for a in range(start, stop, DECODE_CHUNK):
-        coords = modality.coords(descriptor, a, min(a + DECODE_CHUNK, stop)).to(device)
-        values = model.forward_routed(coords)[0].float().cpu().numpy()
-        parts.append(modality.to_samples(descriptor, values))
-    return np.concatenate(parts)
+def routed(model: NeuralExperts) -> Field:
+    """The network as the decoder evaluates it: hard top-1 routing."""
+    return lambda coords: model.forward_routed(coords)[0]
 
 
 def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lam_db: float,
@@ -130,6 +122,8 @@ class _Job:
     start: int
     stop: int
     config: ModelConfig
+    coords: torch.Tensor  # the section's training set (its grid, for an image)
+    target: torch.Tensor
 
 
 @dataclass
@@ -137,7 +131,7 @@ class _FittedSection:
     config: ModelConfig
     tensors: "OrderedDict[str, torch.Tensor]"
     codes: dict[str, int]
-    float_samples: np.ndarray
+    float_model: NeuralExperts  # the fitted network before quantization, for the float metrics
     restarts: int
 
 
@@ -153,18 +147,16 @@ class _Group:
 
 
 def _fit_group(
-    modality: Modality, descs: list[Any], targets: list[torch.Tensor], jobs: list[_Job], iters: int, lam_db: float,
-    opts: EncodeOptions, device: torch.device, gen: torch.Generator, label: str,
+    jobs: list[_Job], iters: int, lam_db: float, opts: EncodeOptions, device: torch.device, gen: torch.Generator,
+    label: str,
 ) -> tuple[_Group, list[_FittedSection]]:
     """Fit the networks of a group side by side and choose their steps (fine-tuning comes later)."""
-    coords = torch.stack([modality.coords(descs[j.signal], j.start, j.stop) for j in jobs]).to(device)
-    target = torch.stack([targets[j.signal][j.start : j.stop] for j in jobs]).to(device)
+    coords = torch.stack([j.coords for j in jobs]).to(device)
+    target = torch.stack([j.target for j in jobs]).to(device)
     stack = ModelStack.fresh(jobs[0].config, len(jobs), device)
     logs = fit_stack(stack, coords, target, FitSettings(iters=iters, progress=opts.progress, desc=label), gen)
-    float_samples = [predict_section(stack.model(i), modality, descs[j.signal], j.start, j.stop, device)
-                     for i, j in enumerate(jobs)]
     codes = _step_codes(stack, coords, target, lam_db, gen)
-    sections = [_FittedSection(j.config, stack.coded_tensors(i), codes[i], float_samples[i], logs[i].restarts)
+    sections = [_FittedSection(j.config, stack.coded_tensors(i), codes[i], stack.model(i).eval(), logs[i].restarts)
                 for i, j in enumerate(jobs)]
     return _Group(jobs, stack, coords, target, iters), sections
 
@@ -228,7 +220,7 @@ def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:
     """Jobs that can share a stack (same config, section length and budget), at most ``limit`` each."""
     by_key: dict[tuple, list[_Job]] = {}
     for j in jobs:
-        by_key.setdefault((j.config, j.stop - j.start, iters[j.signal]), []).append(j)
+        by_key.setdefault((j.config, j.coords.shape, iters[j.signal]), []).append(j)
     return [g[i : i + limit] for g in by_key.values() for i in range(0, len(g), limit)]
 
 
@@ -249,20 +241,19 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
     if min(iters, default=1) < 1:
         raise NxcError("iterations must be at least 1")
     jobs = []
-    for i, desc in enumerate(descs):
+    for i, (signal, desc) in enumerate(zip(signals_, descs)):
         shape = modality.network_shape(desc)
+        targets = modality.targets(signal)
         for start, stop in modality.sections(desc):
             cfg = opts.config or shape.fit_budget(modality.channels(desc), budgets[i][1] * (stop - start))
-            jobs.append(_Job(i, start, stop, cfg))
-    targets = [modality.targets(s) for s in signals_]
+            jobs.append(_Job(i, start, stop, cfg, *modality.training_set(signal, targets, start, stop)))
     fitted: dict[tuple[int, int], _FittedSection] = {}
     stacks: list[tuple[_Group, list[_FittedSection]]] = []
     groups = _groups(jobs, iters, max(1, STACK_POINTS // FitSettings.batch))
     for g, group in enumerate(groups):
         label = f"fit {modality.name}" + (f" {g + 1}/{len(groups)}" if len(groups) > 1 else "")
         lead = group[0].signal
-        stacked, sections = _fit_group(modality, descs, targets, group, iters[lead], budgets[lead][0].lam_db, opts,
-                                       device, gen, label)
+        stacked, sections = _fit_group(group, iters[lead], budgets[lead][0].lam_db, opts, device, gen, label)
         stacks.append((stacked, sections))
         fitted.update(((j.signal, j.start), f) for j, f in zip(group, sections))
 
@@ -292,7 +283,7 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
 
     out = []
     for (data, mine), signal, desc in zip(results, signals_, descs):
-        float_array = modality.assemble(desc, np.concatenate([f.float_samples for f in mine]))
+        float_array = modality.reconstruct(desc, [routed(f.float_model) for f in mine], device)
         _, decoded = decode_stream(data, device=str(device))  # what a user gets, checked on the fitting device
         out.append(EncodeResult(
             data=data,
@@ -322,8 +313,11 @@ class Decoded:
     descriptor: Any
 
 
-def decode_stream(data: bytes, device: str = "cpu") -> tuple[Decoded, np.ndarray]:
-    """Decode a stream to the signal's array (``StreamError`` for any defect)."""
+def decode_stream(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
+    """Decode a stream to the signal's array (``StreamError`` for any defect).
+
+    ``options`` are the modality's decode-time choices (a shape's ``resolution``).
+    """
     stream = container.read(data)
     modality = signals.for_id(stream.modality)
     desc = modality.unpack_descriptor(stream.descriptor)
@@ -331,13 +325,13 @@ def decode_stream(data: bytes, device: str = "cpu") -> tuple[Decoded, np.ndarray
     if len(ranges) != len(stream.sections):
         raise StreamError(f"stream has {len(stream.sections)} sections where its signal needs {len(ranges)}")
     dev = resolve_device(device)
-    parts = []
-    for (start, stop), section in zip(ranges, stream.sections):
+    fields = []
+    for section in stream.sections:
         cfg = section.config
         if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
             raise StreamError("model config does not match the signal it describes")
         model = NeuralExperts(cfg)
         load_tensors(model, section.tensors)
         model.to(dev).eval()
-        parts.append(predict_section(model, modality, desc, start, stop, dev))
-    return Decoded(modality, desc), modality.assemble(desc, np.concatenate(parts))
+        fields.append(routed(model))
+    return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)

@@ -22,7 +22,8 @@ from nxcodec.model import ModelConfig, tensor_shapes
 from nxcodec.quant import MAX_STEP_CODE, QuantizedTensor
 
 MAGIC = b"\x89NXC"
-VERSION = 1
+VERSION = 2  # 2 adds audio (modality 2) and shape (modality 3) streams; version 1 (images) is still read
+MODALITIES_OF_VERSION = {1: (1,), 2: (1, 2, 3)}
 MAX_WIDTH = 1024  # any layer
 MAX_EXPERTS = 64
 MAX_DEPTH = 16
@@ -131,6 +132,8 @@ def _read_prefix(data: bytes) -> tuple[_Reader, int, bytes, int]:
         raise StreamError(f"unknown stream version {version}")
     if len(data) < _PREFIX.size + 4 or zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
         raise StreamError("stream is corrupt or truncated (CRC mismatch)")
+    if modality not in MODALITIES_OF_VERSION[version]:
+        raise StreamError(f"a version {version} stream cannot hold modality {modality}")
     if desc_len > MAX_DESCRIPTOR:
         raise StreamError("descriptor too long")
     descriptor = r.take(desc_len)

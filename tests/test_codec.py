@@ -117,12 +117,12 @@ def test_other_input_formats_are_read(tmp_path, fmt):
 
 
 def test_decode_is_chunked_for_large_images(monkeypatch):
-    import nxcodec.codec as codec
+    import nxcodec.signals.base as base
 
     image = real_image((30, 20))
     data = fast_encode(image, iters=20).data
     whole = decode_stream(data)[1]
-    monkeypatch.setattr(codec, "DECODE_CHUNK", 7)
+    monkeypatch.setattr(base, "DECODE_CHUNK", 7)
     np.testing.assert_array_equal(decode_stream(data)[1], whole)
 
 

@@ -18,17 +18,37 @@ sys.path.insert(0, str(ROOT / "bitstream"))
 from make_conformance import weights_digest  # noqa: E402
 
 CASES = json.loads((HERE / "manifest.json").read_text())
+# version 1 streams (images only), written by the version 1 encoder: still decoded
+LEGACY = [{**c, "stream": f"v1/{c['stream']}", "expected": f"v1/{c['expected']}"}
+          for c in json.loads((HERE / "v1" / "manifest.json").read_text())]
 
 
-def test_there_are_conformance_streams():
-    assert len(CASES) >= 3
+def test_there_are_conformance_streams_of_every_modality_and_version():
+    assert {(HERE / c["stream"]).read_bytes()[5] for c in CASES} == {1, 2, 3}
+    assert {(HERE / c["stream"]).read_bytes()[4] for c in CASES} == {2}
+    assert {(HERE / c["stream"]).read_bytes()[4] for c in LEGACY} == {1}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
+def test_a_version_1_stream_of_a_later_modality_is_refused():
+    import zlib
+
+    from nxcodec.errors import StreamError
+
+    audio = next(c for c in CASES if c["expected"].endswith(".wav"))
+    data = bytearray((HERE / audio["stream"]).read_bytes())
+    data[4] = 1
+    data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "little")
+    with pytest.raises(StreamError, match="version 1 stream cannot hold modality 2"):
+        decode_stream(bytes(data))
+
+
+@pytest.mark.parametrize("case", CASES + LEGACY, ids=[c["stream"] for c in CASES + LEGACY])
 def test_stream_decodes_to_expected_result(case):
     data = (HERE / case["stream"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == case["stream_sha256"]
     assert weights_digest(data) == case["weights_sha256"]
+    if case.get("modality") == "shape":
+        return check_shape(data, case)
     decoded = decode_stream(data)[1]
     assert list(decoded.shape) == case["shape"]
     if case["expected"].endswith(".wav"):  # audio: integer PCM samples, 16-bit
@@ -39,3 +59,17 @@ def test_stream_decodes_to_expected_result(case):
     diff = np.abs(decoded.astype(int) - expected.astype(int))
     assert diff.max() <= 1
     assert np.mean(diff > 0) <= 0.005
+
+
+def check_shape(data: bytes, case: dict) -> None:
+    """A shape decodes to the expected mesh up to floating-point evaluation: the same surface, to 1e-4 of its size."""
+    import trimesh
+
+    from nxcodec.signals.sdf import Mesh, MetricSettings, shape_metrics
+
+    mesh = decode_stream(data, resolution=case["resolution"])[1]
+    ref = trimesh.load(HERE / case["expected"], force="mesh", process=False)
+    expected = Mesh(np.asarray(ref.vertices, dtype=np.float64), np.asarray(ref.faces, dtype=np.int64))
+    assert abs(len(mesh.faces) - case["shape"][1]) <= 0.01 * case["shape"][1]
+    m = shape_metrics(expected, mesh, MetricSettings(surface_points=5000, volume_points=5000))
+    assert m["chamfer_l1"] < 1e-4

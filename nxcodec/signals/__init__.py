@@ -8,8 +8,9 @@ from nxcodec.errors import InputError, StreamError
 from nxcodec.signals.audio import AudioModality
 from nxcodec.signals.base import Modality, Signal
 from nxcodec.signals.image import ImageModality
+from nxcodec.signals.shape import ShapeModality
 
-MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(), AudioModality())}
+MODALITIES: dict[int, Modality] = {m.id: m for m in (ImageModality(), AudioModality(), ShapeModality())}
 
 
 def for_path(path: Path) -> Modality:

@@ -11,18 +11,29 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from nxcodec.errors import InputError
 from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
+
+DECODE_CHUNK = 1 << 16
+Field = Callable[[torch.Tensor], torch.Tensor]  # a section's network: coordinates (n, d) -> outputs (n, channels)
 
 
 def psnr_from_mse(mse: float, peak: float) -> float:
     """PSNR in dB of an MSE on values whose full range is ``peak``; infinite for a lossless result."""
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
+@torch.no_grad()
+def evaluate(field: Field, coords: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The field's float outputs at ``coords``, in chunks so memory stays bounded."""
+    parts = [field(coords[a : a + DECODE_CHUNK].to(device)).float().cpu().numpy() for a in range(0, len(coords), DECODE_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
 
 
 @dataclass
@@ -42,6 +53,12 @@ class Modality(ABC):
     rate_unit: str  # "bpp" or "kbps"
     coord_dim: int  # dimensions of the coordinate grid
     default_extension: str  # what ``decode`` writes when no output is named
+    decode_options: tuple[str, ...] = ()  # names of the decode-time options ``reconstruct`` takes
+
+    @property
+    def output_extensions(self) -> tuple[str, ...]:
+        """The file types ``decode`` may write (the first is the default)."""
+        return (self.default_extension,)
 
     @abstractmethod
     def read(self, path: Path) -> Signal:
@@ -82,6 +99,32 @@ class Modality(ABC):
     def targets(self, signal: Signal) -> torch.Tensor:
         """The samples to fit, ``(num_samples, channels)`` in [-1, 1], in grid order."""
 
+    def training_set(self, signal: Signal, targets: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coordinates and targets that section ``start:stop`` is fitted to: by default its grid.
+
+        ``targets`` is :meth:`targets` of the signal, computed once for all sections.
+        """
+        return self.coords(signal.descriptor, start, stop), targets[start:stop]
+
+    def predict(self, descriptor: Any, field: Field, start: int, stop: int, device: torch.device) -> np.ndarray:
+        """A section's network on grid samples ``start:stop``, as stored samples, chunk by chunk."""
+        parts = []
+        for a in range(start, stop, DECODE_CHUNK):
+            coords = self.coords(descriptor, a, min(a + DECODE_CHUNK, stop))
+            parts.append(self.to_samples(descriptor, evaluate(field, coords, device)))
+        return np.concatenate(parts)
+
+    def reconstruct(self, descriptor: Any, fields: list[Field], device: torch.device, **options: Any) -> Any:
+        """The decoded signal from each section's network: by default each on its range of the grid.
+
+        ``options`` are decode-time choices (see :attr:`decode_options`); a modality that takes
+        none refuses them.
+        """
+        if options:
+            raise InputError(f"{self.name} streams take no decode option {', '.join(sorted(options))}")
+        parts = [self.predict(descriptor, f, a, b, device) for f, (a, b) in zip(fields, self.sections(descriptor))]
+        return self.assemble(descriptor, np.concatenate(parts))
+
     @abstractmethod
     def to_samples(self, descriptor: Any, values: np.ndarray) -> np.ndarray:
         """Network outputs ``(n, channels)`` in [-1, 1] to stored samples (elementwise, chunk by chunk)."""
@@ -98,9 +141,17 @@ class Modality(ABC):
     def write(self, descriptor: Any, array: np.ndarray, path: Path) -> None:
         """Write a decoded array to ``path`` (the caller makes this atomic)."""
 
+    def write_as(self, descriptor: Any, array: Any, path: Path, suffix: str) -> None:
+        """Write in the format the output name's ``suffix`` asks for; ``path`` may be a temporary name."""
+        self.write(descriptor, array, path)
+
     @abstractmethod
     def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
         """Quality of ``decoded`` against ``original`` (both as this modality's arrays)."""
+
+    def summary(self, metrics: dict[str, float]) -> str:
+        """The headline quality of :meth:`metrics`, for the encoder's one-line report."""
+        return f"PSNR {metrics['psnr']:.2f} dB"
 
     @abstractmethod
     def rate(self, descriptor: Any, n_bytes: int) -> float:
