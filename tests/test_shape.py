@@ -27,7 +27,6 @@ MESHES = ROOT.parent / "shared" / "data" / "meshes"
 if __import__("os").environ.get("NXCODEC_TEST_WITHOUT_DATA"):
     MESHES = ROOT / "no-such-folder"
 BUNNY = MESHES / "stanford_bunny.obj"
-SAMPLE = ROOT / "nxcodec" / "samples" / "bumpy_torus.ply"
 RESOLUTION = 64  # decode grid of the tests (the encoder's report uses it too, via the default)
 ITERS = 300
 TRAIN_POINTS = 8192
@@ -40,9 +39,18 @@ SHIFT, SCALE = np.array([250.0, -40.0, 7.5]), 300.0
 
 
 def small_mesh(tmp_path: Path) -> Path:
-    """A small real mesh: the bunny decimated to ~2k faces (holes kept) when present, else the sample."""
+    """A small real mesh: the bunny decimated to ~2k faces (holes kept) when present, else a bumpy ball with a hole.
+
+    (The bundled flat torus is too thin for a 300-iteration fit of the whole volume: it decodes with spurious
+    sheets far from the surface; noted on the shapes issue.)
+    """
     if not BUNNY.exists():
-        return SAMPLE
+        ball = trimesh.creation.icosphere(subdivisions=3)
+        v = ball.vertices * (1 + 0.15 * np.sin(3 * ball.vertices[:, :1]) * np.cos(2 * ball.vertices[:, 1:2]))
+        faces = ball.faces[v[ball.faces].mean(axis=1)[:, 2] < 0.9]  # a hole at the top, like a scan's
+        path = tmp_path / "ball.ply"
+        trimesh.Trimesh(v * SCALE + SHIFT, faces, process=False).export(path)
+        return path
     import fast_simplification
 
     m = trimesh.load(BUNNY, force="mesh", process=False)
@@ -59,8 +67,6 @@ def encoded(tmp_path_factory):
     shape = for_name("shape")
     path = small_mesh(tmp_path_factory.mktemp("mesh"))
     signal = shape.read(path)
-    if path == SAMPLE:  # put the sample far from the origin too
-        signal = shape.from_array((signal.data.vertices * SCALE + SHIFT, signal.data.faces))
     mp = pytest.MonkeyPatch()
     mp.setattr(shape_mod, "DEFAULT_RESOLUTION", RESOLUTION)
     mp.setattr(shape_mod, "TRAIN_POINTS", TRAIN_POINTS)  # smaller batches: a fit of seconds
@@ -143,8 +149,7 @@ def test_a_non_watertight_scan_is_encoded_with_the_right_inside(encoded):
     original: Mesh = signal.data
     samples = for_name("shape").targets(signal)
     assert float((samples < 0).float().mean()) > 0.02  # some training points are inside
-    if path != SAMPLE:
-        assert not trimesh.Trimesh(original.vertices, original.faces, process=False).is_watertight
+    assert not trimesh.Trimesh(original.vertices, original.faces, process=False).is_watertight
 
 
 def test_transform_survives_the_descriptor():
