@@ -270,16 +270,21 @@ def bench() -> None:
     """Rate-distortion benchmarks against the codecs people use instead."""
 
 
-def _qualities(text: str | None) -> tuple[int, ...] | None:
+def _number_list(text: str | None, option: str, kind: type, example: str, valid, what: str) -> tuple | None:
+    """A comma-separated option value as a tuple of ``kind`` (None when the option is absent)."""
     if not text:
         return None
     try:
-        values = tuple(int(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split(","))
     except ValueError:
-        raise NxcError("--qualities takes comma-separated integers, e.g. 1,3,5,7") from None
-    if any(not 1 <= v <= 9 for v in values):
-        raise NxcError("qualities must be within 1..9")
+        raise NxcError(f"{option} takes comma-separated numbers, e.g. {example}") from None
+    if not all(valid(v) for v in values):
+        raise NxcError(f"{option}: {what}")
     return values
+
+
+def _qualities(text: str | None) -> tuple[int, ...] | None:
+    return _number_list(text, "--qualities", int, "1,3,5,7", lambda v: 1 <= v <= 9, "qualities must be within 1..9")
 
 
 @bench.command("image")
@@ -316,15 +321,7 @@ def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters:
 
 
 def _kbps_list(text: str | None) -> tuple[float, ...] | None:
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise NxcError("--kbps takes comma-separated numbers, e.g. 8,16,24,32") from None
-    if any(not v > 0 for v in values):
-        raise NxcError("rates must be positive")
-    return values
+    return _number_list(text, "--kbps", float, "8,16,24,32", lambda v: v > 0, "rates must be positive")
 
 
 @bench.command("audio")

@@ -65,12 +65,13 @@ def test_a_diverging_network_of_a_stack_leaves_the_others_alone():
         loss = gated_mse(preds, logits, tgt)
         return loss * torch.tensor([float("nan"), 1.0]) if calls["n"] == 60 else loss
 
+    before = [mse(stack.model(i), coords, ys[i]) for i in range(2)]
     logs = fit_stack(stack, xs, ys, FitSettings(iters=200), torch.Generator().manual_seed(0), first_breaks_once)
     assert [log.restarts for log in logs] == [1, 0]
     for i in range(2):
         fitted = stack.model(i)
         assert all(math.isfinite(p.detach().sum().item()) for p in fitted.parameters())
-        assert mse(fitted, coords, ys[i]) < 0.05
+        assert mse(fitted, coords, ys[i]) < before[i] / 5
     assert mse(stack.model(1), coords, ys[0]) > 2 * mse(stack.model(1), coords, ys[1])  # each fits its own
 
 
