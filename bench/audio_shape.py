@@ -24,7 +24,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from nxcodec.bench.image import git_commit, machine_name
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE
 from nxcodec.signals import audio as audio_mod

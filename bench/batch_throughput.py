@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from nxcodec.batch import EncodeSettings, run_batch
-from nxcodec.bench.image import git_commit, machine_name
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.signals import for_name
 

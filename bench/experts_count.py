@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from nxcodec.bench.image import git_commit, machine_name
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.fit import presets
 from nxcodec.signals import for_name

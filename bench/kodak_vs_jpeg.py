@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from nxcodec.baselines import pillow_point
-from nxcodec.bench.image import git_commit, machine_name
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.signals import for_name
 

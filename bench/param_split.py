@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nxcodec.bench.image import git_commit, machine_name
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.fit import presets
 from nxcodec.model import tensor_shapes

@@ -35,8 +35,7 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
-from nxcodec.bench.image import git_commit, machine_name
-from nxcodec.bench.results import write_json
+from nxcodec.bench.results import git_commit, machine_name, write_json
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +23,13 @@ from PIL import Image, features
 from nxcodec.baselines import pillow_point
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.msssim import ms_ssim_rgb
-from nxcodec.bench.results import compressai_json, write_csv, write_json
+from nxcodec.bench.results import (
+    compressai_json,
+    git_commit,
+    machine_name,
+    write_csv,
+    write_json,
+)
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -63,32 +67,6 @@ class BenchConfig:
     def quick(cls, src: Path, out: Path, device: str = "auto") -> "BenchConfig":
         """A CPU-sized run: 4 images at half their size, 4 qualities, short fits (minutes on 2 cores)."""
         return cls(src, out, qualities=(1, 3, 5, 7), iters=2000, device=device, max_images=4, downscale=2)
-
-
-def machine_name(device: str) -> str:
-    """The GPU's name, or the CPU model and thread count."""
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def git_commit() -> str:
-    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes."""
-    here = Path(__file__).parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
-                              timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10, check=False).stdout.strip()
-        return (head + ("+dirty" if dirty else "")) if head else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def list_images(cfg: BenchConfig) -> list[Path]:

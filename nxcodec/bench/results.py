@@ -1,14 +1,18 @@
-"""The shared results format: CompressAI's JSON per codec, plus a per-image CSV."""
+"""The shared results format: CompressAI's JSON per codec, a per-image CSV, and what a run ran on."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import platform
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nxcodec.io import write_bytes_atomic
 
@@ -54,3 +58,29 @@ def load_curves(paths: list[Path]) -> list[dict]:
         curves.append({"name": data["name"], "bpp": res["bpp"], "psnr": res.get("psnr-rgb", res.get("psnr")),
                        "source": data.get("source", ""), "published": data.get("published", False)})
     return curves
+
+
+def machine_name(device: str) -> str:
+    """The GPU's name, or the CPU model and thread count."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def git_commit() -> str:
+    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes."""
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                              timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=10, check=False).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

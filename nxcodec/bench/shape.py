@@ -21,8 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nxcodec.bench.image import git_commit, machine_name
-from nxcodec.bench.results import write_json
+from nxcodec.bench.results import git_commit, machine_name, write_json
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.errors import InputError
 from nxcodec.io import write_bytes_atomic
