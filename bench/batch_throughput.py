@@ -39,7 +39,7 @@ def make_crops(src: Path, dst: Path, n: int, size: int) -> None:
 
 
 def measure(src: Path, out: Path, group: int, settings: EncodeSettings, device: str) -> dict:
-    settings = EncodeSettings(settings.quality, settings.rate, settings.iters, settings.seed, group)
+    settings = EncodeSettings(settings.quality, settings.rates, settings.iters, settings.seed, group)
     t0 = time.perf_counter()
     summary = run_batch("encode", src, out, settings, devices=[device])
     seconds = time.perf_counter() - t0

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -66,7 +66,7 @@ class EncodeSettings:
     """What every file of an encode batch gets (see ``nxcodec encode``)."""
 
     quality: int = 5
-    rate: float | None = None
+    rates: dict[str, float] = field(default_factory=dict)  # target per rate unit ("bpp", "kbps"); others: quality
     iters: int | None = None
     seed: int = 0
     group: int = 1  # files fitted side by side (one optimizer step for all: fills a GPU with small files)
@@ -138,9 +138,9 @@ def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list
             modalities[mod.name] = mod
         except Exception as exc:  # one bad file must not stop the batch
             records[i] = _error_record(job, exc, t0, device)
-    opts = EncodeOptions(quality=settings.quality, rate=settings.rate, iters=settings.iters, device=device,
-                         seed=settings.seed)
     for name, items in readable.items():
+        opts = EncodeOptions(quality=settings.quality, rate=settings.rates.get(modalities[name].rate_unit),
+                             iters=settings.iters, device=device, seed=settings.seed)
         try:
             results = encode_signals(modalities[name], [sig for _, sig in items], opts)
         except Exception as exc:

@@ -240,7 +240,8 @@ def with_options(options):
 @main.command()
 @with_options(batch_options)
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
-@click.option("--bpp", type=float, help="Rate target for every image, in bits per pixel.")
+@click.option("--bpp", type=float, help="Rate target for every image, in bits per pixel (others use --quality).")
+@click.option("--kbps", type=float, help="Rate target for every audio clip, in kbps (others use --quality).")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for every file.")
 @click.option("--group", type=click.IntRange(1, 256), default=1, show_default=True,
@@ -248,11 +249,13 @@ def with_options(options):
                    "fills a GPU with small files).")
 @user_errors
 def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
-          ray_address: str | None, quality: int, bpp: float | None, iters: int | None, seed: int, group: int) -> None:
+          ray_address: str | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None, seed: int,
+          group: int) -> None:
     """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
     from nxcodec.batch import EncodeSettings
 
-    _run_batch_cli("encode", src, dst, EncodeSettings(quality, bpp, iters, seed, group), resume, force, workers,
+    rates = {unit: value for unit, value in (("bpp", bpp), ("kbps", kbps)) if value is not None}
+    _run_batch_cli("encode", src, dst, EncodeSettings(quality, rates, iters, seed, group), resume, force, workers,
                    devices, ray_address)
 
 

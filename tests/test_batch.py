@@ -156,3 +156,19 @@ def test_files_fitted_together_each_get_their_own_stream(tmp_path):
         errors = {other: np.mean((decoded - a.astype(float)) ** 2) for other, a in arrays.items()}
         assert min(errors, key=errors.get) == name
         assert records[name]["psnr"] > 18
+
+
+def test_each_rate_target_applies_to_its_own_kind_of_file(tmp_path):
+    import soundfile as sf
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    Image.fromarray(real_image((24, 20))).save(src / "photo.png")
+    t = np.arange(4410) / 44100.0
+    sf.write(src / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 44100, subtype="PCM_16")
+    res = CliRunner().invoke(main, ["batch", str(src), str(dst), "--iters", "30", "--bpp", "3.8", "--kbps", "64"])
+    assert res.exit_code == 0, res.output
+    records = read_manifest(dst / "manifest.jsonl")
+    # the default quality gives 4.2 bpp and 24.9 kbps here: each target moved its own file's rate
+    assert records["photo.png"]["rate_unit"] == "bpp" and records["photo.png"]["rate"] <= 3.8
+    assert records["tone.wav"]["rate_unit"] == "kbps" and 32 < records["tone.wav"]["rate"] <= 64
