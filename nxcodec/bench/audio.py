@@ -35,7 +35,7 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
-from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.results import git_commit, machine_name, read_points, write_json
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -179,23 +179,11 @@ def nxcodec_point(signal, kbps: float, cfg: AudioBenchConfig) -> dict:
             "sections": len(res.configs)}
 
 
-def read_points(path: Path) -> dict[tuple, dict]:
-    points: dict[tuple, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                p = json.loads(line)
-                points[(p["clip"], p["codec"], p["level"])] = p
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return points
-
-
 def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
     """Measure every missing point, then write the summaries; returns the BD table."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = cfg.out / "points.jsonl"
-    points = read_points(store)
+    points = read_points(store, ("clip", "codec", "level"))
     audio = for_name("audio")
     for path in list_clips(cfg):
         signal = audio.read(path)

@@ -27,6 +27,7 @@ from nxcodec.bench.results import (
     compressai_json,
     git_commit,
     machine_name,
+    read_points,
     write_csv,
     write_json,
 )
@@ -112,18 +113,6 @@ def _baseline_point(path: Path, downscale: int, codec: str, quality: int) -> dic
             "decode_seconds": p.decode_seconds, "device": "cpu"}
 
 
-def read_points(path: Path) -> dict[tuple, dict]:
-    points: dict[tuple, dict] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                p = json.loads(line)
-                points[(p["image"], p["codec"], p["quality"])] = p
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return points
-
-
 def _on_gpu(cfg: BenchConfig) -> bool:
     return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
 
@@ -145,7 +134,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = cfg.out / "points.jsonl"
-    points = read_points(store)
+    points = read_points(store, ("image", "codec", "quality"))
     baselines = [b for b in cfg.baselines if b != "avif" or features.check("avif")]
     paths = list_images(cfg)
 

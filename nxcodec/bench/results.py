@@ -84,3 +84,19 @@ def git_commit() -> str:
         return (head + ("+dirty" if dirty else "")) if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def read_points(path: Path, key: tuple[str, ...]) -> dict[tuple, dict]:
+    """The measured points of a resumable run's ``points.jsonl``, by the values of the ``key`` fields.
+
+    A torn last line (a run killed mid-write) or a line without the key fields is skipped.
+    """
+    points: dict[tuple, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                p = json.loads(line)
+                points[tuple(p[k] for k in key)] = p
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return points

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.results import git_commit, machine_name, read_points, write_json
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.errors import InputError
 from nxcodec.io import write_bytes_atomic
@@ -115,7 +115,7 @@ def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
     """Measure every missing point, then write the summaries; returns the equal-Chamfer table."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = cfg.out / "points.jsonl"
-    points = {_key(p): p for p in read_points_any(store)}
+    points = read_points(store, ("mesh", "codec", "quality"))
 
     def keep(point: dict) -> None:
         with open(store, "a") as f:
@@ -148,18 +148,6 @@ def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
             log(f"{name} nxcodec q{q}: {p['bytes']} bytes, Chamfer-L1 {p['chamfer_l1']:.5f}, IoU {p['iou']:.4f}, "
                 f"encode {p['encode_seconds']:.1f} s on {p['device']}")
     return summarise(cfg, list(points.values()))
-
-
-def read_points_any(path: Path) -> list[dict]:
-    """Points of ``points.jsonl`` (a torn last line from a kill is skipped)."""
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def envelope(points: list[dict]) -> list[tuple[int, float]]:
