@@ -1,12 +1,16 @@
 """Geometry for the shape modality: signed distances to a triangle soup, surface sampling, metrics.
 
 Real scans are rarely watertight (the Stanford bunny has holes in its base), so inside and
-outside are not decided by ray parity. Instead a :class:`SurfaceIndex` keeps dense,
+outside are not decided by ray parity but by the generalised winding number
+(:class:`WindingNumber`): about 1 inside, 0 outside, and a smooth value across holes, read
+as inside above 1/2. Distances come from a :class:`SurfaceIndex`, which keeps dense,
 area-uniform surface samples (with every face's centroid, so no face is missed) in a
-KD-tree; the distance of a query is the exact point-to-triangle distance to the nearest
-few candidate faces, and its sign a distance-weighted vote of ``dot(q - p, n)`` over the
-nearest samples' face normals. Away from a hole this is the true sign; across a hole it
-follows the surrounding surface. Everything is vectorised: seconds for 100k faces.
+KD-tree; the distance of a query is the exact point-to-triangle distance to the nearest few
+candidate faces. Everything is vectorised: seconds for 100k faces.
+
+(A vote of the nearest samples' normals, used before, is wrong in wide concave regions: on
+Lucy it put 0.4% of the volume samples inside, in sheets between the wings and the body,
+which the network then learned as surfaces.)
 
 A KD-tree over a surface is very slow for queries far from it (near a sphere's centre
 every sample is almost equally near), so queries go first to a coarse tree of a few
@@ -22,11 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-SIGN_NEIGHBOURS = 8
-DISTANCE_CANDIDATES = 4
+DISTANCE_NEIGHBOURS = 8  # dense samples looked up per near query
+DISTANCE_CANDIDATES = 4  # of their faces, measured exactly
 CHUNK = 1 << 17
 COARSE_SAMPLES = 8192
 NEAR_FRACTION = 0.05  # of the diagonal: within it distances are exact, beyond it approximate
+LEAF_FACES = 16  # faces per leaf of the winding-number tree
+WINDING_FAR = 2.0  # a node counts as a dipole beyond this many radii (Barill et al.'s beta)
+WINDING_BLOCK = 1 << 14  # queries per pass of the tree walk
+WINDING_PAIRS = 1 << 13  # (query, leaf) pairs summed exactly at once
 
 
 @dataclass
@@ -99,7 +107,7 @@ def closest_on_triangles(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 class SurfaceIndex:
-    """Nearest-surface queries on a mesh: unsigned distance, sign and the normal there."""
+    """Nearest-surface queries on a mesh: distance, inside or outside, and the normal there."""
 
     def __init__(self, mesh: Mesh, samples_per_face: float = 3.0, min_samples: int = 200_000, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
@@ -110,35 +118,20 @@ class SurfaceIndex:
         self.face = np.concatenate([np.arange(len(self.tri)), face])
         self.tree = cKDTree(self.points)
         pick = rng.choice(len(pts), min(COARSE_SAMPLES, len(pts)), replace=False)
-        self.coarse_points, self.coarse_face = pts[pick], face[pick]
-        self.coarse = cKDTree(self.coarse_points)
+        self.coarse, self.coarse_face = cKDTree(pts[pick]), face[pick]
         self.near = NEAR_FRACTION * mesh.diagonal
-        self.flip = 1.0
-        corners = np.array(np.meshgrid(*[[lo, hi] for lo, hi in zip(mesh.vertices.min(0), mesh.vertices.max(0))]))
-        corners = corners.reshape(3, -1).T
-        centre = mesh.vertices.mean(0)
-        far = centre + 2.0 * (corners - centre)
-        if np.mean(self.signed_distance(far) < 0) > 0.5:  # faces wound inwards: the whole mesh is inside out
-            self.flip = -1.0
+        self.winding = WindingNumber(self.tri)
 
-    def _vote(self, q: np.ndarray, points: np.ndarray, dist: np.ndarray, faces: np.ndarray) -> np.ndarray:
-        """Sign by a distance-weighted vote of the neighbours' normals."""
-        vote = np.einsum("ijk,ijk->ij", q[:, None, :] - points, self.normals[faces])
-        return np.where((vote / (dist + 1e-12)).sum(axis=1) * self.flip >= 0, 1.0, -1.0)
-
-    def _query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dist, idx = self.coarse.query(q, k=SIGN_NEIGHBOURS)
-        sign = self._vote(q, self.coarse_points[idx], dist, self.coarse_face[idx])
-        best, best_face = dist[:, 0].copy(), self.coarse_face[idx[:, 0]]
-        near = np.flatnonzero(dist[:, 0] < self.near)
+    def _query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist, idx = self.coarse.query(q)
+        best, best_face = dist.copy(), self.coarse_face[idx]
+        near = np.flatnonzero(dist < self.near)
         if len(near) == 0:
-            return best, sign, best_face
+            return best, best_face
         qn = q[near]
-        dist, idx = self.tree.query(qn, k=SIGN_NEIGHBOURS, distance_upper_bound=2 * self.near)
+        dist, idx = self.tree.query(qn, k=DISTANCE_NEIGHBOURS, distance_upper_bound=2 * self.near)
         found = np.isfinite(dist)
-        idx = np.where(found, idx, 0)
-        dist = np.where(found, dist, np.inf)
-        faces = self.face[idx]
+        faces = self.face[np.where(found, idx, 0)]
         b, bf = np.full(len(qn), np.inf), faces[:, 0].copy()
         for j in range(DISTANCE_CANDIDATES):
             d = np.linalg.norm(qn - closest_on_triangles(qn, self.tri[faces[:, j]]), axis=1)
@@ -146,24 +139,101 @@ class SurfaceIndex:
             b[better], bf[better] = d[better], faces[better, j]
         ok = found[:, 0]
         best[near[ok]], best_face[near[ok]] = b[ok], bf[ok]
-        vote = np.einsum("ijk,ijk->ij", qn[:, None, :] - self.points[idx], self.normals[faces])
-        vote = np.where(found, vote / np.where(found, dist + 1e-12, 1.0), 0.0).sum(axis=1)
-        sign[near[ok]] = np.where(vote[ok] * self.flip >= 0, 1.0, -1.0)
-        return best, sign, best_face
+        return best, best_face
+
+    def inside(self, q: np.ndarray) -> np.ndarray:
+        """Whether each query point is inside (|winding number| over 1/2, so either orientation works)."""
+        return np.abs(self.winding(np.asarray(q, dtype=np.float64))) > 0.5
 
     def signed_distance(self, q: np.ndarray) -> np.ndarray:
         """Signed distance of each query point (negative inside)."""
         q = np.asarray(q, dtype=np.float64)
-        return np.concatenate([np.prod(self._query(c)[:2], axis=0) for c in _chunks(q)]) if len(q) else np.zeros(0)
+        if not len(q):
+            return np.zeros(0)
+        dist = np.concatenate([self._query(c)[0] for c in _chunks(q)])
+        return np.where(self.inside(q), -dist, dist)
 
     def distance(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unsigned distance of each point to the surface, and the unit normal of its nearest face."""
         parts = [self._query(c) for c in _chunks(np.asarray(q, dtype=np.float64))]
-        return np.concatenate([p[0] for p in parts]), self.normals[np.concatenate([p[2] for p in parts])]
+        return np.concatenate([p[0] for p in parts]), self.normals[np.concatenate([p[1] for p in parts])]
 
 
 def _chunks(q: np.ndarray) -> list[np.ndarray]:
     return [q[i : i + CHUNK] for i in range(0, len(q), CHUNK)] or [q]
+
+
+class WindingNumber:
+    """Generalised winding number of a triangle soup (Jacobson et al. 2013), fast.
+
+    The winding number is the signed solid angle the surface subtends at a point, over
+    4 pi: 1 inside a closed, outward-wound mesh, 0 outside, and a smooth value in between
+    across holes, so thresholding it at 1/2 decides inside and outside of real scans.
+    Faces are split into a binary tree of boxes; a node whose bounding sphere is far from
+    the query (distance over ``WINDING_FAR`` radii) counts as a dipole, its summed vector
+    area at its centre (Barill et al. 2018, first order); the leaves near the query are
+    summed face by face with the exact solid angle (Van Oosterom and Strackee).
+    """
+
+    def __init__(self, tri: np.ndarray) -> None:
+        vector_area = 0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        weight, centroids = np.linalg.norm(vector_area, axis=1), tri.mean(axis=1)
+        nodes, children, leaves = [np.arange(len(tri))], [], []
+        for idx in nodes:  # grows while splitting: breadth-first
+            if len(idx) <= LEAF_FACES:
+                children.append((-1, len(leaves)))
+                leaves.append(idx)
+                continue
+            c = centroids[idx]
+            order = idx[np.argsort(c[:, np.ptp(c, axis=0).argmax()], kind="stable")]
+            children.append((len(nodes), -1))
+            nodes += [order[: len(order) // 2], order[len(order) // 2 :]]
+        self.first_child = np.array([c for c, _ in children])
+        self.leaf = np.array([leaf for _, leaf in children])
+        self.area = np.stack([vector_area[idx].sum(axis=0) for idx in nodes])
+        total = np.array([weight[idx].sum() for idx in nodes])
+        mean = np.stack([centroids[idx].mean(axis=0) for idx in nodes])
+        self.centre = np.where(total[:, None] > 0, np.stack([weight[idx] @ centroids[idx] for idx in nodes])
+                               / np.maximum(total, 1e-300)[:, None], mean)
+        self.radius = np.array([np.linalg.norm(tri[idx] - self.centre[i], axis=2).max() for i, idx in enumerate(nodes)])
+        self.tri = np.repeat(tri[:1, :1], len(leaves) * LEAF_FACES * 3, axis=0).reshape(len(leaves), LEAF_FACES, 3, 3)
+        for i, idx in enumerate(leaves):  # padding: faces of zero size, whose solid angle is zero
+            self.tri[i, : len(idx)] = tri[idx]
+            self.tri[i, len(idx) :] = tri[idx[0], 0]
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        """Winding number at each query point ``(n, 3)``."""
+        q = np.asarray(q, dtype=np.float64)
+        return np.concatenate([self._block(q[i : i + WINDING_BLOCK]) for i in range(0, len(q), WINDING_BLOCK)] or [np.zeros(0)])
+
+    def _block(self, q: np.ndarray) -> np.ndarray:
+        w = np.zeros(len(q))
+        qi, node = np.arange(len(q)), np.zeros(len(q), dtype=np.int64)
+        while len(qi):
+            d = self.centre[node] - q[qi]
+            dist = np.linalg.norm(d, axis=1)
+            far = dist > WINDING_FAR * self.radius[node]
+            dipole = np.einsum("ij,ij->i", d[far], self.area[node[far]]) / dist[far] ** 3
+            w += np.bincount(qi[far], weights=dipole, minlength=len(q))
+            leaf = ~far & (self.leaf[node] >= 0)
+            lq, ll = qi[leaf], self.leaf[node[leaf]]
+            for s in range(0, len(lq), WINDING_PAIRS):
+                a = self.tri[ll[s : s + WINDING_PAIRS]] - q[lq[s : s + WINDING_PAIRS], None, None]
+                w += np.bincount(lq[s : s + WINDING_PAIRS], weights=_solid_angles(a).sum(axis=1), minlength=len(q))
+            inner = ~far & ~leaf
+            qi = np.repeat(qi[inner], 2)
+            node = (self.first_child[node[inner], None] + np.arange(2)).ravel()
+        return w / (4 * np.pi)
+
+
+def _solid_angles(a: np.ndarray) -> np.ndarray:
+    """Signed solid angle of each triangle ``(..., 3, 3)`` (vertices relative to the query)."""
+    x, y, z = a[..., 0, :], a[..., 1, :], a[..., 2, :]
+    lx, ly, lz = (np.linalg.norm(v, axis=-1) for v in (x, y, z))
+    det = np.einsum("...k,...k->...", x, np.cross(y, z))
+    dots = (np.einsum("...k,...k->...", x, y) * lz + np.einsum("...k,...k->...", y, z) * lx
+            + np.einsum("...k,...k->...", z, x) * ly)
+    return 2 * np.arctan2(det, lx * ly * lz + dots)
 
 
 @dataclass(frozen=True)
@@ -204,7 +274,7 @@ def shape_metrics(original: Mesh, decoded: Mesh, settings: MetricSettings = Metr
     precision, recall = float(np.mean(d_do < tau)), float(np.mean(d_od < tau))
     lo, hi = original.vertices.min(0), original.vertices.max(0)
     vol = lo + rng.random((settings.volume_points, 3)) * (hi - lo)
-    in_o, in_d = oi.signed_distance(vol) < 0, di.signed_distance(vol) < 0
+    in_o, in_d = oi.inside(vol), di.inside(vol)
     union = np.sum(in_o | in_d)
     stderr = 0.5 * np.hypot(d_do.std() / np.sqrt(len(d_do)), d_od.std() / np.sqrt(len(d_od))) / diag
     return {

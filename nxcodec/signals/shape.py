@@ -25,6 +25,7 @@ from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, sample_surfa
 
 EXTENT = 0.9  # the mesh's largest half-extent in network coordinates; the rest is margin
 TRUNC = 0.1  # truncation of the signed distance, in network coordinates
+BOX = EXTENT + TRUNC / 2  # nothing is decoded beyond this half-extent: every surface closes inside the grid
 TRAIN_POINTS = 200_000  # the training set (and the "samples" the presets' budgets scale with)
 SURFACE_FRAC, NEAR_FRAC = 0.4, 0.4  # the rest is uniform in the cube
 NEAR_SIGMAS = (0.01, 0.04)  # Gaussian offsets of the near-surface samples, network coordinates
@@ -115,6 +116,21 @@ def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, 
     points = np.concatenate([surf[:n_surf], query])
     targets = np.concatenate([np.zeros(n_surf), np.clip(sdf / d.trunc, -1, 1)])
     return _Samples(torch.from_numpy(points.astype(np.float32)), torch.from_numpy(targets.astype(np.float32))[:, None])
+
+
+def inside_box(field: Field, d: ShapeDescriptor) -> Field:
+    """The field intersected with the cube of half-extent ``BOX``: ``max(f, (|x|_inf - BOX) / trunc)``.
+
+    The input mesh lies within ``EXTENT``, so anything the network puts beyond it is an
+    artefact of the fit (a short fit can dip below zero in the sparsely sampled margin).
+    Cutting it there keeps every decoded surface closed and inside the grid.
+    """
+
+    def bounded(coords: torch.Tensor) -> torch.Tensor:
+        box = (coords.abs().amax(dim=-1, keepdim=True) - BOX) / d.trunc
+        return torch.maximum(field(coords), box)
+
+    return bounded
 
 
 def _block_size(resolution: int, trunc: float) -> int:
@@ -326,7 +342,7 @@ class ShapeModality(Modality):
         r = options.get("resolution")
         r = DEFAULT_RESOLUTION if r is None else r
         check_resolution(r)
-        v, f = extract_surface(fields[0], d, r, device)
+        v, f = extract_surface(inside_box(fields[0], d), d, r, device)
         mesh = clean_mesh(v, f)
         return Mesh(from_network(d, mesh.vertices), mesh.faces)
 
