@@ -335,10 +335,15 @@ def _kbps_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
 @click.option("--clips", "max_clips", type=click.IntRange(min=1), help="Only the first N clips (sorted by name).")
 @click.option("--seconds", "max_seconds", type=click.FloatRange(min=0.01), help="Keep the middle N seconds of every clip.")
+@click.option("--group", type=click.IntRange(min=1),
+              help="Clips fitted together per rate (all their windows in one stack) [default: all on a GPU, 1 on a CPU].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes measuring the baselines while nxcodec fits [default: all cores but one on a GPU "
+                   "machine, 1 otherwise].")
 @device_option
 @user_errors
 def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int | None, max_clips: int | None,
-                max_seconds: float | None, device: str) -> None:
+                max_seconds: float | None, group: int | None, workers: int | None, device: str) -> None:
     """nxcodec against MP3, Opus and FLAC on every clip of SRC, with BD-rates."""
     from nxcodec.bench.audio import AudioBenchConfig, list_clips, run
 
@@ -349,6 +354,7 @@ def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int 
     cfg.iters = iters or cfg.iters
     cfg.max_clips = max_clips or cfg.max_clips
     cfg.max_seconds = max_seconds or cfg.max_seconds
+    cfg.group, cfg.workers = group, workers
     if not list_clips(cfg):
         raise InputError(f"{src}: no audio clips")
     run(cfg, log=lambda line: click.echo(line, err=True))

@@ -4,7 +4,8 @@
 pick a network (preset or rate target), fit it, choose quantization steps by
 rate-distortion, fine-tune under quantization; then it writes each stream and decodes it
 once to report what a user will get. Sections whose networks have the same shape are
-fitted side by side as one stack (several images, or the windows of one clip). ``decode_stream`` is the whole decoder: parse,
+fitted side by side as one stack (several images, or the windows of many clips; see
+:func:`~nxcodec.model.stack.family`). ``decode_stream`` is the whole decoder: parse,
 rebuild each section's network from the stream, evaluate it on the grid in chunks.
 """
 
@@ -24,7 +25,7 @@ from nxcodec.fit import presets
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit_stack, take
 from nxcodec.model import ModelConfig, NeuralExperts
-from nxcodec.model.stack import ModelStack
+from nxcodec.model.stack import ModelStack, family
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
 from nxcodec.signals import Modality, Signal
 from nxcodec.signals.base import Field
@@ -33,6 +34,10 @@ EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
 FIRST_LAYER = ("encoder.0.weight", "encoder.0.bias")
 STACK_POINTS = 1 << 19  # training points per step, all networks of a stack together (bounds memory)
+# On a GPU: 64 networks of 2**14 points. A 48 kbps audio window (a 1-expert net of 11k
+# weights, layers of 70/70/47/47 units) keeps about 1.5 kB of activations per point, so
+# 2**20 points hold about 1.5 GB: far below the memory of a data-centre GPU.
+STACK_POINTS_GPU = 1 << 20
 
 
 @dataclass
@@ -94,24 +99,25 @@ def routed(model: NeuralExperts) -> Field:
     return lambda coords: model.forward_routed(coords)[0]
 
 
-def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lam_db: float,
+def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lengths: list[int], lam_db: float,
                 gen: torch.Generator) -> list[dict[str, int]]:
     """Rate-distortion step search for every network of a stack at once.
 
-    Distortion is measured by top-1 routed prediction on a random sample of each signal's points.
+    Distortion is measured by top-1 routed prediction on a random sample of each signal's
+    points (the same number for every network: at most ``EVAL_POINTS``, at most the
+    shortest section's length).
     """
-    m, n = coords.shape[:2]
-    idx = torch.stack([torch.randperm(n, generator=gen)[:EVAL_POINTS] for _ in range(m)]).to(coords.device)
+    m = coords.shape[0]
+    k = min(EVAL_POINTS, *lengths)
+    idx = torch.stack([torch.randperm(n, generator=gen)[:k] for n in lengths]).to(coords.device)
     x, y = take(coords, idx), take(target, idx)
-    names = stack.stream_names()
 
     def distortion(networks: list[dict[str, torch.Tensor]]) -> list[float]:
-        params = {path: torch.stack([net[name] for net in networks]) for name, path in names.items()}
-        pred = stack.predict(x, params)
+        pred = stack.predict(x, stack.stacked(networks))
         return ((pred.clamp(-1, 1) - y) ** 2).mean(dim=(1, 2)).tolist()
 
     networks = [stack.coded_tensors(i) for i in range(m)]
-    return search_steps(networks, distortion, stack.cfg.parameter_count(), lam_db)
+    return search_steps(networks, distortion, [c.parameter_count() for c in stack.cfgs], lam_db)
 
 
 @dataclass
@@ -137,13 +143,21 @@ class _FittedSection:
 
 @dataclass
 class _Group:
-    """Same-sized sections with one config, fitted side by side as one stack."""
+    """Sections of one network family, fitted side by side as one stack (padded to the longest)."""
 
     jobs: list[_Job]
     stack: ModelStack
     coords: torch.Tensor
     target: torch.Tensor
+    lengths: torch.Tensor  # points of each section (the rest of its row is padding)
     iters: int
+
+
+def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``(M, n_max, ...)``: each part followed by copies of its last row up to the longest."""
+    n = max(p.shape[0] for p in parts)
+    return torch.stack([p if p.shape[0] == n else torch.cat([p, p[-1:].expand(n - p.shape[0], *p.shape[1:])])
+                        for p in parts])
 
 
 def _fit_group(
@@ -151,21 +165,24 @@ def _fit_group(
     label: str,
 ) -> tuple[_Group, list[_FittedSection]]:
     """Fit the networks of a group side by side and choose their steps (fine-tuning comes later)."""
-    coords = torch.stack([j.coords for j in jobs]).to(device)
-    target = torch.stack([j.target for j in jobs]).to(device)
-    stack = ModelStack.fresh(jobs[0].config, len(jobs), device)
-    logs = fit_stack(stack, coords, target, FitSettings(iters=iters, progress=opts.progress, desc=label), gen)
-    codes = _step_codes(stack, coords, target, lam_db, gen)
+    coords = _padded([j.coords for j in jobs]).to(device)
+    target = _padded([j.target for j in jobs]).to(device)
+    lengths = [j.coords.shape[0] for j in jobs]
+    counts = torch.tensor(lengths, device=device)
+    stack = ModelStack.fresh([j.config for j in jobs], len(jobs), device)
+    settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
+    logs = fit_stack(stack, coords, target, settings, gen, lengths=counts)
+    codes = _step_codes(stack, coords, target, lengths, lam_db, gen)
     sections = [_FittedSection(j.config, stack.coded_tensors(i), codes[i], stack.model(i).eval(), logs[i].restarts)
                 for i, j in enumerate(jobs)]
-    return _Group(jobs, stack, coords, target, iters), sections
+    return _Group(jobs, stack, coords, target, counts, iters), sections
 
 
 def _fine_tune_group(group: _Group, sections: list[_FittedSection], gen: torch.Generator) -> None:
     """Quantization-aware fine-tuning with the sections' final steps; their tensors become the tuned ones."""
     settings = FitSettings()
     quantization_aware_fit(group.stack, group.coords, group.target, [f.codes for f in sections],
-                           int(group.iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen)
+                           int(group.iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen, group.lengths)
     for i, f in enumerate(sections):
         f.tensors = OrderedDict((k, v.cpu()) for k, v in group.stack.coded_tensors(i).items())
 
@@ -217,18 +234,33 @@ def _budget(modality: Modality, desc: Any, opts: EncodeOptions) -> tuple[presets
 
 
 def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:
-    """Jobs that can share a stack (same config, section length and budget), at most ``limit`` each."""
+    """Jobs that can share a stack (one network family, the same iterations and lambda), at most ``limit`` each.
+
+    Sections of different lengths and widths share a stack (padded to the longest and the
+    widest); within a family, jobs are ordered by size so that each stack pads little.
+    """
     by_key: dict[tuple, list[_Job]] = {}
     for j in jobs:
-        by_key.setdefault((j.config, j.coords.shape, iters[j.signal]), []).append(j)
-    return [g[i : i + limit] for g in by_key.values() for i in range(0, len(g), limit)]
+        by_key.setdefault((family(j.config), j.coords.shape[1:], iters[j.signal]), []).append(j)
+    out = []
+    for g in by_key.values():
+        g = sorted(g, key=lambda j: (j.config.parameter_count(), j.coords.shape[0]))
+        n = -(-len(g) // limit)  # as few stacks as the limit allows, of even sizes
+        out += [g[i * len(g) // n : (i + 1) * len(g) // n] for i in range(n)]
+    return out
+
+
+def _stack_limit(device: torch.device) -> int:
+    """Networks per stack: ``STACK_POINTS`` training points per step (``STACK_POINTS_GPU`` on a GPU)."""
+    return max(1, (STACK_POINTS_GPU if device.type == "cuda" else STACK_POINTS) // FitSettings.batch)
 
 
 def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
     """Fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
 
-    Every section of every signal gets its own network; sections with the same config and
-    length are fitted as one stack (at most ``STACK_POINTS`` points per step). Each
+    Every section of every signal gets its own network; sections whose networks are of one
+    family (any lengths; see :func:`_groups`) are fitted as one stack (at most
+    ``STACK_POINTS`` points per step, ``STACK_POINTS_GPU`` on a GPU). Each
     result's ``encode_seconds`` is its share of the whole run's time.
     """
     t0 = time.perf_counter()
@@ -249,7 +281,7 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
             jobs.append(_Job(i, start, stop, cfg, *modality.training_set(signal, targets, start, stop)))
     fitted: dict[tuple[int, int], _FittedSection] = {}
     stacks: list[tuple[_Group, list[_FittedSection]]] = []
-    groups = _groups(jobs, iters, max(1, STACK_POINTS // FitSettings.batch))
+    groups = _groups(jobs, iters, _stack_limit(device))
     for g, group in enumerate(groups):
         label = f"fit {modality.name}" + (f" {g + 1}/{len(groups)}" if len(groups) > 1 else "")
         lead = group[0].signal

@@ -86,20 +86,21 @@ def quantize_model(tensors: "OrderedDict[str, torch.Tensor]", codes: dict[str, i
 def search_steps(
     networks: "list[OrderedDict[str, torch.Tensor]]",
     distortion: Callable[[list[dict[str, torch.Tensor]]], list[float]],
-    n_params: int,
+    n_params: int | list[int],
     lam_db: float,
 ) -> list[dict[str, int]]:
     """Choose each tensor's step code by rate-distortion, one tensor at a time, for several networks at once.
 
-    ``networks`` holds each network's tensors (same names and shapes); ``distortion`` maps
+    ``networks`` holds each network's tensors (same names); ``distortion`` maps
     one set of (dequantized) tensors per network to each network's MSE of its decoded
     signal, so all networks are measured in one evaluation. Rate is counted in bits per
-    parameter (``n_params``). All tensors start nearly lossless (a step of std/256), so
+    parameter (``n_params``, or one count per network). All tensors start nearly lossless (a step of std/256), so
     each tensor's choice sees its own effect; a first sweep tries every other code from
     std to std/1024 (and finer while the finest keeps winning: a SIREN's first layer over
     a long time axis needs phase precision far below std/1024), a second refines by one.
     """
     names = list(networks[0])
+    counts = n_params if isinstance(n_params, list) else [n_params] * len(networks)
     current: list[dict[str, QuantizedTensor]] = []
     for tensors in networks:
         chosen = {}
@@ -131,7 +132,7 @@ def search_steps(
             for i, qt in enumerate(trial):
                 if qt is None:
                     continue
-                rate = (sum(bits[i].values()) - bits[i][name] + qt.bits()) / n_params
+                rate = (sum(bits[i].values()) - bits[i][name] + qt.bits()) / counts[i]
                 cost = 10 * math.log10(max(mses[i], 1e-20)) + lam_db * rate
                 if cost < best[i][0]:
                     best[i] = (cost, qt)

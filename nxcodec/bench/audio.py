@@ -12,10 +12,15 @@ Baselines go through soundfile (libsndfile) and are measured fairly:
 - FLAC is the lossless reference line (its size only). FLAC holds integers: float
   clips are stored as 24-bit PCM.
 
+nxcodec fits every clip of one rate target together (``group`` clips per
+``encode_signals`` call: all of them on a GPU, one on a CPU): the windows of all those
+clips are networks of one family, so they share one stack and a GPU runs one fit for
+them all. The baselines run in worker processes meanwhile (on a GPU machine).
+
 Every (clip, codec, level) point is appended to ``OUT/points.jsonl`` as soon as it is
-measured, so an interrupted run resumes. The summary is one JSON per codec in the
-shared (CompressAI-style) layout with ``kbps`` as the rate, a per-clip CSV, the RD plot
-and a BD-rate / BD-PSNR table.
+measured, so an interrupted run resumes; the summaries are rewritten after every group
+of fits. The summary is one JSON per codec in the shared (CompressAI-style) layout with
+``kbps`` as the rate, a per-clip CSV, the RD plot and a BD-rate / BD-PSNR table.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import csv
 import io
 import json
 import math
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +44,7 @@ from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.results import git_commit, machine_name, read_points, write_json
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
 from nxcodec.signals.audio import audio_metrics
@@ -69,6 +77,8 @@ class AudioBenchConfig:
     device: str = "auto"
     max_clips: int | None = None
     max_seconds: float | None = None  # keep the middle N seconds of every clip
+    group: int | None = None  # clips fitted together per rate (default: all on a GPU, one on a CPU)
+    workers: int | None = None  # processes measuring the baselines (default: all cores but one on a GPU machine)
 
     @classmethod
     def quick(cls, src: Path, out: Path, device: str = "auto") -> "AudioBenchConfig":
@@ -80,6 +90,18 @@ def list_clips(cfg: AudioBenchConfig) -> list[Path]:
     audio = for_name("audio")
     paths = sorted(p for p in cfg.src.iterdir() if p.suffix.lower() in audio.extensions)
     return paths[: cfg.max_clips] if cfg.max_clips else paths
+
+
+def load_clip(path: Path, max_seconds: float | None):
+    """The clip as a signal, or its middle ``max_seconds`` (several clips open with silence)."""
+    audio = for_name("audio")
+    signal = audio.read(path)
+    if max_seconds:
+        d = signal.descriptor
+        keep = min(d.frames, int(max_seconds * d.sample_rate))
+        start = (d.frames - keep) // 2
+        signal = audio._signal(signal.data[start : start + keep], d.sample_rate, d.sample_format)
+    return signal
 
 
 def align(original: np.ndarray, decoded: np.ndarray, max_lag: int = MAX_LAG) -> tuple[np.ndarray, int]:
@@ -166,53 +188,100 @@ def _point(data: np.ndarray, rate: int, decoded: np.ndarray, n_bytes: int, enc_s
             "seg_snr": m["seg_snr"], "encode_seconds": enc_s, "decode_seconds": dec_s, "device": "cpu", **extra}
 
 
-def nxcodec_point(signal, kbps: float, cfg: AudioBenchConfig) -> dict:
+def nxcodec_points(names: list[str], signals: list, kbps: float, cfg: AudioBenchConfig) -> list[dict]:
+    """Encode several clips together at one rate target; decode each on the fitting device and measure it."""
     audio = for_name("audio")
-    res = encode_signal(audio, signal, EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device))
-    t0 = time.perf_counter()
-    _, decoded = decode_stream(res.data, device="cpu")
-    decode_seconds = time.perf_counter() - t0
-    m = audio.metrics(signal.data, decoded)
-    return {"bytes": len(res.data), "kbps": res.rate, "psnr": m["psnr"], "snr": m["snr"], "seg_snr": m["seg_snr"],
-            "float_psnr": res.float_metrics["psnr"], "encode_seconds": res.encode_seconds,
-            "decode_seconds": decode_seconds, "device": res.device, "params": res.n_params,
-            "sections": len(res.configs)}
+    results = encode_signals(audio, signals, EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device))
+    device = str(resolve_device(cfg.device))
+    points = []
+    for name, signal, res in zip(names, signals, results):
+        t0 = time.perf_counter()
+        _, decoded = decode_stream(res.data, device=device)
+        decode_seconds = time.perf_counter() - t0
+        m = audio.metrics(signal.data, decoded)
+        d = signal.descriptor
+        points.append({"clip": name, "codec": "nxcodec", "level": kbps, "seconds": d.frames / d.sample_rate,
+                       "bytes": len(res.data), "kbps": res.rate, "psnr": m["psnr"], "snr": m["snr"],
+                       "seg_snr": m["seg_snr"], "float_psnr": res.float_metrics["psnr"],
+                       "encode_seconds": res.encode_seconds, "decode_seconds": decode_seconds, "device": res.device,
+                       "params": res.n_params, "sections": len(res.configs), "fitted_together": len(signals)})
+    return points
+
+
+def baseline_point(path: Path, max_seconds: float | None, codec: str, level: float) -> dict:
+    """One MP3, Opus or FLAC point (a top-level function so that worker processes can run it)."""
+    signal = load_clip(path, max_seconds)
+    data, rate = signal.data, signal.descriptor.sample_rate
+    if codec == "mp3":
+        point = mp3_point(data, rate, level)
+    elif codec == "opus":
+        point = opus_point(data, rate, level)
+    else:
+        point = flac_point(data, rate, signal.descriptor.subtype)
+    point.update(clip=path.stem, codec=codec, level=level, seconds=len(data) / rate)
+    return point
+
+
+def _on_gpu(cfg: AudioBenchConfig) -> bool:
+    return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def _workers(cfg: AudioBenchConfig) -> int:
+    return cfg.workers if cfg.workers is not None else (max(1, (os.cpu_count() or 2) - 1) if _on_gpu(cfg) else 1)
 
 
 def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
-    """Measure every missing point, then write the summaries; returns the BD table."""
+    """Measure every missing point, then write the summaries; returns the BD table.
+
+    Rate targets run in turn; each fits ``group`` clips at a time together (all clips on a
+    GPU by default). Baselines run in ``workers`` processes meanwhile, or after nxcodec
+    with one worker. Summaries are rewritten after every group, so a stopped run leaves
+    usable results.
+    """
     cfg.out.mkdir(parents=True, exist_ok=True)
     store = cfg.out / "points.jsonl"
     points = read_points(store, ("clip", "codec", "level"))
-    audio = for_name("audio")
-    for path in list_clips(cfg):
-        signal = audio.read(path)
-        if cfg.max_seconds:  # the middle of the clip: several clips open with silence
-            d = signal.descriptor
-            keep = min(d.frames, int(cfg.max_seconds * d.sample_rate))
-            start = (d.frames - keep) // 2
-            signal = audio._signal(signal.data[start : start + keep], d.sample_rate, d.sample_format)
-        data, rate = signal.data, signal.descriptor.sample_rate
-        todo = ([("flac", 0.0)] + [("mp3", lv) for lv in MP3_LEVELS] + [("opus", lv) for lv in OPUS_LEVELS]
-                + [("nxcodec", k) for k in cfg.kbps])
-        for codec, level in todo:
-            if (path.stem, codec, level) in points:
-                continue
-            if codec == "nxcodec":
-                point = nxcodec_point(signal, level, cfg)
-            elif codec == "mp3":
-                point = mp3_point(data, rate, level)
-            elif codec == "opus":
-                point = opus_point(data, rate, level)
-            else:
-                point = flac_point(data, rate, signal.descriptor.subtype)
-            point.update(clip=path.stem, codec=codec, level=level, seconds=len(data) / rate)
-            with open(store, "a") as f:
-                f.write(json.dumps(point) + "\n")
-            points[(path.stem, codec, level)] = point
-            if codec == "nxcodec":
-                log(f"{path.stem} nxcodec {level:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
-                    f"(float {point['float_psnr']:.2f}), encode {point['encode_seconds']:.1f} s on {point['device']}")
+    paths = list_clips(cfg)
+
+    def keep(point: dict) -> None:
+        with open(store, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        points[(point["clip"], point["codec"], point["level"])] = point
+
+    baselines = [("flac", 0.0)] + [("mp3", lv) for lv in MP3_LEVELS] + [("opus", lv) for lv in OPUS_LEVELS]
+    todo = [(p, c, lv) for p in paths for c, lv in baselines if (p.stem, c, lv) not in points]
+    pool = None
+    if _workers(cfg) > 1 and todo:
+        pool = ProcessPoolExecutor(_workers(cfg), mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                                   initargs=(1,))
+    pending = [pool.submit(baseline_point, p, cfg.max_seconds, c, lv) for p, c, lv in todo] if pool else []
+
+    def collect(wait: bool) -> None:
+        for fut in [f for f in pending if wait or f.done()]:
+            keep(fut.result())
+            pending.remove(fut)
+
+    try:
+        size = cfg.group or (len(paths) if _on_gpu(cfg) else 1)
+        for kbps in cfg.kbps:
+            missing = [p for p in paths if (p.stem, "nxcodec", kbps) not in points]
+            for i in range(0, len(missing), size):
+                chunk = missing[i : i + size]
+                signals = [load_clip(p, cfg.max_seconds) for p in chunk]
+                for point in nxcodec_points([p.stem for p in chunk], signals, kbps, cfg):
+                    keep(point)
+                    log(f"{point['clip']} nxcodec {kbps:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
+                        f"(float {point['float_psnr']:.2f}), encode {point['encode_seconds']:.1f} s/clip on "
+                        f"{point['device']} ({len(chunk)} together)")
+                collect(wait=False)
+                summarise(cfg, list(points.values()))
+        if pool is None:
+            for p, c, lv in todo:
+                keep(baseline_point(p, cfg.max_seconds, c, lv))
+        collect(wait=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return summarise(cfg, list(points.values()))
 
 
@@ -251,7 +320,7 @@ def summarise(cfg: AudioBenchConfig, points: list[dict]) -> dict:
     devices = sorted({p["device"] for p in points if p["codec"] == "nxcodec"})
     meta = {"machine": machine_name(cfg.device), "nxcodec_devices": devices, "commit": git_commit(),
             "torch": torch.__version__, "libsndfile": sf.__libsndfile_version__, "clips": sorted(names),
-            "iters": cfg.iters, "kbps": list(cfg.kbps), "max_seconds": cfg.max_seconds}
+            "iters": cfg.iters, "kbps": list(cfg.kbps), "max_seconds": cfg.max_seconds, "group": cfg.group}
     write_json(cfg.out / "meta.json", meta)
     table = {}
     lines = ["| against | BD-rate (nxcodec vs it) | BD-PSNR |", "|---|---|---|"]

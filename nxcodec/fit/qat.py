@@ -42,10 +42,12 @@ def quantization_aware_fit(
     lr: float,
     batch: int,
     gen: torch.Generator,
+    lengths: torch.Tensor | None = None,
 ) -> None:
     """Fine-tune every network of ``stack`` in place for ``iters`` steps under straight-through rounding.
 
     A network whose loss turns non-finite goes back to where it started and stops.
+    ``lengths`` as for :func:`~nxcodec.fit.train.fit_stack`.
     """
     if iters <= 0:
         return
@@ -55,7 +57,7 @@ def quantization_aware_fit(
     opt = StackAdam(stack.params)
     start = {k: v.detach().clone() for k, v in stack.params.items()}
     active = torch.ones(m, device=coords.device)
-    draw = point_sampler(gen, coords.device)
+    draw = point_sampler(gen, coords.device, lengths)
     window: list[torch.Tensor] = []
     for it in range(iters):
         idx = draw(m, n, batch)

@@ -65,17 +65,27 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def point_sampler(gen: torch.Generator, device: torch.device) -> Callable[[int, int, int], torch.Tensor]:
+def point_sampler(gen: torch.Generator, device: torch.device,
+                  lengths: torch.Tensor | None = None) -> Callable[[int, int, int], torch.Tensor]:
     """``draw(m, n, b)``: ``b`` random point indices below ``n`` for each of ``m`` networks.
 
-    On a GPU the indices come from a device generator seeded from ``gen`` (no copy per
-    step); on the CPU from ``gen`` itself, so a CPU encode is reproducible from its seed.
+    With ``lengths`` (one per network, for a stack of sections of different sizes padded
+    to ``n``), network ``i``'s indices stay below ``lengths[i]``. On a GPU the indices come
+    from a device generator seeded from ``gen`` (no copy per step); on the CPU from ``gen``
+    itself, so a CPU encode is reproducible from its seed.
     """
-    if device.type == "cpu":
-        return lambda m, n, b: torch.randint(0, n, (m, b), generator=gen)
-    dgen = torch.Generator(device=device)
-    dgen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
-    return lambda m, n, b: torch.randint(0, n, (m, b), generator=dgen, device=device)
+    if lengths is not None and bool((lengths == lengths.max()).all()):
+        lengths = None  # one length: the plain draw
+    dgen = gen
+    if device.type != "cpu":
+        dgen = torch.Generator(device=device)
+        dgen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    if lengths is None:
+        return lambda m, n, b: torch.randint(0, n, (m, b), generator=dgen, device=device)
+    top = lengths.to(device=device, dtype=torch.float64).view(-1, 1)
+    last = lengths.to(device).view(-1, 1) - 1
+    return lambda m, n, b: torch.minimum((torch.rand((m, b), generator=dgen, device=device, dtype=torch.float64)
+                                          * top).long(), last)
 
 
 def take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -83,7 +93,8 @@ def take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(values, idx.unsqueeze(-1), dim=1)
 
 
-def voronoi_labels(coords: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+def voronoi_labels(coords: torch.Tensor, k: int, gen: torch.Generator,
+                   lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Label every point of each network with the nearest of ``k`` seed points drawn from its domain.
 
     A random partition into ``k`` connected cells of similar size: coherent enough for a
@@ -98,7 +109,7 @@ def voronoi_labels(coords: torch.Tensor, k: int, gen: torch.Generator) -> torch.
 
 
 def pretrain_manager(stack: ModelStack, coords: torch.Tensor, iters: int, lr: float, batch: int,
-                     gen: torch.Generator) -> None:
+                     gen: torch.Generator, lengths: torch.Tensor | None = None) -> None:
     """Train the managers alone towards random, balanced expert labels (a Voronoi partition).
 
     This spreads the experts over the domain before the gated fit; without it one expert
@@ -110,14 +121,14 @@ def pretrain_manager(stack: ModelStack, coords: torch.Tensor, iters: int, lr: fl
     if k == 1 or iters <= 0:
         return
     m, n = coords.shape[:2]
-    labels = voronoi_labels(coords, k, gen)
+    labels = voronoi_labels(coords, k, gen, lengths)
     with torch.no_grad():  # the expert encoder is frozen here: its features are computed once
         parts = [stack(coords[:, a : a + (1 << 16)], "encode") for a in range(0, n, 1 << 16)]
         g, h = torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
     manager = stack.manager_paths()
     opt = StackAdam({p: t for p, t in stack.params.items() if p in manager})
     lr_all = torch.full((m,), lr, device=coords.device)
-    draw = point_sampler(gen, coords.device)
+    draw = point_sampler(gen, coords.device, lengths)
     for _ in range(iters):
         idx = draw(m, n, min(batch, n))
         params = {p: t if p in manager else t.detach() for p, t in stack.params.items()}
@@ -167,23 +178,25 @@ class _Guard:
 
 
 def fit_stack(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, settings: FitSettings,
-              gen: torch.Generator, loss_fn: LossFn = gated_mse) -> list[FitLog]:
+              gen: torch.Generator, loss_fn: LossFn = gated_mse, lengths: torch.Tensor | None = None) -> list[FitLog]:
     """Fit network ``i`` of ``stack`` so that its routed prediction at ``coords[i]`` approximates ``target[i]``.
 
     ``coords`` is ``(M, n, d)`` and ``target`` ``(M, n, C)`` on the stack's device;
-    ``loss_fn`` returns one loss per network.
+    ``loss_fn`` returns one loss per network. ``lengths`` (``(M,)``, optional) says how
+    many leading points of each network's set are real when the sets were padded to ``n``.
     """
     m, n = coords.shape[:2]
     logs = [FitLog() for _ in range(m)]
     batch = min(settings.batch, n)
     pre = int(settings.iters * settings.pretrain_frac) if stack.cfg.n_experts > 1 else 0
-    pretrain_manager(stack, coords, max(pre, settings.pretrain_min_iters), settings.pretrain_lr, batch, gen)
+    pretrain_manager(stack, coords, max(pre, settings.pretrain_min_iters), settings.pretrain_lr, batch, gen,
+                     lengths)
     iters = settings.iters - pre
     freeze_at = int(iters * (1 - settings.experts_only_frac))
     shared = stack.shared_paths()
     opt = StackAdam(stack.params, {p: settings.manager_lr_frac for p in stack.manager_paths()})
     guard = _Guard(stack, opt, settings.max_restarts, logs)
-    draw = point_sampler(gen, coords.device)
+    draw = point_sampler(gen, coords.device, lengths)
     bar = _progress(iters, settings.progress, settings.desc)
     window: list[torch.Tensor] = []
     for it in range(iters):
