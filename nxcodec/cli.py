@@ -268,6 +268,12 @@ def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, 
     _run_batch_cli("decode", src, dst, None, resume, force, workers, devices, ray_address)
 
 
+workers_option = click.option(
+    "--workers", type=click.IntRange(min=1),
+    help="Processes measuring the baselines while nxcodec fits [default: all cores but one on a GPU machine, 1 "
+         "otherwise].")
+
+
 @main.group()
 def bench() -> None:
     """Rate-distortion benchmarks against the codecs people use instead."""
@@ -299,9 +305,7 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
 @click.option("--images", "max_images", type=click.IntRange(min=1), help="Only the first N images (sorted by name).")
 @click.option("--group", type=click.IntRange(min=1),
               help="Images fitted side by side per quality [default: 32 on a GPU, 1 on a CPU].")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Processes measuring the baselines while nxcodec fits [default: all cores but one on a GPU "
-                   "machine, 1 otherwise].")
+@workers_option
 @device_option
 @user_errors
 def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters: int | None, max_images: int | None,
@@ -337,9 +341,7 @@ def _kbps_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--seconds", "max_seconds", type=click.FloatRange(min=0.01), help="Keep the middle N seconds of every clip.")
 @click.option("--group", type=click.IntRange(min=1),
               help="Clips fitted together per rate (all their windows in one stack) [default: all on a GPU, 1 on a CPU].")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Processes measuring the baselines while nxcodec fits [default: all cores but one on a GPU "
-                   "machine, 1 otherwise].")
+@workers_option
 @device_option
 @user_errors
 def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int | None, max_clips: int | None,
@@ -369,10 +371,13 @@ def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int 
 @click.option("--qualities", help="nxcodec quality points, e.g. 1,3,5,7,9 [default: 1,3,5,7,9].")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations for every point (default: the presets').")
 @click.option("--meshes", "max_meshes", type=click.IntRange(min=1), help="Only the first N meshes (sorted by name).")
+@click.option("--group", type=click.IntRange(min=1),
+              help="Meshes fitted side by side per quality [default: all on a GPU, 1 on a CPU].")
+@workers_option
 @device_option
 @user_errors
 def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters: int | None, max_meshes: int | None,
-                device: str) -> None:
+                group: int | None, workers: int | None, device: str) -> None:
     """nxcodec against Draco and Draco after decimation on every mesh of SRC, with bytes at equal Chamfer."""
     from nxcodec.bench.shape import ShapeBenchConfig, check_source, list_meshes, run
 
@@ -381,6 +386,7 @@ def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters:
     cfg.qualities = _qualities(qualities) or cfg.qualities
     cfg.iters = iters or cfg.iters
     cfg.max_meshes = max_meshes or cfg.max_meshes
+    cfg.group, cfg.workers = group, workers
     if not list_meshes(cfg):
         raise InputError(f"{src}: no meshes")
     run(cfg, log=lambda line: click.echo(line, err=True))

@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -43,7 +39,8 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
-from nxcodec.bench.results import git_commit, machine_name, read_points, write_json
+from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -222,67 +219,34 @@ def baseline_point(path: Path, max_seconds: float | None, codec: str, level: flo
     return point
 
 
-def _on_gpu(cfg: AudioBenchConfig) -> bool:
-    return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-
-
-def _workers(cfg: AudioBenchConfig) -> int:
-    return cfg.workers if cfg.workers is not None else (max(1, (os.cpu_count() or 2) - 1) if _on_gpu(cfg) else 1)
-
-
 def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
     """Measure every missing point, then write the summaries; returns the BD table.
 
     Rate targets run in turn; each fits ``group`` clips at a time together (all clips on a
-    GPU by default). Baselines run in ``workers`` processes meanwhile, or after nxcodec
-    with one worker. Summaries are rewritten after every group, so a stopped run leaves
-    usable results.
+    GPU by default) while the baselines run in worker processes
+    (:func:`nxcodec.bench.runner.run_points`).
     """
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    store = cfg.out / "points.jsonl"
-    points = read_points(store, ("clip", "codec", "level"))
+    store = PointStore(cfg.out / "points.jsonl", ("clip", "codec", "level"))
     paths = list_clips(cfg)
-
-    def keep(point: dict) -> None:
-        with open(store, "a") as f:
-            f.write(json.dumps(point) + "\n")
-        points[(point["clip"], point["codec"], point["level"])] = point
-
     baselines = [("flac", 0.0)] + [("mp3", lv) for lv in MP3_LEVELS] + [("opus", lv) for lv in OPUS_LEVELS]
-    todo = [(p, c, lv) for p in paths for c, lv in baselines if (p.stem, c, lv) not in points]
-    pool = None
-    if _workers(cfg) > 1 and todo:
-        pool = ProcessPoolExecutor(_workers(cfg), mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                                   initargs=(1,))
-    pending = [pool.submit(baseline_point, p, cfg.max_seconds, c, lv) for p, c, lv in todo] if pool else []
+    jobs = [(p, cfg.max_seconds, c, lv) for p in paths for c, lv in baselines if (p.stem, c, lv) not in store]
 
-    def collect(wait: bool) -> None:
-        for fut in [f for f in pending if wait or f.done()]:
-            keep(fut.result())
-            pending.remove(fut)
-
-    try:
-        size = cfg.group or (len(paths) if _on_gpu(cfg) else 1)
+    def rounds():
+        size = cfg.group or (len(paths) if on_gpu(cfg.device) else 1)
         for kbps in cfg.kbps:
-            missing = [p for p in paths if (p.stem, "nxcodec", kbps) not in points]
+            missing = [p for p in paths if (p.stem, "nxcodec", kbps) not in store]
             for i in range(0, len(missing), size):
                 chunk = missing[i : i + size]
-                signals = [load_clip(p, cfg.max_seconds) for p in chunk]
-                for point in nxcodec_points([p.stem for p in chunk], signals, kbps, cfg):
-                    keep(point)
-                    log(f"{point['clip']} nxcodec {kbps:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
-                        f"(float {point['float_psnr']:.2f}), encode {point['encode_seconds']:.1f} s/clip on "
-                        f"{point['device']} ({len(chunk)} together)")
-                collect(wait=False)
-                summarise(cfg, list(points.values()))
-        if pool is None:
-            for p, c, lv in todo:
-                keep(baseline_point(p, cfg.max_seconds, c, lv))
-        collect(wait=True)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return summarise(cfg, list(points.values()))
+                yield nxcodec_points([p.stem for p in chunk], [load_clip(p, cfg.max_seconds) for p in chunk], kbps, cfg)
+
+    def report(point: dict) -> None:
+        log(f"{point['clip']} nxcodec {point['level']:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
+            f"(float {point['float_psnr']:.2f}), encode {point['encode_seconds']:.1f} s/clip on "
+            f"{point['device']} ({point['fitted_together']} together)")
+
+    run_points(store, baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+               after_round=lambda: summarise(cfg, store.values()), log=report)
+    return summarise(cfg, store.values())
 
 
 def curve(name: str, points: list[dict]) -> dict:

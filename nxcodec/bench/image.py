@@ -7,12 +7,8 @@ summarised into one CompressAI-format JSON per codec, a per-image CSV and a BD-r
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -27,10 +23,10 @@ from nxcodec.bench.results import (
     compressai_json,
     git_commit,
     machine_name,
-    read_points,
     write_csv,
     write_json,
 )
+from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -113,69 +109,37 @@ def _baseline_point(path: Path, downscale: int, codec: str, quality: int) -> dic
             "decode_seconds": p.decode_seconds, "device": "cpu"}
 
 
-def _on_gpu(cfg: BenchConfig) -> bool:
-    return cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-
-
 def _group_size(cfg: BenchConfig) -> int:
-    return cfg.group if cfg.group is not None else (32 if _on_gpu(cfg) else 1)
-
-
-def _workers(cfg: BenchConfig) -> int:
-    return cfg.workers if cfg.workers is not None else (max(1, (os.cpu_count() or 2) - 1) if _on_gpu(cfg) else 1)
+    return cfg.group if cfg.group is not None else (32 if on_gpu(cfg.device) else 1)
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Measure every missing point, then write the summaries; returns the BD table as a dict.
 
-    Baseline points run in ``cfg.workers`` processes while nxcodec fits; nxcodec fits
-    ``group`` images side by side per quality. Summaries are rewritten after every
-    group, so an interrupted run leaves usable results.
+    Baseline points run in worker processes while nxcodec fits ``group`` images side by
+    side per quality (:func:`nxcodec.bench.runner.run_points`).
     """
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    store = cfg.out / "points.jsonl"
-    points = read_points(store, ("image", "codec", "quality"))
+    store = PointStore(cfg.out / "points.jsonl", ("image", "codec", "quality"))
     baselines = [b for b in cfg.baselines if b != "avif" or features.check("avif")]
     paths = list_images(cfg)
+    jobs = [(p, cfg.downscale, b, q) for p in paths for b in baselines for q in BASELINE_QUALITIES[b]
+            if (p.stem, b, q) not in store]
 
-    def keep(point: dict) -> None:
-        with open(store, "a") as f:
-            f.write(json.dumps(point) + "\n")
-        points[(point["image"], point["codec"], point["quality"])] = point
-
-    todo = [(p, b, q) for p in paths for b in baselines for q in BASELINE_QUALITIES[b] if (p.stem, b, q) not in points]
-    pool = None
-    if _workers(cfg) > 1 and todo:
-        pool = ProcessPoolExecutor(_workers(cfg), mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                                   initargs=(1,))
-    pending = [pool.submit(_baseline_point, p, cfg.downscale, b, q) for p, b, q in todo] if pool else []
-
-    def collect(wait: bool) -> None:
-        for fut in [f for f in pending if wait or f.done()]:
-            keep(fut.result())
-            pending.remove(fut)
-
-    try:
+    def rounds():
         size = _group_size(cfg)
         for q in cfg.qualities:
-            missing = [p for p in paths if (p.stem, "nxcodec", q) not in points]
+            missing = [p for p in paths if (p.stem, "nxcodec", q) not in store]
             for i in range(0, len(missing), size):
                 chunk = missing[i : i + size]
-                for point in _nxcodec_points([p.stem for p in chunk], [load_rgb(p, cfg.downscale) for p in chunk], q,
-                                             cfg):
-                    keep(point)
-                    log(f"{point['image']} nxcodec q{q}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
-                        f"encode {point['encode_seconds']:.1f} s/image on {point['device']}")
-                collect(wait=False)
-                summarise(cfg, list(points.values()), baselines)
-        if pool is None:
-            for p, b, q in todo:
-                keep(_baseline_point(p, cfg.downscale, b, q))
-        collect(wait=True)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return summarise(cfg, list(points.values()), baselines)
+                yield _nxcodec_points([p.stem for p in chunk], [load_rgb(p, cfg.downscale) for p in chunk], q, cfg)
+
+    def report(point: dict) -> None:
+        log(f"{point['image']} nxcodec q{point['quality']}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
+            f"encode {point['encode_seconds']:.1f} s/image on {point['device']}")
+
+    run_points(store, _baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+               after_round=lambda: summarise(cfg, store.values(), baselines), log=report)
+    return summarise(cfg, store.values(), baselines)
 
 
 def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str]) -> dict:

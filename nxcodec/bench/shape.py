@@ -11,18 +11,19 @@ measured per mesh and reported.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from nxcodec.bench.results import git_commit, machine_name, read_points, write_json
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
+from nxcodec.codec import EncodeOptions, decode_stream, encode_signals
 from nxcodec.errors import InputError
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -33,6 +34,7 @@ DRACO_BITS = (7, 8, 9, 10, 11, 12, 14)
 DECIMATE_KEEP = (0.3, 0.1, 0.03, 0.01, 0.004)  # fractions of the faces kept before Draco
 DECIMATE_BITS = (8, 9, 10, 11)
 DRACO_LEVEL = 10
+METRICS = MetricSettings()  # how every codec's points are measured (the floor uses the next seed)
 FIELDS = ("bytes", "chamfer_l1", "iou", "normal_consistency", "fscore", "encode_seconds", "decode_seconds")
 DESCRIPTIONS = {
     "nxcodec": "nxcodec (Neural-Experts SDF, quantized and range-coded; marching cubes at 256^3)",
@@ -53,6 +55,8 @@ class ShapeBenchConfig:
     max_meshes: int | None = None
     decimate_keep: tuple[float, ...] = DECIMATE_KEEP
     decimate_bits: tuple[int, ...] = DECIMATE_BITS
+    group: int | None = None  # meshes fitted side by side (default: all on a GPU, one on a CPU)
+    workers: int | None = None  # processes measuring the baselines (default: all cores but one on a GPU machine)
 
     @classmethod
     def quick(cls, src: Path, out: Path, device: str = "auto") -> "ShapeBenchConfig":
@@ -64,6 +68,24 @@ def list_meshes(cfg: ShapeBenchConfig) -> list[Path]:
     shape = for_name("shape")
     paths = sorted(p for p in cfg.src.iterdir() if p.suffix.lower() in shape.extensions)
     return paths[: cfg.max_meshes] if cfg.max_meshes else paths
+
+
+@lru_cache(maxsize=4)
+def _original(path: Path) -> tuple[Mesh, SurfaceIndex]:
+    """The mesh and its surface index, made once per process (baseline workers reuse them)."""
+    mesh: Mesh = for_name("shape").read(path).data
+    return mesh, SurfaceIndex(mesh)
+
+
+def _baseline_point(path: Path, bits: int, keep: float) -> dict:
+    """One Draco point (after decimation to ``keep`` of the faces when under 1), or the floor when ``bits`` is 0.
+
+    A top-level function, so that worker processes can run it.
+    """
+    mesh, index = _original(path)
+    if bits == 0:
+        return _floor_point(path.stem, mesh, index)
+    return _draco_point(path.stem, mesh, index, bits, keep)
 
 
 def _draco_point(name: str, mesh: Mesh, index: SurfaceIndex, bits: int, keep: float) -> dict:
@@ -81,73 +103,70 @@ def _draco_point(name: str, mesh: Mesh, index: SurfaceIndex, bits: int, keep: fl
     dec = DracoPy.decode(data)
     decode_seconds = time.perf_counter() - t0
     decoded = Mesh(np.asarray(dec.points, dtype=np.float64), np.asarray(dec.faces, dtype=np.int64).reshape(-1, 3))
-    m = shape_metrics(mesh, decoded, MetricSettings(), index)
+    m = shape_metrics(mesh, decoded, METRICS, index)
     codec = "draco" if keep == 1 else "draco_decimated"
     return {"mesh": name, "codec": codec, "quality": f"q{bits}_keep{keep:g}", "bits": bits, "keep": keep,
             "bytes": len(data), "faces": int(len(decoded.faces)), **m, "encode_seconds": encode_seconds,
             "decode_seconds": decode_seconds, "device": "cpu"}
 
 
-def _nxcodec_point(name: str, path: Path, quality: int, cfg: ShapeBenchConfig) -> dict:
+def _nxcodec_points(paths: list[Path], quality: int, cfg: ShapeBenchConfig) -> list[dict]:
+    """Fit the meshes together at one quality (one stack on a GPU); decode each on the CPU and measure it."""
     shape = for_name("shape")
-    signal = shape.read(path)
-    res = encode_signal(shape, signal, EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device))
-    t0 = time.perf_counter()
-    _, decoded = decode_stream(res.data, device="cpu")
-    decode_seconds = time.perf_counter() - t0
-    return {"mesh": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "faces": int(len(decoded.faces)),
-            **res.metrics, "float_chamfer_l1": res.float_metrics["chamfer_l1"], "float_iou": res.float_metrics["iou"],
-            "n_params": res.n_params, "encode_seconds": res.encode_seconds, "decode_seconds": decode_seconds,
-            "device": res.device}
+    signals = [shape.read(p) for p in paths]
+    results = encode_signals(shape, signals, EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device))
+    points = []
+    for path, res in zip(paths, results):
+        t0 = time.perf_counter()
+        _, decoded = decode_stream(res.data, device="cpu")
+        decode_seconds = time.perf_counter() - t0
+        points.append({"mesh": path.stem, "codec": "nxcodec", "quality": quality, "bytes": len(res.data),
+                       "faces": int(len(decoded.faces)), **res.metrics,
+                       "float_chamfer_l1": res.float_metrics["chamfer_l1"], "float_iou": res.float_metrics["iou"],
+                       "n_params": res.n_params, "encode_seconds": res.encode_seconds,
+                       "decode_seconds": decode_seconds, "device": res.device, "fitted_together": len(paths)})
+    return points
 
 
 def _floor_point(name: str, mesh: Mesh, index: SurfaceIndex) -> dict:
     """The original against itself with fresh samples: what the metrics read for a perfect codec."""
-    m = shape_metrics(mesh, mesh, MetricSettings(seed=1), index)
+    m = shape_metrics(mesh, mesh, replace(METRICS, seed=METRICS.seed + 1), index)
     return {"mesh": name, "codec": "floor", "quality": 0, "bytes": 0, **m}
 
 
-def _key(p: dict) -> tuple:
-    return (p["mesh"], p["codec"], p["quality"])
-
-
 def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
-    """Measure every missing point, then write the summaries; returns the equal-Chamfer table."""
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    store = cfg.out / "points.jsonl"
-    points = read_points(store, ("mesh", "codec", "quality"))
+    """Measure every missing point, then write the summaries; returns the equal-Chamfer table.
 
-    def keep(point: dict) -> None:
-        with open(store, "a") as f:
-            f.write(json.dumps(point) + "\n")
-        points[_key(point)] = point
-
+    Qualities run in turn, each fitting every mesh together (on a GPU; one at a time on a
+    CPU) while the floor and Draco points run in worker processes
+    (:func:`nxcodec.bench.runner.run_points`).
+    """
+    store = PointStore(cfg.out / "points.jsonl", ("mesh", "codec", "quality"))
     meshes = list_meshes(cfg)
-    for path in meshes:
-        name = path.stem
-        signal = for_name("shape").read(path)
-        mesh: Mesh = signal.data
-        index = SurfaceIndex(mesh)
-        if (name, "floor", 0) not in points:
-            keep(_floor_point(name, mesh, index))
-        for bits in DRACO_BITS:
-            if (name, "draco", f"q{bits}_keep1") not in points:
-                keep(_draco_point(name, mesh, index, bits, 1.0))
-        for k in cfg.decimate_keep:
-            for bits in cfg.decimate_bits:
-                if (name, "draco_decimated", f"q{bits}_keep{k:g}") not in points:
-                    keep(_draco_point(name, mesh, index, bits, k))
-        log(f"{name}: Draco points done")
-    for q in cfg.qualities:  # quality-major, so an interrupted run has every mesh at the first rates
-        for path in meshes:
-            name = path.stem
-            if (name, "nxcodec", q) in points:
-                continue
-            p = _nxcodec_point(name, path, q, cfg)
-            keep(p)
-            log(f"{name} nxcodec q{q}: {p['bytes']} bytes, Chamfer-L1 {p['chamfer_l1']:.5f}, IoU {p['iou']:.4f}, "
-                f"encode {p['encode_seconds']:.1f} s on {p['device']}")
-    return summarise(cfg, list(points.values()))
+    grid = [(0, 0.0)] + [(bits, 1.0) for bits in DRACO_BITS] + [(b, k) for k in cfg.decimate_keep for b in cfg.decimate_bits]
+    jobs = [(p, bits, keep) for p in meshes for bits, keep in grid if (p.stem, *_baseline_key(bits, keep)) not in store]
+
+    def rounds():
+        size = cfg.group or (len(meshes) if on_gpu(cfg.device) else 1)
+        for q in cfg.qualities:  # quality-major, so a stopped run has every mesh at the first rates
+            missing = [p for p in meshes if (p.stem, "nxcodec", q) not in store]
+            for i in range(0, len(missing), size):
+                yield _nxcodec_points(missing[i : i + size], q, cfg)
+
+    def report(p: dict) -> None:
+        log(f"{p['mesh']} nxcodec q{p['quality']}: {p['bytes']} bytes, Chamfer-L1 {p['chamfer_l1']:.5f}, "
+            f"IoU {p['iou']:.4f}, encode {p['encode_seconds']:.1f} s/mesh on {p['device']} "
+            f"({p['fitted_together']} together)")
+
+    run_points(store, _baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+               after_round=lambda: summarise(cfg, store.values()), log=report)
+    return summarise(cfg, store.values())
+
+
+def _baseline_key(bits: int, keep: float) -> tuple[str, object]:
+    if bits == 0:
+        return "floor", 0
+    return ("draco" if keep == 1 else "draco_decimated"), f"q{bits}_keep{keep:g}"
 
 
 def envelope(points: list[dict]) -> list[tuple[int, float]]:
@@ -195,7 +214,7 @@ def summarise(cfg: ShapeBenchConfig, points: list[dict]) -> dict:
     rows = [",".join(cols)] + [",".join(str(p.get(c, "")) for c in cols)
                               for p in sorted(points, key=lambda p: (p["mesh"], p["codec"], p["bytes"]))]
     write_bytes_atomic(cfg.out / "per_mesh.csv", ("\n".join(rows) + "\n").encode(), force=True)
-    settings = MetricSettings()
+    settings = METRICS
     meta = {"machine": machine_name(cfg.device), "commit": git_commit(), "torch": torch.__version__,
             "meshes": names, "iters": cfg.iters, "qualities": list(cfg.qualities), "decode_resolution": 256,
             "metrics": {"chamfer": "L1, point-to-surface, both directions averaged, / bounding-box diagonal of the "
@@ -212,8 +231,9 @@ def summarise(cfg: ShapeBenchConfig, points: list[dict]) -> dict:
             ratio = p["bytes"] / ref if ref == ref else float("nan")
             table.setdefault(name, []).append({"quality": p["quality"], "bytes": p["bytes"], "chamfer_l1": p["chamfer_l1"],
                                                "iou": p["iou"], "draco_bytes": ref, "ratio": ratio})
-            ref_text = f"{ref:.0f}" if ref == ref else ("beyond the envelope's best" if p["chamfer_l1"] < front[-1][1]
-                                                         else "above the envelope's worst")
+            ref_text = (f"{ref:.0f}" if ref == ref else "no Draco points yet" if not front
+                        else "beyond the envelope's best" if p["chamfer_l1"] < front[-1][1]
+                        else "above the envelope's worst")
             lines.append(f"| {name} | {p['quality']} | {p['bytes']} | {p['chamfer_l1']:.5f} | {p['iou']:.4f} | {ref_text} | "
                          + (f"{ratio:.2f} |" if ratio == ratio else "- |"))
     floors = [p for p in points if p["codec"] == "floor"]

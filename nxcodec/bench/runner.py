@@ -1,0 +1,89 @@
+"""How every benchmark runs: baselines in worker processes while nxcodec fits, points kept as they come.
+
+A benchmark is a resumable store of points (``OUT/points.jsonl``), a list of baseline jobs
+(top-level functions with picklable arguments, so worker processes can run them) and a
+sequence of nxcodec rounds, each fitting a group of signals together on the device. With
+more than one worker the baselines run in processes alongside the fits (their timings are
+then measured on a busy machine, which the README of each result says); with one they run
+after the fits, in this process. Summaries are rewritten after every round, so a stopped
+run leaves usable results and a rerun measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nxcodec.bench.results import read_points
+
+
+def on_gpu(device: str) -> bool:
+    """Whether a benchmark's ``--device`` puts the fits on a GPU."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def default_workers(device: str, workers: int | None) -> int:
+    """Baseline processes: all cores but one while a GPU fits, else one (the fits need the CPU)."""
+    return workers if workers is not None else (max(1, (os.cpu_count() or 2) - 1) if on_gpu(device) else 1)
+
+
+class PointStore:
+    """The points measured so far, keyed by ``key`` fields, appended to ``path`` as they arrive."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.key = path, key
+        self.points = read_points(path, key)
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self.points
+
+    def keep(self, point: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(point) + "\n")
+        self.points[tuple(point[k] for k in self.key)] = point
+
+    def values(self) -> list[dict]:
+        return list(self.points.values())
+
+
+def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tuple], rounds: Iterable[list[dict]],
+               workers: int, after_round: Callable[[], Any] = lambda: None,
+               log: Callable[[dict], None] = lambda point: None) -> None:
+    """Measure ``baseline(*job)`` for every job and every point of every round into ``store``.
+
+    ``rounds`` is lazy (a generator): each step fits one group and yields its points, so
+    the baselines finished meanwhile are collected between fits.
+    """
+    pool = None
+    if workers > 1 and jobs:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
+                                   initargs=(1,))
+    pending: list[Future] = [pool.submit(baseline, *job) for job in jobs] if pool else []
+
+    def collect(wait: bool) -> None:
+        for fut in [f for f in pending if wait or f.done()]:
+            store.keep(fut.result())
+            pending.remove(fut)
+
+    try:
+        for points in rounds:
+            for point in points:
+                store.keep(point)
+                log(point)
+            collect(wait=False)
+            after_round()
+        if pool is None:
+            for job in jobs:
+                store.keep(baseline(*job))
+        collect(wait=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
