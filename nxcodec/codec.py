@@ -22,6 +22,7 @@ import torch
 from nxcodec import container, signals
 from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import presets
+from nxcodec.fit.losses import LossFn
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit_stack, take
 from nxcodec.model import ModelConfig, NeuralExperts
@@ -151,6 +152,7 @@ class _Group:
     target: torch.Tensor
     lengths: torch.Tensor  # points of each section (the rest of its row is padding)
     iters: int
+    loss: LossFn  # the modality's fitting loss, for fine-tuning too
 
 
 def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -162,7 +164,7 @@ def _padded(parts: list[torch.Tensor]) -> torch.Tensor:
 
 def _fit_group(
     jobs: list[_Job], iters: int, lam_db: float, opts: EncodeOptions, device: torch.device, gen: torch.Generator,
-    label: str,
+    label: str, loss: LossFn,
 ) -> tuple[_Group, list[_FittedSection]]:
     """Fit the networks of a group side by side and choose their steps (fine-tuning comes later)."""
     coords = _padded([j.coords for j in jobs]).to(device)
@@ -171,18 +173,19 @@ def _fit_group(
     counts = torch.tensor(lengths, device=device)
     stack = ModelStack.fresh([j.config for j in jobs], len(jobs), device)
     settings = FitSettings(iters=iters, progress=opts.progress, desc=label)
-    logs = fit_stack(stack, coords, target, settings, gen, lengths=counts)
+    logs = fit_stack(stack, coords, target, settings, gen, loss_fn=loss, lengths=counts)
     codes = _step_codes(stack, coords, target, lengths, lam_db, gen)
     sections = [_FittedSection(j.config, stack.coded_tensors(i), codes[i], stack.model(i).eval(), logs[i].restarts)
                 for i, j in enumerate(jobs)]
-    return _Group(jobs, stack, coords, target, counts, iters), sections
+    return _Group(jobs, stack, coords, target, counts, iters, loss), sections
 
 
 def _fine_tune_group(group: _Group, sections: list[_FittedSection], gen: torch.Generator) -> None:
     """Quantization-aware fine-tuning with the sections' final steps; their tensors become the tuned ones."""
     settings = FitSettings()
     quantization_aware_fit(group.stack, group.coords, group.target, [f.codes for f in sections],
-                           int(group.iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen, group.lengths)
+                           int(group.iters * QAT_FRAC), settings.lr * 0.1, settings.batch, gen, group.lengths,
+                           group.loss)
     for i, f in enumerate(sections):
         f.tensors = OrderedDict((k, v.cpu()) for k, v in group.stack.coded_tensors(i).items())
 
@@ -285,7 +288,8 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
     for g, group in enumerate(groups):
         label = f"fit {modality.name}" + (f" {g + 1}/{len(groups)}" if len(groups) > 1 else "")
         lead = group[0].signal
-        stacked, sections = _fit_group(group, iters[lead], budgets[lead][0].lam_db, opts, device, gen, label)
+        stacked, sections = _fit_group(group, iters[lead], budgets[lead][0].lam_db, opts, device, gen, label,
+                                       modality.loss)
         stacks.append((stacked, sections))
         fitted.update(((j.signal, j.start), f) for j, f in zip(group, sections))
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nxcodec.fit.losses import gated_mse
+from nxcodec.fit.losses import gated_l1, gated_mse
 from nxcodec.model import ModelConfig, NeuralExperts, tensor_shapes
 
 CFG = ModelConfig(in_dim=2, out_dim=3, encoding=1, n_freq=4, w0_first=30, w0_hidden=30, enc_width=12,
@@ -51,3 +51,12 @@ def test_gated_loss_weights_each_experts_error_by_its_gate():
     even = torch.tensor([[0.0, 0.0]])
     assert gated_mse(preds, confident, target) < 1e-6
     assert abs(float(gated_mse(preds, even, target)) - 0.5) < 1e-6
+
+
+def test_gated_l1_is_the_gate_weighted_absolute_error():
+    preds = torch.tensor([[[0.5], [-1.0]], [[1.0], [0.0]]])  # two experts, two points
+    target = torch.tensor([[1.0], [1.0]])
+    logits = torch.log(torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    # point 1: 0.25 * 0.5 + 0.75 * 0; point 2: 0.5 * 2 + 0.5 * 1
+    assert float(gated_l1(preds, logits, target)) == pytest.approx((0.125 + 1.5) / 2)
+    assert float(gated_mse(preds, logits, target)) == pytest.approx((0.0625 + 2.5) / 2)

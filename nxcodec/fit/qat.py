@@ -12,7 +12,7 @@ import math
 import torch
 
 from nxcodec.fit.adam import StackAdam
-from nxcodec.fit.losses import gated_mse
+from nxcodec.fit.losses import LossFn, gated_mse
 from nxcodec.fit.train import CHECK_EVERY, point_sampler, take
 from nxcodec.model.stack import ModelStack
 from nxcodec.quant import step_from_code
@@ -43,11 +43,12 @@ def quantization_aware_fit(
     batch: int,
     gen: torch.Generator,
     lengths: torch.Tensor | None = None,
+    loss_fn: LossFn = gated_mse,
 ) -> None:
     """Fine-tune every network of ``stack`` in place for ``iters`` steps under straight-through rounding.
 
     A network whose loss turns non-finite goes back to where it started and stops.
-    ``lengths`` as for :func:`~nxcodec.fit.train.fit_stack`.
+    ``lengths`` and ``loss_fn`` as for :func:`~nxcodec.fit.train.fit_stack`.
     """
     if iters <= 0:
         return
@@ -62,7 +63,7 @@ def quantization_aware_fit(
     for it in range(iters):
         idx = draw(m, n, batch)
         preds, logits = stack(take(coords, idx), "all", fake_quantize(stack.params, steps))
-        losses = gated_mse(preds, logits, take(target, idx))
+        losses = loss_fn(preds, logits, take(target, idx))
         losses.sum().backward()
         opt.step(lr * 0.5 * (1 + math.cos(math.pi * it / iters)) * active)
         window.append(losses.detach())

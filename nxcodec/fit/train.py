@@ -20,14 +20,13 @@ import torch
 
 from nxcodec.errors import NxcError
 from nxcodec.fit.adam import StackAdam
-from nxcodec.fit.losses import balanced_label_loss, gated_mse
+from nxcodec.fit.losses import LossFn, balanced_label_loss, gated_mse
 from nxcodec.model import NeuralExperts
 from nxcodec.model.stack import ModelStack
 from nxcodec.signals.base import psnr_from_mse
 
 CHECK_EVERY = 25  # steps between looks at the losses (each look waits for the GPU)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass

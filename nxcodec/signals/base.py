@@ -18,6 +18,7 @@ import torch
 
 from nxcodec.errors import InputError
 from nxcodec.fit import presets
+from nxcodec.fit.losses import LossFn, gated_mse
 from nxcodec.fit.presets import Preset, Shape
 
 DECODE_CHUNK = 1 << 16
@@ -54,6 +55,7 @@ class Modality(ABC):
     coord_dim: int  # dimensions of the coordinate grid
     default_extension: str  # what ``decode`` writes when no output is named
     decode_options: tuple[str, ...] = ()  # names of the decode-time options ``reconstruct`` takes
+    loss: LossFn = staticmethod(gated_mse)  # what fitting minimises, per network of a stack
 
     @property
     def output_extensions(self) -> tuple[str, ...]:

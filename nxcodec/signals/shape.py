@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nxcodec.errors import InputError, StreamError
+from nxcodec.fit.losses import gated_l1
 from nxcodec.fit.presets import Shape
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
 from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, sample_surface, shape_metrics
@@ -264,6 +265,7 @@ class ShapeModality(Modality):
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution",)
+    loss = staticmethod(gated_l1)  # the reference's: see gated_l1 for the measurement
 
     def read(self, path: Path) -> Signal:
         import trimesh
