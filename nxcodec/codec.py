@@ -236,7 +236,7 @@ def _budget(modality: Modality, desc: Any, opts: EncodeOptions) -> tuple[presets
     if not opts.rate > 0:
         raise NxcError("the rate target must be positive")
     bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
-    return modality.preset_for_rate(bits_per_sample), bits_per_sample / presets.BITS_PER_PARAMETER
+    return modality.preset_for_rate(bits_per_sample), bits_per_sample / modality.bits_per_parameter
 
 
 def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:
