@@ -94,8 +94,8 @@ def search_steps(
     ``networks`` holds each network's tensors (same names); ``distortion`` maps
     one set of (dequantized) tensors per network to each network's MSE of its decoded
     signal, so all networks are measured in one evaluation. Rate is counted in bits per
-    parameter (``n_params``, or one count per network). All tensors start nearly lossless (a step of std/256), so
-    each tensor's choice sees its own effect; a first sweep tries every other code from
+    parameter (``n_params``, or one count per network). Tensors not yet chosen keep their float values (their
+    rate is counted at a step of std/256), so each tensor's choice sees its own effect; a first sweep tries every other code from
     std to std/1024 (and finer while the finest keeps winning: a SIREN's first layer over
     a long time axis needs phase precision far below std/1024), a second refines by one.
     """
@@ -117,7 +117,10 @@ def search_steps(
         w = networks[i][name]
         return torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(w.shape).to(w.device)
 
-    values = [{n: as_tensor(i, n, qt) for n, qt in cur.items()} for i, cur in enumerate(current)]
+    # Tensors not yet chosen keep their float values: a step of std/256 is far from lossless
+    # for a first sine layer over a long axis (its phase error alone can cost 20 dB), and a
+    # distortion floor set by the undecided tensors hides each choice's own effect.
+    values = [{n: w.clone() for n, w in tensors.items()} for tensors in networks]
     bits = [{n: qt.bits() for n, qt in cur.items()} for cur in current]
 
     def best_of(name: str, candidates: list[list[int]]) -> None:

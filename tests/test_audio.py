@@ -338,3 +338,13 @@ def test_bench_fits_the_clips_of_a_rate_together_and_resumes(tmp_path, monkeypat
     monkeypatch.setattr(bench_audio, "nxcodec_points", fail)
     monkeypatch.setattr(bench_audio, "baseline_point", fail)
     bench_audio.run(cfg, log=lambda line: None)
+
+
+def test_rate_target_sizes_audio_networks_for_eight_bits_per_weight():
+    from nxcodec.codec import EncodeOptions, _budget
+
+    audio = for_name("audio")
+    desc = audio.from_array(np.zeros(44100, dtype=np.float32)).descriptor
+    _, per_sample = _budget(audio, desc, EncodeOptions(rate=32.0))
+    assert abs(per_sample * audio.num_samples(desc) * 8 - audio.bits_allowed(desc, 32.0)) < 1e-6
+    assert for_name("image").bits_per_parameter == 6.0

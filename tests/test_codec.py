@@ -164,3 +164,14 @@ def test_images_encoded_together_each_decode_to_their_own(rgb_image):
         assert psnr(original, decoded) > PSNR_FLOOR - 2.5  # two networks share the steps' random draws
         assert psnr(original, decoded) == pytest.approx(res.metrics["psnr"])
         assert psnr(other, decoded) < psnr(original, decoded) - 3
+
+
+def test_rate_shift_spares_the_first_layer_and_single_values():
+    from collections import OrderedDict
+
+    from nxcodec.codec import _shifted
+
+    tensors = OrderedDict([("encoder.0.weight", torch.zeros(1, 8)), ("encoder.1.weight", torch.zeros(8, 8)),
+                           ("experts.out.bias", torch.zeros(1, 1, 1))])
+    codes = {"encoder.0.weight": 60, "encoder.1.weight": 50, "experts.out.bias": 40}
+    assert _shifted(codes, 11, tensors) == {"encoder.0.weight": 60, "encoder.1.weight": 39, "experts.out.bias": 40}

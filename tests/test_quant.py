@@ -58,3 +58,27 @@ def test_step_search_of_several_networks_matches_searching_each_alone():
                           256, lam_db=1.0)[0] for t, r in zip(nets, refs)]
     assert together == alone
     assert together[0] != together[1]
+
+
+def test_step_search_keeps_a_phase_sensitive_first_layer_fine():
+    """A sine layer over a long axis (w0 = 300): each of its tensors alone needs a step far below std/256.
+
+    Measured: with the undecided tensors held at std/256 (the old search) the weight's choice
+    saw only the bias's phase noise and took the coarsest step: -2.1 dB SNR here (34.7 dB now).
+    """
+    torch.manual_seed(2)
+    t = torch.linspace(-1, 1, 4096)[:, None]
+    tensors = OrderedDict(w=torch.rand(1, 64) * 2 - 1, b=torch.rand(64) * 2 - 1, out=torch.randn(64, 1) * 0.1)
+
+    def field(p):
+        return torch.sin(300 * (t @ p["w"] + p["b"])) @ p["out"]
+
+    ref = field(tensors)
+
+    def distortion(networks):
+        return [float(((field(p) - ref) ** 2).mean()) for p in networks]
+
+    codes, = search_steps([tensors], distortion, 192, lam_db=2.0)
+    deq = {n: torch.from_numpy(dequantize(quantize(w, codes[n]), codes[n])).reshape(w.shape) for n, w in tensors.items()}
+    snr = 10 * np.log10(float((ref ** 2).mean()) / distortion([deq])[0])
+    assert snr > 30

@@ -171,6 +171,8 @@ class Modality(ABC):
         """The quality level's network density, fitting budget and rate trade-off (images' table by default)."""
         return presets.get(quality)
 
+    bits_per_parameter: float = presets.BITS_PER_PARAMETER  # coded bits per weight a rate target sizes the network for
+
     def preset_for_rate(self, bits_per_sample: float) -> Preset:
         """The preset whose typical rate is nearest to ``bits_per_sample`` (images' table by default)."""
         return presets.preset_for_rate(bits_per_sample)
