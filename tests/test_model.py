@@ -40,7 +40,10 @@ def test_routed_output_is_the_chosen_experts_prediction():
     routed, choice = model.forward_routed(coords)
     assert torch.equal(choice, logits.argmax(-1))
     expected = preds[choice, torch.arange(500)]
-    torch.testing.assert_close(routed, expected, rtol=1e-5, atol=1e-5)
+    # Not bit-exact: the routed path multiplies a subset of rows, which BLAS may block differently, and three
+    # sine layers with w0 = 30 amplify float32 rounding to ~2e-3 (seen in 1 run in 4); another expert's
+    # prediction would differ by O(1).
+    torch.testing.assert_close(routed, expected, rtol=0, atol=1e-2)
     assert len(choice.unique()) > 1
 
 
