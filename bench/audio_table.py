@@ -51,21 +51,19 @@ def main(folder: Path) -> None:
         mine = [p for p in ours if p["level"] == level]
         print(f"nxcodec {level:g} kbps: float (before quantization) PSNR {np.mean([p['float_psnr'] for p in mine]):.2f} dB")
     if len(sys.argv) > 2:
+        from nxcodec.bench.audio import load_clip
         from nxcodec.signals import for_name
 
         audio = for_name("audio")
         values = []
         for name in meta["clips"]:
-            path = next(Path(sys.argv[2]).glob(name + ".*"))
-            sig = audio.read(path)
-            keep = min(sig.descriptor.frames, int(meta["max_seconds"] * sig.descriptor.sample_rate))
-            start = (sig.descriptor.frames - keep) // 2
-            x = sig.data[start : start + keep]
+            x = load_clip(next(Path(sys.argv[2]).glob(name + ".*")), meta["max_seconds"]).data
             values.append(audio.metrics(x, np.zeros_like(x))["psnr"])
         print(f"silence (all zeros) on the same excerpts: PSNR {np.mean(values):.2f} dB")
     print()
     print(f"Machine: {meta['machine']}; commit {meta['commit']}; clips: {len(meta['clips'])}; "
-          f"iterations: {meta['iters']}; excerpt: {meta['max_seconds']} s.")
+          f"iterations: {meta['iters']}; excerpt: {meta['max_seconds'] or 'whole clips'}"
+          + (" s." if meta["max_seconds"] else "."))
 
 
 if __name__ == "__main__":
