@@ -2,16 +2,23 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import real_image
+import trimesh
 from PIL import Image
+
+import nxcodec.signals.shape as shape_mod
 
 from nxcodec.bench import image as bench_image
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
+from nxcodec.bench import shape as bench_shape
 from nxcodec.bench.plot import PUBLISHED, plot_rd
+from nxcodec.signals.sdf import MetricSettings
 
+FAST_SHAPE_METRICS = MetricSettings(surface_points=10_000, volume_points=10_000)
 REF = ([0.25, 0.5, 0.75, 1.0], [26.0, 29.0, 31.0, 32.5])
 
 
@@ -79,3 +86,47 @@ def test_plot_draws_measured_and_published_curves(tmp_path):
     for path in PUBLISHED.glob("*.json"):
         data = json.loads(path.read_text())
         assert data["source"] and len(data["results"]["bpp"]) == len(data["results"]["psnr-rgb"])
+
+
+def test_bench_fits_the_meshes_of_a_quality_together_and_resumes(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished point was measured again")
+
+    src = tmp_path / "meshes"
+    src.mkdir()
+    for i, subdivisions in enumerate((2, 3)):
+        ball = trimesh.creation.icosphere(subdivisions=subdivisions)
+        trimesh.Trimesh(ball.vertices * (1 + i), ball.faces).export(src / f"ball{i}.ply")
+    monkeypatch.setattr(shape_mod, "TRAIN_POINTS", 4096)
+    monkeypatch.setattr(shape_mod, "DEFAULT_RESOLUTION", 32)
+    monkeypatch.setattr(shape_mod, "METRICS", FAST_SHAPE_METRICS)
+    monkeypatch.setattr(bench_shape, "DRACO_BITS", (8,))
+    monkeypatch.setattr(bench_shape, "METRICS", FAST_SHAPE_METRICS)
+    monkeypatch.setattr(shape_mod, "SHAPE_SHAPE", replace(shape_mod.SHAPE_SHAPE, n_experts=1))  # no pretraining
+    cfg = bench_shape.ShapeBenchConfig(src, tmp_path / "out", qualities=(1,), iters=20, device="cpu",
+                                       decimate_keep=(0.3,), decimate_bits=(8,), group=2, workers=1)
+    real = bench_shape._baseline_point
+
+    def stop_at_draco(path, bits, keep):
+        if bits:
+            raise KeyboardInterrupt
+        return real(path, bits, keep)
+
+    monkeypatch.setattr(bench_shape, "_baseline_point", stop_at_draco)
+    with pytest.raises(KeyboardInterrupt):  # one worker: the baselines come after the fits
+        bench_shape.run(cfg, log=lambda line: None)
+    assert "no Draco points yet" in (cfg.out / "table.md").read_text()  # summarised after the fits
+    monkeypatch.setattr(bench_shape, "_baseline_point", real)
+    monkeypatch.setattr(bench_shape, "_nxcodec_points", fail)
+    bench_shape.run(cfg, log=lambda line: None)
+    points = [json.loads(line) for line in (cfg.out / "points.jsonl").read_text().splitlines()]
+    kinds = sorted((p["mesh"], p["codec"], str(p["quality"])) for p in points)
+    assert kinds == sorted((m, c, q) for m in ("ball0", "ball1") for c, q in
+                           [("floor", "0"), ("draco", "q8_keep1"), ("draco_decimated", "q8_keep0.3"),
+                            ("nxcodec", "1")])
+    nxc = [p for p in points if p["codec"] == "nxcodec"]
+    assert all(p["fitted_together"] == 2 and p["bytes"] > 0 and p["chamfer_l1"] < 0.1 for p in nxc)
+    table = json.loads((cfg.out / "table.json").read_text())
+    assert sorted(table) == ["ball0", "ball1"] and all(len(rows) == 1 for rows in table.values())
+    monkeypatch.setattr(bench_shape, "_baseline_point", fail)
+    bench_shape.run(cfg, log=lambda line: None)

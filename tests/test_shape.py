@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import subprocess
@@ -258,48 +257,3 @@ def test_an_image_stream_refuses_a_resolution(rgb_stream):
     with pytest.raises(InputError, match="resolution"):
         decode_stream(rgb_stream, resolution=64)
 
-
-def test_bench_fits_the_meshes_of_a_quality_together_and_resumes(tmp_path, monkeypatch):
-    from nxcodec.bench import shape as bench_shape
-
-    def fail(*args, **kwargs):
-        raise AssertionError("a finished point was measured again")
-
-    src = tmp_path / "meshes"
-    src.mkdir()
-    for i, subdivisions in enumerate((2, 3)):
-        ball = trimesh.creation.icosphere(subdivisions=subdivisions)
-        trimesh.Trimesh(ball.vertices * (1 + i), ball.faces).export(src / f"ball{i}.ply")
-    monkeypatch.setattr(shape_mod, "TRAIN_POINTS", 4096)
-    monkeypatch.setattr(shape_mod, "DEFAULT_RESOLUTION", 32)
-    monkeypatch.setattr(shape_mod, "METRICS", FAST_METRICS)
-    monkeypatch.setattr(bench_shape, "DRACO_BITS", (8,))
-    monkeypatch.setattr(bench_shape, "METRICS", FAST_METRICS)
-    monkeypatch.setattr(shape_mod, "SHAPE_SHAPE", replace(shape_mod.SHAPE_SHAPE, n_experts=1))  # no pretraining
-    cfg = bench_shape.ShapeBenchConfig(src, tmp_path / "out", qualities=(1,), iters=20, device="cpu",
-                                       decimate_keep=(0.3,), decimate_bits=(8,), group=2, workers=1)
-    real = bench_shape._baseline_point
-
-    def stop_at_draco(path, bits, keep):
-        if bits:
-            raise KeyboardInterrupt
-        return real(path, bits, keep)
-
-    monkeypatch.setattr(bench_shape, "_baseline_point", stop_at_draco)
-    with pytest.raises(KeyboardInterrupt):  # one worker: the baselines come after the fits
-        bench_shape.run(cfg, log=lambda line: None)
-    assert "no Draco points yet" in (cfg.out / "table.md").read_text()  # summarised after the fits
-    monkeypatch.setattr(bench_shape, "_baseline_point", real)
-    monkeypatch.setattr(bench_shape, "_nxcodec_points", fail)
-    bench_shape.run(cfg, log=lambda line: None)
-    points = [json.loads(line) for line in (cfg.out / "points.jsonl").read_text().splitlines()]
-    kinds = sorted((p["mesh"], p["codec"], str(p["quality"])) for p in points)
-    assert kinds == sorted((m, c, q) for m in ("ball0", "ball1") for c, q in
-                           [("floor", "0"), ("draco", "q8_keep1"), ("draco_decimated", "q8_keep0.3"),
-                            ("nxcodec", "1")])
-    nxc = [p for p in points if p["codec"] == "nxcodec"]
-    assert all(p["fitted_together"] == 2 and p["bytes"] > 0 and p["chamfer_l1"] < 0.1 for p in nxc)
-    table = json.loads((cfg.out / "table.json").read_text())
-    assert sorted(table) == ["ball0", "ball1"] and all(len(rows) == 1 for rows in table.values())
-    monkeypatch.setattr(bench_shape, "_baseline_point", fail)
-    bench_shape.run(cfg, log=lambda line: None)
