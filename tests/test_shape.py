@@ -109,6 +109,16 @@ def test_higher_resolution_is_finer(encoded):
     assert len(fine.faces) > 2 * len(coarse.faces)
 
 
+def test_a_noise_field_is_refused_before_its_surface_grows_huge():
+    """A hostile stream (or a failed fit) can put a surface in every cell: refused, not minutes of meshing."""
+    def noise(c):
+        return torch.sin(40 * c).prod(dim=1, keepdim=True).sign()
+
+    d = shape_mod.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
+    with pytest.raises(StreamError, match="not a shape's distance field"):
+        shape_mod.extract_surface(shape_mod.inside_box(noise, d), d, 96, torch.device("cpu"))
+
+
 def test_coarse_to_fine_evaluates_only_near_the_surface_and_loses_nothing():
     calls = []
 

@@ -34,6 +34,7 @@ DEFAULT_RESOLUTION = 256
 MAX_RESOLUTION = 1024
 MIN_RESOLUTION = 8
 MAX_FACES = 1 << 24
+FACES_PER_CELL2 = 64  # a decoded surface may have at most this x resolution^2 faces (a sphere has 5)
 MAX_COORD = 1e12  # largest |centre| and scale a descriptor may declare
 BLOCK_SLACK = 1.5  # a block is refined when |f| < slack x its half-diagonal (f is about 1-Lipschitz)
 MIN_COMPONENT = 0.005  # decoded components with less of the total area are floaters and dropped
@@ -212,6 +213,10 @@ def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: t
         verts.append(v)
         faces.append(f + count)
         count += len(v)
+        n_faces = sum(len(x) for x in faces)
+        if n_faces > FACES_PER_CELL2 * r * r:  # a noise-like field (a hostile stream or a failed fit)
+            raise StreamError(f"the decoded surface exceeds {FACES_PER_CELL2 * r * r} faces at resolution {r}: "
+                              "the network is not a shape's distance field")
 
     for zc in range(nb):
         z0, z1 = zc * b, min(zc * b + b, r - 1)
