@@ -109,12 +109,13 @@ def test_higher_resolution_is_finer(encoded):
     assert len(fine.faces) > 2 * len(coarse.faces)
 
 
-def test_a_noise_field_is_refused_before_its_surface_grows_huge():
+def test_a_noise_field_is_refused_before_its_surface_grows_huge(monkeypatch):
     """A hostile stream (or a failed fit) can put a surface in every cell: refused, not minutes of meshing."""
     def noise(c):
         return torch.sin(40 * c).prod(dim=1, keepdim=True).sign()
 
     d = shape_mod.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
+    monkeypatch.setattr(shape_mod, "MIN_FACE_LIMIT", 0)  # the 64 r^2 rule alone, on a grid small enough for a test
     with pytest.raises(StreamError, match="not a shape's distance field"):
         shape_mod.extract_surface(shape_mod.inside_box(noise, d), d, 96, torch.device("cpu"))
 

@@ -34,7 +34,8 @@ DEFAULT_RESOLUTION = 256
 MAX_RESOLUTION = 1024
 MIN_RESOLUTION = 8
 MAX_FACES = 1 << 24
-FACES_PER_CELL2 = 64  # a decoded surface may have at most this x resolution^2 faces (a sphere has 5)
+FACES_PER_CELL2 = 64  # a decoded surface may have at most this x resolution^2 faces (a sphere has 5) ...
+MIN_FACE_LIMIT = 1 << 20  # ... or this many, whichever is more (small grids cannot grow huge)
 MAX_COORD = 1e12  # largest |centre| and scale a descriptor may declare
 BLOCK_SLACK = 1.5  # a block is refined when |f| < slack x its half-diagonal (f is about 1-Lipschitz)
 MIN_COMPONENT = 0.005  # decoded components with less of the total area are floaters and dropped
@@ -202,6 +203,7 @@ def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: t
     own = np.minimum(p // b, nb - 1)
     prev_block = np.where((p % b == 0) & (p > 0), p // b - 1, own)
     verts, faces, count = [], [], 0
+    limit = max(FACES_PER_CELL2 * r * r, MIN_FACE_LIMIT)
     prev = None  # (values, evaluated) of the previous slab, whose triangles wait for this slab's first plane
 
     def flush(values: np.ndarray, z0: int) -> None:
@@ -213,9 +215,8 @@ def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: t
         verts.append(v)
         faces.append(f + count)
         count += len(v)
-        n_faces = sum(len(x) for x in faces)
-        if n_faces > FACES_PER_CELL2 * r * r:  # a noise-like field (a hostile stream or a failed fit)
-            raise StreamError(f"the decoded surface exceeds {FACES_PER_CELL2 * r * r} faces at resolution {r}: "
+        if sum(len(x) for x in faces) > limit:  # a noise-like field (a hostile stream or a failed fit)
+            raise StreamError(f"the decoded surface exceeds {limit} faces at resolution {r}: "
                               "the network is not a shape's distance field")
 
     for zc in range(nb):
