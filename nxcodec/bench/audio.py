@@ -40,7 +40,7 @@ from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.results import git_commit, machine_name, write_json
-from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
+from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -230,21 +230,17 @@ def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
     paths = list_clips(cfg)
     baselines = [("flac", 0.0)] + [("mp3", lv) for lv in MP3_LEVELS] + [("opus", lv) for lv in OPUS_LEVELS]
     jobs = [(p, cfg.max_seconds, c, lv) for p in paths for c, lv in baselines if (p.stem, c, lv) not in store]
-
-    def rounds():
-        size = cfg.group or (len(paths) if on_gpu(cfg.device) else 1)
-        for kbps in cfg.kbps:
-            missing = [p for p in paths if (p.stem, "nxcodec", kbps) not in store]
-            for i in range(0, len(missing), size):
-                chunk = missing[i : i + size]
-                yield nxcodec_points([p.stem for p in chunk], [load_clip(p, cfg.max_seconds) for p in chunk], kbps, cfg)
+    size = cfg.group or (len(paths) if on_gpu(cfg.device) else 1)
+    rounds = grouped_rounds(cfg.kbps, paths, size, lambda p, kbps: (p.stem, "nxcodec", kbps) in store,
+                            lambda chunk, kbps: nxcodec_points([p.stem for p in chunk],
+                                                               [load_clip(p, cfg.max_seconds) for p in chunk], kbps, cfg))
 
     def report(point: dict) -> None:
         log(f"{point['clip']} nxcodec {point['level']:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
             f"(float {point['float_psnr']:.2f}), encode {point['encode_seconds']:.1f} s/clip on "
             f"{point['device']} ({point['fitted_together']} together)")
 
-    run_points(store, baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+    run_points(store, baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
                after_round=lambda: summarise(cfg, store.values()), log=report)
     return summarise(cfg, store.values())
 

@@ -26,7 +26,7 @@ from nxcodec.bench.results import (
     write_csv,
     write_json,
 )
-from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
+from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -125,19 +125,15 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     jobs = [(p, cfg.downscale, b, q) for p in paths for b in baselines for q in BASELINE_QUALITIES[b]
             if (p.stem, b, q) not in store]
 
-    def rounds():
-        size = _group_size(cfg)
-        for q in cfg.qualities:
-            missing = [p for p in paths if (p.stem, "nxcodec", q) not in store]
-            for i in range(0, len(missing), size):
-                chunk = missing[i : i + size]
-                yield _nxcodec_points([p.stem for p in chunk], [load_rgb(p, cfg.downscale) for p in chunk], q, cfg)
+    rounds = grouped_rounds(cfg.qualities, paths, _group_size(cfg), lambda p, q: (p.stem, "nxcodec", q) in store,
+                            lambda chunk, q: _nxcodec_points([p.stem for p in chunk],
+                                                             [load_rgb(p, cfg.downscale) for p in chunk], q, cfg))
 
     def report(point: dict) -> None:
         log(f"{point['image']} nxcodec q{point['quality']}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "
             f"encode {point['encode_seconds']:.1f} s/image on {point['device']}")
 
-    run_points(store, _baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+    run_points(store, _baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
                after_round=lambda: summarise(cfg, store.values(), baselines), log=report)
     return summarise(cfg, store.values(), baselines)
 

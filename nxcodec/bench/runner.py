@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -52,6 +52,18 @@ class PointStore:
 
     def values(self) -> list[dict]:
         return list(self.points.values())
+
+
+def grouped_rounds(levels: Iterable[Any], items: list[Path], size: int, measured: Callable[[Path, Any], bool],
+                   fit: Callable[[list[Path], Any], list[dict]]) -> Iterator[list[dict]]:
+    """Level by level (quality or rate), the items not yet measured, ``size`` at a time: one fit per step.
+
+    Level-major, so a stopped run has every item at the first levels.
+    """
+    for level in levels:
+        todo = [p for p in items if not measured(p, level)]
+        for i in range(0, len(todo), size):
+            yield fit(todo[i : i + size], level)
 
 
 def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tuple], rounds: Iterable[list[dict]],

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nxcodec.bench.results import git_commit, machine_name, write_json
-from nxcodec.bench.runner import PointStore, default_workers, on_gpu, run_points
+from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signals
 from nxcodec.errors import InputError
 from nxcodec.io import write_bytes_atomic
@@ -145,20 +145,16 @@ def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
     meshes = list_meshes(cfg)
     grid = [(0, 0.0)] + [(bits, 1.0) for bits in DRACO_BITS] + [(b, k) for k in cfg.decimate_keep for b in cfg.decimate_bits]
     jobs = [(p, bits, keep) for p in meshes for bits, keep in grid if (p.stem, *_baseline_key(bits, keep)) not in store]
-
-    def rounds():
-        size = cfg.group or (len(meshes) if on_gpu(cfg.device) else 1)
-        for q in cfg.qualities:  # quality-major, so a stopped run has every mesh at the first rates
-            missing = [p for p in meshes if (p.stem, "nxcodec", q) not in store]
-            for i in range(0, len(missing), size):
-                yield _nxcodec_points(missing[i : i + size], q, cfg)
+    size = cfg.group or (len(meshes) if on_gpu(cfg.device) else 1)
+    rounds = grouped_rounds(cfg.qualities, meshes, size, lambda p, q: (p.stem, "nxcodec", q) in store,
+                            lambda chunk, q: _nxcodec_points(chunk, q, cfg))
 
     def report(p: dict) -> None:
         log(f"{p['mesh']} nxcodec q{p['quality']}: {p['bytes']} bytes, Chamfer-L1 {p['chamfer_l1']:.5f}, "
             f"IoU {p['iou']:.4f}, encode {p['encode_seconds']:.1f} s/mesh on {p['device']} "
             f"({p['fitted_together']} together)")
 
-    run_points(store, _baseline_point, jobs, rounds(), default_workers(cfg.device, cfg.workers),
+    run_points(store, _baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
                after_round=lambda: summarise(cfg, store.values()), log=report)
     return summarise(cfg, store.values())
 
