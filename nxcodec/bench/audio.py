@@ -40,8 +40,15 @@ from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.results import git_commit, machine_name, write_json
-from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
+from nxcodec.bench.runner import (
+    PointStore,
+    default_workers,
+    encode_and_decode,
+    grouped_rounds,
+    on_gpu,
+    run_points,
+)
+from nxcodec.codec import EncodeOptions, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
 from nxcodec.signals.audio import audio_metrics
@@ -188,13 +195,10 @@ def _point(data: np.ndarray, rate: int, decoded: np.ndarray, n_bytes: int, enc_s
 def nxcodec_points(names: list[str], signals: list, kbps: float, cfg: AudioBenchConfig) -> list[dict]:
     """Encode several clips together at one rate target; decode each on the fitting device and measure it."""
     audio = for_name("audio")
-    results = encode_signals(audio, signals, EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device))
-    device = str(resolve_device(cfg.device))
+    opts = EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device)
     points = []
-    for name, signal, res in zip(names, signals, results):
-        t0 = time.perf_counter()
-        _, decoded = decode_stream(res.data, device=device)
-        decode_seconds = time.perf_counter() - t0
+    coded = encode_and_decode(audio, signals, opts, str(resolve_device(cfg.device)))
+    for name, signal, (res, decoded, decode_seconds) in zip(names, signals, coded):
         m = audio.metrics(signal.data, decoded)
         d = signal.descriptor
         points.append({"clip": name, "codec": "nxcodec", "level": kbps, "seconds": d.frames / d.sample_rate,

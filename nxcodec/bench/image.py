@@ -7,7 +7,6 @@ summarised into one CompressAI-format JSON per codec, a per-image CSV and a BD-r
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,8 +25,15 @@ from nxcodec.bench.results import (
     write_csv,
     write_json,
 )
-from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signals, resolve_device
+from nxcodec.bench.runner import (
+    PointStore,
+    default_workers,
+    encode_and_decode,
+    grouped_rounds,
+    on_gpu,
+    run_points,
+)
+from nxcodec.codec import EncodeOptions, resolve_device
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
 
@@ -80,17 +86,14 @@ def load_rgb(path: Path, downscale: int) -> Image.Image:
 
 
 def _nxcodec_points(names: list[str], images: list[Image.Image], quality: int, cfg: BenchConfig) -> list[dict]:
-    """Encode several images together at one quality; decode each on the CPU and measure it."""
+    """Encode several images together at one quality; decode each on the fitting device and measure it."""
     mod = for_name("image")
     arrays = [np.asarray(im) for im in images]
     opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device)
-    results = encode_signals(mod, [mod.from_array(a) for a in arrays], opts)
     device = str(resolve_device(cfg.device))
     points = []
-    for name, array, res in zip(names, arrays, results):
-        t0 = time.perf_counter()
-        _, decoded = decode_stream(res.data, device=device)
-        decode_seconds = time.perf_counter() - t0
+    coded = encode_and_decode(mod, [mod.from_array(a) for a in arrays], opts, device)
+    for name, array, (res, decoded, decode_seconds) in zip(names, arrays, coded):
         points.append({
             "image": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "bpp": res.rate,
             "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"],

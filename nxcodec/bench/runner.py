@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 
 from nxcodec.bench.results import read_points
+from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signals
+from nxcodec.signals import Modality, Signal
 
 
 def on_gpu(device: str) -> bool:
@@ -52,6 +55,20 @@ class PointStore:
 
     def values(self) -> list[dict]:
         return list(self.points.values())
+
+
+def encode_and_decode(modality: Modality, signals: list[Signal], opts: EncodeOptions,
+                      decode_device: str) -> list[tuple[EncodeResult, Any, float]]:
+    """Encode the signals together (one stack on a GPU); then decode each stream on ``decode_device``.
+
+    Returns, per signal, the encode result, the decoded signal and the decode's seconds.
+    """
+    out = []
+    for res in encode_signals(modality, signals, opts):
+        t0 = time.perf_counter()
+        _, decoded = decode_stream(res.data, device=decode_device)
+        out.append((res, decoded, time.perf_counter() - t0))
+    return out
 
 
 def grouped_rounds(levels: Iterable[Any], items: list[Path], size: int, measured: Callable[[Path, Any], bool],

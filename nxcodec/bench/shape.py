@@ -22,8 +22,15 @@ import numpy as np
 import torch
 
 from nxcodec.bench.results import git_commit, machine_name, write_json
-from nxcodec.bench.runner import PointStore, default_workers, grouped_rounds, on_gpu, run_points
-from nxcodec.codec import EncodeOptions, decode_stream, encode_signals
+from nxcodec.bench.runner import (
+    PointStore,
+    default_workers,
+    encode_and_decode,
+    grouped_rounds,
+    on_gpu,
+    run_points,
+)
+from nxcodec.codec import EncodeOptions
 from nxcodec.errors import InputError
 from nxcodec.io import write_bytes_atomic
 from nxcodec.signals import for_name
@@ -114,12 +121,9 @@ def _nxcodec_points(paths: list[Path], quality: int, cfg: ShapeBenchConfig) -> l
     """Fit the meshes together at one quality (one stack on a GPU); decode each on the CPU and measure it."""
     shape = for_name("shape")
     signals = [shape.read(p) for p in paths]
-    results = encode_signals(shape, signals, EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device))
+    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device)
     points = []
-    for path, res in zip(paths, results):
-        t0 = time.perf_counter()
-        _, decoded = decode_stream(res.data, device="cpu")
-        decode_seconds = time.perf_counter() - t0
+    for path, (res, decoded, decode_seconds) in zip(paths, encode_and_decode(shape, signals, opts, "cpu")):
         points.append({"mesh": path.stem, "codec": "nxcodec", "quality": quality, "bytes": len(res.data),
                        "faces": int(len(decoded.faces)), **res.metrics,
                        "float_chamfer_l1": res.float_metrics["chamfer_l1"], "float_iou": res.float_metrics["iou"],
