@@ -7,8 +7,12 @@ bundled sample mesh as a shape (modality 3). The manifest records, per case, the
 the image, WAV or mesh (PLY, decoded at ``SHAPE_RESOLUTION``) it must decode to, and a
 SHA-256 of the decoded integer weights, which must match exactly.
 
-    python bitstream/make_conformance.py            # every case
+    python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
+    python bitstream/make_conformance.py v3         # the version 3 (latent grid) images, into conformance/v3/
+
+A version 3 case records, instead of the weights' digest, the SHA-256 of every decoded
+integer (tensors, then latent grids finest first) and of the expert map.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from PIL import Image
 
 from nxcodec import container
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
+from nxcodec.latent.stream import LatentConfig
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
 from nxcodec.signals import Signal, for_name
 from nxcodec.signals.audio import AudioDescriptor
@@ -99,6 +104,51 @@ def main(only: list[str] | None = None) -> None:
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def latent_config(**kw) -> LatentConfig:
+    base = dict(levels=4, arm_width=8, arm_layers=2, n_experts=1, mgr_width=0, syn_width=8, syn_layers=1,
+                refine_width=0, lanes_log2=1)
+    return LatentConfig(**{**base, **kw})
+
+
+def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    gray = np.asarray(Image.open(SAMPLE).convert("L"))
+    return [
+        ("rgb_k2_refine_48x32", rgb[40:72, 100:148].copy(),
+         latent_config(n_experts=2, mgr_width=6, refine_width=4, lanes_log2=2)),
+        ("gray_k1_37x29", gray[60:89, 50:87].copy(), latent_config(levels=3, syn_layers=2, lanes_log2=0)),
+        ("gray16_k3_21x17", (gray[100:117, 90:111].astype(np.uint16) * 257 + 3).copy(),
+         latent_config(levels=3, n_experts=3, mgr_width=4, arm_layers=1, syn_layers=0)),
+    ]
+
+
+def latent_main() -> None:
+    """Regenerate the version 3 cases into conformance/v3/."""
+    from nxcodec.latent import stream
+
+    out_dir = HERE / "v3"
+    out_dir.mkdir(exist_ok=True)
+    image = for_name("image")
+    manifest = []
+    for name, array, config in latent_cases():
+        res = encode_signal(image, image.from_array(array), EncodeOptions(iters=300, device="cpu", seed=7,
+                                                                          config=config, format=3))
+        latents = stream.decode_latents(res.data)
+        decoded, experts = stream.reconstruct(latents)
+        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        image.write(latents.descriptor, decoded, out_dir / f"{name}.png")
+        manifest.append({
+            "stream": f"{name}.nxc",
+            "expected": f"{name}.png",
+            "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "integers_sha256": latents.digest(),
+            "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
+            "shape": list(decoded.shape),
+        })
+        print(f"{name}: {len(res.data)} bytes, PSNR {res.metrics['psnr']:.2f} dB")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def shape_case() -> dict:
     """The sample torus as a 2-expert SDF, 4096 training points, decoded at SHAPE_RESOLUTION."""
     import nxcodec.signals.shape as shape_mod
@@ -120,4 +170,7 @@ def shape_case() -> dict:
 if __name__ == "__main__":
     import sys
 
-    main(sys.argv[1:] or None)
+    if sys.argv[1:] == ["v3"]:
+        latent_main()
+    else:
+        main(sys.argv[1:] or None)

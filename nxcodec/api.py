@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nxcodec import signals
-from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signal
+from nxcodec.decoder import decode_stream
 from nxcodec.errors import InputError
-from nxcodec.fit.presets import DEFAULT_QUALITY
+
+if TYPE_CHECKING:  # encoding needs torch; importing nxcodec to decode does not
+    from nxcodec.codec import EncodeResult
 
 
 def encode_file(
     source: str | Path | np.ndarray,
-    quality: int = DEFAULT_QUALITY,
+    quality: int | None = None,
     rate: float | None = None,
     iters: int | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: bool = False,
     modality: str | None = None,
-) -> EncodeResult:
-    """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report."""
+    format: int | None = None,
+) -> "EncodeResult":
+    """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report.
+
+    ``quality`` is 1..9 (None: the default, 5).
+    ``format`` is the stream version to write (images: 3, latent grids, by default; 2, one
+    coordinate network).
+    """
+    from nxcodec.codec import EncodeOptions, encode_signal
+
     if isinstance(source, np.ndarray):
         mod = signals.for_name(modality or "image")
         signal = mod.from_array(source)
@@ -32,7 +43,9 @@ def encode_file(
         if not path.exists():
             raise InputError(f"{path}: no such file")
         signal = mod.read(path)
-    opts = EncodeOptions(quality=quality, rate=rate, iters=iters, device=device, seed=seed, progress=progress)
+    opts = EncodeOptions(rate=rate, iters=iters, device=device, seed=seed, progress=progress, format=format)
+    if quality is not None:
+        opts.quality = quality
     return encode_signal(mod, signal, opts)
 
 

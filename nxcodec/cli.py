@@ -7,6 +7,7 @@ line on stderr and exit with status 2; nothing partial is left behind.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
-from nxcodec.codec import decode_stream
+from nxcodec.decoder import LATENT_VERSION, decode_stream, output_kind, stream_version
 from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.model import ModelConfig
@@ -56,6 +57,19 @@ def _read_stream(path: Path) -> bytes:
         raise InputError(f"{path}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def describe(cfg) -> str:
+    """One line for a stream's networks, whatever the format."""
+    return describe_config(cfg) if isinstance(cfg, ModelConfig) else describe_latent(cfg)
+
+
+def describe_latent(cfg) -> str:
+    """One line for a version 3 image: grids, context model, experts."""
+    experts = f"{cfg.n_experts} experts (manager {cfg.mgr_width})" if cfg.n_experts > 1 else "1 expert"
+    refine = f", 3x3 refinement of {cfg.refine_width} channels" if cfg.refine_width else ""
+    return (f"{cfg.levels} latent grids, context model {cfg.arm_layers}x{cfg.arm_width}, {experts} of "
+            f"{cfg.syn_layers}x{cfg.syn_width}{refine}, {1 << cfg.lanes_log2} coder lanes")
 
 
 def describe_config(cfg: ModelConfig) -> str:
@@ -100,17 +114,20 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
+@click.option("--format", "fmt", type=click.IntRange(2, 3),
+              help="Stream version: 3 (images: latent grids, the default) or 2 (one coordinate network; audio and "
+                   "shapes are always 2).")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors
 def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None,
-           device: str, seed: int, verbose: bool, force: bool) -> None:
+           device: str, seed: int, fmt: int | None, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps)
     output = output or source.with_suffix(".nxc")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), format=fmt)
     write_bytes_atomic(output, res.data, force)
     unit = res.rate_unit
     modality = signals.for_path(source)
@@ -118,7 +135,7 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
                f"{modality.summary(res.metrics)} ({res.encode_seconds:.1f} s on {res.device})")
     if verbose:
         click.echo(f"  float {modality.summary(res.float_metrics)}; decoded {modality.summary(res.metrics)}")
-        click.echo(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe_config(res.configs[0])}")
+        click.echo(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe(res.configs[0])}")
         if res.restarts:
             click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
 
@@ -133,7 +150,7 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 def decode(source: Path, output: Path | None, device: str, resolution: int | None, force: bool) -> None:
     """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension)."""
     data = _read_stream(source)
-    modality = signals.for_id(container.read_header(data)[0])
+    modality = output_kind(data)
     kinds = modality.output_extensions
     output = output or source.with_suffix(kinds[0])
     if output.suffix.lower() not in kinds:
@@ -154,6 +171,9 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
 def info(source: Path) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
     data = _read_stream(source)
+    if stream_version(data) == LATENT_VERSION:
+        _info_latent(source, data)
+        return
     modality_id, descriptor, configs, layout = container.read_header(data)
     modality = signals.for_id(modality_id)
     desc = modality.unpack_descriptor(descriptor)
@@ -170,6 +190,24 @@ def info(source: Path) -> None:
         click.echo(f"model {i}:    {describe_config(cfg)}")
     if len(configs) > 8:
         click.echo(f"            ... and {len(configs) - 8} more sections")
+
+
+def _info_latent(source: Path, data: bytes) -> None:
+    """``info`` for a version 3 image: header fields only, no network is run."""
+    from nxcodec.latent import stream
+    from nxcodec.signals import imagefile
+
+    h = stream.read_header(data)
+    d, cfg = h.descriptor, h.config
+    params = sum(math.prod(shape) for shape, *_ in h.table.values())
+    click.echo(f"file:       {source} ({len(data)} bytes)")
+    click.echo(f"format:     nxc version {data[4]} (latent grids)")
+    click.echo(f"signal:     {imagefile.describe(d)}")
+    click.echo(f"rate:       {8 * len(data) / (d.width * d.height):.4f} bpp (whole file)")
+    click.echo("bytes:      " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in h.sizes.items()))
+    click.echo(f"parameters: {params}")
+    click.echo(f"model:      {describe_latent(cfg)}")
+    click.echo(f"decoder:    {cfg.mac_per_pixel(d.channels):.0f} multiply-adds per pixel")
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,

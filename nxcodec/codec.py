@@ -5,8 +5,10 @@ pick a network (preset or rate target), fit it, choose quantization steps by
 rate-distortion, fine-tune under quantization; then it writes each stream and decodes it
 once to report what a user will get. Sections whose networks have the same shape are
 fitted side by side as one stack (several images, or the windows of many clips; see
-:func:`~nxcodec.model.stack.family`). ``decode_stream`` is the whole decoder: parse,
-rebuild each section's network from the stream, evaluate it on the grid in chunks.
+:func:`~nxcodec.model.stack.family`). Images are written as format 3 (latent grids,
+``nxcodec.fit.latent_code``) unless format 2 is asked for. ``decode_networks`` is the
+whole decoder of versions 1 and 2: parse, rebuild each section's network from the
+stream, evaluate it on the grid in chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from nxcodec import container, signals
+from nxcodec.decoder import LATENT_VERSION, Decoded, decode_stream
 from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
@@ -51,7 +54,8 @@ class EncodeOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = False
-    config: ModelConfig | None = None  # a fixed network instead of the preset's (experiments, conformance)
+    config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (format 3) instead of the preset's
+    format: int | None = None  # stream version to write (None: the modality's default, or the config's format)
 
 
 @dataclass
@@ -265,7 +269,27 @@ def _stack_limit(device: torch.device) -> int:
 
 
 def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
-    """Fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
+    """Fit, quantize and code several signals of one modality, each in its format (``opts.format``, or the
+    modality's default for the signal), fitting same-sized networks side by side."""
+    if opts.format is not None and opts.format not in modality.formats:
+        raise NxcError(f"{modality.name} streams can be written as format {' or '.join(map(str, modality.formats))}, "
+                       f"not {opts.format}")
+    formats = [opts.format or (2 if isinstance(opts.config, ModelConfig) else modality.default_format(s.descriptor))
+               for s in signals_]
+    if LATENT_VERSION in formats:
+        from nxcodec.fit.latent_code import encode_images
+
+        latent = [i for i, f in enumerate(formats) if f == LATENT_VERSION]
+        others = [i for i, f in enumerate(formats) if f != LATENT_VERSION]
+        done = dict(zip(latent, encode_images(modality, [signals_[i] for i in latent], opts)))
+        if others:
+            done.update(zip(others, _encode_networks(modality, [signals_[i] for i in others], opts)))
+        return [done[i] for i in range(len(signals_))]
+    return _encode_networks(modality, signals_, opts)
+
+
+def _encode_networks(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
+    """Format 2: a coordinate network per section.
 
     Every section of every signal gets its own network; sections whose networks are of one
     family (any lengths; see :func:`_groups`) are fitted as one stack (at most
@@ -347,16 +371,8 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     return encode_signals(modality, [signal], opts)[0]
 
 
-@dataclass
-class Decoded:
-    """What a stream decodes to."""
-
-    modality: Modality
-    descriptor: Any
-
-
-def decode_stream(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
-    """Decode a stream to the signal's array (``StreamError`` for any defect).
+def decode_networks(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
+    """Decode a version 1 or 2 stream (coordinate networks) to the signal's array (``StreamError`` for any defect).
 
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
     """

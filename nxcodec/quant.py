@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
 from nxcodec.entropy import MAX_SYMBOL, LaplacePrior, fit_prior
+from nxcodec.steps import MAX_STEP_CODE, STEP_MANTISSAS, QuantizedTensor, dequantize, step_from_code  # noqa: F401
 
-STEP_MANTISSAS = np.array([1.0, 2**-0.25, 2**-0.5, 2**-0.75], dtype=np.float32)
-MAX_STEP_CODE = 255
-
-
-def step_from_code(code: int) -> np.float32:
-    """The exact float32 step of a step code (bitstream/SPEC.md, "Steps")."""
-    if not 0 <= code <= MAX_STEP_CODE:
-        raise ValueError(f"step code {code} out of range")
-    return np.float32(np.ldexp(STEP_MANTISSAS[code % 4], -(code // 4)))
 
 
 def code_for_step(step: float) -> int:
@@ -45,23 +36,6 @@ def quantize(w: np.ndarray | torch.Tensor, code: int) -> np.ndarray | None:
     if q.size and np.abs(q).max() > MAX_SYMBOL:
         return None
     return q.astype(np.int64)
-
-
-def dequantize(q: np.ndarray, code: int) -> np.ndarray:
-    """``q * step`` in float32: exact and the same on every machine."""
-    return q.astype(np.float32) * step_from_code(code)
-
-
-@dataclass
-class QuantizedTensor:
-    """One tensor as it is stored: step code, prior and integers."""
-
-    code: int
-    prior: LaplacePrior
-    ints: np.ndarray
-
-    def bits(self) -> float:
-        return self.prior.code_length_bits(self.ints)
 
 
 def quantize_tensor(w: np.ndarray | torch.Tensor, code: int) -> QuantizedTensor | None:

@@ -33,7 +33,8 @@ def real_image(size: tuple[int, int] = (48, 40)) -> np.ndarray:
 
 
 def fast_encode(array: np.ndarray, **kwargs):
-    """Encode an image array on the CPU with a short fit."""
+    """Encode an image array on the CPU with a short fit (format 2, coordinate networks, unless ``format`` says)."""
+    kwargs.setdefault("format", 2)
     opts = EncodeOptions(iters=kwargs.pop("iters", FAST_ITERS), device="cpu", **kwargs)
     image = for_name("image")
     return encode_signal(image, image.from_array(array), opts)

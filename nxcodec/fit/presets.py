@@ -96,3 +96,48 @@ class Shape:
                 break
             best = cfg
         return best
+
+
+@dataclass(frozen=True)
+class LatentPreset:
+    """One quality level of the latent-grid image codec (format version 3)."""
+
+    quality: int
+    lam: float  # weight of latent bits per pixel against the MSE of [0, 1] samples
+    bpp: float  # typical rate on Kodak, to map a rate target to a preset
+    iters: int
+    arm_width: int
+    syn_width: int
+    syn_layers: int = 2
+    refine_width: int = 0
+    n_experts: int = 1
+    mgr_width: int = 8
+
+
+LATENT_PRESETS = {
+    p.quality: p
+    for p in (
+        LatentPreset(1, 2.0e-2, 0.05, 2000, 8, 12),
+        LatentPreset(2, 1.0e-2, 0.10, 2000, 8, 16),
+        LatentPreset(3, 5.0e-3, 0.18, 2000, 12, 16),
+        LatentPreset(4, 2.5e-3, 0.30, 2000, 12, 16, refine_width=6),
+        LatentPreset(5, 1.3e-3, 0.50, 2000, 12, 24, refine_width=6),
+        LatentPreset(6, 7.0e-4, 0.75, 2000, 16, 24, refine_width=8),
+        LatentPreset(7, 3.5e-4, 1.00, 2000, 16, 24, refine_width=8),
+        LatentPreset(8, 1.8e-4, 1.40, 2000, 16, 32, refine_width=8),
+        LatentPreset(9, 9.0e-5, 2.00, 2000, 16, 32, refine_width=8),
+    )
+}
+
+
+def latent_preset(quality: int) -> LatentPreset:
+    try:
+        return LATENT_PRESETS[quality]
+    except KeyError:
+        raise ValueError(f"quality must be 1..9, not {quality}") from None
+
+
+def latent_preset_for_rate(bpp: float) -> LatentPreset:
+    """The highest quality whose typical rate is within the target (the lowest if none is)."""
+    fitting = [p for p in LATENT_PRESETS.values() if p.bpp <= bpp]
+    return max(fitting, key=lambda p: p.quality) if fitting else LATENT_PRESETS[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 # Input encodings of the coordinates (the stream stores the integer).
@@ -78,6 +79,35 @@ class ModelConfig:
 
     def parameter_count(self) -> int:
         """Number of weights and biases, all of which are coded in the stream."""
-        from nxcodec.model.experts import tensor_shapes
-
         return sum(math.prod(shape) for shape in tensor_shapes(self).values())
+
+
+def tensor_shapes(cfg: ModelConfig) -> "OrderedDict[str, tuple[int, ...]]":
+    """Name and shape of every coded tensor, in stream order (bitstream/SPEC.md, "Tensors")."""
+    shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+    fan_in = cfg.encoded_dim
+    for i in range(cfg.enc_depth):
+        shapes[f"encoder.{i}.weight"] = (fan_in, cfg.enc_width)
+        shapes[f"encoder.{i}.bias"] = (cfg.enc_width,)
+        fan_in = cfg.enc_width
+    k = cfg.n_experts
+    for i in range(cfg.expert_depth):
+        shapes[f"experts.{i}.weight"] = (k, fan_in, cfg.expert_width)
+        shapes[f"experts.{i}.bias"] = (k, 1, cfg.expert_width)
+        fan_in = cfg.expert_width
+    shapes["experts.out.weight"] = (k, fan_in, cfg.out_dim)
+    shapes["experts.out.bias"] = (k, 1, cfg.out_dim)
+    if k > 1:
+        fan_in = cfg.encoded_dim
+        for i in range(cfg.mgr_enc_depth):
+            shapes[f"manager_encoder.{i}.weight"] = (fan_in, cfg.mgr_width)
+            shapes[f"manager_encoder.{i}.bias"] = (cfg.mgr_width,)
+            fan_in = cfg.mgr_width
+        fan_in = (fan_in if cfg.mgr_enc_depth else 0) + cfg.enc_width
+        for i in range(cfg.mgr_depth):
+            shapes[f"manager.{i}.weight"] = (fan_in, cfg.mgr_width)
+            shapes[f"manager.{i}.bias"] = (cfg.mgr_width,)
+            fan_in = cfg.mgr_width
+        shapes["manager.out.weight"] = (fan_in, k)
+        shapes["manager.out.bias"] = (k,)
+    return shapes

@@ -12,39 +12,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from nxcodec.model.config import ModelConfig
+from nxcodec.model.config import ModelConfig, tensor_shapes  # noqa: F401 (re-exported)
 from nxcodec.model.sine import SineLayer, StackedSineLayer, fourier_encode
-
-
-def tensor_shapes(cfg: ModelConfig) -> "OrderedDict[str, tuple[int, ...]]":
-    """Name and shape of every coded tensor, in stream order (bitstream/SPEC.md, "Tensors")."""
-    shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-    fan_in = cfg.encoded_dim
-    for i in range(cfg.enc_depth):
-        shapes[f"encoder.{i}.weight"] = (fan_in, cfg.enc_width)
-        shapes[f"encoder.{i}.bias"] = (cfg.enc_width,)
-        fan_in = cfg.enc_width
-    k = cfg.n_experts
-    for i in range(cfg.expert_depth):
-        shapes[f"experts.{i}.weight"] = (k, fan_in, cfg.expert_width)
-        shapes[f"experts.{i}.bias"] = (k, 1, cfg.expert_width)
-        fan_in = cfg.expert_width
-    shapes["experts.out.weight"] = (k, fan_in, cfg.out_dim)
-    shapes["experts.out.bias"] = (k, 1, cfg.out_dim)
-    if k > 1:
-        fan_in = cfg.encoded_dim
-        for i in range(cfg.mgr_enc_depth):
-            shapes[f"manager_encoder.{i}.weight"] = (fan_in, cfg.mgr_width)
-            shapes[f"manager_encoder.{i}.bias"] = (cfg.mgr_width,)
-            fan_in = cfg.mgr_width
-        fan_in = (fan_in if cfg.mgr_enc_depth else 0) + cfg.enc_width
-        for i in range(cfg.mgr_depth):
-            shapes[f"manager.{i}.weight"] = (fan_in, cfg.mgr_width)
-            shapes[f"manager.{i}.bias"] = (cfg.mgr_width,)
-            fan_in = cfg.mgr_width
-        shapes["manager.out.weight"] = (fan_in, k)
-        shapes["manager.out.bias"] = (k,)
-    return shapes
 
 
 class NeuralExperts(nn.Module):

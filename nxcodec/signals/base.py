@@ -11,18 +11,21 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from nxcodec.errors import InputError
 from nxcodec.fit import presets
-from nxcodec.fit.losses import LossFn, gated_mse
 from nxcodec.fit.presets import Preset, Shape
 
+if TYPE_CHECKING:  # torch is needed to fit and to evaluate networks, not to describe a signal
+    import torch
+
+    from nxcodec.fit.losses import LossFn
+
 DECODE_CHUNK = 1 << 16
-Field = Callable[[torch.Tensor], torch.Tensor]  # a section's network: coordinates (n, d) -> outputs (n, channels)
+Field = Callable[["torch.Tensor"], "torch.Tensor"]  # a section's network: coordinates (n, d) -> outputs (n, channels)
 
 
 def psnr_from_mse(mse: float, peak: float) -> float:
@@ -30,9 +33,15 @@ def psnr_from_mse(mse: float, peak: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
-@torch.no_grad()
-def evaluate(field: Field, coords: torch.Tensor, device: torch.device) -> np.ndarray:
+def evaluate(field: Field, coords: "torch.Tensor", device: "torch.device") -> np.ndarray:
     """The field's float outputs at ``coords``, in chunks so memory stays bounded."""
+    import torch
+
+    with torch.no_grad():
+        return _evaluate(field, coords, device)
+
+
+def _evaluate(field: Field, coords: "torch.Tensor", device: "torch.device") -> np.ndarray:
     parts = [field(coords[a : a + DECODE_CHUNK].to(device)).float().cpu().numpy() for a in range(0, len(coords), DECODE_CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
 
@@ -55,7 +64,18 @@ class Modality(ABC):
     coord_dim: int  # dimensions of the coordinate grid
     default_extension: str  # what ``decode`` writes when no output is named
     decode_options: tuple[str, ...] = ()  # names of the decode-time options ``reconstruct`` takes
-    loss: LossFn = staticmethod(gated_mse)  # what fitting minimises, per network of a stack
+    formats: tuple[int, ...] = (2,)  # stream versions the encoder can write
+
+    def default_format(self, descriptor: Any) -> int:
+        """The stream version written for this signal when the user does not choose one."""
+        return 2
+
+    @property
+    def loss(self) -> "LossFn":
+        """What fitting minimises, per network of a stack: the gate-weighted squared error by default."""
+        from nxcodec.fit.losses import gated_mse
+
+        return gated_mse
 
     @property
     def output_extensions(self) -> tuple[str, ...]:

@@ -7,42 +7,25 @@ one more channel.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from nxcodec.errors import InputError, StreamError
+from nxcodec.errors import InputError
 from nxcodec.fit.presets import Shape
+from nxcodec.signals import imagefile
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
+from nxcodec.signals.imagefile import MAX_PIXELS, MAX_SIDE, ImageDescriptor
 
-MAX_PIXELS = 1 << 27  # the decoder refuses larger images before allocating
-MAX_SIDE = 1 << 16
-
-_DESC = struct.Struct("<IIBB")  # width, height, channels, bit depth
 IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
 # Measured at equal parameter budgets (bench/param_split.py, bench/experts_count.py): on
 # 256x256 crops one expert beats 2, 4 and 8 by 1-3 dB; on full 768x512 images 1, 2 and 4
 # experts lie on one rate-distortion curve. Small images therefore get fewer experts.
 EXPERTS_BY_SIZE = ((1 << 17, 1), (1 << 18, 2))
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-
-
-@dataclass(frozen=True)
-class ImageDescriptor:
-    """What the decoder needs to rebuild an image."""
-
-    width: int
-    height: int
-    channels: int
-    bit_depth: int
-
-    @property
-    def peak(self) -> int:
-        return (1 << self.bit_depth) - 1
+LATENT_MIN_PIXELS = 64 * 64  # smaller images are written as format 2 unless asked otherwise
 
 
 def _to_array(im: Image.Image) -> tuple[np.ndarray, int]:
@@ -70,6 +53,12 @@ class ImageModality(Modality):
     rate_unit = "bpp"
     coord_dim = 2
     default_extension = ".png"
+    formats = (2, 3)  # 2: one coordinate network; 3: latent grids (bitstream/SPEC.md section 9)
+
+    def default_format(self, d: ImageDescriptor) -> int:
+        """Latent grids, except for icons: a version 3 stream carries about 200 bytes of tables and
+        networks, more than a whole 32x32 image is worth at the rates people use."""
+        return 3 if d.width * d.height >= LATENT_MIN_PIXELS else 2
 
     def read(self, path: Path) -> Signal:
         try:
@@ -107,17 +96,10 @@ class ImageModality(Modality):
         return Signal(ImageDescriptor(w, h, c, depth), array)
 
     def pack_descriptor(self, d: ImageDescriptor) -> bytes:
-        return _DESC.pack(d.width, d.height, d.channels, d.bit_depth)
+        return imagefile.pack(d)
 
     def unpack_descriptor(self, data: bytes) -> ImageDescriptor:
-        if len(data) != _DESC.size:
-            raise StreamError("image descriptor has the wrong size")
-        w, h, c, depth = _DESC.unpack(data)
-        if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE and w * h <= MAX_PIXELS):
-            raise StreamError(f"declared image size {w}x{h} is beyond the decoder's limits")
-        if c not in (1, 2, 3, 4) or depth not in (8, 16) or (depth == 16 and c != 1):
-            raise StreamError("declared channels or bit depth are invalid")
-        return ImageDescriptor(w, h, c, depth)
+        return imagefile.unpack(data)
 
     def channels(self, d: ImageDescriptor) -> int:
         return d.channels
@@ -125,31 +107,29 @@ class ImageModality(Modality):
     def num_samples(self, d: ImageDescriptor) -> int:
         return d.width * d.height
 
-    def coords(self, d: ImageDescriptor, start: int, stop: int) -> torch.Tensor:
+    def coords(self, d: ImageDescriptor, start: int, stop: int) -> "torch.Tensor":
+        import torch
+
         i = torch.arange(start, stop, dtype=torch.int64)
         x = ((i % d.width).float() + 0.5) * (2.0 / d.width) - 1.0
         y = ((i // d.width).float() + 0.5) * (2.0 / d.height) - 1.0
         return torch.stack([x, y], dim=-1)
 
-    def targets(self, signal: Signal) -> torch.Tensor:
+    def targets(self, signal: Signal) -> "torch.Tensor":
+        import torch
+
         d = signal.descriptor
         v = signal.data.reshape(-1, d.channels).astype(np.float32)
         return torch.from_numpy(v * (2.0 / d.peak) - 1.0)
 
     def to_samples(self, d: ImageDescriptor, values: np.ndarray) -> np.ndarray:
-        v = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * (d.peak / 2.0))
-        return v.astype(np.uint8 if d.bit_depth == 8 else np.uint16)
+        return imagefile.to_samples(d, values)
 
     def assemble(self, d: ImageDescriptor, samples: np.ndarray) -> np.ndarray:
         return samples.reshape(d.height, d.width, d.channels)
 
     def write(self, d: ImageDescriptor, array: np.ndarray, path: Path) -> None:
-        if d.bit_depth == 16:
-            im = Image.fromarray(array[..., 0].astype(np.uint16))
-        else:
-            mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[d.channels]
-            im = Image.fromarray(array.reshape(d.height, d.width, d.channels).squeeze(-1) if d.channels == 1 else array, mode)
-        im.save(path, format="PNG")
+        imagefile.write(d, array, path)
 
     def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
         peak = 65535.0 if original.dtype == np.uint16 else 255.0
@@ -168,5 +148,4 @@ class ImageModality(Modality):
         return replace(IMAGE_SHAPE, n_experts=experts)
 
     def describe(self, d: ImageDescriptor) -> str:
-        kind = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}[d.channels]
-        return f"image {d.width}x{d.height} {kind} {d.bit_depth}-bit"
+        return imagefile.describe(d)

@@ -1,0 +1,349 @@
+"""Fitting latent-grid images (format version 3) in torch, side by side.
+
+``M`` images of one size are fitted together: every parameter has a leading dimension
+of ``M``. The forward pass mirrors the decoder exactly in structure (the decode order of
+``nxcodec.latent.context``, the mean-shifted quantization of every latent, the same
+upsampling, routing inputs and synthesis) but runs in float so it can be trained; the
+final coding goes through the decoder's own fixed-point modules.
+
+Schedule (``LatentSchedule``): a relaxed phase (soft rounding plus uniform noise, its
+temperature annealed, as C3; rate from the Laplace integrated over unit bins), then a
+straight-through phase with hard rounding at a low learning rate. With K > 1 experts the manager is first trained alone to predict
+balanced labels (k-means of the colours), then the loss is the gate-weighted error of
+each expert (Neural Experts) plus the error of the routed, refined image.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nxcodec.latent import tables
+from nxcodec.latent.context import COARSE_OFFSETS, SAME_OFFSETS, level_sizes
+from nxcodec.latent.stream import LatentConfig
+
+BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
+HIDDEN_MAX = 4096.0
+RESIDUAL_LIMITS = torch.tensor([a for _, _, a in tables.SCALES], dtype=torch.float32)
+MU_MAX = 1024.0
+
+
+@dataclass
+class LatentSchedule:
+    """How long and how hard to fit (named phases, as fractions of ``iters``)."""
+
+    iters: int = 2000
+    lr: float = 1e-2  # networks
+    latent_lr: float = 0.3  # measured: latents need far larger steps than the networks (0.05: -2 dB at 400 its)
+    ste_frac: float = 0.15  # final straight-through phase with hard rounding
+    ste_lr: float = 1e-4
+    manager_pretrain_frac: float = 0.05
+    soft_rounding: bool = True  # C3's soft rounding with noise, temperature annealed, instead of plain noise
+    temperature: tuple[float, float] = (0.3, 0.1)
+    progress: bool = False
+    desc: str = "fit"
+
+
+def _mlp_params(m: int, fan_in: int, width: int, layers: int, out: int, gen: torch.Generator,
+                lead: tuple[int, ...] = (), zero_out: bool = False) -> list[list[torch.Tensor]]:
+    """[weight, bias] per layer, each with leading dims ``(m, *lead)``; He-uniform init."""
+    params = []
+    dims = [fan_in] + [width] * layers + [out]
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        bound = math.sqrt(6.0 / a) if i < len(dims) - 2 else math.sqrt(1.0 / a)
+        w = (torch.rand(m, *lead, a, b, generator=gen) * 2 - 1) * bound
+        if zero_out and i == len(dims) - 2:
+            w.zero_()
+        params.append([w, torch.zeros(m, *lead, b)])
+    return params
+
+
+def _mlp(x: torch.Tensor, layers: list[list[torch.Tensor]], relu_max: float | None = None) -> torch.Tensor:
+    """Per-image MLP: ``x`` (M, ..., N, fan_in), weights (M, ..., fan_in, out)."""
+    for i, (w, b) in enumerate(layers):
+        x = x @ w + b.unsqueeze(-2)
+        if i < len(layers) - 1:
+            x = x.clamp(0, relu_max) if relu_max else torch.relu(x)
+    return x
+
+
+def upsample2(x: torch.Tensor, taps: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """Torch twin of :func:`nxcodec.latent.synthesis.upsample2` for ``x`` (M, ...), taps (M, 4)."""
+    x = x.movedim(dim, -1)
+    n = x.shape[-1]
+    p = torch.cat([x[..., :1].expand(*x.shape[:-1], 2), x, x[..., -1:].expand(*x.shape[:-1], 2)], dim=-1)
+    k = [taps[:, i].view(-1, *([1] * (x.dim() - 1))) for i in range(4)]
+    even = k[0] * p[..., 0:n] + k[1] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[3] * p[..., 3 : n + 3]
+    odd = k[3] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[1] * p[..., 3 : n + 3] + k[0] * p[..., 4 : n + 4]
+    out = torch.stack([even, odd], dim=-1).reshape(*x.shape[:-1], 2 * n)[..., :size]
+    return out.movedim(-1, dim)
+
+
+def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A differentiable stand-in for rounding that tends to it as ``temperature`` goes to 0 (Agustsson & Theis)."""
+    base = torch.floor(x)
+    frac = x - base - 0.5
+    return base + 0.5 + torch.tanh(frac / temperature) / (2 * math.tanh(0.5 / temperature))
+
+
+def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
+    """Bits of residuals ``r`` under a zero-mean Laplace of scale ``2**log2_scale`` integrated over unit bins."""
+    b = torch.exp2(log2_scale)
+
+    def cdf(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / b))
+
+    p = cdf(r + 0.5) - cdf(r - 0.5)
+    return -torch.log2(p.clamp_min(2.0**-16))
+
+
+class LatentModel(torch.nn.Module):
+    """The latents and networks of ``M`` images of one size, in float."""
+
+    def __init__(self, cfg: LatentConfig, m: int, height: int, width: int, channels: int, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg, self.m, self.height, self.width, self.channels = cfg, m, height, width, channels
+        self.sizes = level_sizes(height, width, cfg.levels)
+        gen = torch.Generator().manual_seed(seed)
+        self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, h, w)) for h, w in self.sizes)
+        self.nets: dict[str, list[list[torch.Tensor]]] = {
+            "arm_a": _mlp_params(m, len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
+            "arm_b": _mlp_params(m, len(SAME_OFFSETS) + len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen,
+                                 zero_out=True),
+            "experts": _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen, (cfg.n_experts,)),
+        }
+        if cfg.n_experts > 1:
+            self.nets["manager"] = _mlp_params(m, cfg.levels, cfg.mgr_width, 1, cfg.n_experts, gen)
+        self.upsample = torch.nn.Parameter(torch.tensor(BICUBIC).repeat(m, 1))
+        if cfg.refine_width:
+            r, c = cfg.refine_width, channels
+            w1 = (torch.rand(m, r, c, 3, 3, generator=gen) * 2 - 1) * math.sqrt(6.0 / (9 * c))
+            self.refine = torch.nn.ParameterList([torch.nn.Parameter(w1), torch.nn.Parameter(torch.zeros(m, r)),
+                                                  torch.nn.Parameter(torch.zeros(m, c, r, 3, 3)),
+                                                  torch.nn.Parameter(torch.zeros(m, c))])
+        self._registered = torch.nn.ParameterList(
+            torch.nn.Parameter(t) for layers in self.nets.values() for layer in layers for t in layer)
+        it = iter(self._registered)
+        self.nets = {k: [[next(it), next(it)] for _ in layers] for k, layers in self.nets.items()}
+        # The scale output starts mid-range (about b = 1), the mean output at 0.
+        for k in ("arm_a", "arm_b"):
+            with torch.no_grad():
+                self.nets[k][-1][1][..., 1] = 12.0
+
+    # --- the coded tensors, by the stream's names -------------------------------------------
+    def coded_tensors(self, i: int) -> dict[str, torch.Tensor]:
+        """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors."""
+        out: dict[str, torch.Tensor] = {}
+        for key in ("arm_a", "arm_b", "manager", "experts"):
+            if key == "experts":
+                out["upsample"] = self.upsample[i]
+            if key not in self.nets:
+                continue
+            layers = self.nets[key]
+            for j, (w, b) in enumerate(layers):
+                name = f"{key}.{j}" if j < len(layers) - 1 else f"{key}.out"
+                out[f"{name}.weight"], out[f"{name}.bias"] = w[i], b[i]
+        if self.cfg.refine_width:
+            for j, name in enumerate(("refine.0.weight", "refine.0.bias", "refine.1.weight", "refine.1.bias")):
+                out[name] = self.refine[j][i]
+        return out
+
+    # --- forward ----------------------------------------------------------------------------
+    def _arm(self, key: str, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = _mlp(ctx, self.nets[key], HIDDEN_MAX)
+        mu = out[..., 0].clamp(-MU_MAX, MU_MAX)
+        log2_scale = tables.LOG2_BMIN + out[..., 1].clamp(0, tables.N_SCALES - 1) / tables.SCALES_PER_OCTAVE
+        return mu, log2_scale
+
+    @staticmethod
+    def _coarse_context(coarser: torch.Tensor | None, h: int, w: int, m: int) -> torch.Tensor:
+        """(M, h, w, 9): the coarser grid around each parent, zero outside (``P[i//2 + a, j//2 + b]``)."""
+        if coarser is None:
+            return torch.zeros(m, h, w, len(COARSE_OFFSETS))
+        up = F.pad(coarser, (1, 1, 1, 1)).repeat_interleave(2, 1).repeat_interleave(2, 2)  # up[i, j] = P[i//2 - 1, ...]
+        return torch.stack([up[:, 2 + 2 * a : 2 + 2 * a + h, 2 + 2 * b : 2 + 2 * b + w] for a, b in COARSE_OFFSETS],
+                           dim=-1)
+
+    @staticmethod
+    def _same_context(grid: torch.Tensor) -> torch.Tensor:
+        h, w = grid.shape[1:]
+        p = F.pad(grid, (2, 2, 2, 2))
+        return torch.stack([p[:, 2 + dr : 2 + dr + h, 2 + dc : 2 + dc + w] for dr, dc in SAME_OFFSETS], dim=-1)
+
+    def _passes(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices of the pass A and pass B positions of an ``h`` x ``w`` grid, in raster order."""
+        flat = torch.arange(h * w, device=device)
+        is_a = (flat // w + flat % w) % 2 == 0
+        return flat[is_a], flat[~is_a]
+
+    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The latents as the decoder sees them, built in decode order (finest first in the list), and each
+        image's latent bits."""
+        bits = torch.zeros(self.m, device=self.upsample.device)
+        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
+        coarser = None
+        for level in range(self.cfg.levels - 1, -1, -1):
+            y = self.latents[level]
+            h, w = y.shape[1:]
+            idx_a, idx_b = self._passes(h, w, y.device)
+            flat = y.reshape(self.m, -1)
+            coarse = self._coarse_context(coarser, h, w, self.m).to(y).reshape(self.m, h * w, -1)
+            mu, log2_scale = self._arm("arm_a", coarse[:, idx_a])
+            y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
+            grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
+            same = self._same_context(grid.view(self.m, h, w)).reshape(self.m, h * w, -1)
+            mu, log2_scale = self._arm("arm_b", torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1))
+            y_b, b_b = self._quantize(flat[:, idx_b], mu, log2_scale, mode)
+            grid = grid.index_copy(1, idx_b, y_b).view(self.m, h, w)
+            bits = bits + b_a.sum(1) + b_b.sum(1)
+            out[level] = coarser = grid
+        return out, bits
+
+    @staticmethod
+    def _quantize(y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean-shifted quantization: ``round(y - mu) + mu``, with uniform noise in place of rounding in the
+        noise phase; in the hard phase the residual is clamped to its table's range, as the coder does."""
+        v = y - mu
+        if mode.startswith("soft"):  # soft rounding plus noise; the decoder-side value rounds the noisy one softly again
+            t = float(mode[4:])
+            noisy = soft_round(v, t) + torch.rand_like(v) - 0.5
+            return soft_round(noisy, t) + mu, laplace_bits(noisy, log2_scale)
+        if mode == "noise":
+            r = v + torch.rand_like(v) - 0.5
+        else:  # hard rounding, straight-through gradient
+            index = torch.round((log2_scale - tables.LOG2_BMIN) * tables.SCALES_PER_OCTAVE).long()
+            limit = RESIDUAL_LIMITS.to(v.device)[index.clamp(0, tables.N_SCALES - 1)]
+            r = v + (torch.maximum(torch.minimum(torch.round(v), limit), -limit) - v).detach()
+        return r + mu, laplace_bits(r, log2_scale)
+
+    def features(self, grids: list[torch.Tensor]) -> torch.Tensor:
+        """(M, levels, H, W): every grid upsampled to full size (the decoder's cascade)."""
+        x = grids[-1].unsqueeze(1)
+        for g in grids[-2::-1]:
+            x = upsample2(upsample2(x, self.upsample, 2, g.shape[1]), self.upsample, 3, g.shape[2])
+            x = torch.cat([g.unsqueeze(1), x], dim=1)
+        return x
+
+    def manager_inputs(self, grids: list[torch.Tensor]) -> torch.Tensor:
+        """(M, pixels, levels): each grid's value at (row >> l, col >> l)."""
+        h, w = self.height, self.width
+        parts = [g.repeat_interleave(1 << l, 1).repeat_interleave(1 << l, 2)[:, :h, :w] for l, g in enumerate(grids)]
+        return torch.stack(parts, dim=-1).reshape(self.m, h * w, -1)
+
+    def synthesize(self, grids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-expert outputs (M, K, pixels, C), manager logits (M, pixels, K) or None, and the routed,
+        refined image (M, pixels, C)."""
+        feats = self.features(grids).flatten(2).transpose(1, 2)  # (M, P, L)
+        preds = _mlp(feats.unsqueeze(1), self.nets["experts"])  # (M, K, P, C)
+        if self.cfg.n_experts > 1:
+            logits = _mlp(self.manager_inputs(grids), self.nets["manager"], HIDDEN_MAX)
+            onehot = F.one_hot(logits.argmax(-1), self.cfg.n_experts).to(preds).transpose(1, 2).unsqueeze(-1)
+            routed = (preds * onehot).sum(1)
+        else:
+            logits, routed = None, preds[:, 0]
+        return preds, logits, self._refine(routed)
+
+    def _refine(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.refine_width:
+            return x
+        m, c, h, w = self.m, self.channels, self.height, self.width
+        img = x.transpose(1, 2).reshape(1, m * c, h, w)
+        w1, b1, w2, b2 = self.refine
+        t = torch.relu(F.conv2d(img, w1.reshape(-1, c, 3, 3), b1.reshape(-1), padding=1, groups=m))
+        t = F.conv2d(t, w2.reshape(-1, self.cfg.refine_width, 3, 3), b2.reshape(-1), padding=1, groups=m)
+        return (img + t).reshape(m, c, h * w).transpose(1, 2)
+
+
+def _kmeans_labels(target: torch.Tensor, k: int, gen: torch.Generator, iters: int = 10) -> torch.Tensor:
+    """(M, pixels) balanced-ish labels: k-means of each image's colours (the paper's colour pretraining)."""
+    m, n, _ = target.shape
+    idx = torch.randint(0, n, (m, k), generator=gen).to(target.device)
+    centres = torch.gather(target, 1, idx.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+    for _ in range(iters):
+        labels = torch.cdist(target, centres).argmin(-1)
+        onehot = F.one_hot(labels, k).to(target)
+        centres = (onehot.transpose(1, 2) @ target) / onehot.sum(1).clamp_min(1).unsqueeze(-1)
+    return labels
+
+
+def fit(model: LatentModel, target: torch.Tensor, lam: float, schedule: LatentSchedule, seed: int = 0) -> list[float]:
+    """Fit ``model`` to ``target`` (M, pixels, C) in [-1, 1]; returns the last loss of each image.
+
+    Loss per image: MSE on [0, 1] samples + ``lam`` * latent bits per pixel. A step whose
+    loss is not finite is undone and the learning rate halved.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pixels = model.height * model.width
+    params = list(model.parameters())
+    latent_ids = {id(p) for p in model.latents}
+    groups = [{"params": list(model.latents), "base": schedule.latent_lr},
+              {"params": [p for p in params if id(p) not in latent_ids], "base": schedule.lr}]
+    opt = torch.optim.Adam(groups)
+    n_ste = int(schedule.iters * schedule.ste_frac)
+    n_noise = schedule.iters - n_ste
+    labels = None
+    if model.cfg.n_experts > 1:
+        labels = _kmeans_labels(target, model.cfg.n_experts, gen)
+    pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if labels is not None else 0
+    bar = _progress(schedule.iters, schedule.progress, schedule.desc)
+    good = [p.detach().clone() for p in params]
+    lr_scale = 1.0
+    losses = torch.zeros(model.m)
+    for it in range(schedule.iters):
+        ste = it >= n_noise
+        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
+        for g in opt.param_groups:
+            g["lr"] = lr_scale * (schedule.ste_lr if ste else g["base"] * decay)
+        if ste:
+            mode = "ste"
+        elif schedule.soft_rounding:
+            frac = it / max(n_noise - 1, 1)
+            mode = f"soft{schedule.temperature[0] + (schedule.temperature[1] - schedule.temperature[0]) * frac}"
+        else:
+            mode = "noise"
+        grids, bits = model.quantized_latents(mode)
+        preds, logits, image = model.synthesize(grids)
+        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
+        loss = mse + lam * bits / pixels
+        if logits is not None and it < pretrain:  # the manager first learns colour regions
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
+                                          reduction="none").view(model.m, -1).mean(1)
+        elif logits is not None:  # each expert's error weighted by its gate
+            gates = torch.softmax(logits, -1).transpose(1, 2)  # (M, K, P)
+            loss = loss + (gates * ((preds - target.unsqueeze(1)) ** 2).mean(-1)).sum(1).mean(1) / 4
+        total = loss.sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if not torch.isfinite(total):
+            with torch.no_grad():
+                for p, g in zip(params, good):
+                    p.copy_(g)
+            lr_scale *= 0.5
+            opt = torch.optim.Adam(groups)
+            continue
+        opt.step()
+        losses = loss.detach()
+        if it % 100 == 0:
+            good = [p.detach().clone() for p in params]
+        if bar is not None:
+            bar.update(1)
+            if it % 20 == 0:
+                psnr = -10 * math.log10(max(float(mse.mean()), 1e-12))
+                bar.set_postfix_str(f"{psnr:.2f} dB {float(bits.mean()) / pixels:.3f} bpp")
+    if bar is not None:
+        bar.close()
+    return losses.tolist()
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True, leave=False)

@@ -1,0 +1,224 @@
+"""Encoding images as format version 3: fit, quantize the networks, write, and report.
+
+Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image's
+networks are then quantized: the fixed-point networks (context models, manager) with one
+power-of-two step for the whole image, the float networks with a step per tensor set
+relative to its spread; both precisions are chosen by the rate-distortion cost of the
+written stream, decoded by the real decoder. A rate target then raises the dead zone of
+the latent quantizer until the file fits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from nxcodec.errors import NxcError
+from nxcodec.fit import presets
+from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.latent import stream, tables
+from nxcodec.latent.context import MAX_SHIFT, max_levels
+from nxcodec.latent.stream import FIXED_POINT, CodedTensor, LatentConfig
+from nxcodec.quant import code_for_step
+from nxcodec.signals.imagefile import ImageDescriptor
+from nxcodec.steps import MAX_STEP_CODE, step_from_code
+
+FIXED_PRECISIONS = (5, 6, 7, 8, 9)  # fractional bits of the fixed-point weights
+FLOAT_PRECISIONS = (3, 4, 5, 6, 7)  # float steps are spread / 2**p
+UPSAMPLE_CODE = 40  # 2**-10: four taps, cheap to keep fine
+DEAD_ZONES = tuple(0.5 + 0.05 * i for i in range(11))  # latent rounding offsets tried to meet a rate target
+STACK_PIXELS_GPU = 1 << 25  # images fitted together on a GPU: about 80 Kodak images
+STACK_PIXELS_CPU = 1 << 20
+SMALL_FIT = 1 << 17  # pixels under which a CPU fit runs on one thread (its ops are too small to share: 2.5x faster)
+
+
+def fit_weight_prior(q: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(lo, hi, mu, decay) of the 16-bit table that codes ``q`` in the fewest bits, or None if it cannot."""
+    q = q.ravel()
+    lo, hi = int(q.min()), int(q.max())
+    if lo < -tables.MAX_WEIGHT or hi > tables.MAX_WEIGHT or hi - lo + 1 > tables.MAX_WEIGHT_ALPHABET:
+        return None
+    mu = int(np.clip(np.round(np.median(q)), lo, hi))
+    scale = max(float(np.mean(np.abs(q - mu))), 1e-3)
+    best, best_bits = None, math.inf
+    for factor in (0.7, 0.85, 1.0, 1.2, 1.45):
+        decay = int(np.clip(round(65536 * math.exp(-1.0 / (scale * factor))), 0, 65535))
+        freq = tables.weight_table(lo, hi, mu, decay)
+        bits = float(np.sum(tables.PREC - np.log2(freq[q - lo])))
+        if bits < best_bits:
+            best, best_bits = (lo, hi, mu, decay), bits
+    return best
+
+
+def quantize(w: np.ndarray, code: int) -> CodedTensor | None:
+    """``w`` as integers of step ``code`` with its prior, or None where the coder's range is exceeded."""
+    q = np.rint(w.astype(np.float32) / step_from_code(code)).astype(np.int64)
+    prior = fit_weight_prior(q)
+    return None if prior is None else CodedTensor(code, *prior, q)
+
+
+def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int) -> "OrderedDict[str, CodedTensor]":
+    """Every tensor at its precision, made coarser where the coder's range would be exceeded."""
+    out: OrderedDict[str, CodedTensor] = OrderedDict()
+    for name, w in weights.items():
+        if name.startswith(FIXED_POINT):
+            code, coarser = 4 * min(fixed, MAX_SHIFT), 4
+        elif name == "upsample":
+            code, coarser = UPSAMPLE_CODE, 1
+        else:
+            spread = float(w.std()) if w.size > 1 else float(np.abs(w).max())
+            code, coarser = code_for_step(max(spread, 1e-6) / 2**precision), 1
+        code = min(code, MAX_STEP_CODE - MAX_STEP_CODE % coarser)
+        qt = quantize(w, code)
+        while qt is None:
+            code -= coarser
+            if code < 0:
+                raise NxcError(f"network tensor {name} cannot be coded (values too large)")
+            qt = quantize(w, code)
+        out[name] = qt
+    return out
+
+
+def levels_for(height: int, width: int) -> int:
+    """Grids down to about 1:64 of the shorter side for Kodak-sized images, fewer for small ones."""
+    return max(1, min(max_levels(height, width), min(height, width).bit_length() - 3, 7))
+
+
+def lanes_for(height: int, width: int) -> int:
+    """log2 of the coder's lanes: about one lane per 8192 latents, at most 64."""
+    latents = height * width * 4 // 3
+    return int(np.clip(math.floor(math.log2(max(latents / 8192, 1))), 0, 6))
+
+
+def config_for(preset: presets.LatentPreset, d: ImageDescriptor) -> LatentConfig:
+    k = preset.n_experts
+    return LatentConfig(levels=levels_for(d.height, d.width), arm_width=preset.arm_width, arm_layers=2, n_experts=k,
+                        mgr_width=preset.mgr_width if k > 1 else 0, syn_width=preset.syn_width,
+                        syn_layers=preset.syn_layers, refine_width=preset.refine_width,
+                        lanes_log2=lanes_for(d.height, d.width))
+
+
+class _Candidate:
+    """One written stream and its cost."""
+
+    def __init__(self, data: bytes, image: stream.LatentImage, samples: np.ndarray, mse: float, cost: float) -> None:
+        self.data, self.image, self.samples, self.mse, self.cost = data, image, samples, mse, cost
+
+
+def _write(d: ImageDescriptor, cfg: LatentConfig, coded, latents, original: np.ndarray, lam: float,
+           dead_zone: float = 0.5) -> _Candidate:
+    data, image = stream.write(d, cfg, coded, latents, dead_zone)
+    samples = stream.reconstruct(image)[0]
+    mse = float(np.mean((samples.astype(np.float64) - original.astype(np.float64)) ** 2)) / d.peak**2
+    return _Candidate(data, image, samples, mse, mse + lam * 8 * len(data) / (d.width * d.height))
+
+
+def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
+               original: np.ndarray, lam: float, bits_allowed: float | None) -> _Candidate:
+    """The best stream over the precision choices; under a rate target, the best one that fits.
+
+    When none fits, wider dead zones and then coarser float networks are tried, in that
+    order; if still none fits, ``NxcError`` (the caller refits a smaller preset).
+    """
+    fits = (lambda c: True) if bits_allowed is None else (lambda c: 8 * len(c.data) <= bits_allowed)
+    best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
+    for f in FIXED_PRECISIONS:
+        c = _write(d, cfg, quantize_networks(weights, f, 5), latents, original, lam)
+        if best is None or (fits(c), -c.cost) > (fits(best), -best.cost):
+            best, fixed = c, f
+    precision = 5
+    for p in FLOAT_PRECISIONS:
+        c = _write(d, cfg, quantize_networks(weights, fixed, p), latents, original, lam) if p != 5 else best
+        if (fits(c), -c.cost) > (fits(best), -best.cost):
+            best, precision = c, p
+    if fits(best):
+        return best
+    for p in range(precision, -1, -1):
+        coded = quantize_networks(weights, fixed, p)
+        for dz in DEAD_ZONES[1:]:
+            c = _write(d, cfg, coded, latents, original, lam, dz)
+            if fits(c):
+                return c
+    raise NxcError("the rate target is too small for this image; raise the target")
+
+
+def _groups(descs: list[ImageDescriptor], limit: int) -> list[list[int]]:
+    by_size: dict[tuple[int, int, int], list[int]] = {}
+    for i, d in enumerate(descs):
+        by_size.setdefault((d.height, d.width, d.channels), []).append(i)
+    out = []
+    for idx in by_size.values():
+        per = max(1, limit // (descs[idx[0]].width * descs[idx[0]].height))
+        out += [idx[a : a + per] for a in range(0, len(idx), per)]
+    return out
+
+
+def encode_images(modality, signals_: list, opts) -> list:
+    """Encode images as version 3 streams; same-sized images are fitted side by side."""
+    from nxcodec.codec import EncodeResult, device_name, resolve_device
+
+    t0 = time.perf_counter()
+    device = resolve_device(opts.device)
+    descs: list[ImageDescriptor] = [s.descriptor for s in signals_]
+    if opts.rate is not None and not opts.rate > 0:
+        raise NxcError("the rate target must be positive")
+    preset = (presets.latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(opts.rate))
+    limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
+    results: list = [None] * len(signals_)
+    todo = _groups(descs, limit)
+    while todo:
+        missed = _encode_groups(modality, signals_, descs, todo, preset, opts, device, results)
+        smaller = presets.LATENT_PRESETS.get(preset.quality - 1)
+        if missed and (smaller is None or opts.rate is None):
+            raise NxcError("the rate target is too small for this image; raise the target")
+        todo, preset = [[i] for i in missed], smaller
+    seconds = (time.perf_counter() - t0) / len(signals_)
+    out = []
+    for (best, float_samples, cfg), signal, d in zip(results, signals_, descs):
+        out.append(EncodeResult(
+            data=best.data, rate=modality.rate(d, len(best.data)), rate_unit=modality.rate_unit,
+            metrics=modality.metrics(signal.data, best.samples),
+            float_metrics=modality.metrics(signal.data, float_samples),
+            encode_seconds=seconds, device=device_name(device), configs=[cfg],
+            n_params=sum(t.ints.size for t in best.image.tensors.values()),
+        ))
+    return out
+
+
+def _encode_groups(modality, signals_: list, descs: list[ImageDescriptor], groups: list[list[int]],
+                   preset: presets.LatentPreset, opts, device: torch.device, results: list) -> list[int]:
+    """Fit and code each group of same-sized images; the indices of those that missed the rate target."""
+    iters = opts.iters if opts.iters is not None else preset.iters
+    missed = []
+    for g, idx in enumerate(groups):
+        d = descs[idx[0]]
+        cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, d)
+        target = torch.stack([modality.targets(signals_[i]) for i in idx]).to(device)
+        model = LatentModel(cfg, len(idx), d.height, d.width, d.channels, seed=opts.seed).to(device)
+        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit image" + (f" {g + 1}" if g else ""))
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and len(idx) * d.width * d.height < SMALL_FIT:
+            torch.set_num_threads(1)
+        try:
+            fit(model, target, preset.lam, schedule, seed=opts.seed)
+        finally:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            grids, _ = model.quantized_latents("ste")
+            float_images = model.synthesize(grids)[2].clamp(-1, 1).cpu().numpy()
+        for j, i in enumerate(idx):
+            weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
+            latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
+            bits = None if opts.rate is None else modality.bits_allowed(d, opts.rate)
+            try:
+                best = code_image(d, cfg, weights, latents, signals_[i].data, preset.lam, bits)
+            except NxcError:
+                missed.append(i)
+                continue
+            float_samples = modality.to_samples(d, float_images[j]).reshape(signals_[i].data.shape)
+            results[i] = (best, float_samples, cfg)
+    return missed

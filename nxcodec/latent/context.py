@@ -1,0 +1,115 @@
+"""The fixed-point context model and expert manager of format version 3 (SPEC.md 9.4, 9.7).
+
+Shared by the encoder and the decoder, so their arithmetic cannot drift apart. Latent
+values are integers with ``FRAC_BITS`` fractional bits. A fixed-point MLP has integer
+weights with power-of-two steps; every product and sum is an integer below 2**53, so
+computing it as a float64 matrix product (BLAS, any thread count, any CPU) is exact, and
+rescaling is a floor division by a power of two.
+
+Decode order: grids from the coarsest to the finest; within a grid, pass A (the
+positions with ``(row + col)`` even, in raster order) and then pass B (the others). A pass
+A latent reads 9 values of the next coarser grid around its parent; a pass B latent
+reads in addition the 12 nearest pass A latents of its own grid. Every latent of a pass
+is independent of the others of that pass, so a pass is one vectorised step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nxcodec.latent.tables import N_SCALES
+
+FRAC_BITS = 8
+ONE = 1 << FRAC_BITS
+MU_MAX = 1 << (FRAC_BITS + 10)  # |mean| <= 1024
+HIDDEN_MAX = 1 << (FRAC_BITS + 12)  # hidden activations are clamped to [0, 4096]
+MAX_FAN_IN = 64
+MAX_SHIFT = 15  # weight and bias steps are 2**-s, 0 <= s <= 15
+
+# (row, column) offsets, in the order the context model reads them.
+COARSE_OFFSETS = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1))  # around (row // 2, col // 2)
+SAME_OFFSETS = ((0, -1), (-1, 0), (0, 1), (1, 0), (-1, -2), (-2, -1), (-2, 1), (-1, 2), (1, 2), (2, 1), (2, -1),
+                (1, -2))  # pass A latents around a pass B latent
+N_CONTEXT_A = len(COARSE_OFFSETS)
+N_CONTEXT_B = len(SAME_OFFSETS) + len(COARSE_OFFSETS)
+
+
+@dataclass(frozen=True)
+class FixedLayer:
+    """One affine layer: ``x W + b`` with ``W = weight * 2**-w_shift`` and ``b = bias * 2**-b_shift``."""
+
+    weight: np.ndarray  # int64 (fan_in, fan_out)
+    bias: np.ndarray  # int64 (fan_out,)
+    w_shift: int
+    b_shift: int
+
+
+def fixed_mlp(x: np.ndarray, layers: list[FixedLayer]) -> np.ndarray:
+    """Evaluate a fixed-point ReLU MLP on integer inputs with ``FRAC_BITS`` fractional bits.
+
+    Each layer computes ``acc = x W + align(b)`` exactly (``FRAC_BITS + w_shift`` fractional
+    bits), then ``floor(acc / 2**w_shift)``; hidden layers clamp to ``[0, HIDDEN_MAX]``.
+    Returns int64 outputs with ``FRAC_BITS`` fractional bits.
+    """
+    h = np.asarray(x, dtype=np.float64)
+    for i, layer in enumerate(layers):
+        shift = FRAC_BITS + layer.w_shift - layer.b_shift
+        bias = layer.bias << shift if shift >= 0 else layer.bias >> -shift
+        acc = h @ layer.weight.astype(np.float64) + bias.astype(np.float64)
+        h = np.floor(acc / float(1 << layer.w_shift))
+        if i < len(layers) - 1:
+            h = np.clip(h, 0, HIDDEN_MAX)
+    return h.astype(np.int64)
+
+
+def means_and_scales(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The context model's two outputs as a clamped mean (fixed point) and a scale index."""
+    mu = np.clip(out[:, 0], -MU_MAX, MU_MAX)
+    scale = np.clip((out[:, 1] + (ONE >> 1)) >> FRAC_BITS, 0, N_SCALES - 1)
+    return mu, scale
+
+
+def route(logits: np.ndarray) -> np.ndarray:
+    """The expert of each pixel: the index of its largest logit, the lowest index on ties."""
+    return np.argmax(logits, axis=1)
+
+
+def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """(rows, columns) of grid l = 0 .. levels-1: ceil(height / 2**l) by ceil(width / 2**l)."""
+    return [(-(-height // (1 << l)), -(-width // (1 << l))) for l in range(levels)]
+
+
+def max_levels(height: int, width: int) -> int:
+    """The most grids an image may have: until the coarsest is one pixel, and at most 12."""
+    return min(12, (max(height, width) - 1).bit_length() + 1)
+
+
+def pass_positions(rows: int, cols: int, parity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the positions with ``(row + col) % 2 == parity``, in raster order."""
+    r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
+    keep = (r + c) % 2 == parity
+    return r[keep], c[keep]
+
+
+def _gather(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets, pad: int) -> np.ndarray:
+    padded = np.pad(grid, pad)
+    return np.stack([padded[rows + pad + dr, cols + pad + dc] for dr, dc in offsets], axis=1)
+
+
+def context_a(coarser: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Pass A inputs: the coarser grid's values around each parent (zero outside it, or with no coarser grid)."""
+    if coarser is None:
+        return np.zeros((rows.size, N_CONTEXT_A), dtype=np.int64)
+    return _gather(coarser, rows // 2, cols // 2, COARSE_OFFSETS, 1)
+
+
+def context_b(grid: np.ndarray, coarser: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Pass B inputs: 12 pass A neighbours of the same grid (zero outside), then the pass A inputs."""
+    return np.concatenate([_gather(grid, rows, cols, SAME_OFFSETS, 2), context_a(coarser, rows, cols)], axis=1)
+
+
+def manager_inputs(grids: list[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Per pixel, the value of each grid at ``(row >> l, col >> l)``: integer inputs for routing."""
+    return np.stack([g[rows >> l, cols >> l] for l, g in enumerate(grids)], axis=1)

@@ -1,0 +1,339 @@
+"""Version 3 image streams: layout, limits and the whole decoder (bitstream/SPEC.md section 9).
+
+After the common prefix (magic, version 3, modality 1, the image descriptor) a stream
+holds a latent config, a tensor table, and one rANS payload with every network integer
+followed by every latent residual. :func:`walk_latents` is the decode order, shared by
+the encoder (which chooses the residuals) and the decoder (which reads them), so the two
+cannot disagree on a context, a mean or a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import Callable
+
+import numpy as np
+
+from nxcodec.errors import StreamError
+from nxcodec.latent import context, rans, tables
+from nxcodec.latent.context import (N_CONTEXT_A, N_CONTEXT_B, FixedLayer, context_a, context_b, fixed_mlp,
+                                    level_sizes, max_levels, means_and_scales, pass_positions)
+from nxcodec.latent.synthesis import Synthesis, synthesize
+from nxcodec.signals import imagefile
+from nxcodec.signals.imagefile import ImageDescriptor
+from nxcodec.steps import MAX_STEP_CODE, dequantize
+
+MAGIC = b"\x89NXC"
+VERSION = 3
+MODALITY_IMAGE = 1
+_PREFIX = struct.Struct("<4sBBH")
+_TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
+_U32 = struct.Struct("<I")
+FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
+MAX_MAC_PER_PIXEL = 1 << 14
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Sizes of the latent pyramid and of the networks (10 bytes in the stream)."""
+
+    levels: int  # grids at 1:1 .. 1:2**(levels-1)
+    arm_width: int  # hidden width of the two context models
+    arm_layers: int  # hidden layers of each context model
+    n_experts: int  # K synthesis experts
+    mgr_width: int  # hidden width of the manager (0 when K = 1)
+    syn_width: int  # hidden width of each expert
+    syn_layers: int  # hidden layers of each expert
+    refine_width: int  # channels of the 3x3 refinement (0: none)
+    lanes_log2: int  # the rANS coder interleaves 2**lanes_log2 states
+    reserved: int = 0
+
+    _FORMAT = struct.Struct("<10B")
+    SIZE = _FORMAT.size
+
+    def pack(self) -> bytes:
+        return self._FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "LatentConfig":
+        return cls(*cls._FORMAT.unpack(data))
+
+    def check(self, d: ImageDescriptor) -> None:
+        """Refuse sizes beyond the spec's limits, before anything is allocated."""
+        ok = (1 <= self.levels <= max_levels(d.height, d.width) and 1 <= self.arm_width <= 64
+              and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
+              and (self.mgr_width == 0) == (self.n_experts == 1) and self.mgr_width <= 64
+              and 1 <= self.syn_width <= 64 and self.syn_layers <= 3 and self.refine_width <= 16
+              and self.lanes_log2 <= 8 and self.reserved == 0)
+        if not ok:
+            raise StreamError("latent config is outside the decoder's limits")
+        if self.mac_per_pixel(d.channels) > MAX_MAC_PER_PIXEL:
+            raise StreamError("the stream's networks exceed the decoder's limit on work per pixel")
+
+    def tensor_shapes(self, channels: int) -> "OrderedDict[str, tuple[int, ...]]":
+        """Name and shape of every coded tensor, in stream order (SPEC.md 9.3)."""
+        shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+
+        def mlp(prefix: str, fan_in: int, width: int, layers: int, out: int, experts: int = 0) -> None:
+            lead = (experts,) if experts else ()
+            for i in range(layers):
+                shapes[f"{prefix}.{i}.weight"] = (*lead, fan_in, width)
+                shapes[f"{prefix}.{i}.bias"] = (*lead, width)
+                fan_in = width
+            shapes[f"{prefix}.out.weight"] = (*lead, fan_in, out)
+            shapes[f"{prefix}.out.bias"] = (*lead, out)
+
+        mlp("arm_a", N_CONTEXT_A, self.arm_width, self.arm_layers, 2)
+        mlp("arm_b", N_CONTEXT_B, self.arm_width, self.arm_layers, 2)
+        if self.n_experts > 1:
+            mlp("manager", self.levels, self.mgr_width, 1, self.n_experts)
+        shapes["upsample"] = (4,)
+        mlp("experts", self.levels, self.syn_width, self.syn_layers, channels, self.n_experts)
+        if self.refine_width:
+            r = self.refine_width
+            shapes.update({"refine.0.weight": (r, channels, 3, 3), "refine.0.bias": (r,),
+                           "refine.1.weight": (channels, r, 3, 3), "refine.1.bias": (channels,)})
+        return shapes
+
+    def mac_per_pixel(self, channels: int) -> float:
+        """Multiply-adds per decoded pixel: context model (per latent, times latents per pixel),
+        manager, one expert, refinement, upsampling."""
+        shapes = self.tensor_shapes(channels)
+
+        def macs(prefix: str) -> int:
+            return sum(math.prod(s[-2:]) for n, s in shapes.items() if n.startswith(prefix) and n.endswith("weight"))
+
+        latents_per_pixel = sum(4.0**-l for l in range(self.levels))
+        arm = (macs("arm_a.") + macs("arm_b.")) / 2 * latents_per_pixel
+        expert = macs("experts.")
+        refine = 9 * 2 * channels * self.refine_width
+        upsample = 8 * sum(l for l in range(self.levels))  # two 4-tap passes per doubling, about one sample each
+        return arm + macs("manager.") + expert + refine + upsample
+
+
+@dataclass
+class CodedTensor:
+    """One network tensor as stored: step code, prior parameters and integers."""
+
+    code: int
+    lo: int
+    hi: int
+    mu: int
+    decay: int
+    ints: np.ndarray  # int64, the tensor's shape
+
+    def table(self) -> np.ndarray:
+        return tables.weight_table(self.lo, self.hi, self.mu, self.decay)
+
+    def values(self) -> np.ndarray:
+        return dequantize(self.ints, self.code)
+
+
+@dataclass
+class LatentImage:
+    """Everything a version 3 stream decodes to before synthesis."""
+
+    descriptor: ImageDescriptor
+    config: LatentConfig
+    tensors: "OrderedDict[str, CodedTensor]"
+    grids: list[np.ndarray]  # int64 latent values with context.FRAC_BITS fractional bits, finest first
+
+    def digest(self) -> str:
+        """SHA-256 of the decoded integers (tensors in stream order, then grids finest first), as int64 LE."""
+        h = hashlib.sha256()
+        for t in self.tensors.values():
+            h.update(np.ascontiguousarray(t.ints, dtype="<i8").tobytes())
+        for g in self.grids:
+            h.update(np.ascontiguousarray(g, dtype="<i8").tobytes())
+        return h.hexdigest()
+
+
+def fixed_layers(tensors: "OrderedDict[str, CodedTensor]", prefix: str) -> list[FixedLayer]:
+    """The fixed-point layers of one network (``arm_a``, ``arm_b``, ``manager``) from its tensors."""
+    names = [n[: -len(".weight")] for n in tensors if n.startswith(prefix + ".") and n.endswith(".weight")]
+    return [FixedLayer(tensors[f"{n}.weight"].ints, tensors[f"{n}.bias"].ints, tensors[f"{n}.weight"].code // 4,
+                       tensors[f"{n}.bias"].code // 4) for n in names]
+
+
+def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
+    """The float networks, dequantized."""
+    def layers(prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        names = [n[: -len(".weight")] for n in tensors if n.startswith(prefix) and n.endswith(".weight")]
+        return [(tensors[f"{n}.weight"].values(), tensors[f"{n}.bias"].values()) for n in names]
+
+    return Synthesis(tensors["upsample"].values(), layers("experts."), layers("refine."), fixed_layers(tensors, "manager"))
+
+
+Residuals = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def walk_latents(config: LatentConfig, d: ImageDescriptor, arm_a: list[FixedLayer], arm_b: list[FixedLayer],
+                 residuals: Residuals) -> list[np.ndarray]:
+    """Build the grids in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
+
+    For each pass, the context model gives every latent a mean and a scale index;
+    ``residuals(level, rows, cols, mean, scale)`` supplies the integer residuals (the
+    encoder chooses them, the decoder reads them), and a latent's value is
+    ``residual * 2**FRAC_BITS + mean``.
+    """
+    sizes = level_sizes(d.height, d.width, config.levels)
+    grids: list[np.ndarray] = [np.zeros(0)] * config.levels
+    coarser = None
+    for level in range(config.levels - 1, -1, -1):
+        grid = np.zeros(sizes[level], dtype=np.int64)
+        for parity, net in ((0, arm_a), (1, arm_b)):
+            rows, cols = pass_positions(*sizes[level], parity)
+            if rows.size == 0:
+                continue
+            ctx = context_a(coarser, rows, cols) if parity == 0 else context_b(grid, coarser, rows, cols)
+            mu, scale = means_and_scales(fixed_mlp(ctx, net))
+            r = residuals(level, rows, cols, mu, scale)
+            grid[rows, cols] = r * context.ONE + mu
+        grids[level] = coarser = grid
+    return grids
+
+
+def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
+    if len(data) < _PREFIX.size + 4 or data[:4] != MAGIC:
+        raise StreamError("not an nxcodec stream (bad magic)")
+    _, version, modality, desc_len = _PREFIX.unpack_from(data)
+    if version != VERSION or modality != MODALITY_IMAGE:
+        raise StreamError("not a version 3 image stream")
+    if zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
+        raise StreamError("stream is corrupt or truncated (CRC mismatch)")
+    end = _PREFIX.size + desc_len
+    if end > len(data) - 4:
+        raise StreamError("stream is truncated")
+    return imagefile.unpack(data[_PREFIX.size:end]), end
+
+
+@dataclass
+class Header:
+    """The parsed, checked parts of a version 3 stream that precede its payload."""
+
+    descriptor: ImageDescriptor
+    config: LatentConfig
+    table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
+    payload: bytes
+    sizes: dict[str, int]
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and check everything but the payload: the limits hold before anything is decoded."""
+    d, pos = _prefix(data)
+    if pos + LatentConfig.SIZE > len(data) - 4:
+        raise StreamError("stream is truncated")
+    config = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
+    config.check(d)
+    pos += LatentConfig.SIZE
+    shapes = config.tensor_shapes(d.channels)
+    table: OrderedDict = OrderedDict()
+    for name, shape in shapes.items():
+        if pos + _TENSOR.size > len(data) - 4:
+            raise StreamError("stream is truncated")
+        code, lo, hi, mu, decay = _TENSOR.unpack_from(data, pos)
+        pos += _TENSOR.size
+        if code > MAX_STEP_CODE or (name.startswith(FIXED_POINT) and (code % 4 or code // 4 > context.MAX_SHIFT)):
+            raise StreamError(f"invalid step code for {name}")
+        try:
+            tables.check_weight_prior(lo, hi, mu, decay)
+        except ValueError as exc:
+            raise StreamError(f"invalid prior for {name}: {exc}") from None
+        table[name] = (shape, code, lo, hi, mu, decay)
+    if pos + 4 > len(data) - 4:
+        raise StreamError("stream is truncated")
+    (length,) = _U32.unpack_from(data, pos)
+    pos += 4
+    if pos + length + 4 != len(data):
+        raise StreamError("payload length does not match the stream size")
+    sizes = {"header": _PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
+             "tensor_table": len(shapes) * _TENSOR.size, "payload": 4 + length, "crc": 4}
+    return Header(d, config, table, data[pos : pos + length], sizes)
+
+
+def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
+    """Models 0 .. N_SCALES-1 are the latent scales; model N_SCALES + t is tensor t's table."""
+    return rans.Tables(tables.scale_tables() + weight_tables)
+
+
+def decode_latents(data: bytes) -> LatentImage:
+    """Entropy-decode a version 3 stream into its integer tensors and latent grids."""
+    h = read_header(data)
+    shift = tables.N_SCALES
+    weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in h.table.values()]
+    try:
+        decoder = rans.Decoder(h.payload, _coder_tables(weight_tables), 1 << h.config.lanes_log2)
+        tensors: OrderedDict[str, CodedTensor] = OrderedDict()
+        for t, (name, (shape, code, lo, hi, mu, decay)) in enumerate(h.table.items()):
+            n = math.prod(shape)
+            ints = decoder.decode(np.full(n, shift + t, dtype=np.int64)) + lo
+            tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(shape))
+
+        def read(level: int, rows: np.ndarray, cols: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+            return decoder.decode(scale) - tables.residual_limit(scale)
+
+        grids = walk_latents(h.config, h.descriptor, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
+                             read)
+        decoder.finish()
+    except rans.CorruptStream as exc:
+        raise StreamError(f"payload does not decode: {exc}") from None
+    return LatentImage(h.descriptor, h.config, tensors, grids)
+
+
+def reconstruct(image: LatentImage) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded image ``(H, W, C)`` and each pixel's expert ``(H, W)``."""
+    d = image.descriptor
+    values, choice = synthesize(image.grids, float_synthesis(image.tensors), d.channels)
+    return imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels), choice.reshape(d.height, d.width)
+
+
+def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:
+    """A version 3 stream to its descriptor and image array."""
+    image = decode_latents(data)
+    return image.descriptor, reconstruct(image)[0]
+
+
+def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
+          latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentImage]:
+    """Code an image: the encoder's float latents (in latent units, finest first) are quantized in decode order.
+
+    A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
+    values give more zeros, a smaller file). Returns the stream and what a decoder will
+    rebuild from it.
+    """
+    config.check(d)
+    shapes = config.tensor_shapes(d.channels)
+    if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
+        raise ValueError("tensors do not match the latent config")
+    symbols, models = [], []
+    shift = tables.N_SCALES
+    for t, qt in enumerate(tensors.values()):
+        tables.check_weight_prior(qt.lo, qt.hi, qt.mu, qt.decay)
+        symbols.append(qt.ints.ravel() - qt.lo)
+        models.append(np.full(qt.ints.size, shift + t, dtype=np.int64))
+
+    def choose(level: int, rows: np.ndarray, cols: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        target = latents[level][rows, cols] * context.ONE
+        limit = tables.residual_limit(scale)
+        v = (target - mu) / context.ONE
+        r = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
+        symbols.append(r + limit)
+        models.append(scale)
+        return r
+
+    grids = walk_latents(config, d, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
+    weight_tables = [qt.table() for qt in tensors.values()]
+    payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
+                          1 << config.lanes_log2)
+    out = bytearray(_PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))))
+    out += imagefile.pack(d) + config.pack()
+    for qt in tensors.values():
+        out += _TENSOR.pack(qt.code, qt.lo, qt.hi, qt.mu, qt.decay)
+    out += _U32.pack(len(payload)) + payload
+    out += _U32.pack(zlib.crc32(out))
+    return bytes(out), LatentImage(d, config, tensors, grids)

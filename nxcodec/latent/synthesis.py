@@ -1,0 +1,107 @@
+"""From decoded latents to pixels, in float32 numpy (SPEC.md section 9.8).
+
+Every grid is brought to full resolution by repeated 2x upsampling with one learned
+4-tap filter (mirrored for the odd phase, edges replicated), the grids are stacked as
+per-pixel features, each pixel is routed to one expert MLP (ReLU hidden layers, affine
+output), and an optional 3x3 residual refinement follows. Only this part is floating
+point; its tolerance is discussed in the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, manager_inputs, route
+
+ROWS = 1 << 14  # pixels per block of the per-pixel networks (bounds memory)
+
+
+@dataclass
+class Synthesis:
+    """The float networks of a stream, dequantized."""
+
+    upsample: np.ndarray  # (4,) taps k0..k3 of the even phase
+    experts: list[tuple[np.ndarray, np.ndarray]]  # per layer: weight (K, fan_in, fan_out), bias (K, fan_out)
+    refine: list[tuple[np.ndarray, np.ndarray]]  # empty, or two layers: weight (out, in, 3, 3), bias (out,)
+    manager: list[FixedLayer]  # empty when K = 1
+
+
+def upsample2(x: np.ndarray, taps: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Double ``x`` along ``axis`` and keep the first ``size`` samples.
+
+    Output ``2i`` is ``k0 x[i-2] + k1 x[i-1] + k2 x[i] + k3 x[i+1]`` and output ``2i+1`` is
+    ``k3 x[i-1] + k2 x[i] + k1 x[i+1] + k0 x[i+2]``, indices clamped to the array.
+    """
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    p = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(2, 2)], mode="edge")
+    k0, k1, k2, k3 = (np.float32(t) for t in taps)
+    even = k0 * p[..., 0:n] + k1 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k3 * p[..., 3 : n + 3]
+    odd = k3 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k1 * p[..., 3 : n + 3] + k0 * p[..., 4 : n + 4]
+    out = np.stack([even, odd], axis=-1).reshape(*x.shape[:-1], 2 * n)[..., :size]
+    return np.moveaxis(out, -1, axis)
+
+
+def features(grids: list[np.ndarray], taps: np.ndarray) -> np.ndarray:
+    """``(levels, rows, cols)`` float32: grid l upsampled l times to the size of grid 0.
+
+    Computed as a cascade (the coarsest grid is doubled, stacked under the next finer one,
+    and the stack doubled again), which is the same arithmetic with fewer steps.
+    """
+    x = (grids[-1].astype(np.float32) / np.float32(ONE))[None]
+    for g in grids[-2::-1]:
+        x = upsample2(upsample2(x, taps, 1, g.shape[0]), taps, 2, g.shape[1])
+        x = np.concatenate([(g.astype(np.float32) / np.float32(ONE))[None], x])
+    return x
+
+
+def _mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    for i, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0)
+    return x
+
+
+def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Zero-padded 3x3 convolution (cross-correlation) of ``(in, rows, cols)`` with ``(out, in, 3, 3)``."""
+    c, h, wd = x.shape
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    cols = np.stack([p[:, dy : dy + h, dx : dx + wd] for dy in range(3) for dx in range(3)], axis=1)  # (in, 9, h, w)
+    out = np.tensordot(w.reshape(w.shape[0], c, 9), cols, axes=([1, 2], [0, 1]))
+    return out + b[:, None, None]
+
+
+def expert_choice(grids: list[np.ndarray], syn: Synthesis) -> np.ndarray:
+    """The expert of every pixel (raster order), from the integer latents only."""
+    rows, cols = grids[0].shape
+    n_experts = syn.experts[0][0].shape[0]
+    if n_experts == 1:
+        return np.zeros(rows * cols, dtype=np.int64)
+    out = np.empty(rows * cols, dtype=np.int64)
+    for a in range(0, rows * cols, ROWS):
+        r, c = np.divmod(np.arange(a, min(a + ROWS, rows * cols), dtype=np.int64), cols)
+        out[a : a + r.size] = route(fixed_mlp(manager_inputs(grids, r, c), syn.manager))
+    return out
+
+
+def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Network outputs ``(rows * cols, channels)`` in raster order, and each pixel's expert."""
+    rows, cols = grids[0].shape
+    feats = features(grids, syn.upsample).reshape(len(grids), -1).T  # (pixels, levels)
+    choice = expert_choice(grids, syn)
+    out = np.empty((rows * cols, channels), dtype=np.float32)
+    for k in range(syn.experts[0][0].shape[0]):
+        idx = np.flatnonzero(choice == k)
+        layers = [(w[k], b[k]) for w, b in syn.experts]
+        for a in range(0, idx.size, ROWS):
+            sel = idx[a : a + ROWS]
+            out[sel] = _mlp(feats[sel], layers)
+    if syn.refine:
+        x = out.T.reshape(channels, rows, cols)
+        (w1, b1), (w2, b2) = syn.refine
+        x = x + _conv3x3(np.maximum(_conv3x3(x, w1, b1), 0), w2, b2)
+        out = x.reshape(channels, -1).T
+    return out, choice

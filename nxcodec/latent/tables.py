@@ -1,0 +1,98 @@
+"""Integer frequency tables of format version 3 (bitstream/SPEC.md section 9.5).
+
+Every table sums to exactly 2**16 and is built from integers by one rule, so the range
+coder sees the same probabilities on every machine. Latent residuals use one of
+``N_SCALES`` fixed tables (a discrete Laplace per scale index); network weights use a
+two-sided geometric table per tensor whose four parameters are in the stream.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+PREC = 16
+TOTAL = 1 << PREC
+G0 = 1 << 30  # unnormalised frequency of the centre symbol
+MAX_WEIGHT_ALPHABET = 4096
+MAX_WEIGHT = 32767
+
+# Scale index s stands for a Laplace scale b_s = 2**(s / 4 - 3) (0.125 .. 861). Per index:
+# (theta, rho, A): the decay per step, the ratio of the frequencies of +-1 and 0 (both in
+# 1/65536), and the largest residual magnitude. They are the rounded values of
+# exp(-1/b), P(1)/P(0) of a Laplace of scale b integrated over unit bins, and
+# min(2047, max(16, ceil(24 b))), frozen here as integers because they are normative.
+SCALES = (
+    (22, 611, 16), (79, 1173, 16), (229, 2051, 16), (563, 3319, 16), (1200, 5035, 16), (2268, 7230, 16),
+    (3874, 9903, 16), (6075, 13014, 16), (8869, 16489, 16), (12192, 20230, 16), (15933, 24123, 17),
+    (19953, 28057, 21), (24109, 31929, 24), (28267, 35654, 29), (32314, 39166, 34), (36162, 42421, 41),
+    (39750, 45395, 48), (43041, 48076, 58), (46019, 50468, 68), (48681, 52582, 81), (51039, 54437, 96),
+    (53111, 56054, 115), (54917, 57455, 136), (56484, 58663, 162), (57835, 59700, 192), (58997, 60589, 229),
+    (59992, 61347, 272), (60842, 61993, 323), (61565, 62543, 384), (62181, 63008, 457), (62703, 63403, 544),
+    (63145, 63737, 646), (63520, 64020, 768), (63836, 64258, 914), (64104, 64460, 1087), (64329, 64630, 1292),
+    (64520, 64773, 1536), (64681, 64894, 1827), (64816, 64995, 2047), (64930, 65081, 2047), (65026, 65153, 2047),
+    (65107, 65214, 2047), (65175, 65265, 2047), (65232, 65308, 2047), (65280, 65344, 2047), (65321, 65375, 2047),
+    (65355, 65400, 2047), (65384, 65422, 2047), (65408, 65440, 2047), (65428, 65455, 2047), (65446, 65468, 2047),
+    (65460, 65479, 2047),
+)
+N_SCALES = len(SCALES)
+LOG2_BMIN = -3.0
+SCALES_PER_OCTAVE = 4
+
+
+def normalise(raw: np.ndarray, centre: int) -> np.ndarray:
+    """Frequencies from unnormalised weights: each at least 1, summing to exactly 2**16."""
+    n = raw.size
+    freq = 1 + (raw * (TOTAL - n)) // int(raw.sum())
+    freq[centre] += TOTAL - int(freq.sum())
+    return freq
+
+
+def _geometric(first: int, decay: int, length: int) -> np.ndarray:
+    """g[0] = first, g[d+1] = floor(g[d] * decay / 65536), for d < length (zeros once it reaches 0)."""
+    g = np.zeros(length, dtype=np.int64)
+    value = first
+    for d in range(length):
+        if value == 0:
+            break
+        g[d] = value
+        value = (value * decay) >> 16
+    return g
+
+
+@lru_cache(maxsize=None)
+def scale_table(s: int) -> np.ndarray:
+    """The frequencies of residuals -A..A (index r + A) for scale index ``s``."""
+    theta, rho, a = SCALES[s]
+    side = _geometric((G0 * rho) >> 16, theta, a)  # residuals 1..A
+    raw = np.concatenate([side[::-1], [G0], side])
+    return normalise(raw, a)
+
+
+def scale_tables() -> list[np.ndarray]:
+    """All ``N_SCALES`` latent tables, in index order."""
+    return [scale_table(s) for s in range(N_SCALES)]
+
+
+def residual_limit(s: np.ndarray | int) -> np.ndarray:
+    """A: the largest residual magnitude a scale index allows."""
+    return np.asarray([a for _, _, a in SCALES], dtype=np.int64)[s]
+
+
+def weight_table(lo: int, hi: int, mu: int, decay: int) -> np.ndarray:
+    """Frequencies of the integers lo..hi of one tensor: a two-sided geometric peaked at ``mu``."""
+    span = max(mu - lo, hi - mu)
+    g = _geometric(G0, decay, span + 1)
+    raw = g[np.abs(np.arange(lo, hi + 1, dtype=np.int64) - mu)]
+    return normalise(raw, mu - lo)
+
+
+def check_weight_prior(lo: int, hi: int, mu: int, decay: int) -> None:
+    """Refuse parameters outside the spec's bounds (ValueError)."""
+    if not -MAX_WEIGHT <= lo <= mu <= hi <= MAX_WEIGHT:
+        raise ValueError("prior range must satisfy lo <= mu <= hi within +-32767")
+    if hi - lo + 1 > MAX_WEIGHT_ALPHABET:
+        raise ValueError(f"prior alphabet larger than {MAX_WEIGHT_ALPHABET}")
+    if not 0 <= decay <= 65535:
+        raise ValueError("decay must fit in 16 bits")
