@@ -324,7 +324,7 @@ def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters:
         raise InputError(f"{src}: no images")
     run(cfg, log=lambda line: click.echo(line, err=True))
     click.echo((out / "bdrate.md").read_text().rstrip())
-    click.echo(f"results: {out}/nxcodec.json, jpeg.json, webp.json, avif.json, per_image.csv")
+    click.echo(f"results: {out}/nxcodec.json, jpeg.json, webp.json, avif.json, per_image.csv, sheet_*.png")
 
 
 def _kbps_list(text: str | None) -> tuple[float, ...] | None:
@@ -418,23 +418,30 @@ def plot(results: tuple[Path, ...], output: Path, published: Path | None, no_pub
 @main.command()
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (default: the preset's).")
 @device_option
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=Path("nxcodec-demo.png"),
+              show_default=True, help="Side-by-side PNG to write (replaced if it exists).")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Also write the .nxc and decoded PNG here.")
 @user_errors
-def demo(iters: int | None, device: str, keep: Path | None) -> None:
-    """Compress the bundled sample image and compare with JPEG at the same size."""
+def demo(iters: int | None, device: str, sheet: Path, keep: Path | None) -> None:
+    """Compress the bundled sample image and compare with JPEG, WebP and AVIF at the same size."""
     from PIL import Image
 
-    from nxcodec.baselines import jpeg_at_size
+    from nxcodec.baselines import NAMES
+    from nxcodec.sheet import equal_bytes_sheet
 
+    check_writable(sheet, force=True)  # a missing folder fails now, not after the encode
     res = encode_file(SAMPLE, iters=iters, device=device, progress=sys.stderr.isatty())
     decoded, array = decode_stream(res.data)
     original = Image.open(SAMPLE).convert("RGB")
-    jpeg = jpeg_at_size(original, len(res.data))
-    click.echo(f"sample:  {SAMPLE.name} ({original.width}x{original.height}), encoded on {res.device} in {res.encode_seconds:.1f} s")
-    click.echo(f"nxcodec: {len(res.data):6d} bytes  {res.rate:.3f} bpp  PSNR {res.metrics['psnr']:.2f} dB")
-    how = ("largest file not above nxcodec's" if jpeg.n_bytes <= len(res.data)
-           else "Pillow's smallest JPEG, still larger than nxcodec's file")
-    click.echo(f"JPEG:    {jpeg.n_bytes:6d} bytes  {jpeg.bpp:.3f} bpp  PSNR {jpeg.psnr:.2f} dB  (quality {jpeg.quality}, {how})")
+    click.echo(f"sample: {SAMPLE.name} ({original.width}x{original.height}), encoded on {res.device} "
+               f"in {res.encode_seconds:.1f} s; each codec at its largest file not above nxcodec's")
+    baselines = equal_bytes_sheet(sheet, original, len(res.data), array, res.metrics["psnr"])
+    click.echo(f"{'codec':8s} {'bytes':>6s} {'bpp':>6s} {'PSNR dB':>8s}  setting")
+    click.echo(f"{'nxcodec':8s} {len(res.data):6d} {res.rate:6.3f} {res.metrics['psnr']:8.2f}  quality {DEFAULT_QUALITY}")
+    for p in baselines:
+        note = "" if p.n_bytes <= len(res.data) else " (its smallest file, still larger than nxcodec's)"
+        click.echo(f"{NAMES[p.codec]:8s} {p.n_bytes:6d} {p.bpp:6.3f} {p.psnr:8.2f}  quality {p.quality}{note}")
+    click.echo(f"side by side: {sheet.resolve()}")
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(keep / "hopper.nxc", res.data, force=True)
