@@ -66,6 +66,14 @@ def describe_config(cfg: ModelConfig) -> str:
             f"{cfg.parameter_count()} parameters")
 
 
+def decoded_path(source: Path, modality: signals.Modality) -> Path:
+    """``photo.png.nxc`` or ``photo.nxc`` -> ``photo.decoded.png``: beside the stream, never its source's name."""
+    name = source.name[: -len(".nxc")] if source.name.lower().endswith(".nxc") else source.name
+    if Path(name).suffix.lower() in modality.extensions:
+        name = Path(name).stem
+    return source.with_name(f"{name}.decoded{modality.output_extensions[0]}")
+
+
 def rate_target(modality: signals.Modality, **targets: float | None) -> float | None:
     """The one rate option given, which must be in the modality's unit (``--bpp`` for images, ``--kbps`` for audio)."""
     given = {unit: value for unit, value in targets.items() if value is not None}
@@ -93,7 +101,8 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .nxc [default: SOURCE with .nxc].")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .nxc [default: SOURCE's name plus .nxc, e.g. photo.png.nxc, as batch names them].")
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
 @click.option("--bpp", type=float, help="Rate target in bits per pixel (whole file, images); overrides --quality.")
 @click.option("--kbps", type=float, help="Rate target in kilobits per second (whole file, audio); overrides --quality.")
@@ -107,7 +116,7 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
            device: str, seed: int, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps)
-    output = output or source.with_suffix(".nxc")
+    output = output or source.with_name(source.name + ".nxc")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
                       progress=sys.stderr.isatty())
@@ -125,8 +134,11 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: SOURCE with .png].")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file; its extension by kind of stream: " + "; ".join(
+                  f"{m.name} {' or '.join(m.output_extensions)}" for m in signals.MODALITIES.values())
+                   + " [default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
+@device_option
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
 @force_option
 @user_errors
@@ -135,7 +147,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     data = _read_stream(source)
     modality = signals.for_id(container.read_header(data)[0])
     kinds = modality.output_extensions
-    output = output or source.with_suffix(kinds[0])
+    output = output or decoded_path(source, modality)
     if output.suffix.lower() not in kinds:
         raise OutputError(f"{output}: a decoded {modality.name} is written as "
                           f"{' or '.join(kinds)}; name the output accordingly")
@@ -161,11 +173,14 @@ def info(source: Path) -> None:
     click.echo(f"format:     nxc version {data[4]}")
     click.echo(f"signal:     {modality.describe(desc)}")
     click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
-    click.echo(f"bytes:      header {layout.header}, descriptor {layout.descriptor}, section count 2, "
-               f"model configs {layout.config}, tensor tables {layout.tensor_table}, "
-               f"payloads {layout.payload}, crc {layout.crc}")
     click.echo(f"sections:   {layout.n_sections}")
     click.echo(f"parameters: {layout.parameters}")
+    parts = {"model configs": layout.config, "tensor tables": layout.tensor_table,
+             "payloads with their lengths": layout.payload, "CRC": layout.crc}
+    counted = layout.header + layout.descriptor + sum(parts.values())
+    parts = {"header": layout.header, "signal descriptor": layout.descriptor,
+             "section count field": layout.total - counted, **parts}  # in stream order
+    click.echo("bytes:      " + ", ".join(f"{name} {size} bytes" for name, size in parts.items()))
     for i, cfg in enumerate(configs[:8]):
         click.echo(f"model {i}:    {describe_config(cfg)}")
     if len(configs) > 8:
@@ -173,7 +188,7 @@ def info(source: Path) -> None:
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,
-                   devices: str | None, ray_address: str | None) -> None:
+                   device: str, devices: str | None, ray_address: str | None) -> None:
     from nxcodec.batch import run_batch
 
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
@@ -195,8 +210,8 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
         elif rec.status != "ok":
             click.echo(f"{rec.source}: {rec.error}", err=True)
 
-    summary = run_batch(kind, src, dst, settings, resume=resume, force=force, devices=device_list, workers=workers,
-                        on_record=on_record, on_start=on_start, ray_address=ray_address)
+    summary = run_batch(kind, src, dst, settings, resume=resume, force=force, device=device, devices=device_list,
+                        workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address)
     if bar is not None:
         bar.close()
     ok = [r for r in summary.records if r["status"] == "ok"]
@@ -221,8 +236,10 @@ batch_options = [
     click.argument("dst", type=click.Path(path_type=Path)),
     click.option("--resume", is_flag=True, help="Finish an interrupted batch: skip verified outputs, redo the rest."),
     click.option("--force", is_flag=True, help="Start over in a DST that already holds a batch."),
-    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="CPU worker processes."),
-    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers)."),
+    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Worker processes, all on --device."),
+    device_option,
+    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers and --device)."),
     click.option("--ray", "ray_address", metavar="ADDRESS",
                  help="Run on a Ray cluster: 'auto', an address, or 'local' for a local instance (pip install 'nxcodec[ray]')."),
 ]
@@ -248,7 +265,7 @@ def with_options(options):
               help="Files fitted side by side by one worker (same-sized files share each optimizer step; "
                    "fills a GPU with small files).")
 @user_errors
-def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
           ray_address: str | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None, seed: int,
           group: int) -> None:
     """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
@@ -256,16 +273,16 @@ def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices
 
     rates = {unit: value for unit, value in (("bpp", bpp), ("kbps", kbps)) if value is not None}
     _run_batch_cli("encode", src, dst, EncodeSettings(quality, rates, iters, seed, group), resume, force, workers,
-                   devices, ray_address)
+                   device, devices, ray_address)
 
 
 @main.command("batch-decode")
 @with_options(batch_options)
 @user_errors
-def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
                  ray_address: str | None) -> None:
     """Decode every .nxc under SRC into DST, mirroring the tree, with a manifest."""
-    _run_batch_cli("decode", src, dst, None, resume, force, workers, devices, ray_address)
+    _run_batch_cli("decode", src, dst, None, resume, force, workers, device, devices, ray_address)
 
 
 workers_option = click.option(
@@ -400,7 +417,7 @@ def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters:
 @click.option("--published", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of published curves [default: bench/published of the source tree].")
 @click.option("--no-published", is_flag=True, help="Draw only the given results.")
-@click.option("--title", default="Kodak", show_default=True)
+@click.option("--title", default="Kodak", show_default=True, help="Title drawn above the plot (the dataset's name).")
 @user_errors
 def plot(results: tuple[Path, ...], output: Path, published: Path | None, no_published: bool, title: str) -> None:
     """PSNR-vs-bpp curves of result JSONs (CompressAI format), beside published codecs."""
