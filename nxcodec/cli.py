@@ -175,12 +175,10 @@ def info(source: Path) -> None:
     click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
     click.echo(f"sections:   {layout.n_sections}")
     click.echo(f"parameters: {layout.parameters}")
-    parts = {"model configs": layout.config, "tensor tables": layout.tensor_table,
-             "payloads with their lengths": layout.payload, "CRC": layout.crc}
-    counted = layout.header + layout.descriptor + sum(parts.values())
-    parts = {"header": layout.header, "signal descriptor": layout.descriptor,
-             "section count field": layout.total - counted, **parts}  # in stream order
-    click.echo("bytes:      " + ", ".join(f"{name} {size} bytes" for name, size in parts.items()))
+    parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
+             ("model configs", layout.config), ("tensor tables", layout.tensor_table),
+             ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
+    click.echo("bytes:      " + ", ".join(f"{name} {size} bytes" for name, size in parts))
     for i, cfg in enumerate(configs[:8]):
         click.echo(f"model {i}:    {describe_config(cfg)}")
     if len(configs) > 8:
