@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import real_image
 from PIL import Image
 
 from nxcodec.cli import main
@@ -53,14 +54,16 @@ def test_default_output_names(tmp_path, nxc):
     assert (tmp_path / "crop.decoded.png").exists()
 
 
-def test_encode_names_like_batch_and_decode_never_hits_the_source(tmp_path, png):
+def test_encode_names_like_batch_and_decode_never_hits_the_source(tmp_path):
+    png = tmp_path / "tiny.png"
+    Image.fromarray(real_image((16, 12))).save(png)
     source = png.read_bytes()
     assert run("encode", png, "--iters", 30, "--device", "cpu").exit_code == 0
-    assert (tmp_path / "crop.png.nxc").exists()  # as batch names it
-    res = run("decode", tmp_path / "crop.png.nxc")
+    assert (tmp_path / "tiny.png.nxc").exists()  # as batch names it
+    res = run("decode", tmp_path / "tiny.png.nxc")
     assert res.exit_code == 0, res.output  # no --force needed: the source is not the default output
     assert png.read_bytes() == source
-    assert np.asarray(Image.open(tmp_path / "crop.decoded.png")).shape == (40, 48, 3)
+    assert np.asarray(Image.open(tmp_path / "tiny.decoded.png")).shape == (12, 16, 3)
 
 
 def test_help_names_each_kinds_output_and_every_option():
@@ -86,9 +89,9 @@ def test_info_labels_every_byte_count_in_words(nxc):
     assert sum(int(v) for v in parts.values()) == nxc.stat().st_size
 
 
-def test_batch_runs_on_the_device_it_is_given(tmp_path, png):
+def test_batch_runs_on_the_device_it_is_given(tmp_path):
     (tmp_path / "src").mkdir()
-    png.rename(tmp_path / "src" / "crop.png")
+    Image.fromarray(real_image((16, 12))).save(tmp_path / "src" / "crop.png")
     res = run("batch", tmp_path / "src", tmp_path / "dst", "--iters", 30, "--device", "cpu")
     assert res.exit_code == 0, res.output
     from nxcodec.batch import read_manifest
