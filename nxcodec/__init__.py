@@ -2,6 +2,7 @@
 
 from nxcodec.api import decode, encode, encode_file
 from nxcodec.errors import InputError, NxcError, OutputError, StreamError
+from nxcodec import pillow_plugin  # noqa: F401  (registers .nxc image streams with Pillow; imports no torch)
 
 __version__ = "0.1.0"
 

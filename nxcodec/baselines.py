@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from nxcodec.signals.base import psnr_from_mse
 
@@ -46,15 +46,33 @@ def pillow_point(image: Image.Image, codec: str, quality: int) -> Point:
     return Point(codec, quality, n, bpp, psnr_from_mse(mse, 255.0), t1 - t0, t2 - t1, decoded)
 
 
-def jpeg_at_size(image: Image.Image, max_bytes: int) -> Point:
-    """The best JPEG (Pillow) whose file is not larger than ``max_bytes`` (quality 1 if none is)."""
-    lo, hi = 1, 95
-    best = pillow_point(image, "jpeg", 1)
-    while lo <= hi:
+QUALITY_RANGE = {"jpeg": (1, 95), "webp": (0, 100), "avif": (0, 100)}  # Pillow's useful quality settings
+NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+
+
+def available_codecs() -> list[str]:
+    """The baselines this Pillow can write (AVIF and WebP depend on how Pillow was built)."""
+    return [c for c in _FORMATS if c == "jpeg" or features.check(c)]
+
+
+def at_size(image: Image.Image, codec: str, max_bytes: int) -> Point:
+    """The best ``codec`` file (Pillow) not larger than ``max_bytes``: a binary search over its quality.
+
+    When even the lowest quality is larger, that smallest file is returned (check ``n_bytes``).
+    """
+    lo, hi = QUALITY_RANGE[codec]
+    best = pillow_point(image, codec, lo)
+    lo += 1
+    while lo <= hi and best.n_bytes <= max_bytes:
         mid = (lo + hi) // 2
-        p = pillow_point(image, "jpeg", mid)
+        p = pillow_point(image, codec, mid)
         if p.n_bytes <= max_bytes:
             best, lo = p, mid + 1
         else:
             hi = mid - 1
     return best
+
+
+def jpeg_at_size(image: Image.Image, max_bytes: int) -> Point:
+    """The best JPEG not larger than ``max_bytes`` (quality 1 if none is)."""
+    return at_size(image, "jpeg", max_bytes)

@@ -337,6 +337,7 @@ def run_batch(
     settings: EncodeSettings | None = None,
     resume: bool = False,
     force: bool = False,
+    device: str = "auto",
     devices: list[str] | None = None,
     workers: int = 1,
     on_record: Callable[[Record], None] | None = None,
@@ -345,10 +346,11 @@ def run_batch(
 ) -> BatchSummary:
     """Encode (``kind="encode"``) or decode (``"decode"``) every file of SRC into DST.
 
-    ``devices`` runs one worker per device (e.g. ``["cuda:0", "cuda:1"]``); otherwise
-    ``workers`` CPU workers share the cores; ``ray_address`` (``auto``, an address, or
-    ``local`` for a fresh local instance) sends one task per file to Ray. ``on_start(total, to_do)`` is called once the
-    work is known; ``on_record`` sees each record as it lands.
+    ``devices`` runs one worker per device (e.g. ``["cuda:0", "cuda:1"]``); otherwise ``workers``
+    workers share ``device`` (``auto``: CUDA when present, else the CPU); ``ray_address``
+    (``auto``, an address, or ``local`` for a fresh local instance) sends one task per file to
+    Ray. ``on_start(total, to_do)`` is called once the work is known; ``on_record`` sees each
+    record as it lands.
     """
     settings = settings or EncodeSettings()
     if not src.is_dir():
@@ -378,7 +380,12 @@ def run_batch(
         if on_record:
             on_record(record)
 
-    device_list = devices or ["cpu"] * max(1, workers)
+    if devices:
+        device_list = devices
+    else:
+        from nxcodec.codec import resolve_device
+
+        device_list = [str(resolve_device(device))] * max(1, workers)
     groups = _chunks(todo, settings.group if kind == "encode" else 1)
     if ray_address and todo:
         _run_on_ray(kind, todo, settings, ray_address, land)

@@ -80,6 +80,14 @@ def describe_config(cfg: ModelConfig) -> str:
             f"{cfg.parameter_count()} parameters")
 
 
+def decoded_path(source: Path, modality: signals.Modality) -> Path:
+    """``photo.png.nxc`` or ``photo.nxc`` -> ``photo.decoded.png``: beside the stream, never its source's name."""
+    name = source.name[: -len(".nxc")] if source.name.lower().endswith(".nxc") else source.name
+    if Path(name).suffix.lower() in modality.extensions:
+        name = Path(name).stem
+    return source.with_name(f"{name}.decoded{modality.output_extensions[0]}")
+
+
 def rate_target(modality: signals.Modality, **targets: float | None) -> float | None:
     """The one rate option given, which must be in the modality's unit (``--bpp`` for images, ``--kbps`` for audio)."""
     given = {unit: value for unit, value in targets.items() if value is not None}
@@ -107,7 +115,8 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .nxc [default: SOURCE with .nxc].")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .nxc [default: SOURCE's name plus .nxc, e.g. photo.png.nxc, as batch names them].")
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
 @click.option("--bpp", type=float, help="Rate target in bits per pixel (whole file, images); overrides --quality.")
 @click.option("--kbps", type=float, help="Rate target in kilobits per second (whole file, audio); overrides --quality.")
@@ -124,7 +133,7 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
            device: str, seed: int, fmt: int | None, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps)
-    output = output or source.with_suffix(".nxc")
+    output = output or source.with_name(source.name + ".nxc")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
                       progress=sys.stderr.isatty(), format=fmt)
@@ -142,8 +151,11 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: SOURCE with .png].")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file; its extension by kind of stream: " + "; ".join(
+                  f"{m.name} {' or '.join(m.output_extensions)}" for m in signals.MODALITIES.values())
+                   + " [default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
+@device_option
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
 @force_option
 @user_errors
@@ -152,7 +164,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     data = _read_stream(source)
     modality = output_kind(data)
     kinds = modality.output_extensions
-    output = output or source.with_suffix(kinds[0])
+    output = output or decoded_path(source, modality)
     if output.suffix.lower() not in kinds:
         raise OutputError(f"{output}: a decoded {modality.name} is written as "
                           f"{' or '.join(kinds)}; name the output accordingly")
@@ -181,11 +193,12 @@ def info(source: Path) -> None:
     click.echo(f"format:     nxc version {data[4]}")
     click.echo(f"signal:     {modality.describe(desc)}")
     click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
-    click.echo(f"bytes:      header {layout.header}, descriptor {layout.descriptor}, section count 2, "
-               f"model configs {layout.config}, tensor tables {layout.tensor_table}, "
-               f"payloads {layout.payload}, crc {layout.crc}")
     click.echo(f"sections:   {layout.n_sections}")
     click.echo(f"parameters: {layout.parameters}")
+    parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
+             ("model configs", layout.config), ("tensor tables", layout.tensor_table),
+             ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
+    click.echo("bytes:      " + ", ".join(f"{name} {size} bytes" for name, size in parts))
     for i, cfg in enumerate(configs[:8]):
         click.echo(f"model {i}:    {describe_config(cfg)}")
     if len(configs) > 8:
@@ -211,7 +224,7 @@ def _info_latent(source: Path, data: bytes) -> None:
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,
-                   devices: str | None, ray_address: str | None) -> None:
+                   device: str, devices: str | None, ray_address: str | None) -> None:
     from nxcodec.batch import run_batch
 
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
@@ -233,8 +246,8 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
         elif rec.status != "ok":
             click.echo(f"{rec.source}: {rec.error}", err=True)
 
-    summary = run_batch(kind, src, dst, settings, resume=resume, force=force, devices=device_list, workers=workers,
-                        on_record=on_record, on_start=on_start, ray_address=ray_address)
+    summary = run_batch(kind, src, dst, settings, resume=resume, force=force, device=device, devices=device_list,
+                        workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address)
     if bar is not None:
         bar.close()
     ok = [r for r in summary.records if r["status"] == "ok"]
@@ -259,8 +272,10 @@ batch_options = [
     click.argument("dst", type=click.Path(path_type=Path)),
     click.option("--resume", is_flag=True, help="Finish an interrupted batch: skip verified outputs, redo the rest."),
     click.option("--force", is_flag=True, help="Start over in a DST that already holds a batch."),
-    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="CPU worker processes."),
-    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers)."),
+    click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Worker processes, all on --device."),
+    device_option,
+    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers and --device)."),
     click.option("--ray", "ray_address", metavar="ADDRESS",
                  help="Run on a Ray cluster: 'auto', an address, or 'local' for a local instance (pip install 'nxcodec[ray]')."),
 ]
@@ -286,7 +301,7 @@ def with_options(options):
               help="Files fitted side by side by one worker (same-sized files share each optimizer step; "
                    "fills a GPU with small files).")
 @user_errors
-def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
           ray_address: str | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None, seed: int,
           group: int) -> None:
     """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
@@ -294,16 +309,16 @@ def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices
 
     rates = {unit: value for unit, value in (("bpp", bpp), ("kbps", kbps)) if value is not None}
     _run_batch_cli("encode", src, dst, EncodeSettings(quality, rates, iters, seed, group), resume, force, workers,
-                   devices, ray_address)
+                   device, devices, ray_address)
 
 
 @main.command("batch-decode")
 @with_options(batch_options)
 @user_errors
-def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, devices: str | None,
+def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
                  ray_address: str | None) -> None:
     """Decode every .nxc under SRC into DST, mirroring the tree, with a manifest."""
-    _run_batch_cli("decode", src, dst, None, resume, force, workers, devices, ray_address)
+    _run_batch_cli("decode", src, dst, None, resume, force, workers, device, devices, ray_address)
 
 
 workers_option = click.option(
@@ -362,7 +377,7 @@ def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters:
         raise InputError(f"{src}: no images")
     run(cfg, log=lambda line: click.echo(line, err=True))
     click.echo((out / "bdrate.md").read_text().rstrip())
-    click.echo(f"results: {out}/nxcodec.json, jpeg.json, webp.json, avif.json, per_image.csv")
+    click.echo(f"results: {out}/nxcodec.json, jpeg.json, webp.json, avif.json, per_image.csv, sheet_*.png")
 
 
 def _kbps_list(text: str | None) -> tuple[float, ...] | None:
@@ -438,7 +453,7 @@ def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters:
 @click.option("--published", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of published curves [default: bench/published of the source tree].")
 @click.option("--no-published", is_flag=True, help="Draw only the given results.")
-@click.option("--title", default="Kodak", show_default=True)
+@click.option("--title", default="Kodak", show_default=True, help="Title drawn above the plot (the dataset's name).")
 @user_errors
 def plot(results: tuple[Path, ...], output: Path, published: Path | None, no_published: bool, title: str) -> None:
     """PSNR-vs-bpp curves of result JSONs (CompressAI format), beside published codecs."""
@@ -456,23 +471,30 @@ def plot(results: tuple[Path, ...], output: Path, published: Path | None, no_pub
 @main.command()
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (default: the preset's).")
 @device_option
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=Path("nxcodec-demo.png"),
+              show_default=True, help="Side-by-side PNG to write (replaced if it exists).")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Also write the .nxc and decoded PNG here.")
 @user_errors
-def demo(iters: int | None, device: str, keep: Path | None) -> None:
-    """Compress the bundled sample image and compare with JPEG at the same size."""
+def demo(iters: int | None, device: str, sheet: Path, keep: Path | None) -> None:
+    """Compress the bundled sample image and compare with JPEG, WebP and AVIF at the same size."""
     from PIL import Image
 
-    from nxcodec.baselines import jpeg_at_size
+    from nxcodec.baselines import NAMES
+    from nxcodec.sheet import equal_bytes_sheet
 
+    check_writable(sheet, force=True)  # a missing folder fails now, not after the encode
     res = encode_file(SAMPLE, iters=iters, device=device, progress=sys.stderr.isatty())
     decoded, array = decode_stream(res.data)
     original = Image.open(SAMPLE).convert("RGB")
-    jpeg = jpeg_at_size(original, len(res.data))
-    click.echo(f"sample:  {SAMPLE.name} ({original.width}x{original.height}), encoded on {res.device} in {res.encode_seconds:.1f} s")
-    click.echo(f"nxcodec: {len(res.data):6d} bytes  {res.rate:.3f} bpp  PSNR {res.metrics['psnr']:.2f} dB")
-    how = ("largest file not above nxcodec's" if jpeg.n_bytes <= len(res.data)
-           else "Pillow's smallest JPEG, still larger than nxcodec's file")
-    click.echo(f"JPEG:    {jpeg.n_bytes:6d} bytes  {jpeg.bpp:.3f} bpp  PSNR {jpeg.psnr:.2f} dB  (quality {jpeg.quality}, {how})")
+    click.echo(f"sample: {SAMPLE.name} ({original.width}x{original.height}), encoded on {res.device} "
+               f"in {res.encode_seconds:.1f} s; each codec at its largest file not above nxcodec's")
+    baselines = equal_bytes_sheet(sheet, original, len(res.data), array, res.metrics["psnr"])
+    click.echo(f"{'codec':8s} {'bytes':>6s} {'bpp':>6s} {'PSNR dB':>8s}  setting")
+    click.echo(f"{'nxcodec':8s} {len(res.data):6d} {res.rate:6.3f} {res.metrics['psnr']:8.2f}  quality {DEFAULT_QUALITY}")
+    for p in baselines:
+        note = "" if p.n_bytes <= len(res.data) else " (its smallest file, still larger than nxcodec's)"
+        click.echo(f"{NAMES[p.codec]:8s} {p.n_bytes:6d} {p.bpp:6.3f} {p.psnr:8.2f}  quality {p.quality}{note}")
+    click.echo(f"side by side: {sheet.resolve()}")
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(keep / "hopper.nxc", res.data, force=True)

@@ -67,6 +67,13 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     assert meta["machine"] and meta["nxcodec_devices"] == ["cpu"]
     ours = [json.loads(line) for line in (cfg.out / "points.jsonl").read_text().splitlines()]
     assert {p["fitted_together"] for p in ours if p["codec"] == "nxcodec"} == {2}
+    sheets = sorted(p.name for p in cfg.out.glob("sheet_*.png"))
+    assert sheets == sorted(f"sheet_tiny{i}_q{q}.png" for i in (0, 1) for q in (1, 3, 5, 7))
+    for p in (p for p in ours if p["codec"] == "nxcodec"):
+        with Image.open(cfg.out / f"sheet_{p['image']}_q{p['quality']}.png") as sheet:
+            labels = sheet.text["Description"].splitlines()
+        assert [label.split()[0].rstrip(":") for label in labels] == ["original", "nxcodec", "JPEG", "WebP"]
+        assert labels[1].startswith(f"nxcodec: {p['bytes']} bytes")
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished point was measured again")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import real_image
 from PIL import Image
 
 from nxcodec.cli import main
@@ -50,7 +51,59 @@ def test_encode_decode_info(tmp_path, png, rgb_image):
 def test_default_output_names(tmp_path, nxc):
     res = run("decode", nxc)
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "crop.png").exists()
+    assert (tmp_path / "crop.decoded.png").exists()
+
+
+def test_encode_names_like_batch_and_decode_never_hits_the_source(tmp_path):
+    png = tmp_path / "tiny.png"
+    Image.fromarray(real_image((16, 12))).save(png)
+    source = png.read_bytes()
+    assert run("encode", png, "--iters", 30, "--device", "cpu").exit_code == 0
+    assert (tmp_path / "tiny.png.nxc").exists()  # as batch names it
+    res = run("decode", tmp_path / "tiny.png.nxc")
+    assert res.exit_code == 0, res.output  # no --force needed: the source is not the default output
+    assert png.read_bytes() == source
+    assert np.asarray(Image.open(tmp_path / "tiny.decoded.png")).shape == (12, 16, 3)
+
+
+def test_help_names_each_kinds_output_and_every_option():
+    decode_help = run("decode", "--help").output
+    for kind in ("image .png", "audio .wav", "shape .ply or .obj or .stl", "photo.decoded.png"):
+        assert kind in " ".join(decode_help.split())
+    assert "Title drawn above the plot" in run("plot", "--help").output
+    assert "--device" in run("batch", "--help").output and "--device" in run("batch-decode", "--help").output
+
+
+def test_encode_decode_and_batch_have_the_same_device_default():
+    defaults = {name: next(p.default for p in main.commands[name].params if p.name == "device")
+                for name in ("encode", "decode", "batch", "batch-decode")}
+    assert set(defaults.values()) == {"auto"}
+
+
+def test_info_labels_every_byte_count_in_words(nxc):
+    res = run("info", nxc)
+    assert res.exit_code == 0
+    line = next(li for li in res.output.splitlines() if li.startswith("bytes:"))
+    parts = dict(part.rsplit(" ", 2)[:2] for part in line[len("bytes:"):].strip().split(", "))
+    assert parts["section count field"] == "2" and parts["CRC"] == "4"
+    assert sum(int(v) for v in parts.values()) == nxc.stat().st_size
+
+
+def test_batch_runs_on_the_device_it_is_given(tmp_path):
+    (tmp_path / "src").mkdir()
+    Image.fromarray(real_image((16, 12))).save(tmp_path / "src" / "crop.png")
+    res = run("batch", tmp_path / "src", tmp_path / "dst", "--iters", 30, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    from nxcodec.batch import read_manifest
+
+    assert read_manifest(tmp_path / "dst" / "manifest.jsonl")["crop.png"]["device"] == "cpu"
+    res = run("batch-decode", tmp_path / "dst", tmp_path / "back", "--device", "cpu")
+    assert res.exit_code == 0 and (tmp_path / "back" / "crop.png").exists()
+    import torch
+
+    if not torch.cuda.is_available():
+        res = run("batch", tmp_path / "src", tmp_path / "gpu", "--device", "cuda")
+        assert res.exit_code == 2 and "no GPU" in res.output
 
 
 def test_existing_output_is_kept_without_force(tmp_path, nxc):

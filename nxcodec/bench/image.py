@@ -3,6 +3,8 @@
 Every (image, codec, quality) point is appended to ``OUT/points.jsonl`` as soon as it is
 measured, so an interrupted run continues where it stopped. At the end the points are
 summarised into one CompressAI-format JSON per codec, a per-image CSV and a BD-rate table.
+For the first few images, each quality also gets a side-by-side sheet of the codecs at equal
+bytes (``OUT/sheet_<image>_q<quality>.png``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from nxcodec.baselines import pillow_point
+from nxcodec.baselines import available_codecs, pillow_point
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.msssim import ms_ssim_rgb
 from nxcodec.bench.results import (
@@ -35,6 +37,7 @@ from nxcodec.bench.runner import (
 )
 from nxcodec.codec import EncodeOptions, resolve_device
 from nxcodec.io import write_bytes_atomic
+from nxcodec.sheet import equal_bytes_sheet
 from nxcodec.signals import for_name
 
 NXC_QUALITIES = (1, 3, 5, 7, 9)
@@ -65,6 +68,7 @@ class BenchConfig:
     baselines: tuple[str, ...] = ("jpeg", "webp", "avif")
     group: int | None = None  # images fitted side by side (default: up to 32 on a GPU, one on a CPU)
     workers: int | None = None  # processes measuring the baselines (default: all cores but one on a GPU machine)
+    sheets: int = 2  # the first images (by name) that get a side-by-side sheet at every quality
 
     @classmethod
     def quick(cls, src: Path, out: Path, device: str = "auto") -> "BenchConfig":
@@ -93,7 +97,12 @@ def _nxcodec_points(names: list[str], images: list[Image.Image], quality: int, c
     device = str(resolve_device(cfg.device))
     points = []
     coded = encode_and_decode(mod, [mod.from_array(a) for a in arrays], opts, device)
-    for name, array, (res, decoded, decode_seconds) in zip(names, arrays, coded):
+    with_sheet = {p.stem for p in list_images(cfg)[: cfg.sheets]}
+    baselines = [b for b in cfg.baselines if b in available_codecs()]
+    for name, image, array, (res, decoded, decode_seconds) in zip(names, images, arrays, coded):
+        if name in with_sheet:
+            equal_bytes_sheet(cfg.out / f"sheet_{name}_q{quality}.png", image, len(res.data), decoded,
+                              res.metrics["psnr"], baselines)
         points.append({
             "image": name, "codec": "nxcodec", "quality": quality, "bytes": len(res.data), "bpp": res.rate,
             "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"],

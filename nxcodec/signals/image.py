@@ -49,7 +49,7 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, int]:
 class ImageModality(Modality):
     id = 1
     name = "image"
-    extensions = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    extensions = imagefile.EXTENSIONS
     rate_unit = "bpp"
     coord_dim = 2
     default_extension = ".png"

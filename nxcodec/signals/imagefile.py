@@ -19,6 +19,7 @@ MAX_PIXELS = 1 << 27  # the decoder refuses larger images before allocating
 MAX_SIDE = 1 << 16
 _DESC = struct.Struct("<IIBB")  # width, height, channels, bit depth
 _KINDS = {1: "grayscale", 2: "grayscale+alpha", 3: "RGB", 4: "RGBA"}
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # what the encoder reads
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class ImageFiles:
     """What a decoder needs of the image modality: its name, output types and writer."""
 
     name = "image"
+    extensions = EXTENSIONS
     default_extension = ".png"
     output_extensions: tuple[str, ...] = (".png",)
 

@@ -1,0 +1,48 @@
+"""NxcDataset: a compressed tree as a PyTorch dataset, indexed by its manifest, decoded on access."""
+
+import numpy as np
+import pytest
+from conftest import real_image
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import nxcodec
+from nxcodec.batch import EncodeSettings, run_batch
+from nxcodec.data import NxcDataset
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A batch-compressed tree: three images in two folders, a file that failed and one that is not an image."""
+    src, dst = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dst")
+    for rel, size in (("b/two.png", (20, 12)), ("a/one.png", (16, 12)), ("three.jpg", (12, 16))):
+        (src / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(real_image(size)).save(src / rel)
+    (src / "a" / "broken.png").write_bytes(b"\x89PNG but not really")
+    (src / "notes.txt").write_text("not a signal")
+    summary = run_batch("encode", src, dst, EncodeSettings(iters=30), device="cpu")
+    assert summary.ok == 3 and summary.failed == 1
+    return dst
+
+
+def test_items_are_the_decoded_streams_in_source_order(tree):
+    ds = NxcDataset(tree)
+    assert len(ds) == 3
+    assert ds.sources == ["a/one.png", "b/two.png", "three.jpg"]
+    for i, (rel, shape) in enumerate(zip(ds.sources, [(12, 16, 3), (12, 20, 3), (16, 12, 3)])):
+        expected = nxcodec.decode((tree / (rel + ".nxc")).read_bytes())
+        assert ds[i].shape == shape and np.array_equal(ds[i], expected)
+    assert NxcDataset(tree, transform=lambda a: a.shape)[2] == (16, 12, 3)
+
+
+def test_a_dataloader_with_two_workers_yields_every_item(tree):
+    ds = NxcDataset(tree, transform=lambda a: a[:12, :12].astype(np.float32) / 255)
+    batches = list(DataLoader(ds, batch_size=2, num_workers=2))
+    assert [tuple(b.shape) for b in batches] == [(2, 12, 12, 3), (1, 12, 12, 3)]
+    items = np.concatenate([b.numpy() for b in batches])
+    assert np.array_equal(items, np.stack([ds[i] for i in range(len(ds))]))
+
+
+def test_a_folder_without_a_manifest_is_refused(tmp_path):
+    with pytest.raises(nxcodec.InputError, match="manifest"):
+        NxcDataset(tmp_path)
