@@ -2,7 +2,8 @@
 
 from nxcodec.api import decode, encode, encode_file
 from nxcodec.errors import InputError, NxcError, OutputError, StreamError
+from nxcodec.limits import Limits
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "NxcError", "OutputError", "StreamError", "__version__", "decode", "encode", "encode_file"]
+__all__ = ["InputError", "Limits", "NxcError", "OutputError", "StreamError", "__version__", "decode", "encode", "encode_file"]

@@ -10,6 +10,7 @@ from nxcodec import signals
 from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signal
 from nxcodec.errors import InputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.limits import Limits
 
 
 def encode_file(
@@ -41,6 +42,10 @@ def encode(source: str | Path | np.ndarray, **kwargs) -> bytes:
     return encode_file(source, **kwargs).data
 
 
-def decode(data: bytes, device: str = "cpu") -> np.ndarray:
-    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16)."""
-    return decode_stream(data, device)[1]
+def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np.ndarray:
+    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16).
+
+    ``limits`` (:class:`nxcodec.limits.Limits`) lower what a stream may make the decoder do;
+    a stream beyond them raises :class:`nxcodec.errors.StreamError` before any work.
+    """
+    return decode_stream(data, device, limits)[1]

@@ -19,6 +19,7 @@ from nxcodec.api import encode_file
 from nxcodec.codec import decode_stream
 from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
 from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
 
@@ -128,10 +129,24 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: SOURCE with .png].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
+@click.option("--max-samples", "--max-pixels", "max_samples", type=click.IntRange(min=1),
+              help="Refuse a stream that decodes to more samples (an image's pixels, audio frames x channels) "
+                   "[default: 2^27].")
+@click.option("--max-work", type=click.IntRange(min=1),
+              help="Refuse a stream whose networks need more multiply-adds in all [default: 2^46].")
+@click.option("--max-macs", type=click.IntRange(min=1),
+              help="Refuse a stream whose network needs more multiply-adds per sample [default: 2^20].")
+@click.option("--max-faces", type=click.IntRange(min=1), help="Shapes: refuse a surface with more faces [default: 2^26].")
 @force_option
 @user_errors
-def decode(source: Path, output: Path | None, device: str, resolution: int | None, force: bool) -> None:
-    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension)."""
+def decode(source: Path, output: Path | None, device: str, resolution: int | None, max_samples: int | None,
+           max_work: int | None, max_macs: int | None, max_faces: int | None, force: bool) -> None:
+    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension).
+
+    A stream is checked against the decoding limits before any work; the --max-* options
+    lower them (for a service that decodes strangers' files).
+    """
+    limits = Limits().lowered(max_samples=max_samples, max_work=max_work, max_macs=max_macs, max_faces=max_faces)
     data = _read_stream(source)
     modality = signals.for_id(container.read_header(data)[0])
     kinds = modality.output_extensions
@@ -142,7 +157,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     check_writable(output, force)  # before the work of decoding
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded, array = decode_stream(data, device, **options)
+    decoded, array = decode_stream(data, device, limits, **options)
     seconds = time.perf_counter() - t0
     write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")

@@ -20,11 +20,12 @@ from typing import Any, Callable
 import torch
 
 from nxcodec import container, signals
-from nxcodec.errors import NxcError, StreamError
+from nxcodec.errors import InputError, NxcError, StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit_stack, take
+from nxcodec.limits import Limits, check as check_limits
 from nxcodec.model import ModelConfig, NeuralExperts
 from nxcodec.model.stack import ModelStack, family
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
@@ -355,24 +356,36 @@ class Decoded:
     descriptor: Any
 
 
-def decode_stream(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
+def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None, **options: Any) -> tuple[Decoded, Any]:
     """Decode a stream to the signal's array (``StreamError`` for any defect).
 
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
+    ``limits`` bound what the stream may make the decoder do (the spec's by default):
+    everything they bound is checked once the header and the section tables are parsed,
+    before any entropy decoding, network evaluation or output allocation.
     """
-    stream = container.read(data)
-    modality = signals.for_id(stream.modality)
-    desc = modality.unpack_descriptor(stream.descriptor)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"a stream is bytes, not {type(data).__name__}")
+    data = bytes(data)
+    limits = limits or Limits()
+    modality_id, descriptor, configs, layout = container.read_header(data)
+    modality = signals.for_id(modality_id)
+    desc = modality.unpack_descriptor(descriptor)
     ranges = modality.sections(desc)
-    if len(ranges) != len(stream.sections):
-        raise StreamError(f"stream has {len(stream.sections)} sections where its signal needs {len(ranges)}")
-    dev = resolve_device(device)
-    fields = []
-    for section in stream.sections:
-        cfg = section.config
+    if len(ranges) != len(configs):
+        raise StreamError(f"stream has {len(configs)} sections where its signal needs {len(ranges)}")
+    for cfg in configs:
         if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
             raise StreamError("model config does not match the signal it describes")
-        model = NeuralExperts(cfg)
+    if "max_faces" in modality.decode_options:
+        options = {**options, "max_faces": min(options.get("max_faces") or limits.max_faces, limits.max_faces)}
+    check_limits(configs, modality.decode_points(desc, **options), modality.decoded_samples(desc), layout.table_work,
+                 limits)
+    dev = resolve_device(device)
+    stream = container.read(data)
+    fields = []
+    for section in stream.sections:
+        model = NeuralExperts(section.config)
         load_tensors(model, section.tensors)
         model.to(dev).eval()
         fields.append(routed(model))

@@ -226,6 +226,9 @@ class AudioModality(Modality):
     def num_samples(self, d: AudioDescriptor) -> int:
         return sum(b - a for a, b in d.windows())
 
+    def decoded_samples(self, d: AudioDescriptor) -> int:
+        return d.frames * d.channels
+
     def sections(self, d: AudioDescriptor) -> list[tuple[int, int]]:
         """Grid ranges of the windows: window ``i`` starts at grid index ``i * window``."""
         return [(i * d.window, i * d.window + (b - a)) for i, (a, b) in enumerate(d.windows())]
