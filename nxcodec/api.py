@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from nxcodec.limits import Limits
 
 
 def encode_file(
-    source: str | Path | np.ndarray,
+    source: str | Path | np.ndarray | object,
     quality: int = DEFAULT_QUALITY,
     rate: float | None = None,
     iters: int | None = None,
@@ -23,8 +24,13 @@ def encode_file(
     progress: bool = False,
     modality: str | None = None,
 ) -> EncodeResult:
-    """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report."""
-    if isinstance(source, np.ndarray):
+    """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report.
+
+    Every failure a caller can cause (a missing or unreadable file, an unsupported array,
+    an option out of range, the GPU running out of memory) raises an
+    :class:`nxcodec.errors.NxcError` subclass with a one-line message.
+    """
+    if not isinstance(source, (str, os.PathLike)):  # an array, or a mesh for modality="shape"
         mod = signals.for_name(modality or "image")
         signal = mod.from_array(source)
     else:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from nxcodec import container, signals
-from nxcodec.errors import InputError, NxcError, StreamError
+from nxcodec.errors import InputError, NxcError, ResourceError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
 from nxcodec.fit.qat import quantization_aware_fit
@@ -73,14 +73,36 @@ class EncodeResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; an unavailable CUDA is a clear error."""
+    if not isinstance(name, str):
+        raise UsageError(f"a device is a name such as cpu or cuda:0, not {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NxcError("CUDA was requested but no GPU is available; use --device cpu")
+        raise UsageError("CUDA was requested but no GPU is available; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise NxcError(f"unknown device '{name}'") from None
+        raise UsageError(f"unknown device '{name}'") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"there is no {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def _check_options(opts: EncodeOptions) -> None:
+    """Refuse options out of range with one line (``UsageError``) before any work."""
+    if opts.rate is None:
+        presets.get(opts.quality)  # the quality's range check, for every modality
+    elif not isinstance(opts.rate, (int, float)) or not opts.rate > 0 or opts.rate == float("inf"):
+        raise UsageError(f"the rate target must be a positive number, not {opts.rate!r}")
+    if opts.iters is not None and (not isinstance(opts.iters, int) or opts.iters < 1):
+        raise UsageError(f"iterations must be an integer of at least 1, not {opts.iters!r}")
+    if not isinstance(opts.seed, int):
+        raise UsageError(f"the seed must be an integer, not {opts.seed!r}")
+
+
+def out_of_gpu_memory(doing: str, hint: str) -> ResourceError:
+    """The one line that replaces CUDA's out-of-memory error: what ran out and what to try."""
+    return ResourceError(f"the GPU ran out of memory while {doing}; try {hint}")
 
 
 def device_name(device: torch.device) -> str:
@@ -268,6 +290,21 @@ def _stack_limit(device: torch.device) -> int:
 def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
     """Fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
 
+    Options out of range raise :class:`UsageError`, and CUDA running out of memory a
+    :class:`ResourceError` that says what to try, before or instead of a traceback.
+    """
+    _check_options(opts)
+    try:
+        return _encode_signals(modality, signals_, opts)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        what = f"fitting {len(signals_)} files together" if len(signals_) > 1 else "fitting"
+        raise out_of_gpu_memory(what, "a smaller --group, the CPU (--device cpu) or a lower --quality") from None
+
+
+def _encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
+    """Fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
+
     Every section of every signal gets its own network; sections whose networks are of one
     family (any lengths; see :func:`_groups`) are fitted as one stack (at most
     ``STACK_POINTS`` points per step, ``STACK_POINTS_GPU`` on a GPU). Each
@@ -383,10 +420,15 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
                  limits)
     dev = resolve_device(device)
     stream = container.read(data)
-    fields = []
-    for section in stream.sections:
-        model = NeuralExperts(section.config)
-        load_tensors(model, section.tensors)
-        model.to(dev).eval()
-        fields.append(routed(model))
-    return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
+    try:
+        fields = []
+        for section in stream.sections:
+            model = NeuralExperts(section.config)
+            load_tensors(model, section.tensors)
+            model.to(dev).eval()
+            fields.append(routed(model))
+        return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise out_of_gpu_memory("decoding", "the CPU (--device cpu)" + (
+            " or a lower --resolution" if "resolution" in modality.decode_options else "")) from None

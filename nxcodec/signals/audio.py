@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from nxcodec.errors import InputError, StreamError
+from nxcodec.errors import InputError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
 from nxcodec.model import ENCODING_SINE, ModelConfig
@@ -285,8 +285,8 @@ class AudioModality(Modality):
     def preset(self, quality: int) -> Preset:
         try:
             return PRESETS[quality]
-        except KeyError:
-            raise ValueError(f"quality must be 1..9, not {quality}") from None
+        except (KeyError, TypeError):
+            raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
 
     def preset_for_rate(self, bits_per_sample: float) -> Preset:
         return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * presets.BITS_PER_PARAMETER - bits_per_sample))

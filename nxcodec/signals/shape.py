@@ -22,7 +22,7 @@ from nxcodec.errors import InputError, StreamError
 from nxcodec.fit.losses import gated_l1
 from nxcodec.fit.presets import Shape
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
-from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, sample_surface, shape_metrics
+from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, face_geometry, sample_surface, shape_metrics
 
 EXTENT = 0.9  # the mesh's largest half-extent in network coordinates; the rest is margin
 TRUNC = 0.1  # truncation of the signed distance, in network coordinates
@@ -82,6 +82,8 @@ def _to_mesh(vertices: Any, faces: Any, what: str) -> ShapeData:
     used = v[np.unique(f)]
     if not np.ptp(used, axis=0).max() > 0:
         raise InputError(f"{what}: the mesh is a single point")
+    if not face_geometry(Mesh(v, f))[2].sum() > 0:
+        raise InputError(f"{what}: the mesh has no area (every face is degenerate)")
     return ShapeData(v, f)
 
 
