@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing
 import os
+import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,8 @@ class Record:
     device: str
     status: str  # "ok" or "error"
     error: str = ""
+    settings: dict | None = None  # encode batches: what the output was made with (EncodeSettings.recorded)
+    stream_version: int | None = None  # the output's .nxc version (encode batches)
 
 
 @dataclass
@@ -70,6 +73,15 @@ class EncodeSettings:
     iters: int | None = None
     seed: int = 0
     group: int = 1  # files fitted side by side (one optimizer step for all: fills a GPU with small files)
+
+    def recorded(self) -> dict:
+        """What the manifest records of these settings (every field, ``group`` included)."""
+        return {"quality": self.quality, "rates": dict(sorted(self.rates.items())), "iters": self.iters,
+                "seed": self.seed, "group": self.group}
+
+
+RESUME_MUST_MATCH = ("quality", "rates", "iters", "seed")  # settings that change what a file's output is
+LOCK = ".nxcodec-batch.lock"
 
 
 def _walk(src: Path, dst: Path) -> Iterator[Path]:
@@ -156,7 +168,8 @@ def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list
                 job.output.parent.mkdir(parents=True, exist_ok=True)
                 write_bytes_atomic(job.output, res.data, force=True)
                 records[i] = Record(job.rel, job.source.stat().st_size, job.output.name, len(res.data), res.rate,
-                                    res.rate_unit, res.metrics.get("psnr"), res.encode_seconds, res.device, "ok")
+                                    res.rate_unit, res.metrics.get("psnr"), res.encode_seconds, res.device, "ok",
+                                    settings=settings.recorded(), stream_version=res.data[4])
             except Exception as exc:
                 records[i] = _error_record(job, exc, t0, device)
     return [records[i] for i in range(len(jobs))]
@@ -227,7 +240,7 @@ def _write_summary(dst: Path, records: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for rec in sorted(records, key=lambda r: r["source"]):
-        writer.writerow({k: rec.get(k) for k in fields})
+        writer.writerow({k: json.dumps(rec.get(k)) if isinstance(rec.get(k), dict) else rec.get(k) for k in fields})
     write_bytes_atomic(dst / SUMMARY, buf.getvalue().encode(), force=True)
 
 
@@ -318,6 +331,78 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
                 land(record)
 
 
+def _flags(settings: dict) -> str:
+    """Recorded settings as the command-line options that give them."""
+    parts = [f"--quality {settings.get('quality')}"]
+    parts += [f"--{unit} {value:g}" for unit, value in (settings.get("rates") or {}).items()]
+    if settings.get("iters") is not None:
+        parts.append(f"--iters {settings['iters']}")
+    return " ".join(parts + [f"--seed {settings.get('seed')}"])
+
+
+def check_resume_settings(previous: dict[str, dict], settings: EncodeSettings, dst: Path) -> None:
+    """Refuse to resume an encode batch whose finished outputs were made with other settings.
+
+    ``quality``, the rate targets, ``iters`` and ``seed`` must match (they decide what an
+    output is); ``group`` may differ (it decides only which files are fitted together).
+    Records of older nxcodec versions, without settings, are not compared.
+    """
+    wanted = settings.recorded()
+    for rec in previous.values():
+        old = rec.get("settings")
+        if rec.get("status") != "ok" or not isinstance(old, dict):
+            continue
+        if any(old.get(k) != wanted[k] for k in RESUME_MUST_MATCH):
+            raise OutputError(f"{dst} was encoded with {_flags(old)}, not {_flags(wanted)}: resume with the same "
+                              f"settings, or use --force to start over")
+
+
+class DestinationLock:
+    """``DST/.nxcodec-batch.lock``: one batch run per destination at a time.
+
+    The run holds an exclusive ``flock`` on the file (which names its pid and host) for
+    as long as it runs. The kernel drops the lock when its process ends, however it ends,
+    so a lock left by a run killed with SIGKILL is stale and simply taken; a lock held by
+    a live run is refused with a line that names it. The file is removed on a clean exit.
+    """
+
+    def __init__(self, dst: Path) -> None:
+        self.path = dst / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "DestinationLock":
+        import fcntl
+
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                os.close(fd)
+                who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+                raise OutputError(f"{self.path.parent} is in use by another nxcodec batch ({who}); "
+                                  f"wait for it to finish") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its previous holder removed the file as we opened it: lock the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self.fd = fd
+            return self
+        raise OutputError(f"{self.path.parent} is in use by other nxcodec batches; wait for them to finish")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
 @dataclass
 class BatchSummary:
     """What a batch run did."""
@@ -354,6 +439,14 @@ def run_batch(
     if not src.is_dir():
         raise InputError(f"{src}: not a directory")
     dst.mkdir(parents=True, exist_ok=True)
+    with DestinationLock(dst):
+        return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address)
+
+
+def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool,
+               devices: list[str] | None, workers: int, on_record: Callable[[Record], None] | None,
+               on_start: Callable[[int, int], None] | None, ray_address: str | None) -> BatchSummary:
+    """:func:`run_batch` once the destination is locked."""
     manifest = dst / MANIFEST
     if manifest.exists() and not (resume or force):
         raise OutputError(f"{dst} already holds a batch ({MANIFEST}); use --resume to finish it or --force to redo it")
@@ -362,6 +455,8 @@ def run_batch(
     _remove_partial_files(dst)
     jobs = encode_jobs(src, dst) if kind == "encode" else decode_jobs(src, dst)
     previous = read_manifest(manifest)
+    if kind == "encode":
+        check_resume_settings(previous, settings, dst)
     check = stream_is_valid if kind == "encode" else (lambda p: True)
     todo = [j for j in jobs if not is_done(j, previous.get(j.rel), check)]
     if on_start:
