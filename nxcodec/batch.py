@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from nxcodec import container, signals
-from nxcodec.errors import InputError, NxcError, OutputError
+from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
 
 MANIFEST = "manifest.jsonl"
@@ -340,6 +340,16 @@ def _flags(settings: dict) -> str:
     return " ".join(parts + [f"--seed {settings.get('seed')}"])
 
 
+def check_settings(settings: EncodeSettings) -> None:
+    """Refuse encode settings out of range (``UsageError``, one line) before any file is touched."""
+    from nxcodec.codec import EncodeOptions, check_options
+
+    if not (isinstance(settings.group, int) and settings.group >= 1):
+        raise UsageError(f"group must be a positive integer, not {settings.group!r}")
+    for rate in [None, *settings.rates.values()]:
+        check_options(EncodeOptions(quality=settings.quality, rate=rate, iters=settings.iters, seed=settings.seed))
+
+
 def check_resume_settings(previous: dict[str, dict], settings: EncodeSettings, dst: Path) -> None:
     """Refuse to resume an encode batch whose finished outputs were made with other settings.
 
@@ -438,6 +448,10 @@ def run_batch(
     settings = settings or EncodeSettings()
     if not src.is_dir():
         raise InputError(f"{src}: not a directory")
+    if kind == "encode":
+        check_settings(settings)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with DestinationLock(dst):
         return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address)

@@ -132,21 +132,22 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
 @click.option("--max-samples", "--max-pixels", "max_samples", type=click.IntRange(min=1),
               help="Refuse a stream that decodes to more samples (an image's pixels, audio frames x channels) "
                    "[default: 2^27].")
-@click.option("--max-work", type=click.IntRange(min=1),
-              help="Refuse a stream whose networks need more multiply-adds in all [default: 2^46].")
+@click.option("--max-work", type=click.FloatRange(min=1),
+              help="Refuse a stream whose networks need more multiply-adds in all, e.g. 1e12 [default: 2^46].")
 @click.option("--max-macs", type=click.IntRange(min=1),
               help="Refuse a stream whose network needs more multiply-adds per sample [default: 2^20].")
 @click.option("--max-faces", type=click.IntRange(min=1), help="Shapes: refuse a surface with more faces [default: 2^26].")
 @force_option
 @user_errors
 def decode(source: Path, output: Path | None, device: str, resolution: int | None, max_samples: int | None,
-           max_work: int | None, max_macs: int | None, max_faces: int | None, force: bool) -> None:
+           max_work: float | None, max_macs: int | None, max_faces: int | None, force: bool) -> None:
     """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension).
 
     A stream is checked against the decoding limits before any work; the --max-* options
     lower them (for a service that decodes strangers' files).
     """
-    limits = Limits().lowered(max_samples=max_samples, max_work=max_work, max_macs=max_macs, max_faces=max_faces)
+    limits = Limits().lowered(max_samples=max_samples, max_work=None if max_work is None else int(min(max_work, 2.0**62)),
+                              max_macs=max_macs, max_faces=max_faces)
     data = _read_stream(source)
     modality = signals.for_id(container.read_header(data)[0])
     kinds = modality.output_extensions

@@ -88,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _check_options(opts: EncodeOptions) -> None:
+def check_options(opts: EncodeOptions) -> None:
     """Refuse options out of range with one line (``UsageError``) before any work."""
     if opts.rate is None:
         presets.get(opts.quality)  # the quality's range check, for every modality
@@ -293,7 +293,7 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
     Options out of range raise :class:`UsageError`, and CUDA running out of memory a
     :class:`ResourceError` that says what to try, before or instead of a traceback.
     """
-    _check_options(opts)
+    check_options(opts)
     try:
         return _encode_signals(modality, signals_, opts)
     except torch.cuda.OutOfMemoryError:

@@ -288,3 +288,15 @@ def test_a_lock_held_by_a_live_run_is_refused_and_a_dead_ones_is_taken(tmp_path)
     with DestinationLock(dst):
         with pytest.raises(OutputError, match="in use"):
             DestinationLock(dst).__enter__()
+
+
+def test_encode_settings_out_of_range_are_refused_before_any_file(tmp_path):
+    from nxcodec.errors import UsageError
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 1)
+    for settings in (EncodeSettings(quality=12), EncodeSettings(rates={"bpp": -1.0}), EncodeSettings(iters=0),
+                     EncodeSettings(group=0)):
+        with pytest.raises(UsageError):
+            run_batch("encode", src, dst, settings)
+    assert not dst.exists()

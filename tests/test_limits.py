@@ -162,7 +162,7 @@ def test_the_cli_refuses_with_one_line_and_status_2(tmp_path):
     path.write_bytes(image_stream(16384, 8192, big_config()))
     small = tmp_path / "small.nxc"
     small.write_bytes((CONFORMANCE / "rgb_k4_24x16.nxc").read_bytes())
-    for args in ([str(path)], [str(small), "--max-pixels", "100"], [str(small), "--max-work", "1000"]):
+    for args in ([str(path)], [str(small), "--max-pixels", "100"], [str(small), "--max-work", "1e3"]):
         proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "decode", *args, "-o", str(tmp_path / "o.png")],
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert proc.returncode == 2, proc.stderr
