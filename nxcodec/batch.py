@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 from nxcodec import container, signals
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
+from nxcodec.limits import Limits
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "manifest.csv"
@@ -175,13 +176,13 @@ def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list
     return [records[i] for i in range(len(jobs))]
 
 
-def decode_one(job: Job, device: str) -> Record:
-    """Decode one stream into its output; failures become an error record."""
+def decode_one(job: Job, device: str, limits: Limits | None = None) -> Record:
+    """Decode one stream into its output (within ``limits``); failures become an error record."""
     from nxcodec.codec import decode_stream
 
     t0 = time.perf_counter()
     try:
-        decoded, array = decode_stream(job.source.read_bytes(), device)
+        decoded, array = decode_stream(job.source.read_bytes(), device, limits)
         out = job.output.parent / Path(decoded_name(job.output.name, decoded.modality)).name
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)
@@ -255,18 +256,20 @@ def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str) -> list[Record]:
-    """Encode a group of files, or decode one (decoding is never grouped)."""
+def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str,
+            limits: Limits | None = None) -> list[Record]:
+    """Encode a group of files, or decode one within ``limits`` (decoding is never grouped)."""
     if kind == "encode":
         return encode_group(jobs, settings, device)
-    return [decode_one(job, device) for job in jobs]
+    return [decode_one(job, device, limits) for job in jobs]
 
 
-def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings) -> list[Record]:
-    return process(kind, jobs, settings, _WORKER_DEVICE)
+def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings, limits: Limits | None) -> list[Record]:
+    return process(kind, jobs, settings, _WORKER_DEVICE, limits)
 
 
-def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings) -> list[tuple[bytes | None, dict]]:
+def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings,
+              limits: Limits | None = None) -> list[tuple[bytes | None, dict]]:
     """On a Ray worker: encode or decode a group of files' bytes; the output bytes and a partial record of each."""
     import tempfile
 
@@ -283,7 +286,7 @@ def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSetting
             jobs.append(Job(source, name, source.parent / "out" / out_name))
             jobs[-1].output.parent.mkdir()
         out = []
-        for job, record in zip(jobs, process(kind, jobs, settings, device)):
+        for job, record in zip(jobs, process(kind, jobs, settings, device, limits)):
             result = job.output.parent / record.output if record.status == "ok" else None
             out.append(((result.read_bytes() if result else None), asdict(record)))
         return out
@@ -293,7 +296,8 @@ def _chunks(todo: list[Job], size: int) -> list[list[Job]]:
     return [todo[i : i + size] for i in range(0, len(todo), max(1, size))]
 
 
-def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None]) -> None:
+def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None],
+                limits: Limits | None = None) -> None:
     """One Ray task per group of files (one GPU each where the cluster has GPUs), retried on worker loss."""
     try:
         import ray
@@ -307,7 +311,7 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3)(_ray_task)
     size = settings.group if kind == "encode" else 1
-    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings): group
+    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings, limits): group
             for group in _chunks(todo, size)}
     pending = list(refs)
     while pending:
@@ -437,12 +441,15 @@ def run_batch(
     on_record: Callable[[Record], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     ray_address: str | None = None,
+    limits: Limits | None = None,
 ) -> BatchSummary:
     """Encode (``kind="encode"``) or decode (``"decode"``) every file of SRC into DST.
 
     ``devices`` runs one worker per device (e.g. ``["cuda:0", "cuda:1"]``); otherwise
     ``workers`` CPU workers share the cores; ``ray_address`` (``auto``, an address, or
-    ``local`` for a fresh local instance) sends one task per file to Ray. ``on_start(total, to_do)`` is called once the
+    ``local`` for a fresh local instance) sends one task per file to Ray. ``limits`` bound
+    what each stream of a decode batch may make the decoder do (a stream beyond them is
+    recorded as an error). ``on_start(total, to_do)`` is called once the
     work is known; ``on_record`` sees each record as it lands.
     """
     settings = settings or EncodeSettings()
@@ -454,12 +461,14 @@ def run_batch(
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with DestinationLock(dst):
-        return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address)
+        return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address,
+                          limits)
 
 
 def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool,
                devices: list[str] | None, workers: int, on_record: Callable[[Record], None] | None,
-               on_start: Callable[[int, int], None] | None, ray_address: str | None) -> BatchSummary:
+               on_start: Callable[[int, int], None] | None, ray_address: str | None,
+               limits: Limits | None = None) -> BatchSummary:
     """:func:`run_batch` once the destination is locked."""
     manifest = dst / MANIFEST
     if manifest.exists() and not (resume or force):
@@ -490,10 +499,10 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
     device_list = devices or ["cpu"] * max(1, workers)
     groups = _chunks(todo, settings.group if kind == "encode" else 1)
     if ray_address and todo:
-        _run_on_ray(kind, todo, settings, ray_address, land)
+        _run_on_ray(kind, todo, settings, ray_address, land, limits)
     elif len(device_list) == 1:
         for group in groups:
-            for record in process(kind, group, settings, device_list[0]):
+            for record in process(kind, group, settings, device_list[0], limits):
                 land(record)
     elif todo:
         ctx = multiprocessing.get_context("spawn")
@@ -503,7 +512,7 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
         threads = max(1, (os.cpu_count() or 1) // len(device_list))
         with ProcessPoolExecutor(len(device_list), mp_context=ctx, initializer=_init_worker,
                                  initargs=(queue, threads)) as pool:
-            pending: set[Future] = {pool.submit(_run_in_worker, kind, group, settings) for group in groups}
+            pending: set[Future] = {pool.submit(_run_in_worker, kind, group, settings, limits) for group in groups}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:

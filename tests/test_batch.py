@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import real_image
+from conftest import ROOT, real_image
 from PIL import Image
 
 from nxcodec.batch import EncodeSettings, read_manifest, run_batch
@@ -300,3 +300,19 @@ def test_encode_settings_out_of_range_are_refused_before_any_file(tmp_path):
         with pytest.raises(UsageError):
             run_batch("encode", src, dst, settings)
     assert not dst.exists()
+
+
+def test_batch_decode_applies_the_decoding_limits_to_every_stream(tmp_path):
+    import shutil
+
+    conformance = ROOT / "bitstream" / "conformance"
+    src, back = tmp_path / "src", tmp_path / "back"
+    src.mkdir()
+    for name in ("rgb_k4_24x16.nxc", "gray_k2_mgrenc_13x11.nxc"):  # 384 and 143 pixels
+        shutil.copy(conformance / name, src / name)
+    res = CliRunner().invoke(main, ["batch-decode", str(src), str(back), "--max-pixels", "200"])
+    assert res.exit_code == 1, res.output
+    records = read_manifest(back / "manifest.jsonl")
+    assert records["gray_k2_mgrenc_13x11.nxc"]["status"] == "ok"
+    assert "over the limit of 200" in records["rgb_k4_24x16.nxc"]["error"]
+    assert sorted(p.name for p in back.glob("*.png")) == ["gray_k2_mgrenc_13x11.png"]

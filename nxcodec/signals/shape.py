@@ -223,7 +223,7 @@ def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: t
             raise StreamError("the network's distance field is not finite: the stream is not a shape")
         try:
             v, f, _, _ = marching_cubes(values, level=0.0, gradient_direction="descent", allow_degenerate=False)
-        except (ValueError, RuntimeError, MemoryError) as exc:
+        except (ValueError, RuntimeError) as exc:
             raise StreamError(f"the decoded distance field cannot be meshed ({type(exc).__name__}: {exc})") from None
         v[:, 2] += z0
         verts.append(v)
