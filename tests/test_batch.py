@@ -190,13 +190,19 @@ def test_resume_with_other_settings_is_refused_with_one_line_and_another_group_i
     run_batch("encode", src, dst, EncodeSettings(iters=20))
     before = outputs(dst)
     (dst / "top.jpg.nxc").unlink()
-    for args in (["--iters", "21"], ["--iters", "20", "--quality", "4"], ["--iters", "20", "--seed", "1"],
-                 ["--iters", "20", "--bpp", "2"]):
-        proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), "--resume", *args],
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "was encoded with --quality 5 --iters 20 --seed 0, not" in lines[0], proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), "--resume", "--iters",
+                           "21"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "was encoded with --quality 5 --iters 20 --seed 0, not --quality 5 --iters 21 --seed 0: resume with the same "
+        "settings, or use --force to start over"), proc.stderr
+    from nxcodec.errors import OutputError
+
+    for other in (EncodeSettings(iters=20, quality=4), EncodeSettings(iters=20, seed=1),
+                  EncodeSettings(iters=20, rates={"bpp": 2.0})):
+        with pytest.raises(OutputError, match="was encoded with"):
+            run_batch("encode", src, dst, other, resume=True)
     assert not (dst / "top.jpg.nxc").exists()
     summary = run_batch("encode", src, dst, EncodeSettings(iters=20, group=2), resume=True)
     assert (summary.skipped, summary.ok) == (1, 1)
