@@ -45,17 +45,20 @@ def test_cases_are_repeatable_and_most_carry_a_valid_crc():
 
 
 def test_hangs_and_memory_blow_ups_are_failures_and_the_worker_comes_back(tmp_path):
+    from test_limits import big_config, image_stream
+
     corpus = fuzz.load_corpus(fresh=False, seed=0)
     stream = next(s.data for s in corpus if s.name == "rgb_k4_24x16.nxc")
+    slow = image_stream(480, 400, big_config(n_freq=4, enc_width=96, expert_width=64))  # 4e9 multiply-adds: seconds
     w = fuzz._Worker(resolution=16, memory_mb=fuzz.MEMORY_MB)
     try:
         assert w.run(stream, timeout=120) == "ok"  # the first call also starts the worker
         assert w.run(b"junk", timeout=10) == "nxc"
-        assert w.run(stream, timeout=0.0005).startswith("fail") and "hang" in w.run(stream, timeout=0.0005)
+        result = w.run(slow, timeout=0.05)
+        assert result.startswith("fail") and "hang" in result, result
         assert w.run(stream, timeout=120) == "ok"  # a fresh worker
     finally:
         w.stop()
-    from test_limits import big_config, image_stream
 
     large = image_stream(1000, 1000, big_config(enc_width=8, expert_width=8, n_freq=2))  # 12 MB of output arrays
     starved = fuzz._Worker(resolution=16, memory_mb=1)  # no room to allocate them
