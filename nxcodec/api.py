@@ -1,7 +1,12 @@
-"""The Python API: ``encode(path_or_array) -> bytes`` and ``decode(bytes) -> array``."""
+"""The Python API: ``encode(path_or_array) -> bytes`` and ``decode(bytes) -> array``.
+
+Importing it loads no torch: decoding a format 3 image needs numpy only, and the encoder
+is imported when something is encoded.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,13 +15,14 @@ import numpy as np
 from nxcodec import signals
 from nxcodec.decoder import decode_stream
 from nxcodec.errors import InputError
+from nxcodec.limits import Limits
 
-if TYPE_CHECKING:  # encoding needs torch; importing nxcodec to decode does not
+if TYPE_CHECKING:
     from nxcodec.codec import EncodeResult
 
 
 def encode_file(
-    source: str | Path | np.ndarray,
+    source: str | Path | np.ndarray | object,
     quality: int | None = None,
     rate: float | None = None,
     iters: int | None = None,
@@ -28,13 +34,15 @@ def encode_file(
 ) -> "EncodeResult":
     """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report.
 
-    ``quality`` is 1..9 (None: the default, 5).
-    ``format`` is the stream version to write (images: 3, latent grids, by default; 2, one
-    coordinate network).
+    ``quality`` is 1..9 (None: the default, 5). ``format`` is the stream version to write
+    (images: 3, latent grids, by default; 2, one coordinate network). Every failure a
+    caller can cause (a missing or unreadable file, an unsupported array, an option out of
+    range, the GPU running out of memory) raises an :class:`nxcodec.errors.NxcError`
+    subclass with a one-line message.
     """
     from nxcodec.codec import EncodeOptions, encode_signal
 
-    if isinstance(source, np.ndarray):
+    if not isinstance(source, (str, os.PathLike)):  # an array, or a mesh for modality="shape"
         mod = signals.for_name(modality or "image")
         signal = mod.from_array(source)
     else:
@@ -54,6 +62,10 @@ def encode(source: str | Path | np.ndarray, **kwargs) -> bytes:
     return encode_file(source, **kwargs).data
 
 
-def decode(data: bytes, device: str = "cpu") -> np.ndarray:
-    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16)."""
-    return decode_stream(data, device)[1]
+def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np.ndarray:
+    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16).
+
+    ``limits`` (:class:`nxcodec.limits.Limits`) lower what a stream may make the decoder do;
+    a stream beyond them raises :class:`nxcodec.errors.StreamError` before any work.
+    """
+    return decode_stream(data, device, limits)[1]

@@ -20,6 +20,7 @@ import io
 import json
 import multiprocessing
 import os
+import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from nxcodec import container, signals
-from nxcodec.errors import InputError, NxcError, OutputError
+from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
+from nxcodec.limits import Limits
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "manifest.csv"
@@ -59,6 +61,8 @@ class Record:
     device: str
     status: str  # "ok" or "error"
     error: str = ""
+    settings: dict | None = None  # encode batches: what the output was made with (EncodeSettings.recorded)
+    stream_version: int | None = None  # the output's .nxc version (encode batches)
 
 
 @dataclass
@@ -70,6 +74,15 @@ class EncodeSettings:
     iters: int | None = None
     seed: int = 0
     group: int = 1  # files fitted side by side (one optimizer step for all: fills a GPU with small files)
+
+    def recorded(self) -> dict:
+        """What the manifest records of these settings (every field, ``group`` included)."""
+        return {"quality": self.quality, "rates": dict(sorted(self.rates.items())), "iters": self.iters,
+                "seed": self.seed, "group": self.group}
+
+
+RESUME_MUST_MATCH = ("quality", "rates", "iters", "seed")  # settings that change what a file's output is
+LOCK = ".nxcodec-batch.lock"
 
 
 def _walk(src: Path, dst: Path) -> Iterator[Path]:
@@ -156,19 +169,20 @@ def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list
                 job.output.parent.mkdir(parents=True, exist_ok=True)
                 write_bytes_atomic(job.output, res.data, force=True)
                 records[i] = Record(job.rel, job.source.stat().st_size, job.output.name, len(res.data), res.rate,
-                                    res.rate_unit, res.metrics.get("psnr"), res.encode_seconds, res.device, "ok")
+                                    res.rate_unit, res.metrics.get("psnr"), res.encode_seconds, res.device, "ok",
+                                    settings=settings.recorded(), stream_version=res.data[4])
             except Exception as exc:
                 records[i] = _error_record(job, exc, t0, device)
     return [records[i] for i in range(len(jobs))]
 
 
-def decode_one(job: Job, device: str) -> Record:
-    """Decode one stream into its output; failures become an error record."""
+def decode_one(job: Job, device: str, limits: Limits | None = None) -> Record:
+    """Decode one stream into its output (within ``limits``); failures become an error record."""
     from nxcodec.codec import decode_stream
 
     t0 = time.perf_counter()
     try:
-        decoded, array = decode_stream(job.source.read_bytes(), device)
+        decoded, array = decode_stream(job.source.read_bytes(), device, limits)
         out = job.output.parent / Path(decoded_name(job.output.name, decoded.modality)).name
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)
@@ -227,7 +241,7 @@ def _write_summary(dst: Path, records: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for rec in sorted(records, key=lambda r: r["source"]):
-        writer.writerow({k: rec.get(k) for k in fields})
+        writer.writerow({k: json.dumps(rec.get(k)) if isinstance(rec.get(k), dict) else rec.get(k) for k in fields})
     write_bytes_atomic(dst / SUMMARY, buf.getvalue().encode(), force=True)
 
 
@@ -242,18 +256,20 @@ def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str) -> list[Record]:
-    """Encode a group of files, or decode one (decoding is never grouped)."""
+def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str,
+            limits: Limits | None = None) -> list[Record]:
+    """Encode a group of files, or decode one within ``limits`` (decoding is never grouped)."""
     if kind == "encode":
         return encode_group(jobs, settings, device)
-    return [decode_one(job, device) for job in jobs]
+    return [decode_one(job, device, limits) for job in jobs]
 
 
-def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings) -> list[Record]:
-    return process(kind, jobs, settings, _WORKER_DEVICE)
+def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings, limits: Limits | None) -> list[Record]:
+    return process(kind, jobs, settings, _WORKER_DEVICE, limits)
 
 
-def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings) -> list[tuple[bytes | None, dict]]:
+def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings,
+              limits: Limits | None = None) -> list[tuple[bytes | None, dict]]:
     """On a Ray worker: encode or decode a group of files' bytes; the output bytes and a partial record of each."""
     import tempfile
 
@@ -270,7 +286,7 @@ def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSetting
             jobs.append(Job(source, name, source.parent / "out" / out_name))
             jobs[-1].output.parent.mkdir()
         out = []
-        for job, record in zip(jobs, process(kind, jobs, settings, device)):
+        for job, record in zip(jobs, process(kind, jobs, settings, device, limits)):
             result = job.output.parent / record.output if record.status == "ok" else None
             out.append(((result.read_bytes() if result else None), asdict(record)))
         return out
@@ -280,7 +296,8 @@ def _chunks(todo: list[Job], size: int) -> list[list[Job]]:
     return [todo[i : i + size] for i in range(0, len(todo), max(1, size))]
 
 
-def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None]) -> None:
+def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: str, land: Callable[[Record], None],
+                limits: Limits | None = None) -> None:
     """One Ray task per group of files (one GPU each where the cluster has GPUs), retried on worker loss."""
     try:
         import ray
@@ -294,7 +311,7 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3)(_ray_task)
     size = settings.group if kind == "encode" else 1
-    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings): group
+    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings, limits): group
             for group in _chunks(todo, size)}
     pending = list(refs)
     while pending:
@@ -316,6 +333,88 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
                     out.parent.mkdir(parents=True, exist_ok=True)
                     write_bytes_atomic(out, data, force=True)
                 land(record)
+
+
+def _flags(settings: dict) -> str:
+    """Recorded settings as the command-line options that give them."""
+    parts = [f"--quality {settings.get('quality')}"]
+    parts += [f"--{unit} {value:g}" for unit, value in (settings.get("rates") or {}).items()]
+    if settings.get("iters") is not None:
+        parts.append(f"--iters {settings['iters']}")
+    return " ".join(parts + [f"--seed {settings.get('seed')}"])
+
+
+def check_settings(settings: EncodeSettings) -> None:
+    """Refuse encode settings out of range (``UsageError``, one line) before any file is touched."""
+    from nxcodec.codec import EncodeOptions, check_options
+
+    if not (isinstance(settings.group, int) and settings.group >= 1):
+        raise UsageError(f"group must be a positive integer, not {settings.group!r}")
+    for rate in [None, *settings.rates.values()]:
+        check_options(EncodeOptions(quality=settings.quality, rate=rate, iters=settings.iters, seed=settings.seed))
+
+
+def check_resume_settings(previous: dict[str, dict], settings: EncodeSettings, dst: Path) -> None:
+    """Refuse to resume an encode batch whose finished outputs were made with other settings.
+
+    ``quality``, the rate targets, ``iters`` and ``seed`` must match (they decide what an
+    output is); ``group`` may differ (it decides only which files are fitted together).
+    Records of older nxcodec versions, without settings, are not compared.
+    """
+    wanted = settings.recorded()
+    for rec in previous.values():
+        old = rec.get("settings")
+        if rec.get("status") != "ok" or not isinstance(old, dict):
+            continue
+        if any(old.get(k) != wanted[k] for k in RESUME_MUST_MATCH):
+            raise OutputError(f"{dst} was encoded with {_flags(old)}, not {_flags(wanted)}: resume with the same "
+                              f"settings, or use --force to start over")
+
+
+class DestinationLock:
+    """``DST/.nxcodec-batch.lock``: one batch run per destination at a time.
+
+    The run holds an exclusive ``flock`` on the file (which names its pid and host) for
+    as long as it runs. The kernel drops the lock when its process ends, however it ends,
+    so a lock left by a run killed with SIGKILL is stale and simply taken; a lock held by
+    a live run is refused with a line that names it. The file is removed on a clean exit.
+    """
+
+    def __init__(self, dst: Path) -> None:
+        self.path = dst / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "DestinationLock":
+        import fcntl
+
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                os.close(fd)
+                who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+                raise OutputError(f"{self.path.parent} is in use by another nxcodec batch ({who}); "
+                                  f"wait for it to finish") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its previous holder removed the file as we opened it: lock the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self.fd = fd
+            return self
+        raise OutputError(f"{self.path.parent} is in use by other nxcodec batches; wait for them to finish")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass
@@ -343,19 +442,35 @@ def run_batch(
     on_record: Callable[[Record], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     ray_address: str | None = None,
+    limits: Limits | None = None,
 ) -> BatchSummary:
     """Encode (``kind="encode"``) or decode (``"decode"``) every file of SRC into DST.
 
     ``devices`` runs one worker per device (e.g. ``["cuda:0", "cuda:1"]``); otherwise ``workers``
     workers share ``device`` (``auto``: CUDA when present, else the CPU); ``ray_address``
     (``auto``, an address, or ``local`` for a fresh local instance) sends one task per file to
-    Ray. ``on_start(total, to_do)`` is called once the work is known; ``on_record`` sees each
-    record as it lands.
+    Ray. ``limits`` bound what each stream of a decode batch may make the decoder do (a
+    stream beyond them is recorded as an error). ``on_start(total, to_do)`` is called once
+    the work is known; ``on_record`` sees each record as it lands.
     """
     settings = settings or EncodeSettings()
     if not src.is_dir():
         raise InputError(f"{src}: not a directory")
+    if kind == "encode":
+        check_settings(settings)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise UsageError(f"workers must be a positive integer, not {workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
+    with DestinationLock(dst):
+        return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address,
+                          limits)
+
+
+def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool,
+               devices: list[str] | None, workers: int, on_record: Callable[[Record], None] | None,
+               on_start: Callable[[int, int], None] | None, ray_address: str | None,
+               limits: Limits | None = None) -> BatchSummary:
+    """:func:`run_batch` once the destination is locked."""
     manifest = dst / MANIFEST
     if manifest.exists() and not (resume or force):
         raise OutputError(f"{dst} already holds a batch ({MANIFEST}); use --resume to finish it or --force to redo it")
@@ -364,6 +479,8 @@ def run_batch(
     _remove_partial_files(dst)
     jobs = encode_jobs(src, dst) if kind == "encode" else decode_jobs(src, dst)
     previous = read_manifest(manifest)
+    if kind == "encode":
+        check_resume_settings(previous, settings, dst)
     check = stream_is_valid if kind == "encode" else (lambda p: True)
     todo = [j for j in jobs if not is_done(j, previous.get(j.rel), check)]
     if on_start:
@@ -388,10 +505,10 @@ def run_batch(
         device_list = [str(resolve_device(device))] * max(1, workers)
     groups = _chunks(todo, settings.group if kind == "encode" else 1)
     if ray_address and todo:
-        _run_on_ray(kind, todo, settings, ray_address, land)
+        _run_on_ray(kind, todo, settings, ray_address, land, limits)
     elif len(device_list) == 1:
         for group in groups:
-            for record in process(kind, group, settings, device_list[0]):
+            for record in process(kind, group, settings, device_list[0], limits):
                 land(record)
     elif todo:
         ctx = multiprocessing.get_context("spawn")
@@ -401,7 +518,7 @@ def run_batch(
         threads = max(1, (os.cpu_count() or 1) // len(device_list))
         with ProcessPoolExecutor(len(device_list), mp_context=ctx, initializer=_init_worker,
                                  initargs=(queue, threads)) as pool:
-            pending: set[Future] = {pool.submit(_run_in_worker, kind, group, settings) for group in groups}
+            pending: set[Future] = {pool.submit(_run_in_worker, kind, group, settings, limits) for group in groups}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:

@@ -20,6 +20,7 @@ from nxcodec.api import encode_file
 from nxcodec.decoder import LATENT_VERSION, decode_stream, output_kind, stream_version
 from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
 from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
 
@@ -149,6 +150,36 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
             click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
 
 
+def with_options(options):
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+limit_options = [
+    click.option("--max-samples", "--max-pixels", "max_samples", type=click.IntRange(min=1),
+                 help="Refuse a stream that decodes to more samples (an image's pixels, audio frames x channels) "
+                      "[default: 2^27]."),
+    click.option("--max-work", type=click.FloatRange(min=1),
+                 help="Refuse a stream whose networks need more multiply-adds in all, e.g. 1e12 [default: 2^46]."),
+    click.option("--max-macs", type=click.IntRange(min=1),
+                 help="Refuse a stream whose network needs more multiply-adds per sample [default: 2^20]."),
+    click.option("--max-faces", type=click.IntRange(min=1), help="Shapes: refuse a surface with more faces [default: 2^26]."),
+    click.option("--max-table-work", type=click.IntRange(min=1),
+                 help="Refuse a stream whose frequency tables cost more to build (SPEC.md section 1) [default: 2^30]."),
+]
+
+
+def _limits(max_samples: int | None, max_work: float | None, max_macs: int | None, max_faces: int | None,
+            max_table_work: int | None) -> Limits:
+    """The spec's decoding limits, lowered by the --max-* options given."""
+    return Limits().lowered(max_samples=max_samples, max_work=None if max_work is None else int(min(max_work, 2.0**62)),
+                            max_macs=max_macs, max_faces=max_faces, max_table_work=max_table_work)
+
+
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -157,10 +188,18 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
                    + " [default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
 @device_option
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
+@with_options(limit_options)
 @force_option
 @user_errors
-def decode(source: Path, output: Path | None, device: str, resolution: int | None, force: bool) -> None:
-    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension)."""
+def decode(source: Path, output: Path | None, device: str, resolution: int | None, max_samples: int | None,
+           max_work: float | None, max_macs: int | None, max_faces: int | None, max_table_work: int | None,
+           force: bool) -> None:
+    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension).
+
+    A stream is checked against the decoding limits before any work; the --max-* options
+    lower them (for a service that decodes strangers' files).
+    """
+    limits = _limits(max_samples, max_work, max_macs, max_faces, max_table_work)
     data = _read_stream(source)
     modality = output_kind(data)
     kinds = modality.output_extensions
@@ -171,7 +210,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     check_writable(output, force)  # before the work of decoding
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded, array = decode_stream(data, device, **options)
+    decoded, array = decode_stream(data, device, limits, **options)
     seconds = time.perf_counter() - t0
     write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
@@ -224,7 +263,7 @@ def _info_latent(source: Path, data: bytes) -> None:
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,
-                   device: str, devices: str | None, ray_address: str | None) -> None:
+                   device: str, devices: str | None, ray_address: str | None, limits: Limits | None = None) -> None:
     from nxcodec.batch import run_batch
 
     device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
@@ -247,7 +286,8 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
             click.echo(f"{rec.source}: {rec.error}", err=True)
 
     summary = run_batch(kind, src, dst, settings, resume=resume, force=force, device=device, devices=device_list,
-                        workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address)
+                        workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address,
+                        limits=limits)
     if bar is not None:
         bar.close()
     ok = [r for r in summary.records if r["status"] == "ok"]
@@ -281,15 +321,6 @@ batch_options = [
 ]
 
 
-def with_options(options):
-    def apply(fn):
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-
-    return apply
-
-
 @main.command()
 @with_options(batch_options)
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
@@ -314,11 +345,14 @@ def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, device:
 
 @main.command("batch-decode")
 @with_options(batch_options)
+@with_options(limit_options)
 @user_errors
 def batch_decode(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
-                 ray_address: str | None) -> None:
-    """Decode every .nxc under SRC into DST, mirroring the tree, with a manifest."""
-    _run_batch_cli("decode", src, dst, None, resume, force, workers, device, devices, ray_address)
+                 ray_address: str | None, max_samples: int | None, max_work: float | None, max_macs: int | None,
+                 max_faces: int | None, max_table_work: int | None) -> None:
+    """Decode every .nxc under SRC into DST, mirroring the tree, with a manifest (streams beyond the limits: errors)."""
+    _run_batch_cli("decode", src, dst, None, resume, force, workers, device, devices, ray_address,
+                   _limits(max_samples, max_work, max_macs, max_faces, max_table_work))
 
 
 workers_option = click.option(

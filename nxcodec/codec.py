@@ -23,11 +23,12 @@ import torch
 
 from nxcodec import container, signals
 from nxcodec.decoder import LATENT_VERSION, Decoded, decode_stream
-from nxcodec.errors import NxcError, StreamError
+from nxcodec.errors import NxcError, ResourceError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit_stack, take
+from nxcodec.limits import Limits, check as check_limits
 from nxcodec.model import ModelConfig, NeuralExperts
 from nxcodec.model.stack import ModelStack, family
 from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
@@ -76,14 +77,36 @@ class EncodeResult:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; an unavailable CUDA is a clear error."""
+    if not isinstance(name, str):
+        raise UsageError(f"a device is a name such as cpu or cuda:0, not {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NxcError("CUDA was requested but no GPU is available; use --device cpu")
+        raise UsageError("CUDA was requested but no GPU is available; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise NxcError(f"unknown device '{name}'") from None
+        raise UsageError(f"unknown device '{name}'") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"there is no {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def check_options(opts: EncodeOptions) -> None:
+    """Refuse options out of range with one line (``UsageError``) before any work."""
+    if opts.rate is None:
+        presets.get(opts.quality)  # the quality's range check, for every modality
+    elif not isinstance(opts.rate, (int, float)) or not opts.rate > 0 or opts.rate == float("inf"):
+        raise UsageError(f"the rate target must be a positive number, not {opts.rate!r}")
+    if opts.iters is not None and (not isinstance(opts.iters, int) or opts.iters < 1):
+        raise UsageError(f"iterations must be an integer of at least 1, not {opts.iters!r}")
+    if not isinstance(opts.seed, int):
+        raise UsageError(f"the seed must be an integer, not {opts.seed!r}")
+
+
+def out_of_gpu_memory(doing: str, hint: str) -> ResourceError:
+    """The one line that replaces CUDA's out-of-memory error: what ran out and what to try."""
+    return ResourceError(f"the GPU ran out of memory while {doing}; try {hint}")
 
 
 def device_name(device: torch.device) -> str:
@@ -270,13 +293,20 @@ def _stack_limit(device: torch.device) -> int:
 
 def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
     """Fit, quantize and code several signals of one modality, each in its format (``opts.format``, or the
-    modality's default for the signal), fitting same-sized networks side by side."""
+    modality's default for the signal), fitting same-sized networks side by side.
+
+    Options out of range raise :class:`UsageError`, and CUDA running out of memory a
+    :class:`ResourceError` that says what to try, before or instead of a traceback.
+    """
+    check_options(opts)
     if opts.format is not None and opts.format not in modality.formats:
-        raise NxcError(f"{modality.name} streams can be written as format {' or '.join(map(str, modality.formats))}, "
-                       f"not {opts.format}")
+        raise UsageError(f"{modality.name} streams can be written as format "
+                         f"{' or '.join(map(str, modality.formats))}, not {opts.format}")
     formats = [opts.format or (2 if isinstance(opts.config, ModelConfig) else modality.default_format(s.descriptor))
                for s in signals_]
-    if LATENT_VERSION in formats:
+    try:
+        if LATENT_VERSION not in formats:
+            return _encode_networks(modality, signals_, opts)
         from nxcodec.fit.latent_code import encode_images
 
         latent = [i for i, f in enumerate(formats) if f == LATENT_VERSION]
@@ -285,11 +315,14 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
         if others:
             done.update(zip(others, _encode_networks(modality, [signals_[i] for i in others], opts)))
         return [done[i] for i in range(len(signals_))]
-    return _encode_networks(modality, signals_, opts)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        what = f"fitting {len(signals_)} files together" if len(signals_) > 1 else "fitting"
+        raise out_of_gpu_memory(what, "a smaller --group, the CPU (--device cpu) or a lower --quality") from None
 
 
 def _encode_networks(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
-    """Format 2: a coordinate network per section.
+    """Format 2: fit, quantize and code several signals of one modality, fitting same-sized networks side by side.
 
     Every section of every signal gets its own network; sections whose networks are of one
     family (any lengths; see :func:`_groups`) are fitted as one stack (at most
@@ -371,25 +404,40 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     return encode_signals(modality, [signal], opts)[0]
 
 
-def decode_networks(data: bytes, device: str = "cpu", **options: Any) -> tuple[Decoded, Any]:
+def decode_networks(data: bytes, device: str = "cpu", limits: Limits | None = None,
+                    **options: Any) -> tuple[Decoded, Any]:
     """Decode a version 1 or 2 stream (coordinate networks) to the signal's array (``StreamError`` for any defect).
 
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
+    ``limits`` bound what the stream may make the decoder do (the spec's by default):
+    everything they bound is checked once the header and the section tables are parsed,
+    before any entropy decoding, network evaluation or output allocation.
     """
-    stream = container.read(data)
-    modality = signals.for_id(stream.modality)
-    desc = modality.unpack_descriptor(stream.descriptor)
+    limits = limits or Limits()
+    modality_id, descriptor, configs, layout = container.read_header(data)
+    modality = signals.for_id(modality_id)
+    desc = modality.unpack_descriptor(descriptor)
     ranges = modality.sections(desc)
-    if len(ranges) != len(stream.sections):
-        raise StreamError(f"stream has {len(stream.sections)} sections where its signal needs {len(ranges)}")
-    dev = resolve_device(device)
-    fields = []
-    for section in stream.sections:
-        cfg = section.config
+    if len(ranges) != len(configs):
+        raise StreamError(f"stream has {len(configs)} sections where its signal needs {len(ranges)}")
+    for cfg in configs:
         if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
             raise StreamError("model config does not match the signal it describes")
-        model = NeuralExperts(cfg)
-        load_tensors(model, section.tensors)
-        model.to(dev).eval()
-        fields.append(routed(model))
-    return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
+    if "max_faces" in modality.decode_options:
+        options = {**options, "max_faces": min(options.get("max_faces") or limits.max_faces, limits.max_faces)}
+    check_limits(configs, modality.decode_points(desc, **options), modality.decoded_samples(desc), layout.table_work,
+                 limits)
+    dev = resolve_device(device)
+    stream = container.read(data)
+    try:
+        fields = []
+        for section in stream.sections:
+            model = NeuralExperts(section.config)
+            load_tensors(model, section.tensors)
+            model.to(dev).eval()
+            fields.append(routed(model))
+        return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise out_of_gpu_memory("decoding", "the CPU (--device cpu)" + (
+            " or a lower --resolution" if "resolution" in modality.decode_options else "")) from None

@@ -15,7 +15,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from nxcodec import entropy
+from nxcodec import entropy, limits
 from nxcodec.entropy import LaplacePrior
 from nxcodec.errors import StreamError
 from nxcodec.model import ModelConfig, tensor_shapes
@@ -69,6 +69,7 @@ class Layout:
     payload: int = 0
     parameters: int = 0
     crc: int = 4
+    table_work: int = 0  # cost of building the frequency tables (limits.table_work), before any is built
 
 
 def check_config(cfg: ModelConfig) -> None:
@@ -191,7 +192,10 @@ def read_header(data: bytes) -> tuple[int, bytes, list, Layout]:
         layout.tensor_table += len(table) * _TENSOR.size
         layout.payload += 4 + length
         layout.parameters += cfg.parameter_count()
+        layout.table_work += sum(limits.table_work(p.size, max(p.mu - p.lo, p.hi - p.mu), p.decay) for _, p in table)
     _check_end(r, layout.parameters)
+    if layout.table_work > limits.MAX_TABLE_WORK:
+        raise StreamError("the stream's frequency tables exceed the decoder's limits")
     return modality, descriptor, configs, layout
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from nxcodec import signals
 from nxcodec.errors import InputError, StreamError
+from nxcodec.limits import Limits
 
 LATENT_VERSION = 3
 

@@ -8,6 +8,7 @@ arithmetic only (bitstream/SPEC.md, "Frequency tables"). The table sums to exact
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -46,17 +47,11 @@ class LaplacePrior:
         return self.hi - self.lo + 1
 
     def frequencies(self) -> np.ndarray:
-        """Integer frequencies of ``lo..hi``: each at least 1, summing to exactly 2**24."""
+        """Integer frequencies of ``lo..hi``: each at least 1, summing to exactly 2**24 (SPEC.md section 6)."""
         n = self.size
         span = max(self.mu - self.lo, self.hi - self.mu)
-        g = np.zeros(span + 1, dtype=np.int64)
-        value = _G0
-        for d in range(span + 1):
-            if value == 0:
-                break
-            g[d] = value
-            value = (value * self.decay) >> 16
-        raw = g[np.abs(np.arange(self.lo, self.hi + 1, dtype=np.int64) - self.mu)]
+        g = _geometric(self.decay, _round_up(span + 1))[: span + 1]
+        raw = g[np.abs(np.arange(self.lo - self.mu, self.hi - self.mu + 1, dtype=np.int64))]
         freq = 1 + (raw * (TOTAL - n)) // int(raw.sum())
         freq[self.mu - self.lo] += TOTAL - int(freq.sum())
         return freq
@@ -67,6 +62,38 @@ class LaplacePrior:
             return 0.0
         freq = self.frequencies()
         return float(np.sum(PRECISION_BITS - np.log2(freq[symbols.astype(np.int64) - self.lo])))
+
+
+def _round_up(length: int) -> int:
+    """``length`` rounded up to a power of two (at least 256), so that cached sequences serve many tensors."""
+    return max(256, 1 << (length - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=64)
+def _geometric(decay: int, length: int) -> np.ndarray:
+    """``g[0..length-1]`` of SPEC.md section 6: ``g[0] = 2**30``, ``g[d+1] = floor(g[d] * decay / 65536)``.
+
+    Iterated floors have no closed form, so the geometric part is a loop, but it stops
+    early: with ``m = 65536 - decay``, ``floor(g * decay / 65536) = g - ceil(g * m / 65536)``,
+    which is ``g - 1`` once ``g * m <= 65536``; from there on the sequence counts down by one
+    to zero and is filled in one step. A large decay (slow loop) meets long spans only in
+    the few tensors that declare them, and the decoder bounds their total (``container``).
+    The array is read-only (it is shared through the cache).
+    """
+    m = 65536 - decay
+    out = []
+    value = _G0
+    while len(out) < length and value * m > 65536:
+        out.append(value)
+        value = (value * decay) >> 16
+    g = np.zeros(length, dtype=np.int64)
+    g[: len(out)] = out
+    rest = length - len(out)
+    if rest > 0 and value > 0:  # the arithmetic tail: value, value - 1, ..., 1, then zeros
+        k = min(rest, value)
+        g[len(out) : len(out) + k] = np.arange(value, value - k, -1, dtype=np.int64)
+    g.flags.writeable = False
+    return g
 
 
 def fit_prior(symbols: np.ndarray) -> LaplacePrior:

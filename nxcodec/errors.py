@@ -20,3 +20,14 @@ class StreamError(NxcError):
 
 class OutputError(NxcError):
     """An output that cannot be written, or would replace a file without ``--force``."""
+
+
+class UsageError(NxcError, ValueError):
+    """An option out of its range (a quality of 12, a negative rate, an unknown device).
+
+    Also a ``ValueError``, which is what these failures raised before.
+    """
+
+
+class ResourceError(NxcError):
+    """The machine ran out of something (GPU memory) for a valid request; the message says what to try."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import real_image
+from conftest import ROOT, real_image
 from PIL import Image
 
 from nxcodec.batch import EncodeSettings, read_manifest, run_batch
@@ -172,3 +172,153 @@ def test_each_rate_target_applies_to_its_own_kind_of_file(tmp_path):
     # the default quality gives 4.2 bpp and 24.9 kbps here: each target moved its own file's rate
     assert records["photo.png"]["rate_unit"] == "bpp" and records["photo.png"]["rate"] <= 3.8
     assert records["tone.wav"]["rate_unit"] == "kbps" and 32 < records["tone.wav"]["rate"] <= 64
+
+
+def test_the_manifest_records_each_outputs_settings_and_stream_version(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 2)
+    run_batch("encode", src, dst, EncodeSettings(quality=3, rates={"kbps": 24.0}, iters=20, seed=4, group=2))
+    for rec in read_manifest(dst / "manifest.jsonl").values():
+        assert rec["settings"] == {"quality": 3, "rates": {"kbps": 24.0}, "iters": 20, "seed": 4, "group": 2}
+        assert rec["stream_version"] == (dst / (rec["source"] + ".nxc")).read_bytes()[4] == 2
+    assert '"quality": 3' in (dst / "manifest.csv").read_text().replace('""', '"')
+
+
+def test_resume_with_other_settings_is_refused_with_one_line_and_another_group_is_not(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 2)
+    run_batch("encode", src, dst, EncodeSettings(iters=20))
+    before = outputs(dst)
+    (dst / "top.jpg.nxc").unlink()
+    proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), "--resume", "--iters",
+                           "21"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "was encoded with --quality 5 --iters 20 --seed 0, not --quality 5 --iters 21 --seed 0: resume with the same "
+        "settings, or use --force to start over"), proc.stderr
+    from nxcodec.errors import OutputError
+
+    for other in (EncodeSettings(iters=20, quality=4), EncodeSettings(iters=20, seed=1),
+                  EncodeSettings(iters=20, rates={"bpp": 2.0})):
+        with pytest.raises(OutputError, match="was encoded with"):
+            run_batch("encode", src, dst, other, resume=True)
+    assert not (dst / "top.jpg.nxc").exists()
+    summary = run_batch("encode", src, dst, EncodeSettings(iters=20, group=2), resume=True)
+    assert (summary.skipped, summary.ok) == (1, 1)
+    assert outputs(dst) == before  # one file in the group: the same bytes
+
+
+def kill_and_resume(src: Path, dst: Path, args: list[str]) -> None:
+    """Start a batch, kill it with SIGKILL once two files are done, then resume it."""
+    cmd = [sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = dst / "manifest.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(outputs(dst)) < len(list(src.rglob("*.png"))) + len(list(src.rglob("*.jpg"))), "finished too soon"
+    assert (dst / ".nxcodec-batch.lock").exists()  # left behind by the kill: stale, taken over below
+    res = CliRunner().invoke(main, ["batch", str(src), str(dst), "--resume", *args])
+    assert res.exit_code == 0, res.output
+    assert not list(dst.rglob("*.part")) and not (dst / ".nxcodec-batch.lock").exists()
+
+
+def test_kill_and_resume_with_two_workers_gives_the_same_outputs(tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, 6)
+    args = ["--iters", "30", "--workers", "2"]
+    whole = tmp_path / "whole"
+    assert CliRunner().invoke(main, ["batch", str(src), str(whole), *args]).exit_code == 0
+    killed = tmp_path / "killed"
+    kill_and_resume(src, killed, args)
+    assert outputs(killed) == outputs(whole)
+
+
+def test_kill_and_resume_with_groups_gives_outputs_of_the_same_settings_that_decode(tmp_path):
+    from nxcodec import decode
+
+    src = tmp_path / "src"
+    images = make_tree(src, 6)
+    args = ["--iters", "30", "--group", "2"]
+    killed = tmp_path / "killed"
+    kill_and_resume(src, killed, args)
+    records = read_manifest(killed / "manifest.jsonl")
+    assert len(outputs(killed)) == 6 and all(r["status"] == "ok" for r in records.values())
+    assert {json.dumps(r["settings"], sort_keys=True) for r in records.values()} == {
+        json.dumps({"quality": 5, "rates": {}, "iters": 30, "seed": 0, "group": 2}, sort_keys=True)}
+    for rel, array in images.items():
+        assert decode((killed / (rel + ".nxc")).read_bytes()).shape[:2] == array.shape[:2]
+
+
+def test_two_batches_started_at_once_on_one_destination(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 4)
+    cmd = [sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), "--iters", "40"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 2], results
+    loser = next(r for r in results if r[2] == 2)
+    lines = loser[1].strip().splitlines()
+    assert len(lines) == 1 and "is in use by another nxcodec batch (pid" in lines[0], loser[1]
+    assert len(outputs(dst)) == 4 and not (dst / ".nxcodec-batch.lock").exists()
+    records = read_manifest(dst / "manifest.jsonl")
+    assert len(records) == 4 and (dst / "manifest.jsonl").read_text().count("\n") == 4  # one writer
+
+
+def test_a_lock_held_by_a_live_run_is_refused_and_a_dead_ones_is_taken(tmp_path):
+    from nxcodec.batch import DestinationLock
+    from nxcodec.errors import OutputError
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 1)
+    dst.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from nxcodec.batch import DestinationLock\n"
+        f"with DestinationLock(Path({str(dst)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=f"in use by another nxcodec batch \\(pid {holder.pid} on"):
+            run_batch("encode", src, dst, FAST)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (dst / ".nxcodec-batch.lock").exists()  # its holder was killed: the file stays, the lock does not
+    assert run_batch("encode", src, dst, FAST).ok == 1
+    with DestinationLock(dst):
+        with pytest.raises(OutputError, match="in use"):
+            DestinationLock(dst).__enter__()
+
+
+def test_encode_settings_out_of_range_are_refused_before_any_file(tmp_path):
+    from nxcodec.errors import UsageError
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 1)
+    for settings in (EncodeSettings(quality=12), EncodeSettings(rates={"bpp": -1.0}), EncodeSettings(iters=0),
+                     EncodeSettings(group=0)):
+        with pytest.raises(UsageError):
+            run_batch("encode", src, dst, settings)
+    assert not dst.exists()
+
+
+def test_batch_decode_applies_the_decoding_limits_to_every_stream(tmp_path):
+    import shutil
+
+    conformance = ROOT / "bitstream" / "conformance"
+    src, back = tmp_path / "src", tmp_path / "back"
+    src.mkdir()
+    for name in ("rgb_k4_24x16.nxc", "gray_k2_mgrenc_13x11.nxc"):  # 384 and 143 pixels
+        shutil.copy(conformance / name, src / name)
+    res = CliRunner().invoke(main, ["batch-decode", str(src), str(back), "--max-pixels", "200"])
+    assert res.exit_code == 1, res.output
+    records = read_manifest(back / "manifest.jsonl")
+    assert records["gray_k2_mgrenc_13x11.nxc"]["status"] == "ok"
+    assert "over the limit of 200" in records["rgb_k4_24x16.nxc"]["error"]
+    assert sorted(p.name for p in back.glob("*.png")) == ["gray_k2_mgrenc_13x11.png"]

@@ -58,3 +58,42 @@ def test_prior_rejects_bad_ranges():
         LaplacePrior(-40000, 0, 0, 100)
     with pytest.raises(ValueError):
         fit_prior(np.array([0, 70000]))
+
+
+def spec_frequencies(p: LaplacePrior) -> np.ndarray:
+    """SPEC.md section 6, step by step (the loop the vectorised table must reproduce bit for bit)."""
+    n, span = p.size, max(p.mu - p.lo, p.hi - p.mu)
+    g, value = [], 1 << 30
+    for _ in range(span + 1):
+        g.append(value)
+        value = value * p.decay // 65536
+    raw = np.array([g[abs(k - p.mu)] for k in range(p.lo, p.hi + 1)], dtype=np.int64)
+    f = 1 + raw * (TOTAL - n) // int(raw.sum())
+    f[p.mu - p.lo] += TOTAL - int(f.sum())
+    return f
+
+
+def test_vectorised_tables_equal_the_spec_loop_bit_for_bit():
+    rng = np.random.default_rng(3)
+    cases = [(-32767, 32767, 0, 65535), (-32767, 32767, 32767, 65535), (-32767, 32767, -32767, 1), (0, 0, 0, 0),
+             (-5, 5, 0, 0), (-100, 100, 0, 65534), (-3, 60000 - 32767, 0, 65000)]
+    cases += [(-2000, 2000, 17, d) for d in (0, 1, 2, 1000, 30000, 60000, 65000, 65500, 65530, 65535)]
+    for _ in range(150):
+        lo = int(rng.integers(-32767, 32768))
+        hi = int(rng.integers(lo, min(32767, lo + 3000) + 1))
+        decay = int(rng.choice([rng.integers(0, 65536), 65536 - rng.integers(1, 3000), 65536 - rng.integers(1, 30)]))
+        cases.append((lo, hi, int(rng.integers(lo, hi + 1)), decay))
+    for lo, hi, mu, decay in cases:
+        p = LaplacePrior(lo, hi, mu, decay)
+        expected = spec_frequencies(p)
+        np.testing.assert_array_equal(p.frequencies(), expected)
+        np.testing.assert_array_equal(p.frequencies(), expected)  # again, from the cache
+
+
+def test_a_maximal_table_is_fast():
+    import time
+
+    t0 = time.perf_counter()
+    for decay in (65535, 65534, 65000):
+        assert LaplacePrior(-32767, 32767, 0, decay).frequencies().sum() == TOTAL
+    assert time.perf_counter() - t0 < 0.5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nxcodec.errors import UsageError
 from nxcodec.model import ENCODING_FOURIER, ModelConfig
 
 BITS_PER_PARAMETER = 6.0  # typical coded size of one weight, to size a network for a rate
@@ -44,10 +45,11 @@ DEFAULT_QUALITY = 5
 
 
 def get(quality: int) -> Preset:
+    """The image preset of a quality level (``UsageError`` outside 1..9)."""
     try:
         return PRESETS[quality]
-    except KeyError:
-        raise ValueError(f"quality must be 1..9, not {quality}") from None
+    except (KeyError, TypeError):
+        raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
 
 
 def preset_for_rate(bits_per_sample: float) -> Preset:

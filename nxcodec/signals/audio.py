@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from nxcodec.errors import InputError, StreamError
+from nxcodec.errors import InputError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
 from nxcodec.model import ENCODING_SINE, ModelConfig
@@ -226,6 +226,9 @@ class AudioModality(Modality):
     def num_samples(self, d: AudioDescriptor) -> int:
         return sum(b - a for a, b in d.windows())
 
+    def decoded_samples(self, d: AudioDescriptor) -> int:
+        return d.frames * d.channels
+
     def sections(self, d: AudioDescriptor) -> list[tuple[int, int]]:
         """Grid ranges of the windows: window ``i`` starts at grid index ``i * window``."""
         return [(i * d.window, i * d.window + (b - a)) for i, (a, b) in enumerate(d.windows())]
@@ -282,8 +285,8 @@ class AudioModality(Modality):
     def preset(self, quality: int) -> Preset:
         try:
             return PRESETS[quality]
-        except KeyError:
-            raise ValueError(f"quality must be 1..9, not {quality}") from None
+        except (KeyError, TypeError):
+            raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
 
     def preset_for_rate(self, bits_per_sample: float) -> Preset:
         return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * presets.BITS_PER_PARAMETER - bits_per_sample))

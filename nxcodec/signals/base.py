@@ -110,6 +110,14 @@ class Modality(ABC):
         """Ranges of samples (grid order) that each get a network of their own: all in one by default."""
         return [(0, self.num_samples(descriptor))]
 
+    def decode_points(self, descriptor: Any, **options: Any) -> list[int]:
+        """How many coordinates each section's network is evaluated at when decoding (an upper bound)."""
+        return [b - a for a, b in self.sections(descriptor)]
+
+    def decoded_samples(self, descriptor: Any) -> int:
+        """Samples the decoded signal holds in memory (an image's pixels, an audio clip's frames x channels)."""
+        return self.num_samples(descriptor)
+
     @abstractmethod
     def coords(self, descriptor: Any, start: int, stop: int) -> torch.Tensor:
         """Coordinates of samples ``start:stop`` (within one section), in [-1, 1]^d.

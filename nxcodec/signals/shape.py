@@ -22,7 +22,7 @@ from nxcodec.errors import InputError, StreamError
 from nxcodec.fit.losses import gated_l1
 from nxcodec.fit.presets import Shape
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
-from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, sample_surface, shape_metrics
+from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, face_geometry, sample_surface, shape_metrics
 
 EXTENT = 0.9  # the mesh's largest half-extent in network coordinates; the rest is margin
 TRUNC = 0.1  # truncation of the signed distance, in network coordinates
@@ -82,6 +82,8 @@ def _to_mesh(vertices: Any, faces: Any, what: str) -> ShapeData:
     used = v[np.unique(f)]
     if not np.ptp(used, axis=0).max() > 0:
         raise InputError(f"{what}: the mesh is a single point")
+    if not face_geometry(Mesh(v, f))[2].sum() > 0:
+        raise InputError(f"{what}: the mesh has no area (every face is degenerate)")
     return ShapeData(v, f)
 
 
@@ -184,7 +186,14 @@ def _active_blocks(field: Field, d: ShapeDescriptor, r: int, device: torch.devic
             return b, np.zeros((nb,) * 3, dtype=bool), signs
 
 
-def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def face_limit(resolution: int, max_faces: int | None = None) -> int:
+    """The most faces a surface decoded at ``resolution`` may have: ``max(64 R^2, 2^20)``, or ``max_faces`` if lower."""
+    limit = max(FACES_PER_CELL2 * resolution * resolution, MIN_FACE_LIMIT)
+    return limit if max_faces is None else min(limit, max_faces)
+
+
+def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: torch.device,
+                    max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Marching cubes of the field's zero level on a ``resolution``^3 grid over [-1, 1]^3 (network coordinates).
 
     Only the grid points of blocks near the surface are evaluated (:func:`_active_blocks`);
@@ -203,14 +212,19 @@ def extract_surface(field: Field, d: ShapeDescriptor, resolution: int, device: t
     own = np.minimum(p // b, nb - 1)
     prev_block = np.where((p % b == 0) & (p > 0), p // b - 1, own)
     verts, faces, count = [], [], 0
-    limit = max(FACES_PER_CELL2 * r * r, MIN_FACE_LIMIT)
+    limit = face_limit(r, max_faces)
     prev = None  # (values, evaluated) of the previous slab, whose triangles wait for this slab's first plane
 
     def flush(values: np.ndarray, z0: int) -> None:
         nonlocal count
         if values.min() >= 0 or values.max() <= 0:
             return
-        v, f, _, _ = marching_cubes(values, level=0.0, gradient_direction="descent", allow_degenerate=False)
+        if not np.isfinite(values).all():
+            raise StreamError("the network's distance field is not finite: the stream is not a shape")
+        try:
+            v, f, _, _ = marching_cubes(values, level=0.0, gradient_direction="descent", allow_degenerate=False)
+        except (ValueError, RuntimeError) as exc:
+            raise StreamError(f"the decoded distance field cannot be meshed ({type(exc).__name__}: {exc})") from None
         v[:, 2] += z0
         verts.append(v)
         faces.append(f + count)
@@ -270,7 +284,7 @@ class ShapeModality(Modality):
     rate_unit = "KB"
     coord_dim = 3
     default_extension = ".ply"
-    decode_options = ("resolution",)
+    decode_options = ("resolution", "max_faces")
     loss = staticmethod(gated_l1)  # the reference's: see gated_l1 for the measurement
 
     def read(self, path: Path) -> Signal:
@@ -321,6 +335,16 @@ class ShapeModality(Modality):
     def num_samples(self, d: ShapeDescriptor) -> int:
         return TRAIN_POINTS
 
+    def decode_points(self, d: ShapeDescriptor, **options: Any) -> list[int]:
+        """Grid points at the decode resolution, plus at most a seventh more for the coarse-to-fine block centres."""
+        r = options.get("resolution")
+        r = DEFAULT_RESOLUTION if r is None else r
+        check_resolution(r)
+        return [r**3 + -(-(r**3) // 7)]
+
+    def decoded_samples(self, d: ShapeDescriptor) -> int:
+        return 0  # a mesh, bounded by its faces (face_limit)
+
     def coords(self, d: ShapeDescriptor, start: int, stop: int) -> torch.Tensor:
         raise NotImplementedError("a shape has no fixed grid: see training_set and reconstruct")
 
@@ -344,14 +368,19 @@ class ShapeModality(Modality):
 
     def reconstruct(self, d: ShapeDescriptor, fields: list[Field], device: torch.device, **options: Any) -> Mesh:
         """The zero level of the network as a clean mesh in the original frame."""
-        unknown = set(options) - {"resolution"}
+        unknown = set(options) - set(self.decode_options)
         if unknown:
             raise InputError(f"shape streams take no decode option {', '.join(sorted(unknown))}")
         r = options.get("resolution")
         r = DEFAULT_RESOLUTION if r is None else r
         check_resolution(r)
-        v, f = extract_surface(inside_box(fields[0], d), d, r, device)
-        mesh = clean_mesh(v, f)
+        v, f = extract_surface(inside_box(fields[0], d), d, r, device, options.get("max_faces"))
+        try:
+            mesh = clean_mesh(v, f)
+        except StreamError:
+            raise
+        except Exception as exc:  # trimesh's graph and cleaning code raise many kinds on degenerate input
+            raise StreamError(f"the decoded surface cannot be cleaned ({type(exc).__name__}: {exc})") from None
         return Mesh(from_network(d, mesh.vertices), mesh.faces)
 
     def write(self, d: ShapeDescriptor, array: Mesh, path: Path) -> None:

@@ -1,0 +1,99 @@
+"""Every failure a caller can cause is an NxcError with one line; CUDA's out-of-memory says what to try."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import nxcodec
+from nxcodec import codec
+from nxcodec.cli import main
+from nxcodec.errors import InputError, NxcError, ResourceError, StreamError, UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = ROOT / "bitstream" / "conformance" / "shape_torus_k2.nxc"
+TINY = np.full((6, 5, 3), 100, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"quality": 0}, {"quality": 10}, {"quality": "5"}, {"quality": None}, {"iters": 0}, {"iters": 2.5},
+    {"rate": -1.0}, {"rate": float("nan")}, {"rate": float("inf")}, {"rate": "0.5"}, {"seed": "x"},
+    {"device": "tpu"}, {"device": 5}, {"device": "cuda:3"}, {"modality": "video"},
+])
+def test_bad_options_through_the_api_raise_an_nxc_error(kwargs):
+    with pytest.raises(NxcError) as info:
+        nxcodec.encode(TINY, iters=kwargs.pop("iters", 5), **kwargs)
+    assert "\n" not in str(info.value) and str(info.value)
+
+
+def test_a_bad_quality_is_still_a_value_error_for_old_callers():
+    with pytest.raises(ValueError, match="quality"):
+        nxcodec.encode(TINY, quality=12)
+    assert issubclass(UsageError, NxcError)
+
+
+@pytest.mark.parametrize("source", [42, None, [[1, 2], [3, 4.5]], np.zeros((2, 2, 7), np.uint8), "missing.png"])
+def test_bad_sources_raise_an_input_error(source):
+    with pytest.raises(InputError):
+        nxcodec.encode(source, iters=5)
+
+
+@pytest.mark.parametrize("data", [None, "text", 7, b"", b"\x89NXC"])
+def test_bad_streams_raise_an_nxc_error(data):
+    with pytest.raises(NxcError):
+        nxcodec.decode(data)
+
+
+def test_a_mesh_without_area_is_an_input_error():
+    vertices = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]])
+    with pytest.raises(InputError, match="no area"):
+        nxcodec.encode((vertices, np.array([[0, 1, 2], [1, 2, 3]])), modality="shape", iters=5)
+
+
+def cuda_oom(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total "
+                                      "capacity; 70.01 GiB already allocated)")
+
+
+def test_cuda_out_of_memory_while_encoding_says_what_to_try(monkeypatch, tmp_path):
+    monkeypatch.setattr(codec, "_fit_group", cuda_oom)
+    with pytest.raises(ResourceError) as info:
+        nxcodec.encode(TINY, iters=5)
+    message = str(info.value)
+    assert "\n" not in message and "out of memory" in message
+    assert "--group" in message and "--device cpu" in message and "--quality" in message
+    from PIL import Image
+
+    Image.fromarray(TINY).save(tmp_path / "tiny.png")
+    res = CliRunner().invoke(main, ["encode", str(tmp_path / "tiny.png"), "--iters", "5"])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nxcodec: error: the GPU ran out of memory"), res.output
+    assert not (tmp_path / "tiny.nxc").exists()
+
+
+def test_cuda_out_of_memory_while_decoding_says_what_to_try(monkeypatch):
+    monkeypatch.setattr(codec, "routed", cuda_oom)
+    with pytest.raises(ResourceError, match=r"--device cpu\) or a lower --resolution"):
+        codec.decode_stream(SHAPE.read_bytes(), resolution=16)
+
+
+def test_mesh_library_failures_while_decoding_a_shape_are_stream_errors(monkeypatch):
+    import skimage.measure
+
+    import nxcodec.signals.shape as shape_mod
+
+    data = SHAPE.read_bytes()
+    with monkeypatch.context() as mp:
+        mp.setattr(skimage.measure, "marching_cubes", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad level")))
+        with pytest.raises(StreamError, match="cannot be meshed"):
+            codec.decode_stream(data, resolution=16)
+    with monkeypatch.context() as mp:
+        mp.setattr(shape_mod, "clean_mesh", lambda *a: (_ for _ in ()).throw(IndexError("index 9 is out of bounds")))
+        with pytest.raises(StreamError, match="cannot be cleaned"):
+            codec.decode_stream(data, resolution=16)
+    assert len(codec.decode_stream(data, resolution=16)[1].faces) > 0
