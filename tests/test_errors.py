@@ -20,7 +20,7 @@ TINY = np.full((6, 5, 3), 100, dtype=np.uint8)
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"quality": 0}, {"quality": 10}, {"quality": "5"}, {"quality": None}, {"iters": 0}, {"iters": 2.5},
+    {"quality": 0}, {"quality": 10}, {"quality": "5"}, {"iters": 0}, {"iters": 2.5},
     {"rate": -1.0}, {"rate": float("nan")}, {"rate": float("inf")}, {"rate": "0.5"}, {"seed": "x"},
     {"device": "tpu"}, {"device": 5}, {"device": "cuda:3"}, {"modality": "video"},
 ])
