@@ -462,11 +462,11 @@ def run_batch(
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with DestinationLock(dst):
-        return _run_batch(kind, src, dst, settings, resume, force, devices, workers, on_record, on_start, ray_address,
-                          limits)
+        return _run_batch(kind, src, dst, settings, resume, force, device, devices, workers, on_record, on_start,
+                          ray_address, limits)
 
 
-def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool,
+def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool, device: str,
                devices: list[str] | None, workers: int, on_record: Callable[[Record], None] | None,
                on_start: Callable[[int, int], None] | None, ray_address: str | None,
                limits: Limits | None = None) -> BatchSummary:

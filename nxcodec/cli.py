@@ -183,7 +183,7 @@ def _limits(max_samples: int | None, max_work: float | None, max_macs: int | Non
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file; its extension by kind of stream: image .png; audio .wav; shape .ply, .obj or .stl "
+              help="Output file; its extension by kind of stream: image .png; audio .wav; shape .ply or .obj or .stl "
                    "[default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
 @device_option
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
