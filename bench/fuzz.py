@@ -1,6 +1,6 @@
 """A seeded, repeatable fuzzer of the version 1/2 decoder.
 
-Mutates real streams (the conformance streams of bitstream/conformance and v1/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -55,8 +55,9 @@ def service_limits():
 
 
 def conformance_streams() -> list[tuple[str, bytes]]:
-    """Every committed conformance stream, version 2 and version 1."""
-    paths = sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
+    """Every committed conformance stream: version 2, version 1 and version 3 (latent grids)."""
+    paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
+             + sorted((CONFORMANCE / "v3").glob("*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -89,6 +90,20 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
+    if data[4] == 3:  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
+        from nxcodec.latent.stream import LatentConfig
+
+        out += [(pos + i, 1) for i in range(LatentConfig.SIZE)]
+        entries = (len(data) - 8 - pos - LatentConfig.SIZE) // 9  # an upper bound; the payload follows
+        header = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
+        from nxcodec.signals.imagefile import unpack
+
+        pos += LatentConfig.SIZE
+        n_tensors = min(entries, len(header.tensor_shapes(unpack(data[8 : 8 + desc_len]).channels)))
+        for _ in range(n_tensors):
+            out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
+            pos += 9
+        return out + [(pos, 4)]
     out.append((pos, 2))
     n = struct.unpack_from("<H", data, pos)[0]
     pos += 2
