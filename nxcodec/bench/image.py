@@ -109,6 +109,7 @@ def _nxcodec_points(names: list[str], images: list[Image.Image], quality: int, c
             "psnr": res.metrics["psnr"], "float_psnr": res.float_metrics["psnr"],
             "ms_ssim": ms_ssim_rgb(array, decoded, device), "encode_seconds": res.encode_seconds,
             "decode_seconds": decode_seconds, "device": res.device, "fitted_together": len(images),
+            "commit": git_commit(),
         })
     return points
 
@@ -132,6 +133,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     Baseline points run in worker processes while nxcodec fits ``group`` images side by
     side per quality (:func:`nxcodec.bench.runner.run_points`).
     """
+    git_commit()  # the commit this run starts from, recorded in every point and summary
     store = PointStore(cfg.out / "points.jsonl", ("image", "codec", "quality"))
     baselines = [b for b in cfg.baselines if b != "avif" or features.check("avif")]
     paths = list_images(cfg)
@@ -164,6 +166,7 @@ def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str]) -> dic
     write_csv(cfg.out / "per_image.csv", points)
     devices = sorted({p["device"] for p in points if p["codec"] == "nxcodec"})
     meta = {"machine": machine_name(cfg.device), "nxcodec_devices": devices, "commit": git_commit(),
+            "nxcodec_point_commits": sorted({p.get("commit", "not recorded") for p in points if p["codec"] == "nxcodec"}),
             "torch": torch.__version__, "pillow": Image.__version__, "images": sorted(names),
             "downscale": cfg.downscale, "iters": cfg.iters, "qualities": list(cfg.qualities)}
     write_json(cfg.out / "meta.json", meta)

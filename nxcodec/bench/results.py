@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,13 @@ def machine_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+@lru_cache(maxsize=None)
 def git_commit() -> str:
-    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes."""
+    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes.
+
+    Read once per process: a run records the commit it started from, even if the tree
+    changes while it runs (benchmarks call this before measuring anything).
+    """
     here = Path(__file__).parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
