@@ -76,8 +76,9 @@ def machine_name(device: str) -> str:
 
 @lru_cache(maxsize=None)
 def git_commit() -> str:
-    """The short commit of the source tree, with ``+dirty`` when it has uncommitted changes.
+    """The short commit of the source tree, with ``+dirty`` when its code has uncommitted changes.
 
+    Changes under ``bench/results/`` (what runs write) do not count.
     Read once per process: a run records the commit it started from, even if the tree
     changes while it runs (benchmarks call this before measuring anything).
     """
@@ -85,8 +86,9 @@ def git_commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
                               timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(exclude,top)bench/results"], capture_output=True, text=True, cwd=here, timeout=10,
+                               check=False).stdout.strip()
         return (head + ("+dirty" if dirty else "")) if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
