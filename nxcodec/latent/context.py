@@ -94,8 +94,10 @@ def pass_positions(rows: int, cols: int, parity: int) -> tuple[np.ndarray, np.nd
 
 
 def _gather(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets, pad: int) -> np.ndarray:
+    """``grid[rows + dr, cols + dc]`` for every offset, as columns, zero outside the grid (one indexing)."""
     padded = np.pad(grid, pad)
-    return np.stack([padded[rows + pad + dr, cols + pad + dc] for dr, dc in offsets], axis=1)
+    dr, dc = (np.array(v, dtype=np.int64) + pad for v in zip(*offsets))
+    return padded[rows[:, None] + dr[None, :], cols[:, None] + dc[None, :]]
 
 
 def context_a(coarser: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
