@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="Decodes per stream; the median is reported [5].")
     ap.add_argument("--out", type=Path, required=True, help="JSON to write.")
     args = ap.parse_args()
+    commit = git_commit()  # the commit this run starts from
     image = for_name("image")
     rows = []
     for path in sorted(args.src.glob("*.png"))[: args.images]:
@@ -57,7 +58,7 @@ def main() -> None:
                      "mac_per_pixel": h.config.mac_per_pixel(h.descriptor.channels)})
         print(f"{path.stem}: {rows[-1]['decode_seconds']:.3f} s (entropy {rows[-1]['entropy_seconds']:.3f}, "
               f"synthesis {rows[-1]['synthesis_seconds']:.3f}), {rows[-1]['mac_per_pixel']:.0f} MAC/pixel", flush=True)
-    summary = {"machine": machine_name("cpu"), "commit": git_commit(), "quality": args.quality, "iters": args.iters,
+    summary = {"machine": machine_name("cpu"), "commit": commit, "quality": args.quality, "iters": args.iters,
                "median_decode_seconds": statistics.median(r["decode_seconds"] for r in rows), "images": rows}
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"median decode: {summary['median_decode_seconds']:.3f} s over {len(rows)} images on {summary['machine']}")
