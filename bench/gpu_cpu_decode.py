@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    commit = git_commit()  # the commit this run starts from
     args.out.mkdir(parents=True, exist_ok=True)
     image = for_name("image")
     paths = sorted(args.src.glob("*.png"))[: args.images]
@@ -78,7 +79,7 @@ def main() -> None:
         print(rows[-1])
     ok = all(r["integers_equal"] and r["experts_equal"] and r["max_sample_diff"] <= 1
              and r["fraction_differing"] <= 0.005 for r in rows)
-    summary = {"machine": machine_name(args.device), "commit": git_commit(), "device": args.device, "ok": ok,
+    summary = {"machine": machine_name(args.device), "commit": commit, "device": args.device, "ok": ok,
                "streams": rows}
     (args.out / "gpu_cpu_decode.json").write_text(json.dumps(summary, indent=1) + "\n")
     print("all streams decode identically on the CPU" if ok else "MISMATCH", flush=True)

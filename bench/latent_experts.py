@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=600)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    commit = git_commit()  # the commit this run starts from
     image = for_name("image")
     rows = []
     for num in args.images.split(","):
@@ -65,7 +66,7 @@ def main() -> None:
                              "mac_per_pixel": cfg.mac_per_pixel(3), "bpp": res.rate, "psnr": res.metrics["psnr"],
                              "cost": mse01 + lam * res.rate})
                 print(rows[-1], flush=True)
-    summary = {"machine": machine_name("cpu"), "commit": git_commit(), "iters": args.iters, "size": args.size,
+    summary = {"machine": machine_name("cpu"), "commit": commit, "iters": args.iters, "size": args.size,
                "rows": rows}
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
 
