@@ -137,12 +137,15 @@ def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndar
             best, precision = c, p
     if fits(best):
         return best
-    for p in range(precision, -1, -1):
-        coded = quantize_networks(weights, fixed, p)
-        for dz in DEAD_ZONES[1:]:
-            c = _write(d, cfg, coded, latents, original, lam, dz)
-            if fits(c):
-                return c
+    coded = quantize_networks(weights, fixed, precision)
+    for dz in DEAD_ZONES[1:]:
+        c = _write(d, cfg, coded, latents, original, lam, dz)
+        if fits(c):
+            return c
+    for p in range(precision - 1, -1, -1):
+        c = _write(d, cfg, quantize_networks(weights, fixed, p), latents, original, lam, DEAD_ZONES[-1])
+        if fits(c):
+            return c
     raise NxcError("the rate target is too small for this image; raise the target")
 
 
