@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import zlib
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
