@@ -133,10 +133,9 @@ LATENT_PRESETS = {
 
 
 def latent_preset(quality: int) -> LatentPreset:
-    try:
-        return LATENT_PRESETS[quality]
-    except KeyError:
-        raise ValueError(f"quality must be 1..9, not {quality}") from None
+    """The format 3 preset of a quality level (the same range check as :func:`get`)."""
+    get(quality)
+    return LATENT_PRESETS[quality]
 
 
 def latent_preset_for_rate(bpp: float) -> LatentPreset:
