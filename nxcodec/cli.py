@@ -251,7 +251,7 @@ def _info_latent(source: Path, data: bytes) -> None:
 
     h = stream.read_header(data)
     d, cfg = h.descriptor, h.config
-    params = sum(math.prod(shape) for shape, *_ in h.table.values())
+    params = sum(math.prod(shape) for shape, *_ in h.body.table.values())
     click.echo(f"file:       {source} ({len(data)} bytes)")
     click.echo(f"format:     nxc version {data[4]} (latent grids)")
     click.echo(f"signal:     {imagefile.describe(d)}")

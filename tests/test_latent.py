@@ -240,4 +240,4 @@ def test_a_config_beyond_the_work_limit_is_refused_before_decoding():
     cfg = LatentConfig(levels=6, arm_width=64, arm_layers=3, n_experts=16, mgr_width=64, syn_width=64, syn_layers=3,
                        refine_width=16, lanes_log2=0)
     with pytest.raises(StreamError, match="work per pixel"):
-        cfg.check(d)
+        cfg.check(d.height, d.width, d.channels)

@@ -29,7 +29,8 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
-VERSION = 3
+VERSION = 3  # images are written as version 3; version 4 adds latent audio (SPEC.md section 10)
+IMAGE_VERSIONS = (3, 4)
 MODALITY_IMAGE = 1
 _PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
@@ -63,16 +64,16 @@ class LatentConfig:
     def unpack(cls, data: bytes) -> "LatentConfig":
         return cls(*cls._FORMAT.unpack(data))
 
-    def check(self, d: ImageDescriptor) -> None:
-        """Refuse sizes beyond the spec's limits, before anything is allocated."""
-        ok = (1 <= self.levels <= max_levels(d.height, d.width) and 1 <= self.arm_width <= 64
+    def check(self, rows: int, cols: int, channels: int) -> None:
+        """Refuse sizes beyond the spec's limits for a ``rows`` x ``cols`` plane, before anything is allocated."""
+        ok = (1 <= self.levels <= max_levels(rows, cols) and 1 <= self.arm_width <= 64
               and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
               and (self.mgr_width == 0) == (self.n_experts == 1) and self.mgr_width <= 64
               and 1 <= self.syn_width <= 64 and self.syn_layers <= 3 and self.refine_width <= 16
               and self.lanes_log2 <= 8 and self.reserved == 0)
         if not ok:
             raise StreamError("latent config is outside the decoder's limits")
-        if self.mac_per_pixel(d.channels) > MAX_MAC_PER_PIXEL:
+        if self.mac_per_pixel(channels) > MAX_MAC_PER_PIXEL:
             raise StreamError("the stream's networks exceed the decoder's limit on work per pixel")
 
     def tensor_shapes(self, channels: int) -> "OrderedDict[str, tuple[int, ...]]":
@@ -172,7 +173,7 @@ def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
 Residuals = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def walk_latents(config: LatentConfig, d: ImageDescriptor, arm_a: list[FixedLayer], arm_b: list[FixedLayer],
+def walk_latents(config: LatentConfig, rows: int, cols: int, arm_a: list[FixedLayer], arm_b: list[FixedLayer],
                  residuals: Residuals) -> list[np.ndarray]:
     """Build the grids in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
 
@@ -181,19 +182,18 @@ def walk_latents(config: LatentConfig, d: ImageDescriptor, arm_a: list[FixedLaye
     encoder chooses them, the decoder reads them), and a latent's value is
     ``residual * 2**FRAC_BITS + mean``.
     """
-    sizes = level_sizes(d.height, d.width, config.levels)
+    sizes = level_sizes(rows, cols, config.levels)
     grids: list[np.ndarray] = [np.zeros(0)] * config.levels
     coarser = None
     for level in range(config.levels - 1, -1, -1):
         grid = np.zeros(sizes[level], dtype=np.int64)
         for parity, net in ((0, arm_a), (1, arm_b)):
-            rows, cols = pass_positions(*sizes[level], parity)
-            if rows.size == 0:
+            r, c = pass_positions(*sizes[level], parity)
+            if r.size == 0:
                 continue
-            ctx = context_a(coarser, rows, cols) if parity == 0 else context_b(grid, coarser, rows, cols)
+            ctx = context_a(coarser, r, c) if parity == 0 else context_b(grid, coarser, r, c)
             mu, scale = means_and_scales(fixed_mlp(ctx, net))
-            r = residuals(level, rows, cols, mu, scale)
-            grid[rows, cols] = r * context.ONE + mu
+            grid[r, c] = residuals(level, r, c, mu, scale) * context.ONE + mu
         grids[level] = coarser = grid
     return grids
 
@@ -213,28 +213,33 @@ def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
 
 
 @dataclass
-class Header:
-    """The parsed, checked parts of a version 3 stream that precede its payload."""
+class Body:
+    """One coded plane as stored: its latent config, tensor table and rANS payload (SPEC.md 9.1)."""
 
-    descriptor: ImageDescriptor
     config: LatentConfig
     table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
     payload: bytes
-    sizes: dict[str, int]
+
+    @property
+    def size(self) -> int:
+        """Bytes the body takes in the stream."""
+        return LatentConfig.SIZE + len(self.table) * _TENSOR.size + 4 + len(self.payload)
 
 
-def read_header(data: bytes) -> Header:
-    """Parse and check everything but the payload: the limits hold before anything is decoded."""
-    d, pos = _prefix(data)
-    if pos + LatentConfig.SIZE > len(data) - 4:
+def read_body(data: bytes, pos: int, end: int, rows: int, cols: int, channels: int) -> tuple[Body, int]:
+    """Parse and check the body of a ``rows`` x ``cols`` plane at ``data[pos:end]``; returns it and where it ends.
+
+    The limits hold before anything is decoded: the config against the plane, every step
+    code and prior, and the payload length against the bytes that are there.
+    """
+    if pos + LatentConfig.SIZE > end:
         raise StreamError("stream is truncated")
     config = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
-    config.check(d)
+    config.check(rows, cols, channels)
     pos += LatentConfig.SIZE
-    shapes = config.tensor_shapes(d.channels)
     table: OrderedDict = OrderedDict()
-    for name, shape in shapes.items():
-        if pos + _TENSOR.size > len(data) - 4:
+    for name, shape in config.tensor_shapes(channels).items():
+        if pos + _TENSOR.size > end:
             raise StreamError("stream is truncated")
         code, lo, hi, mu, decay = _TENSOR.unpack_from(data, pos)
         pos += _TENSOR.size
@@ -245,15 +250,13 @@ def read_header(data: bytes) -> Header:
         except ValueError as exc:
             raise StreamError(f"invalid prior for {name}: {exc}") from None
         table[name] = (shape, code, lo, hi, mu, decay)
-    if pos + 4 > len(data) - 4:
+    if pos + 4 > end:
         raise StreamError("stream is truncated")
     (length,) = _U32.unpack_from(data, pos)
     pos += 4
-    if pos + length + 4 != len(data):
-        raise StreamError("payload length does not match the stream size")
-    sizes = {"header": _PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
-             "tensor_table": len(shapes) * _TENSOR.size, "payload": 4 + length, "crc": 4}
-    return Header(d, config, table, data[pos : pos + length], sizes)
+    if pos + length > end:
+        raise StreamError("payload length exceeds the stream")
+    return Body(config, table, data[pos : pos + length]), pos + length
 
 
 def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
@@ -261,27 +264,120 @@ def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
     return rans.Tables(tables.scale_tables() + weight_tables)
 
 
-def decode_latents(data: bytes) -> LatentImage:
-    """Entropy-decode a version 3 stream into its integer tensors and latent grids."""
-    h = read_header(data)
+def decode_body(body: Body, rows: int, cols: int) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
+    """Entropy-decode one plane into its integer tensors and latent grids (finest first)."""
     shift = tables.N_SCALES
-    weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in h.table.values()]
+    weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in body.table.values()]
     try:
-        decoder = rans.Decoder(h.payload, _coder_tables(weight_tables), 1 << h.config.lanes_log2)
+        decoder = rans.Decoder(body.payload, _coder_tables(weight_tables), 1 << body.config.lanes_log2)
         tensors: OrderedDict[str, CodedTensor] = OrderedDict()
-        for t, (name, (shape, code, lo, hi, mu, decay)) in enumerate(h.table.items()):
-            n = math.prod(shape)
-            ints = decoder.decode(np.full(n, shift + t, dtype=np.int64)) + lo
+        for t, (name, (shape, code, lo, hi, mu, decay)) in enumerate(body.table.items()):
+            ints = decoder.decode(np.full(math.prod(shape), shift + t, dtype=np.int64)) + lo
             tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(shape))
 
-        def read(level: int, rows: np.ndarray, cols: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        def read(level: int, r: np.ndarray, c: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
             return decoder.decode(scale) - tables.residual_limit(scale)
 
-        grids = walk_latents(h.config, h.descriptor, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
+        grids = walk_latents(body.config, rows, cols, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
                              read)
         decoder.finish()
     except rans.CorruptStream as exc:
         raise StreamError(f"payload does not decode: {exc}") from None
+    return tensors, grids
+
+
+def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
+               latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, list[np.ndarray]]:
+    """Code one plane: the encoder's float latents (in latent units, finest first) are quantized in decode order.
+
+    A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
+    values give more zeros, a smaller file). Returns the body's bytes and the grids a
+    decoder will rebuild from them.
+    """
+    rows, cols = latents[0].shape
+    config.check(rows, cols, channels)
+    shapes = config.tensor_shapes(channels)
+    if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
+        raise ValueError("tensors do not match the latent config")
+    symbols, models = [], []
+    shift = tables.N_SCALES
+    for t, qt in enumerate(tensors.values()):
+        tables.check_weight_prior(qt.lo, qt.hi, qt.mu, qt.decay)
+        symbols.append(qt.ints.ravel() - qt.lo)
+        models.append(np.full(qt.ints.size, shift + t, dtype=np.int64))
+
+    def choose(level: int, r: np.ndarray, c: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        target = latents[level][r, c] * context.ONE
+        limit = tables.residual_limit(scale)
+        v = (target - mu) / context.ONE
+        q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
+        symbols.append(q + limit)
+        models.append(scale)
+        return q
+
+    grids = walk_latents(config, rows, cols, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
+    weight_tables = [qt.table() for qt in tensors.values()]
+    payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
+                          1 << config.lanes_log2)
+    out = bytearray(config.pack())
+    for qt in tensors.values():
+        out += _TENSOR.pack(qt.code, qt.lo, qt.hi, qt.mu, qt.decay)
+    out += _U32.pack(len(payload)) + payload
+    return bytes(out), grids
+
+
+def check_crc(data: bytes) -> None:
+    """The last four bytes are the CRC-32 of everything before them."""
+    if len(data) < 4 or zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
+        raise StreamError("stream is corrupt or truncated (CRC mismatch)")
+
+
+def with_crc(data: bytes) -> bytes:
+    return data + _U32.pack(zlib.crc32(data))
+
+
+# --- images (modality 1) --------------------------------------------------------------------
+@dataclass
+class Header:
+    """The parsed, checked parts of a version 3 image stream that precede its payload."""
+
+    descriptor: ImageDescriptor
+    body: Body
+    sizes: dict[str, int]
+
+    @property
+    def config(self) -> LatentConfig:
+        return self.body.config
+
+
+def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
+    if len(data) < _PREFIX.size + 4 or data[:4] != MAGIC:
+        raise StreamError("not an nxcodec stream (bad magic)")
+    _, version, modality, desc_len = _PREFIX.unpack_from(data)
+    if version not in IMAGE_VERSIONS or modality != MODALITY_IMAGE:
+        raise StreamError("not a latent image stream")
+    check_crc(data)
+    end = _PREFIX.size + desc_len
+    if end > len(data) - 4:
+        raise StreamError("stream is truncated")
+    return imagefile.unpack(data[_PREFIX.size:end]), end
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and check everything but the payload: the limits hold before anything is decoded."""
+    d, pos = _prefix(data)
+    body, end = read_body(data, pos, len(data) - 4, d.height, d.width, d.channels)
+    if end != len(data) - 4:
+        raise StreamError("payload length does not match the stream size")
+    sizes = {"header": _PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
+             "tensor_table": len(body.table) * _TENSOR.size, "payload": 4 + len(body.payload), "crc": 4}
+    return Header(d, body, sizes)
+
+
+def decode_latents(data: bytes) -> LatentImage:
+    """Entropy-decode a latent image stream into its integer tensors and latent grids."""
+    h = read_header(data)
+    tensors, grids = decode_body(h.body, h.descriptor.height, h.descriptor.width)
     return LatentImage(h.descriptor, h.config, tensors, grids)
 
 
@@ -293,47 +389,16 @@ def reconstruct(image: LatentImage) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:
-    """A version 3 stream to its descriptor and image array."""
+    """A latent image stream to its descriptor and image array."""
     image = decode_latents(data)
     return image.descriptor, reconstruct(image)[0]
 
 
 def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentImage]:
-    """Code an image: the encoder's float latents (in latent units, finest first) are quantized in decode order.
-
-    A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
-    values give more zeros, a smaller file). Returns the stream and what a decoder will
-    rebuild from it.
-    """
-    config.check(d)
-    shapes = config.tensor_shapes(d.channels)
-    if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
-        raise ValueError("tensors do not match the latent config")
-    symbols, models = [], []
-    shift = tables.N_SCALES
-    for t, qt in enumerate(tensors.values()):
-        tables.check_weight_prior(qt.lo, qt.hi, qt.mu, qt.decay)
-        symbols.append(qt.ints.ravel() - qt.lo)
-        models.append(np.full(qt.ints.size, shift + t, dtype=np.int64))
-
-    def choose(level: int, rows: np.ndarray, cols: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        target = latents[level][rows, cols] * context.ONE
-        limit = tables.residual_limit(scale)
-        v = (target - mu) / context.ONE
-        r = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
-        symbols.append(r + limit)
-        models.append(scale)
-        return r
-
-    grids = walk_latents(config, d, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
-    weight_tables = [qt.table() for qt in tensors.values()]
-    payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
-                          1 << config.lanes_log2)
-    out = bytearray(_PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))))
-    out += imagefile.pack(d) + config.pack()
-    for qt in tensors.values():
-        out += _TENSOR.pack(qt.code, qt.lo, qt.hi, qt.mu, qt.decay)
-    out += _U32.pack(len(payload)) + payload
-    out += _U32.pack(zlib.crc32(out))
-    return bytes(out), LatentImage(d, config, tensors, grids)
+    """Code an image as a version 3 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
+    if latents[0].shape != (d.height, d.width):
+        raise ValueError("latents do not match the image")
+    body, grids = write_body(config, d.channels, tensors, latents, dead_zone)
+    out = _PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))) + imagefile.pack(d) + body
+    return with_crc(out), LatentImage(d, config, tensors, grids)
