@@ -7,7 +7,6 @@ line on stderr and exit with status 2; nothing partial is left behind.
 from __future__ import annotations
 
 import functools
-import math
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
-from nxcodec.decoder import LATENT_VERSION, decode_stream, output_kind, stream_version
+from nxcodec.decoder import decode_stream, is_latent, output_kind
 from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.limits import Limits
@@ -63,15 +62,11 @@ def _read_stream(path: Path) -> bytes:
 
 def describe(cfg) -> str:
     """One line for a stream's networks, whatever the format."""
-    return describe_config(cfg) if isinstance(cfg, ModelConfig) else describe_latent(cfg)
+    if isinstance(cfg, ModelConfig):
+        return describe_config(cfg)
+    from nxcodec.latent.stream import describe_config as describe_latent
 
-
-def describe_latent(cfg) -> str:
-    """One line for a version 3 image: grids, context model, experts."""
-    experts = f"{cfg.n_experts} experts (manager {cfg.mgr_width})" if cfg.n_experts > 1 else "1 expert"
-    refine = f", 3x3 refinement of {cfg.refine_width} channels" if cfg.refine_width else ""
-    return (f"{cfg.levels} latent grids, context model {cfg.arm_layers}x{cfg.arm_width}, {experts} of "
-            f"{cfg.syn_layers}x{cfg.syn_width}{refine}, {1 << cfg.lanes_log2} coder lanes")
+    return describe_latent(cfg)
 
 
 def describe_config(cfg: ModelConfig) -> str:
@@ -222,7 +217,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
 def info(source: Path) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
     data = _read_stream(source)
-    if stream_version(data) == LATENT_VERSION:
+    if is_latent(data):
         _info_latent(source, data)
         return
     modality_id, descriptor, configs, layout = container.read_header(data)
@@ -245,21 +240,13 @@ def info(source: Path) -> None:
 
 
 def _info_latent(source: Path, data: bytes) -> None:
-    """``info`` for a version 3 image: header fields only, no network is run."""
-    from nxcodec.latent import stream
-    from nxcodec.signals import imagefile
+    """``info`` for a latent stream: header fields only, no network is run."""
+    from nxcodec.decoder import latent_reader
 
-    h = stream.read_header(data)
-    d, cfg = h.descriptor, h.config
-    params = sum(math.prod(shape) for shape, *_ in h.body.table.values())
     click.echo(f"file:       {source} ({len(data)} bytes)")
     click.echo(f"format:     nxc version {data[4]} (latent grids)")
-    click.echo(f"signal:     {imagefile.describe(d)}")
-    click.echo(f"rate:       {8 * len(data) / (d.width * d.height):.4f} bpp (whole file)")
-    click.echo("bytes:      " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in h.sizes.items()))
-    click.echo(f"parameters: {params}")
-    click.echo(f"model:      {describe_latent(cfg)}")
-    click.echo(f"decoder:    {cfg.mac_per_pixel(d.channels):.0f} multiply-adds per pixel")
+    for label, text in latent_reader(data).info(data):
+        click.echo(f"{label + ':':11s} {text}")
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 
 from nxcodec import container, signals
-from nxcodec.decoder import LATENT_VERSION, Decoded, decode_stream
+from nxcodec.decoder import Decoded, decode_stream
 from nxcodec.errors import NxcError, ResourceError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
@@ -305,13 +305,11 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
     formats = [opts.format or (2 if isinstance(opts.config, ModelConfig) else modality.default_format(s.descriptor))
                for s in signals_]
     try:
-        if LATENT_VERSION not in formats:
+        latent = [i for i, f in enumerate(formats) if f == modality.latent_format]
+        others = [i for i, f in enumerate(formats) if f != modality.latent_format]
+        if not latent:
             return _encode_networks(modality, signals_, opts)
-        from nxcodec.fit.latent_code import encode_images
-
-        latent = [i for i, f in enumerate(formats) if f == LATENT_VERSION]
-        others = [i for i, f in enumerate(formats) if f != LATENT_VERSION]
-        done = dict(zip(latent, encode_images(modality, [signals_[i] for i in latent], opts)))
+        done = dict(zip(latent, modality.encode_latent([signals_[i] for i in latent], opts)))
         if others:
             done.update(zip(others, _encode_networks(modality, [signals_[i] for i in others], opts)))
         return [done[i] for i in range(len(signals_))]

@@ -1,11 +1,13 @@
-"""Decoding any ``.nxc`` stream: the version byte picks the decoder.
+"""Decoding any ``.nxc`` stream: the version byte (and the modality byte) pick the decoder.
 
-Version 3 image streams decode with numpy alone (``nxcodec.latent``); versions 1 and 2
-(coordinate networks) load torch on demand. Nothing here imports the fitting code.
+Latent streams (version 3 images, version 4 images and audio) decode with numpy alone
+(``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
+Nothing here imports the fitting code.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +15,18 @@ from nxcodec import signals
 from nxcodec.errors import InputError, StreamError
 from nxcodec.limits import Limits
 
-LATENT_VERSION = 3
+LATENT_VERSIONS = (3, 4)
+# (version, modality) -> the module that reads the stream and the class that writes what it decodes to.
+_LATENT = {
+    (3, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
+    (4, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
+    (4, 2): ("nxcodec.latent.audio", "nxcodec.signals.audiofile", "AudioFiles"),
+}
 
 
 @dataclass
 class Decoded:
-    """What a stream decodes to: the modality (or, for version 3, its image writer) and the descriptor."""
+    """What a stream decodes to: the modality (or, for a latent stream, its file writer) and the descriptor."""
 
     modality: Any
     descriptor: Any
@@ -31,29 +39,37 @@ def stream_version(data: bytes) -> int:
     return data[4]
 
 
+def is_latent(data: bytes) -> bool:
+    """Whether a stream is coded on latent grids (versions 3 and 4)."""
+    return stream_version(data) in LATENT_VERSIONS
+
+
+def latent_reader(data: bytes) -> Any:
+    """The module that reads a latent stream (``read_header``, ``work``, ``decode``)."""
+    kind = _LATENT.get((data[4], data[5] if len(data) > 5 else -1))
+    if kind is None:
+        raise StreamError(f"version {data[4]} streams carry no modality {data[5] if len(data) > 5 else '(none)'}")
+    return importlib.import_module(kind[0])
+
+
 def output_kind(data: bytes) -> Any:
     """The modality a stream decodes to (name, output extensions, writer), from its header alone."""
-    if stream_version(data) == LATENT_VERSION:
-        from nxcodec.signals.imagefile import ImageFiles
-
-        return ImageFiles()
+    if is_latent(data):
+        latent_reader(data)
+        _, module, cls = _LATENT[(data[4], data[5])]
+        return getattr(importlib.import_module(module), cls)()
     from nxcodec import container
 
     return signals.for_id(container.read_header(data)[0])
 
 
 def check_latent_limits(data: bytes, limits: Limits) -> None:
-    """Refuse a version 3 stream beyond ``limits`` from its header alone (samples, MACs per pixel, total work)."""
-    from nxcodec.latent import stream
-
-    h = stream.read_header(data)
-    d = h.descriptor
-    samples, macs = d.width * d.height * d.channels, h.config.mac_per_pixel(d.channels)
+    """Refuse a latent stream beyond ``limits`` from its header alone (samples, MACs per sample, total work)."""
+    samples, macs, work = latent_reader(data).work(data)
     if samples > limits.max_samples:
         raise StreamError(f"the stream decodes to {samples} samples, over this decoder's limit of {limits.max_samples}")
-    if macs > limits.max_macs or macs * d.width * d.height > limits.max_work:
-        raise StreamError(f"decoding the stream would take {macs * d.width * d.height:.3g} multiply-adds, over this "
-                          f"decoder's limit")
+    if macs > limits.max_macs or work > limits.max_work:
+        raise StreamError(f"decoding the stream would take {work:.3g} multiply-adds, over this decoder's limit")
 
 
 def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None,
@@ -68,16 +84,14 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"a stream is bytes, not {type(data).__name__}")
     data = bytes(data)
-    if stream_version(data) == LATENT_VERSION:
-        from nxcodec.latent import stream
-        from nxcodec.signals.imagefile import ImageFiles
-
+    if is_latent(data):
+        reader = latent_reader(data)
         unknown = set(options) - {"max_faces"}
         if unknown:
-            raise InputError(f"image streams take no decode option {', '.join(sorted(unknown))}")
+            raise InputError(f"this stream takes no decode option {', '.join(sorted(unknown))}")
         check_latent_limits(data, limits or Limits())
-        descriptor, array = stream.decode(data)
-        return Decoded(ImageFiles(), descriptor), array
+        descriptor, array = reader.decode(data)
+        return Decoded(output_kind(data), descriptor), array
     from nxcodec.codec import decode_networks
 
     return decode_networks(data, device, limits, **options)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -102,24 +103,32 @@ def config_for(preset: presets.LatentPreset, d: ImageDescriptor) -> LatentConfig
                         lanes_log2=lanes_for(d.height, d.width))
 
 
-class _Candidate:
-    """One written stream and its cost."""
+class Candidate:
+    """One written stream (or plane body), what a decoder rebuilds from it, and its cost."""
 
-    def __init__(self, data: bytes, image: stream.LatentImage, samples: np.ndarray, mse: float, cost: float) -> None:
+    def __init__(self, data: bytes, image: Any, samples: np.ndarray, mse: float, cost: float) -> None:
         self.data, self.image, self.samples, self.mse, self.cost = data, image, samples, mse, cost
 
 
+Writer = Callable[["OrderedDict[str, CodedTensor]", float], Candidate]  # (networks, dead zone) -> candidate
+
+
 def _write(d: ImageDescriptor, cfg: LatentConfig, coded, latents, original: np.ndarray, lam: float,
-           dead_zone: float = 0.5) -> _Candidate:
+           dead_zone: float = 0.5) -> Candidate:
     data, image = stream.write(d, cfg, coded, latents, dead_zone)
     samples = stream.reconstruct(image)[0]
     mse = float(np.mean((samples.astype(np.float64) - original.astype(np.float64)) ** 2)) / d.peak**2
-    return _Candidate(data, image, samples, mse, mse + lam * 8 * len(data) / (d.width * d.height))
+    return Candidate(data, image, samples, mse, mse + lam * 8 * len(data) / (d.width * d.height))
 
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-               original: np.ndarray, lam: float, bits_allowed: float | None) -> _Candidate:
-    """The best stream over the precision choices; under a rate target, the best one that fits.
+               original: np.ndarray, lam: float, bits_allowed: float | None) -> Candidate:
+    """The best version 3 stream of one fitted image (see :func:`code_plane`)."""
+    return code_plane(lambda coded, dz: _write(d, cfg, coded, latents, original, lam, dz), weights, bits_allowed)
+
+
+def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None) -> Candidate:
+    """The best coding over the precision choices; under a rate target, the best one that fits.
 
     When none fits, wider dead zones and then coarser float networks are tried, in that
     order; if still none fits, ``NxcError`` (the caller refits a smaller preset).
@@ -127,26 +136,26 @@ def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndar
     fits = (lambda c: True) if bits_allowed is None else (lambda c: 8 * len(c.data) <= bits_allowed)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        c = _write(d, cfg, quantize_networks(weights, f, 5), latents, original, lam)
+        c = write(quantize_networks(weights, f, 5), 0.5)
         if best is None or (fits(c), -c.cost) > (fits(best), -best.cost):
             best, fixed = c, f
     precision = 5
     for p in FLOAT_PRECISIONS:
-        c = _write(d, cfg, quantize_networks(weights, fixed, p), latents, original, lam) if p != 5 else best
+        c = write(quantize_networks(weights, fixed, p), 0.5) if p != 5 else best
         if (fits(c), -c.cost) > (fits(best), -best.cost):
             best, precision = c, p
     if fits(best):
         return best
     coded = quantize_networks(weights, fixed, precision)
     for dz in DEAD_ZONES[1:]:
-        c = _write(d, cfg, coded, latents, original, lam, dz)
+        c = write(coded, dz)
         if fits(c):
             return c
     for p in range(precision - 1, -1, -1):
-        c = _write(d, cfg, quantize_networks(weights, fixed, p), latents, original, lam, DEAD_ZONES[-1])
+        c = write(quantize_networks(weights, fixed, p), DEAD_ZONES[-1])
         if fits(c):
             return c
-    raise NxcError("the rate target is too small for this image; raise the target")
+    raise NxcError("the rate target is too small for this signal; raise the target")
 
 
 def _groups(descs: list[ImageDescriptor], limit: int) -> list[list[int]]:

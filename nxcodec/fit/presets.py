@@ -105,8 +105,8 @@ class LatentPreset:
     """One quality level of the latent-grid image codec (format version 3)."""
 
     quality: int
-    lam: float  # weight of latent bits per pixel against the MSE of [0, 1] samples
-    bpp: float  # typical rate on Kodak, to map a rate target to a preset
+    lam: float  # weight of latent bits per sample (pixel, MDCT coefficient) against the MSE of [0, 1] samples
+    rate: float  # typical rate (images: bpp on Kodak; audio: kbps on the benchmark clips), to map a target to a preset
     iters: int
     arm_width: int
     syn_width: int
@@ -138,7 +138,33 @@ def latent_preset(quality: int) -> LatentPreset:
     return LATENT_PRESETS[quality]
 
 
-def latent_preset_for_rate(bpp: float) -> LatentPreset:
+def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_PRESETS) -> LatentPreset:
     """The highest quality whose typical rate is within the target (the lowest if none is)."""
-    fitting = [p for p in LATENT_PRESETS.values() if p.bpp <= bpp]
-    return max(fitting, key=lambda p: p.quality) if fitting else LATENT_PRESETS[1]
+    fitting = [p for p in table.values() if p.rate <= rate]
+    return max(fitting, key=lambda p: p.quality) if fitting else table[1]
+
+
+# Audio as MDCT planes (format version 4). One plane channel carries one coefficient per
+# latent, so the synthesis stays small; the context model does the work. Rates are for a
+# 44.1 kHz mono clip. Measured: lambda 1e-4 gave 43.9 dB at 35 kbps of latents on 3 s of
+# bach (300 iterations, hop 1024), against MP3's 42.0 dB at 32 kbps on the whole clip.
+AUDIO_LATENT_PRESETS = {
+    p.quality: p
+    for p in (
+        LatentPreset(1, 3.0e-3, 8, 1000, 16, 8, syn_layers=1),
+        LatentPreset(2, 1.5e-3, 12, 1000, 16, 8, syn_layers=1),
+        LatentPreset(3, 7.0e-4, 16, 1000, 16, 8, syn_layers=1),
+        LatentPreset(4, 3.5e-4, 24, 1000, 16, 8, syn_layers=1),
+        LatentPreset(5, 1.6e-4, 32, 1000, 16, 8, syn_layers=1),
+        LatentPreset(6, 8.0e-5, 48, 1000, 16, 8, syn_layers=1),
+        LatentPreset(7, 4.0e-5, 64, 1000, 16, 8, syn_layers=1),
+        LatentPreset(8, 2.0e-5, 96, 1000, 16, 8, syn_layers=1),
+        LatentPreset(9, 1.0e-5, 128, 1000, 16, 8, syn_layers=1),
+    )
+}
+
+
+def audio_latent_preset(quality: int) -> LatentPreset:
+    """The format 4 audio preset of a quality level (the same range check as :func:`get`)."""
+    get(quality)
+    return AUDIO_LATENT_PRESETS[quality]

@@ -32,7 +32,7 @@ MAGIC = b"\x89NXC"
 VERSION = 3  # images are written as version 3; version 4 adds latent audio (SPEC.md section 10)
 IMAGE_VERSIONS = (3, 4)
 MODALITY_IMAGE = 1
-_PREFIX = struct.Struct("<4sBBH")
+PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
 _U32 = struct.Struct("<I")
 FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
@@ -198,20 +198,6 @@ def walk_latents(config: LatentConfig, rows: int, cols: int, arm_a: list[FixedLa
     return grids
 
 
-def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
-    if len(data) < _PREFIX.size + 4 or data[:4] != MAGIC:
-        raise StreamError("not an nxcodec stream (bad magic)")
-    _, version, modality, desc_len = _PREFIX.unpack_from(data)
-    if version != VERSION or modality != MODALITY_IMAGE:
-        raise StreamError("not a version 3 image stream")
-    if zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
-        raise StreamError("stream is corrupt or truncated (CRC mismatch)")
-    end = _PREFIX.size + desc_len
-    if end > len(data) - 4:
-        raise StreamError("stream is truncated")
-    return imagefile.unpack(data[_PREFIX.size:end]), end
-
-
 @dataclass
 class Body:
     """One coded plane as stored: its latent config, tensor table and rANS payload (SPEC.md 9.1)."""
@@ -351,16 +337,16 @@ class Header:
 
 
 def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
-    if len(data) < _PREFIX.size + 4 or data[:4] != MAGIC:
+    if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
         raise StreamError("not an nxcodec stream (bad magic)")
-    _, version, modality, desc_len = _PREFIX.unpack_from(data)
+    _, version, modality, desc_len = PREFIX.unpack_from(data)
     if version not in IMAGE_VERSIONS or modality != MODALITY_IMAGE:
         raise StreamError("not a latent image stream")
     check_crc(data)
-    end = _PREFIX.size + desc_len
+    end = PREFIX.size + desc_len
     if end > len(data) - 4:
         raise StreamError("stream is truncated")
-    return imagefile.unpack(data[_PREFIX.size:end]), end
+    return imagefile.unpack(data[PREFIX.size:end]), end
 
 
 def read_header(data: bytes) -> Header:
@@ -369,9 +355,37 @@ def read_header(data: bytes) -> Header:
     body, end = read_body(data, pos, len(data) - 4, d.height, d.width, d.channels)
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
-    sizes = {"header": _PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
+    sizes = {"header": PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
              "tensor_table": len(body.table) * _TENSOR.size, "payload": 4 + len(body.payload), "crc": 4}
     return Header(d, body, sizes)
+
+
+def work(data: bytes) -> tuple[int, float, float]:
+    """Samples, multiply-adds per pixel and in all that decoding the stream would take (header only)."""
+    h = read_header(data)
+    d = h.descriptor
+    macs = h.config.mac_per_pixel(d.channels)
+    return d.width * d.height * d.channels, macs, macs * d.width * d.height
+
+
+def describe_config(cfg: LatentConfig) -> str:
+    """One line for a plane's networks: grids, context model, experts."""
+    experts = f"{cfg.n_experts} experts (manager {cfg.mgr_width})" if cfg.n_experts > 1 else "1 expert"
+    refine = f", 3x3 refinement of {cfg.refine_width} channels" if cfg.refine_width else ""
+    return (f"{cfg.levels} latent grids, context model {cfg.arm_layers}x{cfg.arm_width}, {experts} of "
+            f"{cfg.syn_layers}x{cfg.syn_width}{refine}, {1 << cfg.lanes_log2} coder lanes")
+
+
+def info(data: bytes) -> list[tuple[str, str]]:
+    """What ``nxcodec info`` shows of an image stream, from its header."""
+    h = read_header(data)
+    d, cfg = h.descriptor, h.config
+    return [("signal", imagefile.describe(d)),
+            ("rate", f"{8 * len(data) / (d.width * d.height):.4f} bpp (whole file)"),
+            ("bytes", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in h.sizes.items())),
+            ("parameters", str(sum(math.prod(shape) for shape, *_ in h.body.table.values()))),
+            ("model", describe_config(cfg)),
+            ("decoder", f"{cfg.mac_per_pixel(d.channels):.0f} multiply-adds per pixel")]
 
 
 def decode_latents(data: bytes) -> LatentImage:
@@ -400,5 +414,5 @@ def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, C
     if latents[0].shape != (d.height, d.width):
         raise ValueError("latents do not match the image")
     body, grids = write_body(config, d.channels, tensors, latents, dead_zone)
-    out = _PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))) + imagefile.pack(d) + body
+    out = PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))) + imagefile.pack(d) + body
     return with_crc(out), LatentImage(d, config, tensors, grids)

@@ -26,12 +26,11 @@ from nxcodec.errors import InputError, StreamError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
 from nxcodec.model import ENCODING_SINE, ModelConfig
+from nxcodec.signals import audiofile
+from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, MAX_CHANNELS, MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
+                                       quantize_samples)
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
 
-MAX_FRAMES = 1 << 27  # about 50 minutes at 44.1 kHz; the decoder refuses more before allocating
-MAX_SAMPLES = 1 << 27  # frames x channels: the decoded array stays below 512 MiB of float32
-MAX_CHANNELS = 4  # network outputs per coordinate
-MAX_RATE = 768_000
 MAX_WINDOW = 1 << 16  # frames per section chosen by the encoder (1.49 s at 44.1 kHz)
 MAX_WINDOW_STREAM = 1 << 20  # the largest window a decoder accepts
 OVERLAP = 512  # frames crossfaded between neighbouring windows (11.6 ms at 44.1 kHz)
@@ -39,8 +38,6 @@ MAX_SECTIONS = 4096  # as the container
 SEGMENT = 1024  # frames per segment of the segmental SNR
 SEG_SNR_RANGE = (-10.0, 35.0)  # per-segment SNR clamp, as usual for segmental SNR
 
-# Sample formats: code -> (soundfile subtype written by the decoder, integer bits or 0 for float).
-FORMATS = {0: ("PCM_16", 16), 1: ("PCM_24", 24), 2: ("PCM_32", 32), 3: ("PCM_U8", 8), 4: ("FLOAT", 0), 5: ("DOUBLE", 0)}
 _SUBTYPE_CODE = {"PCM_16": 0, "PCM_24": 1, "PCM_32": 2, "PCM_U8": 3, "PCM_S8": 3, "FLOAT": 4, "DOUBLE": 5}
 
 _DESC = struct.Struct("<IIBBIH")  # frames, sample rate, channels, format, window, overlap
@@ -122,30 +119,12 @@ def choose_window(frames: int, overlap: int, max_window: int) -> int:
     return math.ceil((frames - overlap) / n) + overlap
 
 
-def quantize_samples(values: np.ndarray, sample_format: int) -> np.ndarray:
-    """Float samples to the values the format can hold, as float32 in [-1, 1] (SPEC.md, modality 2)."""
-    bits = FORMATS[sample_format][1]
-    v = np.clip(values, -1.0, 1.0)
-    if bits == 0:
-        return v.astype(np.float32)
-    scale = float(1 << (bits - 1))
-    q = np.clip(np.rint(np.asarray(v, dtype=np.float64) * scale), -scale, scale - 1)
-    return (q / scale).astype(np.float32)
-
-
-def _to_int(array: np.ndarray, bits: int) -> np.ndarray:
-    """float32 samples on the format's grid to the integers soundfile writes exactly."""
-    scale = float(1 << (bits - 1))
-    q = np.clip(np.rint(array.astype(np.float64) * scale), -scale, scale - 1)
-    if bits == 16:
-        return q.astype(np.int16)
-    return (q * (1 << (32 - bits))).astype(np.int32)  # 24/32-bit and 8-bit: left-aligned in int32
-
-
 class AudioModality(Modality):
     id = 2
     name = "audio"
-    extensions = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+    extensions = EXTENSIONS
+    formats = (2, 4)  # 2: coordinate networks per window; 4: MDCT planes on latent grids (SPEC.md section 10)
+    latent_format = 4
     rate_unit = "kbps"
     coord_dim = 1
     default_extension = ".wav"
@@ -155,6 +134,14 @@ class AudioModality(Modality):
     # 34.7 / 35.5 / 35.8 / 35.1, 31.2 / 31.6 / 31.5 / 31.1, 30.5 / 30.9 / 31.0 / 30.1 (rates within
     # 0.6 kbps of each other, all under target; at 10 the steps hit the finest shift the rate search tries).
     bits_per_parameter = 8.0
+
+    def default_format(self, d: AudioDescriptor) -> int:
+        return 4
+
+    def encode_latent(self, signals_: list[Signal], opts) -> list:
+        from nxcodec.fit.latent_audio import encode_audio
+
+        return encode_audio(self, signals_, opts)
 
     def read(self, path: Path) -> Signal:
         try:
@@ -264,11 +251,7 @@ class AudioModality(Modality):
         return quantize_samples(out, d.sample_format)
 
     def write(self, d: AudioDescriptor, array: np.ndarray, path: Path) -> None:
-        subtype, bits = FORMATS[d.sample_format]
-        data = array.reshape(d.frames, d.channels)
-        if bits:
-            data = _to_int(data, bits)
-        sf.write(str(path), data, d.sample_rate, subtype=subtype, format="WAV")
+        audiofile.write(d.frames, d.channels, d.sample_rate, d.sample_format, array, path)
 
     def metrics(self, original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
         return audio_metrics(original, decoded)

@@ -65,10 +65,15 @@ class Modality(ABC):
     default_extension: str  # what ``decode`` writes when no output is named
     decode_options: tuple[str, ...] = ()  # names of the decode-time options ``reconstruct`` takes
     formats: tuple[int, ...] = (2,)  # stream versions the encoder can write
+    latent_format: int | None = None  # the version this modality's latent-grid streams are written as
 
     def default_format(self, descriptor: Any) -> int:
         """The stream version written for this signal when the user does not choose one."""
         return 2
+
+    def encode_latent(self, signals_: list["Signal"], opts: Any) -> list[Any]:
+        """Fit and code signals as latent-grid streams (``latent_format``): one ``EncodeResult`` each."""
+        raise NotImplementedError(f"{self.name} has no latent-grid format")
 
     @property
     def loss(self) -> "LossFn":

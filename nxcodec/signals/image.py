@@ -54,6 +54,12 @@ class ImageModality(Modality):
     coord_dim = 2
     default_extension = ".png"
     formats = (2, 3)  # 2: one coordinate network; 3: latent grids (bitstream/SPEC.md section 9)
+    latent_format = 3
+
+    def encode_latent(self, signals_: list[Signal], opts) -> list:
+        from nxcodec.fit.latent_code import encode_images
+
+        return encode_images(self, signals_, opts)
 
     def default_format(self, d: ImageDescriptor) -> int:
         """Latent grids, except for icons: a version 3 stream carries about 200 bytes of tables and

@@ -1,0 +1,197 @@
+"""Encoding audio as format version 4: MDCT planes fitted on latent grids, side by side.
+
+Every clip is cut into MDCT segments (``nxcodec.latent.audio``); each segment of each
+channel is a one-channel plane, fitted exactly like a latent image (``nxcodec.fit.latent``).
+Planes of one size, from any clips, are fitted together in one stack, so the memory of
+the fit is bounded by a stack of planes, not by the clips. Each plane is then coded under
+its share of the rate target (by its number of coefficients) with the image coder's
+precision and dead-zone search, and the clip's stream is decoded by the real decoder
+for the report.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nxcodec.errors import NxcError
+from nxcodec.fit import presets
+from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, code_plane,
+                                     lanes_for, levels_for)
+from nxcodec.latent import audio, mdct, stream
+from nxcodec.latent.audio import AudioLatentDescriptor
+from nxcodec.latent.stream import LatentConfig
+from nxcodec.latent.synthesis import synthesize
+from nxcodec.signals.audiofile import quantize_samples
+
+FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
+SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
+
+
+def hop_log2_for(sample_rate: int) -> int:
+    return int(np.clip(round(math.log2(sample_rate / FRAMES_PER_SECOND)), mdct.MIN_HOP_LOG2, mdct.MAX_HOP_LOG2))
+
+
+def descriptor_for(d, hop_log2: int | None = None, segment_coefficients: int = SEGMENT_COEFFICIENTS
+                   ) -> AudioLatentDescriptor:
+    """The version 4 layout of a clip: hop, mid/side for stereo, equal segments of at most ``segment_coefficients``."""
+    hop_log2 = hop_log2_for(d.sample_rate) if hop_log2 is None else hop_log2
+    total = mdct.frame_count(d.frames, 1 << hop_log2)
+    longest = max(1, segment_coefficients >> hop_log2)
+    segment = -(-total // -(-total // longest))
+    stereo = audio.STEREO_MID_SIDE if d.channels == 2 else audio.STEREO_NONE
+    return AudioLatentDescriptor(d.frames, d.sample_rate, d.channels, d.sample_format, hop_log2, stereo, segment)
+
+
+def config_for(preset: presets.LatentPreset, rows: int, cols: int) -> LatentConfig:
+    k = preset.n_experts
+    return LatentConfig(levels=levels_for(rows, cols), arm_width=preset.arm_width, arm_layers=2, n_experts=k,
+                        mgr_width=preset.mgr_width if k > 1 else 0, syn_width=preset.syn_width,
+                        syn_layers=preset.syn_layers, refine_width=preset.refine_width,
+                        lanes_log2=lanes_for(rows, cols))
+
+
+@dataclass
+class Plane:
+    """One segment of one channel: where it belongs and its MDCT coefficients."""
+
+    clip: int
+    segment: int
+    channel: int
+    coefficients: np.ndarray  # (rows, hop) float64
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.coefficients.shape
+
+
+def planes_of(clip: int, d: AudioLatentDescriptor, samples: np.ndarray) -> list[Plane]:
+    """Every plane of a clip ``(frames, channels)``, in stream order."""
+    channels = audio.mix([samples[:, c].astype(np.float64) for c in range(d.channels)], d.stereo)
+    return [Plane(clip, s, c, mdct.forward(channels[c], d.hop, a, b))
+            for s, (a, b) in enumerate(d.segments()) for c in range(d.channels)]
+
+
+def _code(plane: Plane, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray], lam: float,
+          bits_allowed: float | None) -> Candidate:
+    target = plane.coefficients
+    n = target.size
+
+    def write(coded, dead_zone: float) -> Candidate:
+        body, grids = stream.write_body(cfg, 1, coded, latents, dead_zone)
+        values = synthesize(grids, stream.float_synthesis(coded), 1)[0].reshape(target.shape)
+        mse = float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
+        return Candidate(body, None, values, mse, mse + lam * 8 * len(body) / n)
+
+    return code_plane(write, weights, bits_allowed)
+
+
+def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(planes):
+        by_size.setdefault(p.size, []).append(i)
+    out = []
+    for size, idx in by_size.items():
+        per = max(1, limit // (size[0] * size[1]))
+        out += [idx[a : a + per] for a in range(0, len(idx), per)]
+    return out
+
+
+def _samples(d: AudioLatentDescriptor, coefficients: list[np.ndarray]) -> np.ndarray:
+    """Samples ``(frames, channels)`` from every plane's coefficients (stream order), as the decoder joins them."""
+    inverse = [mdct.Inverse(d.hop) for _ in range(d.channels)]
+    blocks = []
+    for s in range(len(d.segments())):
+        planes = audio.unmix(coefficients[s * d.channels : (s + 1) * d.channels], d.stereo)
+        blocks.append(np.stack([inv.push(c) for inv, c in zip(inverse, planes)], axis=1))
+    return np.concatenate(blocks)[: d.frames]
+
+
+def encode_audio(modality, signals_: list, opts) -> list:
+    """Encode clips as version 4 streams; planes of one size are fitted side by side."""
+    from nxcodec.codec import EncodeResult, device_name, resolve_device
+
+    t0 = time.perf_counter()
+    device = resolve_device(opts.device)
+    if opts.rate is not None and not opts.rate > 0:
+        raise NxcError("the rate target must be positive")
+    table = presets.AUDIO_LATENT_PRESETS
+    preset = presets.audio_latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(
+        opts.rate, table)
+    descs = [descriptor_for(s.descriptor) for s in signals_]
+    results: list = [None] * len(signals_)
+    todo = list(range(len(signals_)))
+    while todo:
+        missed = _encode_clips(modality, signals_, descs, todo, preset, opts, device, results)
+        smaller = table.get(preset.quality - 1)
+        if missed and (smaller is None or opts.rate is None):
+            raise NxcError("the rate target is too small for this clip; raise the target")
+        todo, preset = missed, smaller
+    seconds = (time.perf_counter() - t0) / len(signals_)
+    out = []
+    for (data, float_samples, configs, n_params), signal in zip(results, signals_):
+        decoded = audio.decode(data)[1]
+        out.append(EncodeResult(
+            data=data, rate=modality.rate(signal.descriptor, len(data)), rate_unit=modality.rate_unit,
+            metrics=modality.metrics(signal.data, decoded), float_metrics=modality.metrics(signal.data, float_samples),
+            encode_seconds=seconds, device=device_name(device), configs=configs, n_params=n_params,
+        ))
+    return out
+
+
+def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
+                  preset: presets.LatentPreset, opts, device: torch.device, results: list) -> list[int]:
+    """Fit and code every plane of ``clips``; the clips that missed the rate target."""
+    planes = [p for i in clips for p in planes_of(i, descs[i], signals_[i].data)]
+    limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
+    iters = opts.iters if opts.iters is not None else preset.iters
+    header_bits = {i: 8 * (len(audio.write(descs[i], [b""] * len(descs[i].segments()) * descs[i].channels))) for i in clips}
+    coefficients = {i: sum(p.coefficients.size for p in planes if p.clip == i) for i in clips}
+    coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int]] = {}  # by plane
+    failed: set[int] = set()  # clips with a plane that missed its share of the target
+    for g, idx in enumerate(_groups(planes, limit)):
+        rows, cols = planes[idx[0]].size
+        cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, rows, cols)
+        target = torch.stack([torch.from_numpy(planes[i].coefficients.reshape(-1, 1)).float() for i in idx]).to(device)
+        model = LatentModel(cfg, len(idx), rows, cols, 1, seed=opts.seed).to(device)
+        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
+        threads = torch.get_num_threads()
+        if device.type == "cpu" and len(idx) * rows * cols < SMALL_FIT:
+            torch.set_num_threads(1)
+        try:
+            fit(model, target, preset.lam, schedule, seed=opts.seed)
+        finally:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            grids, _ = model.quantized_latents("ste")
+            floats = model.synthesize(grids)[2].cpu().numpy().astype(np.float64)
+        for j, i in enumerate(idx):
+            p = planes[i]
+            if p.clip in failed:
+                continue
+            weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
+            latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
+            bits = None
+            if opts.rate is not None:
+                allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
+                bits = allowed * p.coefficients.size / coefficients[p.clip]
+            try:
+                best = _code(p, cfg, weights, latents, preset.lam, bits)
+            except NxcError:
+                failed.add(p.clip)
+                continue
+            coded[i] = (best.data, floats[j].reshape(p.size), cfg, sum(t.size for t in weights.values()))
+    for clip in clips:
+        if clip in failed:
+            continue
+        own = [i for i, p in enumerate(planes) if p.clip == clip]
+        d = descs[clip]
+        data = audio.write(d, [coded[i][0] for i in own])
+        float_samples = quantize_samples(_samples(d, [coded[i][1] for i in own]), d.sample_format)
+        results[clip] = (data, float_samples, [coded[i][2] for i in own], sum(coded[i][3] for i in own))
+    return sorted(failed)

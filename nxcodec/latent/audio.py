@@ -1,0 +1,219 @@
+"""Version 4 audio streams: a clip as MDCT planes coded on latent grids (bitstream/SPEC.md section 10).
+
+A clip's samples go through the MDCT (``nxcodec.latent.mdct``), one channel at a time
+(mid and side in place of left and right when the stream says so). The frames are cut
+into segments; each segment of each channel is one plane of ``frames x hop``
+coefficients, coded exactly as a one-channel latent image (a body: config, tensor
+table, payload). The decoder rebuilds a segment's planes, runs the inverse MDCT with the
+half frame carried over from the previous segment, and so never holds more than one
+segment's planes: seams between segments are ordinary MDCT overlaps, with no clicks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from nxcodec.errors import StreamError
+from nxcodec.latent import mdct
+from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, check_crc, decode_body, describe_config,
+                                   float_synthesis, read_body, with_crc)
+from nxcodec.latent.synthesis import synthesize
+from nxcodec.signals import audiofile
+
+VERSION = 4
+MODALITY_AUDIO = 2
+STEREO_NONE, STEREO_MID_SIDE = 0, 1
+MAX_PLANE = 1 << 22  # coefficients in one segment's plane: bounds the decoder's working memory
+_DESC = struct.Struct("<IIBBBBH")  # frames, sample rate, channels, sample format, hop log2, stereo, segment
+
+
+@dataclass(frozen=True)
+class AudioLatentDescriptor:
+    """What the decoder needs to rebuild a clip from its planes."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+    sample_format: int
+    hop_log2: int  # MDCT hop (coefficients per frame) is 2**hop_log2
+    stereo: int  # STEREO_NONE, or STEREO_MID_SIDE (two channels only)
+    segment: int  # MDCT frames per segment (the last may be shorter)
+
+    @property
+    def hop(self) -> int:
+        return 1 << self.hop_log2
+
+    @property
+    def subtype(self) -> str:
+        return audiofile.FORMATS[self.sample_format][0]
+
+    def segments(self) -> list[tuple[int, int]]:
+        """MDCT frame ranges ``[start, stop)`` of the segments, in order."""
+        total = mdct.frame_count(self.frames, self.hop)
+        return [(a, min(a + self.segment, total)) for a in range(0, total, self.segment)]
+
+    def describe(self) -> str:
+        coding = ", mid/side" if self.stereo == STEREO_MID_SIDE else ""
+        return (f"audio {self.frames / self.sample_rate:.3f} s ({self.frames} frames) {self.sample_rate} Hz "
+                f"{audiofile.layout(self.channels)} {self.subtype}, MDCT hop {self.hop}{coding}, "
+                f"{len(self.segments())} segment(s) of {self.segment} MDCT frames")
+
+
+def pack(d: AudioLatentDescriptor) -> bytes:
+    return _DESC.pack(d.frames, d.sample_rate, d.channels, d.sample_format, d.hop_log2, d.stereo, d.segment)
+
+
+def unpack(data: bytes) -> AudioLatentDescriptor:
+    """Parse and bound-check an audio descriptor (``StreamError`` if invalid)."""
+    if len(data) != _DESC.size:
+        raise StreamError("audio descriptor has the wrong size")
+    d = AudioLatentDescriptor(*_DESC.unpack(data))
+    if not 1 <= d.channels <= audiofile.MAX_CHANNELS or d.sample_format not in audiofile.FORMATS:
+        raise StreamError("declared channels or sample format are invalid")
+    if not (1 <= d.frames <= audiofile.MAX_FRAMES and d.frames * d.channels <= audiofile.MAX_SAMPLES):
+        raise StreamError(f"declared length of {d.frames} frames x {d.channels} channels is beyond the decoder's limits")
+    if not 1 <= d.sample_rate <= audiofile.MAX_RATE:
+        raise StreamError(f"declared sample rate {d.sample_rate} Hz is beyond the decoder's limits")
+    if not mdct.MIN_HOP_LOG2 <= d.hop_log2 <= mdct.MAX_HOP_LOG2:
+        raise StreamError("declared MDCT hop is invalid")
+    if d.stereo not in (STEREO_NONE, STEREO_MID_SIDE) or (d.stereo == STEREO_MID_SIDE and d.channels != 2):
+        raise StreamError("declared stereo coding is invalid")
+    if not 1 <= d.segment or d.segment * d.hop > MAX_PLANE:
+        raise StreamError("declared segment length is invalid")
+    return d
+
+
+@dataclass
+class AudioHeader:
+    """The parsed, checked parts of a version 4 audio stream: descriptor and every plane's body."""
+
+    descriptor: AudioLatentDescriptor
+    bodies: list[Body]  # segment by segment, channel by channel within a segment
+
+    def planes(self) -> Iterator[tuple[int, int, Body]]:
+        """(rows, columns, body) of every plane, in stream order."""
+        d = self.descriptor
+        it = iter(self.bodies)
+        for a, b in d.segments():
+            for _ in range(d.channels):
+                yield b - a, d.hop, next(it)
+
+
+def _prefix(data: bytes) -> tuple[AudioLatentDescriptor, int]:
+    if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
+        raise StreamError("not an nxcodec stream (bad magic)")
+    _, version, modality, desc_len = PREFIX.unpack_from(data)
+    if version != VERSION or modality != MODALITY_AUDIO:
+        raise StreamError("not a version 4 audio stream")
+    check_crc(data)
+    end = PREFIX.size + desc_len
+    if end > len(data) - 4:
+        raise StreamError("stream is truncated")
+    return unpack(data[PREFIX.size:end]), end
+
+
+def read_header(data: bytes) -> AudioHeader:
+    """Parse and check every plane's config and table before anything is decoded."""
+    d, pos = _prefix(data)
+    end = len(data) - 4
+    planes = len(d.segments()) * d.channels
+    if planes * (LatentConfig.SIZE + 4) > end - pos:
+        raise StreamError("stream is truncated (fewer bytes than its planes need)")
+    bodies = []
+    for a, b in d.segments():
+        for _ in range(d.channels):
+            body, pos = read_body(data, pos, end, b - a, d.hop, 1)
+            bodies.append(body)
+    if pos != end:
+        raise StreamError("payload length does not match the stream size")
+    return AudioHeader(d, bodies)
+
+
+def work(data: bytes) -> tuple[int, float, float]:
+    """Samples, the most multiply-adds per sample of any plane, and in all (header only).
+
+    A plane's work is its networks' per coefficient plus the inverse MDCT (about
+    ``4 log2(2 hop)`` per sample with an FFT); a coefficient decodes one sample.
+    """
+    h = read_header(data)
+    d = h.descriptor
+    imdct = 4.0 * (d.hop_log2 + 1)
+    per_plane = [(body.config.mac_per_pixel(1) + imdct, rows * cols) for rows, cols, body in h.planes()]
+    return (d.frames * d.channels, max(m for m, _ in per_plane), sum(m * n for m, n in per_plane))
+
+
+def info(data: bytes) -> list[tuple[str, str]]:
+    """What ``nxcodec info`` shows of an audio stream, from its header."""
+    h = read_header(data)
+    d = h.descriptor
+    kbps = 8 * len(data) * d.sample_rate / d.frames / 1000
+    samples, macs, total = work(data)
+    configs = sorted({describe_config(b.config) for b in h.bodies})
+    return [("signal", d.describe()), ("rate", f"{kbps:.2f} kbps (whole file)"),
+            ("planes", f"{len(h.bodies)} ({', '.join(str(b.size) for b in h.bodies[:8])} bytes"
+                       f"{', ...' if len(h.bodies) > 8 else ''})"),
+            ("parameters", str(sum(math.prod(shape) for b in h.bodies for shape, *_ in b.table.values()))),
+            *(("model", c) for c in configs),
+            ("decoder", f"{total / samples:.0f} multiply-adds per sample")]
+
+
+def plane_values(body: Body, rows: int, cols: int) -> np.ndarray:
+    """One plane's decoded coefficients ``(rows, cols)`` in float64."""
+    tensors, grids = decode_body(body, rows, cols)
+    values, _ = synthesize(grids, float_synthesis(tensors), 1)
+    return values.reshape(rows, cols).astype(np.float64)
+
+
+def unmix(planes: list[np.ndarray], stereo: int) -> list[np.ndarray]:
+    """Left and right from mid and side (``(m + s) / sqrt 2``, ``(m - s) / sqrt 2``), else unchanged."""
+    if stereo != STEREO_MID_SIDE:
+        return planes
+    m, s = planes
+    return [(m + s) / math.sqrt(2.0), (m - s) / math.sqrt(2.0)]
+
+
+def mix(channels: list[np.ndarray], stereo: int) -> list[np.ndarray]:
+    """Mid and side from left and right (the inverse of :func:`unmix`, also orthonormal)."""
+    if stereo != STEREO_MID_SIDE:
+        return channels
+    left, right = channels
+    return [(left + right) / math.sqrt(2.0), (left - right) / math.sqrt(2.0)]
+
+
+def decode_blocks(header: AudioHeader) -> Iterator[np.ndarray]:
+    """The clip's samples ``(n, channels)`` in float64, one segment at a time, in order."""
+    d = header.descriptor
+    inverse = [mdct.Inverse(d.hop) for _ in range(d.channels)]
+    planes = header.planes()
+    done = 0
+    for _ in d.segments():
+        coefficients = [plane_values(body, rows, cols) for rows, cols, body in (next(planes) for _ in range(d.channels))]
+        block = np.stack([inv.push(c) for inv, c in zip(inverse, unmix(coefficients, d.stereo))], axis=1)
+        block = block[: d.frames - done]
+        done += len(block)
+        yield block
+
+
+def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
+    """A version 4 audio stream to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
+    header = read_header(data)
+    d = header.descriptor
+    out = np.empty((d.frames, d.channels), dtype=np.float32)
+    pos = 0
+    for block in decode_blocks(header):
+        out[pos : pos + len(block)] = audiofile.quantize_samples(block, d.sample_format)
+        pos += len(block)
+    return d, out
+
+
+def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:
+    """A version 4 audio stream from its descriptor and the bodies of its planes, in stream order."""
+    if len(bodies) != len(d.segments()) * d.channels:
+        raise ValueError("one body per segment and channel is needed")
+    desc = pack(d)
+    return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_AUDIO, len(desc)) + desc + b"".join(bodies))
