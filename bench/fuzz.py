@@ -1,6 +1,6 @@
-"""A seeded, repeatable fuzzer of the version 1/2 decoder.
+"""A seeded, repeatable fuzzer of the decoder (every stream version).
 
-Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/, v3/ and v4/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -55,9 +55,9 @@ def service_limits():
 
 
 def conformance_streams() -> list[tuple[str, bytes]]:
-    """Every committed conformance stream: version 2, version 1 and version 3 (latent grids)."""
+    """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
-             + sorted((CONFORMANCE / "v3").glob("*.nxc")))
+             + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -90,7 +90,19 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
-    if data[4] == 3:  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
+    if data[4] == 4 and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
+        from nxcodec.latent import audio
+
+        for body in audio.read_header(data).bodies:
+            out += [(pos + i, 1) for i in range(10)]
+            pos += 10
+            for _ in body.table:
+                out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
+                pos += 9
+            out.append((pos, 4))
+            pos += 4 + len(body.payload)
+        return out
+    if data[4] in (3, 4):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
         from nxcodec.latent.stream import LatentConfig
 
         out += [(pos + i, 1) for i in range(LatentConfig.SIZE)]
@@ -213,14 +225,18 @@ def decode_case(data: bytes, resolution: int, scratch: Path) -> str:
     """Decode, write and describe a stream as the CLI would; ``ok`` or ``nxc``; anything else raises."""
     from nxcodec import container, signals
     from nxcodec.codec import decode_stream
+    from nxcodec.decoder import is_latent, latent_reader
     from nxcodec.errors import NxcError
 
-    try:
-        modality_id, descriptor, _, layout = container.read_header(data)  # nxcodec info
-        modality = signals.for_id(modality_id)
-        desc = modality.unpack_descriptor(descriptor)
-        modality.describe(desc)
-        modality.rate(desc, layout.total)
+    try:  # nxcodec info
+        if is_latent(data):
+            latent_reader(data).info(data)
+        else:
+            modality_id, descriptor, _, layout = container.read_header(data)
+            modality = signals.for_id(modality_id)
+            desc = modality.unpack_descriptor(descriptor)
+            modality.describe(desc)
+            modality.rate(desc, layout.total)
     except NxcError:
         pass
     options = {"resolution": resolution} if len(data) > 5 and data[5] == 3 else {}

@@ -10,9 +10,11 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
     python bitstream/make_conformance.py v3         # the version 3 (latent grid) images, into conformance/v3/
+    python bitstream/make_conformance.py v4         # the version 4 (MDCT planes) audio, into conformance/v4/
 
 A version 3 case records, instead of the weights' digest, the SHA-256 of every decoded
-integer (tensors, then latent grids finest first) and of the expert map.
+integer (tensors, then latent grids finest first) and of the expert map; a version 4
+case records that digest for each of its planes, in stream order.
 """
 
 from __future__ import annotations
@@ -149,6 +151,49 @@ def latent_main() -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int]]:
+    """(name, clip, config, coefficients per segment): 8 kHz tones, mono whole and stereo in segments."""
+    t = np.arange(12000) / 8000
+    partials = [0.2 / k * np.sin(2 * np.pi * 220 * k * t) * np.exp(-t / (0.5 + k)) for k in (1, 2, 3)]
+    mono = (sum(partials[:2]) + 0.3 * partials[2] * (t > 0.7))[:8000, None]
+    stereo = np.stack([sum(partials), 0.6 * partials[0] - partials[2]], axis=1)
+    return [
+        ("mono_8khz_1s", mono, latent_config(levels=3, lanes_log2=0), 1 << 19),
+        ("stereo_ms_3segments_8khz", stereo, latent_config(levels=3, n_experts=2, mgr_width=4, refine_width=2,
+                                                           lanes_log2=2), 1 << 12),
+    ]
+
+
+def audio_main() -> None:
+    """Regenerate the version 4 cases into conformance/v4/."""
+    from nxcodec.fit import latent_audio
+    from nxcodec.latent import audio
+    from nxcodec.signals.audiofile import AudioFiles
+
+    out_dir = HERE / "v4"
+    out_dir.mkdir(exist_ok=True)
+    clips = for_name("audio")
+    manifest = []
+    for name, array, config, segment in audio_cases():
+        latent_audio.SEGMENT_COEFFICIENTS = segment
+        pcm = (np.clip(np.rint(array * 32768), -32768, 32767)).astype(np.int16)
+        res = encode_signal(clips, clips.from_array(pcm, 8000), EncodeOptions(iters=200, device="cpu", seed=7,
+                                                                               config=config, format=4))
+        header = audio.read_header(res.data)
+        descriptor, decoded = audio.decode(res.data)
+        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        AudioFiles().write(descriptor, decoded, out_dir / f"{name}.wav")
+        manifest.append({
+            "stream": f"{name}.nxc",
+            "expected": f"{name}.wav",
+            "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "plane_integers_sha256": [audio.plane_digest(b, r, c) for r, c, b in header.planes()],
+            "shape": list(decoded.shape),
+        })
+        print(f"{name}: {len(res.data)} bytes, {len(header.bodies)} planes, PSNR {res.metrics['psnr']:.2f} dB")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def shape_case() -> dict:
     """The sample torus as a 2-expert SDF, 4096 training points, decoded at SHAPE_RESOLUTION."""
     import nxcodec.signals.shape as shape_mod
@@ -172,5 +217,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["v3"]:
         latent_main()
+    elif sys.argv[1:] == ["v4"]:
+        audio_main()
     else:
         main(sys.argv[1:] or None)

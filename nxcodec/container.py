@@ -23,7 +23,7 @@ from nxcodec.steps import MAX_STEP_CODE, QuantizedTensor
 
 MAGIC = b"\x89NXC"
 VERSION = 2  # 2 adds audio (modality 2) and shape (modality 3) streams; version 1 (images) is still read
-NEWEST = 3  # version 3 (latent-grid images) has its own body: nxcodec.latent.stream
+NEWEST = 4  # versions 3 and 4 (latent grids) have their own body: nxcodec.latent
 MODALITIES_OF_VERSION = {1: (1,), 2: (1, 2, 3)}
 MAX_WIDTH = 1024  # any layer
 MAX_EXPERTS = 64
@@ -130,8 +130,9 @@ def _read_prefix(data: bytes) -> tuple[_Reader, int, bytes, int]:
     _, version, modality, desc_len = r.unpack(_PREFIX)
     if version > NEWEST:
         raise StreamError(f"stream version {version} is newer than this nxcodec reads (up to {NEWEST}); upgrade nxcodec")
-    if version == NEWEST:
-        raise StreamError("a version 3 stream holds latent grids, not network sections (decode it with nxcodec.decoder)")
+    if version >= 3:
+        raise StreamError(f"a version {version} stream holds latent grids, not network sections (decode it with "
+                          f"nxcodec.decoder)")
     if version < 1:
         raise StreamError(f"unknown stream version {version}")
     if len(data) < _PREFIX.size + 4 or zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
@@ -171,15 +172,17 @@ def _read_section_header(r: _Reader) -> tuple[ModelConfig, list[tuple[int, Lapla
 def read_header(data: bytes) -> tuple[int, bytes, list, Layout]:
     """Modality, descriptor, each section's config and the part sizes, without decoding weights.
 
-    A version 3 stream has one config (its ``LatentConfig``) and no sections.
+    A latent image stream (version 3, or 4 with modality 1) has one config (its
+    ``LatentConfig``) and no sections; a version 4 audio stream is refused here (it has
+    planes, not sections: ``nxcodec.latent.audio.read_header`` reads it).
     """
-    if len(data) > 4 and data[:4] == MAGIC and data[4] == NEWEST:
+    if len(data) > 5 and data[:4] == MAGIC and data[4] in (3, 4) and data[5] == 1:
         from nxcodec.latent import stream as latent_stream
 
         h = latent_stream.read_header(data)
         layout = Layout(len(data), h.sizes["header"], h.sizes["descriptor"], config=h.sizes["config"],
                         tensor_table=h.sizes["tensor_table"], payload=h.sizes["payload"],
-                        parameters=sum(math.prod(shape) for shape, *_ in h.table.values()))
+                        parameters=sum(math.prod(shape) for shape, *_ in h.body.table.values()))
         return 1, data[_PREFIX.size : _PREFIX.size + h.sizes["descriptor"]], [h.config], layout
     r, modality, descriptor, n_sections = _read_prefix(data)
     layout = Layout(len(data), _PREFIX.size, len(descriptor), n_sections)

@@ -37,12 +37,13 @@ def hop_log2_for(sample_rate: int) -> int:
     return int(np.clip(round(math.log2(sample_rate / FRAMES_PER_SECOND)), mdct.MIN_HOP_LOG2, mdct.MAX_HOP_LOG2))
 
 
-def descriptor_for(d, hop_log2: int | None = None, segment_coefficients: int = SEGMENT_COEFFICIENTS
+def descriptor_for(d, hop_log2: int | None = None, segment_coefficients: int | None = None
                    ) -> AudioLatentDescriptor:
-    """The version 4 layout of a clip: hop, mid/side for stereo, equal segments of at most ``segment_coefficients``."""
+    """The version 4 layout of a clip: hop, mid/side for stereo, equal segments of at most ``segment_coefficients``
+    (``SEGMENT_COEFFICIENTS`` by default)."""
     hop_log2 = hop_log2_for(d.sample_rate) if hop_log2 is None else hop_log2
     total = mdct.frame_count(d.frames, 1 << hop_log2)
-    longest = max(1, segment_coefficients >> hop_log2)
+    longest = max(1, (segment_coefficients or SEGMENT_COEFFICIENTS) >> hop_log2)
     segment = -(-total // -(-total // longest))
     stereo = audio.STEREO_MID_SIDE if d.channels == 2 else audio.STEREO_NONE
     return AudioLatentDescriptor(d.frames, d.sample_rate, d.channels, d.sample_format, hop_log2, stereo, segment)
@@ -84,7 +85,7 @@ def _code(plane: Plane, cfg: LatentConfig, weights: dict[str, np.ndarray], laten
 
     def write(coded, dead_zone: float) -> Candidate:
         body, grids = stream.write_body(cfg, 1, coded, latents, dead_zone)
-        values = synthesize(grids, stream.float_synthesis(coded), 1)[0].reshape(target.shape)
+        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
         mse = float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
         return Candidate(body, None, values, mse, mse + lam * 8 * len(body) / n)
 

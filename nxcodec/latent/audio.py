@@ -20,7 +20,7 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import mdct
-from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, check_crc, decode_body, describe_config,
+from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, check_crc, decode_body, describe_config, digest,
                                    float_synthesis, read_body, with_crc)
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
@@ -163,10 +163,14 @@ def info(data: bytes) -> list[tuple[str, str]]:
 
 
 def plane_values(body: Body, rows: int, cols: int) -> np.ndarray:
-    """One plane's decoded coefficients ``(rows, cols)`` in float64."""
+    """One plane's decoded coefficients ``(rows, cols)``, synthesized in binary64 (SPEC.md 10.3)."""
     tensors, grids = decode_body(body, rows, cols)
-    values, _ = synthesize(grids, float_synthesis(tensors), 1)
-    return values.reshape(rows, cols).astype(np.float64)
+    return synthesize(grids, float_synthesis(tensors), 1, np.float64)[0].reshape(rows, cols)
+
+
+def plane_digest(body: Body, rows: int, cols: int) -> str:
+    """SHA-256 of one plane's decoded integers (as :func:`nxcodec.latent.stream.digest`)."""
+    return digest(*decode_body(body, rows, cols))
 
 
 def unmix(planes: list[np.ndarray], stereo: int) -> list[np.ndarray]:

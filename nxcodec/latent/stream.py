@@ -145,13 +145,17 @@ class LatentImage:
     grids: list[np.ndarray]  # int64 latent values with context.FRAC_BITS fractional bits, finest first
 
     def digest(self) -> str:
-        """SHA-256 of the decoded integers (tensors in stream order, then grids finest first), as int64 LE."""
-        h = hashlib.sha256()
-        for t in self.tensors.values():
-            h.update(np.ascontiguousarray(t.ints, dtype="<i8").tobytes())
-        for g in self.grids:
-            h.update(np.ascontiguousarray(g, dtype="<i8").tobytes())
-        return h.hexdigest()
+        return digest(self.tensors, self.grids)
+
+
+def digest(tensors: "OrderedDict[str, CodedTensor]", grids: list[np.ndarray]) -> str:
+    """SHA-256 of decoded integers (tensors in stream order, then grids finest first), as int64 LE."""
+    h = hashlib.sha256()
+    for t in tensors.values():
+        h.update(np.ascontiguousarray(t.ints, dtype="<i8").tobytes())
+    for g in grids:
+        h.update(np.ascontiguousarray(g, dtype="<i8").tobytes())
+    return h.hexdigest()
 
 
 def fixed_layers(tensors: "OrderedDict[str, CodedTensor]", prefix: str) -> list[FixedLayer]:

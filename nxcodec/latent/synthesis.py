@@ -37,23 +37,23 @@ def upsample2(x: np.ndarray, taps: np.ndarray, axis: int, size: int) -> np.ndarr
     x = np.moveaxis(x, axis, -1)
     n = x.shape[-1]
     p = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(2, 2)], mode="edge")
-    k0, k1, k2, k3 = (np.float32(t) for t in taps)
+    k0, k1, k2, k3 = (x.dtype.type(t) for t in taps)
     even = k0 * p[..., 0:n] + k1 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k3 * p[..., 3 : n + 3]
     odd = k3 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k1 * p[..., 3 : n + 3] + k0 * p[..., 4 : n + 4]
     out = np.stack([even, odd], axis=-1).reshape(*x.shape[:-1], 2 * n)[..., :size]
     return np.moveaxis(out, -1, axis)
 
 
-def features(grids: list[np.ndarray], taps: np.ndarray) -> np.ndarray:
-    """``(levels, rows, cols)`` float32: grid l upsampled l times to the size of grid 0.
+def features(grids: list[np.ndarray], taps: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """``(levels, rows, cols)`` in ``dtype``: grid l upsampled l times to the size of grid 0.
 
     Computed as a cascade (the coarsest grid is doubled, stacked under the next finer one,
     and the stack doubled again), which is the same arithmetic with fewer steps.
     """
-    x = (grids[-1].astype(np.float32) / np.float32(ONE))[None]
+    x = (grids[-1].astype(dtype) / dtype(ONE))[None]
     for g in grids[-2::-1]:
         x = upsample2(upsample2(x, taps, 1, g.shape[0]), taps, 2, g.shape[1])
-        x = np.concatenate([(g.astype(np.float32) / np.float32(ONE))[None], x])
+        x = np.concatenate([(g.astype(dtype) / dtype(ONE))[None], x])
     return x
 
 
@@ -87,21 +87,26 @@ def expert_choice(grids: list[np.ndarray], syn: Synthesis) -> np.ndarray:
     return out
 
 
-def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Network outputs ``(rows * cols, channels)`` in raster order, and each pixel's expert."""
+def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int,
+               dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Network outputs ``(rows * cols, channels)`` in raster order, and each pixel's expert.
+
+    Images are synthesized in binary32 (SPEC.md 9.7), audio planes in binary64 (10.3): a
+    16-bit sample step is too fine for binary32's rounding to leave samples unchanged.
+    """
     rows, cols = grids[0].shape
-    feats = features(grids, syn.upsample).reshape(len(grids), -1).T  # (pixels, levels)
+    feats = features(grids, syn.upsample, dtype).reshape(len(grids), -1).T  # (pixels, levels)
     choice = expert_choice(grids, syn)
-    out = np.empty((rows * cols, channels), dtype=np.float32)
+    out = np.empty((rows * cols, channels), dtype=dtype)
     for k in range(syn.experts[0][0].shape[0]):
         idx = np.flatnonzero(choice == k)
-        layers = [(w[k], b[k]) for w, b in syn.experts]
+        layers = [(w[k].astype(dtype), b[k].astype(dtype)) for w, b in syn.experts]
         for a in range(0, idx.size, ROWS):
             sel = idx[a : a + ROWS]
             out[sel] = _mlp(feats[sel], layers)
     if syn.refine:
         x = out.T.reshape(channels, rows, cols)
-        (w1, b1), (w2, b2) = syn.refine
+        (w1, b1), (w2, b2) = ((w.astype(dtype), b.astype(dtype)) for w, b in syn.refine)
         x = x + _conv3x3(np.maximum(_conv3x3(x, w1, b1), 0), w2, b2)
         out = x.reshape(channels, -1).T
     return out, choice

@@ -1,0 +1,192 @@
+"""Format version 4 audio: the MDCT, planes on latent grids, segments, rate targets and hostile streams."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from nxcodec.codec import EncodeOptions, encode_signal
+from nxcodec.decoder import decode_stream
+from nxcodec.errors import StreamError
+from nxcodec.fit import latent_audio
+from nxcodec.fit.latent_code import quantize_networks
+from nxcodec.latent import audio, context, mdct, stream
+from nxcodec.latent.stream import LatentConfig
+from nxcodec.latent.synthesis import synthesize
+from nxcodec.signals import for_name
+
+ROOT = Path(__file__).resolve().parents[1]
+V4 = ROOT / "bitstream" / "conformance" / "v4"
+CASES = json.loads((V4 / "manifest.json").read_text())
+AUDIO = for_name("audio")
+
+
+def tones(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A few decaying partials and a little noise: music-like, deterministic."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    out = []
+    for c in range(channels):
+        x = sum(0.2 / k * np.sin(2 * np.pi * 220 * k * (1 + 0.01 * c) * t) * np.exp(-t / (0.5 + k)) for k in (1, 2, 3))
+        out.append(x + 0.01 * rng.standard_normal(t.size))
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+def test_mdct_is_the_spec_formula_orthonormal_and_inverts_block_by_block():
+    hop, n = 16, 100
+    x = np.random.default_rng(1).standard_normal(n)
+    k, m = np.arange(hop)[None, :], np.arange(2 * hop)[:, None]
+    basis = np.sin(np.pi * (m + 0.5) / (2 * hop)) * np.sqrt(2 / hop) * np.cos(np.pi / hop * (m + 0.5 + hop / 2) * (k + 0.5))
+    frames = mdct.frame_count(n, hop)
+    padded = np.zeros((frames + 1) * hop)
+    padded[hop : hop + n] = x
+    want = np.stack([padded[f * hop : f * hop + 2 * hop] for f in range(frames)]) @ basis
+    got = mdct.forward(x, hop)
+    assert np.allclose(got, want, atol=1e-12)
+    assert np.allclose(mdct.forward(x, hop, 2, 5), want[2:5], atol=1e-12)
+    assert np.isclose(np.sum(got**2), np.sum(x**2))  # orthonormal: errors carry over unchanged
+    inverse = mdct.Inverse(hop)
+    y = np.concatenate([inverse.push(got[a:b]) for a, b in ((0, 1), (1, 4), (4, frames))])
+    assert np.allclose(y[:n], x, atol=1e-12)
+
+
+def random_planes(seed: int, d: audio.AudioLatentDescriptor, cfg: LatentConfig) -> tuple[bytes, list[np.ndarray]]:
+    """A stream of random networks and latents for every plane, and the coefficients the encoder expects."""
+    rng = np.random.default_rng(seed)
+    bodies, values = [], []
+    for a, b in d.segments():
+        for _ in range(d.channels):
+            weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in cfg.tensor_shapes(1).items()}
+            weights["arm_a.out.bias"] = weights["arm_b.out.bias"] = np.array([0.0, 10.0], dtype=np.float32)
+            coded = quantize_networks(weights, 7, 5)
+            latents = [rng.normal(0, 3, s) for s in context.level_sizes(b - a, d.hop, cfg.levels)]
+            body, grids = stream.write_body(cfg, 1, coded, latents)
+            bodies.append(body)
+            values.append(synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(b - a, d.hop))
+    return audio.write(d, bodies), values
+
+
+@pytest.mark.parametrize("stereo", [audio.STEREO_NONE, audio.STEREO_MID_SIDE])
+def test_the_decoder_rebuilds_every_plane_and_joins_segments_like_the_encoder(stereo):
+    d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=2, sample_format=4, hop_log2=6,
+                                    stereo=stereo, segment=9)
+    cfg = LatentConfig(levels=3, arm_width=8, arm_layers=1, n_experts=1, mgr_width=0, syn_width=4, syn_layers=1,
+                       refine_width=0, lanes_log2=1)
+    data, values = random_planes(3, d, cfg)
+    header = audio.read_header(data)
+    assert len(header.bodies) == len(d.segments()) * 2 == 6
+    for (rows, cols, body), want in zip(header.planes(), values):
+        assert np.allclose(audio.plane_values(body, rows, cols), want, rtol=0, atol=1e-12)
+    decoded = decode_stream(data)[1]
+    expected = np.clip(latent_audio._samples(d, [v.astype(np.float64) for v in values]), -1, 1)
+    assert decoded.shape == (1500, 2)
+    assert np.allclose(decoded, expected, rtol=0, atol=1e-6)
+
+
+def test_descriptor_layout_segments_and_mid_side_for_stereo():
+    clip = AUDIO.from_array(tones(3.0, 44100, 2), 44100)
+    d = latent_audio.descriptor_for(clip.descriptor)
+    assert (d.hop, d.stereo) == (1024, audio.STEREO_MID_SIDE)
+    assert d.segments() == [(0, mdct.frame_count(clip.descriptor.frames, 1024))]
+    d = latent_audio.descriptor_for(clip.descriptor, segment_coefficients=1 << 15)  # 32 frames at most
+    sizes = [b - a for a, b in d.segments()]
+    assert max(sizes) <= 32 and max(sizes) - min(sizes) <= len(sizes) and sum(sizes) == 131
+    assert latent_audio.hop_log2_for(8000) == 8 and latent_audio.hop_log2_for(16000) == 9
+
+
+def test_encode_decode_round_trip_beats_silence_and_meets_a_rate(tmp_path):
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
+    res = encode_signal(AUDIO, signal, EncodeOptions(iters=150, device="cpu", seed=1))
+    assert res.data[4] == 4 and res.data[5] == 2
+    decoded = decode_stream(res.data)[1]
+    silence = AUDIO.metrics(signal.data, np.zeros_like(signal.data))["psnr"]
+    assert AUDIO.metrics(signal.data, decoded)["psnr"] == pytest.approx(res.metrics["psnr"], abs=1e-6)
+    assert res.metrics["psnr"] > silence + 10
+    target = 16.0
+    small = encode_signal(AUDIO, signal, EncodeOptions(iters=100, device="cpu", seed=1, rate=target))
+    assert 8 * len(small.data) * 8000 / 8000 / 1000 <= target
+
+
+def test_segment_seams_do_not_click(monkeypatch):
+    monkeypatch.setattr(latent_audio, "SEGMENT_COEFFICIENTS", 1 << 12)  # 16 frames of 256: 0.5 s segments
+    x = tones(2.0, 8000, seed=2)
+    signal = AUDIO.from_array(x, 8000)
+    res = encode_signal(AUDIO, signal, EncodeOptions(iters=120, device="cpu", seed=0))
+    d = audio.read_header(res.data).descriptor
+    assert len(d.segments()) >= 4
+    err = (decode_stream(res.data)[1][:, 0] - x[:, 0]) ** 2
+    seams = [a * d.hop - d.hop for a, _ in d.segments()[1:]]  # the samples where two segments' frames overlap
+    near = np.concatenate([err[s - d.hop : s + d.hop] for s in seams])
+    assert near.mean() < 3 * err.mean()
+
+
+def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
+    src = tmp_path / "clip.wav"
+    sf.write(src, tones(0.5, 8000, 2), 8000, subtype="PCM_16")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(src), "--iters", "30", "--device", "cpu"],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    stream_path = tmp_path / "clip.wav.nxc"
+    info = subprocess.run([sys.executable, "-m", "nxcodec", "info", str(stream_path)], capture_output=True, text=True,
+                          env=env)
+    assert "nxc version 4" in info.stdout and "mid/side" in info.stdout and "kbps" in info.stdout
+    dec = subprocess.run([sys.executable, "-m", "nxcodec", "decode", str(stream_path)], capture_output=True, text=True,
+                         env=env)
+    assert dec.returncode == 0, dec.stderr
+    out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
+    assert rate == 8000 and out.shape == (4000, 2)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
+def test_conformance_streams_decode_to_their_integers_and_samples(case):
+    data = (V4 / case["stream"]).read_bytes()
+    header = audio.read_header(data)
+    digests = [audio.plane_digest(body, rows, cols) for rows, cols, body in header.planes()]
+    assert digests == case["plane_integers_sha256"]
+    got = decode_stream(data)[1]
+    want, _ = sf.read(V4 / case["expected"], dtype="float32", always_2d=True)
+    code = 1.0 / 32768
+    off = np.abs(got - want) > code / 2
+    assert np.abs(got - want).max() <= code + 1e-7 and off.mean() <= 0.005
+
+
+def test_v4_decodes_without_torch():
+    script = ("import builtins, sys\n"
+              "real = builtins.__import__\n"
+              "def guard(name, *a, **k):\n"
+              "    if name == 'torch' or name.startswith('torch.'):\n"
+              "        raise ImportError('torch is not allowed here')\n"
+              "    return real(name, *a, **k)\n"
+              "builtins.__import__ = guard\n"
+              "from nxcodec.decoder import decode_stream\n"
+              f"print(decode_stream(open({str(V4 / CASES[0]['stream'])!r}, 'rb').read())[1].shape)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+
+
+def test_corrupt_truncated_and_hostile_streams_are_refused():
+    data = (V4 / CASES[-1]["stream"]).read_bytes()
+    for bad in (data[:-1], data[:40], data[:-5] + bytes(5)):
+        with pytest.raises(StreamError):
+            decode_stream(bad)
+    at, size = stream.PREFIX.size, len(audio.pack(audio.read_header(data).descriptor))
+
+    def patched(**fields) -> bytes:
+        d = audio.unpack(data[at : at + size])
+        new = audio.pack(audio.AudioLatentDescriptor(**{**d.__dict__, **fields}))
+        return stream.with_crc(data[:at] + new + data[at + size : -4])
+
+    for fields, message in (({"frames": 1 << 27, "channels": 2}, "beyond the decoder's limits"),
+                            ({"hop_log2": 13}, "hop"), ({"stereo": 1, "channels": 1}, "stereo"),
+                            ({"hop_log2": 12, "segment": 2048}, "segment"), ({"frames": 1 << 26}, "truncated|fewer bytes")):
+        with pytest.raises(StreamError, match=message):
+            decode_stream(patched(**fields))
