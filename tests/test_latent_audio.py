@@ -90,12 +90,14 @@ def test_the_decoder_rebuilds_every_plane_and_joins_segments_like_the_encoder(st
     assert np.allclose(decoded, expected, rtol=0, atol=1e-6)
 
 
-def test_descriptor_layout_segments_and_mid_side_for_stereo():
+def test_descriptor_layout_segments_and_stereo_coding():
     clip = AUDIO.from_array(tones(3.0, 44100, 2), 44100)
-    d = latent_audio.descriptor_for(clip.descriptor)
-    assert (d.hop, d.stereo) == (1024, audio.STEREO_MID_SIDE)
+    d = latent_audio.descriptor_for(clip.descriptor, clip.data)
+    assert (d.hop, d.stereo) == (1024, audio.STEREO_MID_SIDE)  # two near copies: the side is tiny
     assert d.segments() == [(0, mdct.frame_count(clip.descriptor.frames, 1024))]
-    d = latent_audio.descriptor_for(clip.descriptor, segment_coefficients=1 << 15)  # 32 frames at most
+    apart = np.stack([clip.data[:, 0], np.random.default_rng(0).normal(0, 0.1, len(clip.data))], axis=1)
+    assert latent_audio.stereo_for(apart) == audio.STEREO_NONE  # unrelated channels: mixing them only costs
+    d = latent_audio.descriptor_for(clip.descriptor, clip.data, segment_coefficients=1 << 15)  # 32 frames at most
     sizes = [b - a for a, b in d.segments()]
     assert max(sizes) <= 32 and max(sizes) - min(sizes) <= len(sizes) and sum(sizes) == 131
     assert latent_audio.hop_log2_for(8000) == 8 and latent_audio.hop_log2_for(16000) == 9
@@ -190,3 +192,15 @@ def test_corrupt_truncated_and_hostile_streams_are_refused():
                             ({"hop_log2": 12, "segment": 2048}, "segment"), ({"frames": 1 << 26}, "truncated|fewer bytes")):
         with pytest.raises(StreamError, match=message):
             decode_stream(patched(**fields))
+
+
+@pytest.mark.parametrize("frames", [255, 5000, 5120])
+def test_planes_from_slices_of_the_clip_equal_the_whole_clips_transform(frames):
+    x = np.random.default_rng(frames).normal(0, 0.1, (frames, 2)).astype(np.float32)
+    d = audio.AudioLatentDescriptor(frames, 8000, 2, 4, 8, audio.STEREO_MID_SIDE, 5)
+    whole = [mdct.forward(c, d.hop) for c in audio.mix([x[:, 0].astype(float), x[:, 1].astype(float)], d.stereo)]
+    planes = latent_audio.planes_of(0, d)
+    assert len(planes) == 2 * len(d.segments())
+    for p in planes:
+        a, b = p.frames
+        assert np.allclose(latent_audio.coefficients(p, d, x), whole[p.channel][a:b], rtol=0, atol=1e-12)

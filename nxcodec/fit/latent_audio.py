@@ -37,15 +37,30 @@ def hop_log2_for(sample_rate: int) -> int:
     return int(np.clip(round(math.log2(sample_rate / FRAMES_PER_SECOND)), mdct.MIN_HOP_LOG2, mdct.MAX_HOP_LOG2))
 
 
-def descriptor_for(d, hop_log2: int | None = None, segment_coefficients: int | None = None
+def stereo_for(samples: np.ndarray, block: int = 1024) -> int:
+    """Mid/side when it concentrates the energy: a smaller sum of log block energies over both channels (a rate
+    proxy: a coefficient costs about half a bit per doubling of its variance), else the channels as they are."""
+    if samples.shape[1] != 2:
+        return audio.STEREO_NONE
+    n = len(samples) // block * block or len(samples)
+    x = samples[:n].astype(np.float64)
+
+    def cost(channels: list[np.ndarray]) -> float:
+        return float(sum(np.sum(np.log2(np.mean(c.reshape(-1, min(block, n)) ** 2, axis=1) + 1e-8)) for c in channels))
+
+    lr, ms = [x[:, 0], x[:, 1]], audio.mix([x[:, 0], x[:, 1]], audio.STEREO_MID_SIDE)
+    return audio.STEREO_MID_SIDE if cost(ms) < cost(lr) - 1.0 else audio.STEREO_NONE
+
+
+def descriptor_for(d, samples: np.ndarray, hop_log2: int | None = None, segment_coefficients: int | None = None
                    ) -> AudioLatentDescriptor:
-    """The version 4 layout of a clip: hop, mid/side for stereo, equal segments of at most ``segment_coefficients``
-    (``SEGMENT_COEFFICIENTS`` by default)."""
+    """The version 4 layout of a clip: hop, stereo coding (:func:`stereo_for`), equal segments of at most
+    ``segment_coefficients`` (``SEGMENT_COEFFICIENTS`` by default)."""
     hop_log2 = hop_log2_for(d.sample_rate) if hop_log2 is None else hop_log2
     total = mdct.frame_count(d.frames, 1 << hop_log2)
     longest = max(1, (segment_coefficients or SEGMENT_COEFFICIENTS) >> hop_log2)
     segment = -(-total // -(-total // longest))
-    stereo = audio.STEREO_MID_SIDE if d.channels == 2 else audio.STEREO_NONE
+    stereo = stereo_for(samples)
     return AudioLatentDescriptor(d.frames, d.sample_rate, d.channels, d.sample_format, hop_log2, stereo, segment)
 
 
@@ -59,28 +74,36 @@ def config_for(preset: presets.LatentPreset, rows: int, cols: int) -> LatentConf
 
 @dataclass
 class Plane:
-    """One segment of one channel: where it belongs and its MDCT coefficients."""
+    """One segment of one coded channel: where it belongs in which clip."""
 
     clip: int
     segment: int
     channel: int
-    coefficients: np.ndarray  # (rows, hop) float64
+    frames: tuple[int, int]  # MDCT frames [start, stop)
+    hop: int
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.coefficients.shape
+        return self.frames[1] - self.frames[0], self.hop
 
 
-def planes_of(clip: int, d: AudioLatentDescriptor, samples: np.ndarray) -> list[Plane]:
-    """Every plane of a clip ``(frames, channels)``, in stream order."""
-    channels = audio.mix([samples[:, c].astype(np.float64) for c in range(d.channels)], d.stereo)
-    return [Plane(clip, s, c, mdct.forward(channels[c], d.hop, a, b))
-            for s, (a, b) in enumerate(d.segments()) for c in range(d.channels)]
+def planes_of(clip: int, d: AudioLatentDescriptor) -> list[Plane]:
+    """Every plane of a clip, in stream order."""
+    return [Plane(clip, s, c, (a, b), d.hop) for s, (a, b) in enumerate(d.segments()) for c in range(d.channels)]
 
 
-def _code(plane: Plane, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray], lam: float,
-          bits_allowed: float | None) -> Candidate:
-    target = plane.coefficients
+def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) -> np.ndarray:
+    """The plane's MDCT coefficients ``(rows, hop)``, from only the samples its frames cover."""
+    a, b = plane.frames
+    lo = max((a - 1) * d.hop, 0)
+    part = samples[lo : b * d.hop].astype(np.float64)
+    channel = audio.mix([part[:, c] for c in range(d.channels)], d.stereo)[plane.channel]
+    shifted = np.concatenate([np.zeros(lo - (a - 1) * d.hop), channel])  # starts at sample (a - 1) * hop ...
+    return mdct.forward(shifted, d.hop, 1, b - a + 1)  # ... so its frame 1 is the clip's frame a
+
+
+def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
+          lam: float, bits_allowed: float | None) -> Candidate:
     n = target.size
 
     def write(coded, dead_zone: float) -> Candidate:
@@ -124,7 +147,7 @@ def encode_audio(modality, signals_: list, opts) -> list:
     table = presets.AUDIO_LATENT_PRESETS
     preset = presets.audio_latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(
         opts.rate, table)
-    descs = [descriptor_for(s.descriptor) for s in signals_]
+    descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
     todo = list(range(len(signals_)))
     while todo:
@@ -148,17 +171,18 @@ def encode_audio(modality, signals_: list, opts) -> list:
 def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
                   preset: presets.LatentPreset, opts, device: torch.device, results: list) -> list[int]:
     """Fit and code every plane of ``clips``; the clips that missed the rate target."""
-    planes = [p for i in clips for p in planes_of(i, descs[i], signals_[i].data)]
+    planes = [p for i in clips for p in planes_of(i, descs[i])]
     limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
     iters = opts.iters if opts.iters is not None else preset.iters
     header_bits = {i: 8 * (len(audio.write(descs[i], [b""] * len(descs[i].segments()) * descs[i].channels))) for i in clips}
-    coefficients = {i: sum(p.coefficients.size for p in planes if p.clip == i) for i in clips}
+    share = {i: sum(math.prod(p.size) for p in planes if p.clip == i) for i in clips}
     coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int]] = {}  # by plane
     failed: set[int] = set()  # clips with a plane that missed its share of the target
     for g, idx in enumerate(_groups(planes, limit)):
         rows, cols = planes[idx[0]].size
         cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, rows, cols)
-        target = torch.stack([torch.from_numpy(planes[i].coefficients.reshape(-1, 1)).float() for i in idx]).to(device)
+        targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
+        target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
         model = LatentModel(cfg, len(idx), rows, cols, 1, seed=opts.seed).to(device)
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
         threads = torch.get_num_threads()
@@ -180,13 +204,14 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
             bits = None
             if opts.rate is not None:
                 allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
-                bits = allowed * p.coefficients.size / coefficients[p.clip]
+                bits = allowed * math.prod(p.size) / share[p.clip]
             try:
-                best = _code(p, cfg, weights, latents, preset.lam, bits)
+                best = _code(targets[j], cfg, weights, latents, preset.lam, bits)
             except NxcError:
                 failed.add(p.clip)
                 continue
-            coded[i] = (best.data, floats[j].reshape(p.size), cfg, sum(t.size for t in weights.values()))
+            coded[i] = (best.data, floats[j].reshape(p.size).astype(np.float32), cfg,
+                        sum(t.size for t in weights.values()))
     for clip in clips:
         if clip in failed:
             continue
