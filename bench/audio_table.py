@@ -25,6 +25,30 @@ def interp_psnr(curve: dict, kbps: float) -> float | None:
     return float(np.interp(np.log(kbps), np.log(ks), [p for _, p in pts]))
 
 
+def _at(points: list[dict], kbps: float, key: str) -> float | None:
+    """A baseline's ``key`` on one clip at ``kbps``, linear in log-rate between its levels (None outside)."""
+    pts = sorted((p["kbps"], p[key]) for p in points if p.get(key) is not None)
+    if not pts or not pts[0][0] <= kbps <= pts[-1][0]:
+        return None
+    return float(np.interp(np.log(kbps), np.log([k for k, _ in pts]), [v for _, v in pts]))
+
+
+def per_clip(points: list[dict]) -> None:
+    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR, and MP3's and Opus's at the same rate."""
+    print("| clip | nxcodec kbps | nxcodec PSNR / seg. SNR | MP3 at that rate | Opus at that rate |")
+    print("|---|---|---|---|---|")
+    clips = sorted({p["clip"] for p in points})
+    for clip in clips:
+        mine = sorted((p for p in points if p["clip"] == clip and p["codec"] == "nxcodec"), key=lambda p: p["kbps"])
+        for p in mine:
+            cells = []
+            for codec in ("mp3", "opus"):
+                theirs = [q for q in points if q["clip"] == clip and q["codec"] == codec]
+                psnr, seg = _at(theirs, p["kbps"], "psnr"), _at(theirs, p["kbps"], "seg_snr")
+                cells.append("below its lowest rate" if psnr is None else f"{psnr:.2f} / {seg:.2f}")
+            print(f"| {clip} | {p['kbps']:.2f} | {p['psnr']:.2f} / {p['seg_snr']:.2f} | {cells[0]} | {cells[1]} |")
+
+
 def main(folder: Path) -> None:
     curves = {n: json.loads((folder / f"{n}.json").read_text()) for n in ("nxcodec", "mp3", "opus", "flac")}
     meta = json.loads((folder / "meta.json").read_text())
@@ -60,6 +84,8 @@ def main(folder: Path) -> None:
             x = load_clip(next(Path(sys.argv[2]).glob(name + ".*")), meta["max_seconds"]).data
             values.append(audio.metrics(x, np.zeros_like(x))["psnr"])
         print(f"silence (all zeros) on the same excerpts: PSNR {np.mean(values):.2f} dB")
+    print()
+    per_clip(points)
     print()
     print(f"Machine: {meta['machine']}; commit {meta['commit']}; clips: {len(meta['clips'])}; "
           f"iterations: {meta['iters']}; excerpt: {meta['max_seconds'] or 'whole clips'}"

@@ -120,9 +120,9 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
-@click.option("--format", "fmt", type=click.IntRange(2, 3),
-              help="Stream version: 3 (images: latent grids, the default) or 2 (one coordinate network; audio and "
-                   "shapes are always 2).")
+@click.option("--format", "fmt", type=click.IntRange(2, 4),
+              help="Stream version: the default is 3 for images (latent grids) and 4 for audio (MDCT planes on "
+                   "latent grids); 2 writes coordinate networks (shapes are always 2).")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors
