@@ -156,7 +156,7 @@ def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int]]:
     t = np.arange(12000) / 8000
     partials = [0.2 / k * np.sin(2 * np.pi * 220 * k * t) * np.exp(-t / (0.5 + k)) for k in (1, 2, 3)]
     mono = (sum(partials[:2]) + 0.3 * partials[2] * (t > 0.7))[:8000, None]
-    stereo = np.stack([sum(partials), 0.6 * partials[0] - partials[2]], axis=1)
+    stereo = np.stack([sum(partials), 0.8 * sum(partials) - 0.3 * partials[2]], axis=1)  # correlated: mid/side
     return [
         ("mono_8khz_1s", mono, latent_config(levels=3, lanes_log2=0), 1 << 19),
         ("stereo_ms_3segments_8khz", stereo, latent_config(levels=3, n_experts=2, mgr_width=4, refine_width=2,
