@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from nxcodec import container, signals
+from nxcodec import signals
+from nxcodec.decoder import check_header
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
 from nxcodec.limits import Limits
@@ -217,7 +218,7 @@ def is_done(job: Job, record: dict | None, check: Callable[[Path], bool]) -> boo
 def stream_is_valid(path: Path) -> bool:
     """A ``.nxc`` file whose header, sizes and CRC check out."""
     try:
-        container.read_header(path.read_bytes())
+        check_header(path.read_bytes())
         return True
     except (NxcError, OSError):
         return False

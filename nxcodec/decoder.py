@@ -52,6 +52,16 @@ def latent_reader(data: bytes) -> Any:
     return importlib.import_module(kind[0])
 
 
+def check_header(data: bytes) -> None:
+    """Parse and check a stream's header, sizes and CRC without decoding it (``StreamError`` if invalid)."""
+    if is_latent(data):
+        latent_reader(data).read_header(data)
+        return
+    from nxcodec import container
+
+    container.read_header(data)
+
+
 def output_kind(data: bytes) -> Any:
     """The modality a stream decodes to (name, output extensions, writer), from its header alone."""
     if is_latent(data):

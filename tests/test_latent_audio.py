@@ -131,7 +131,7 @@ def test_segment_seams_do_not_click(monkeypatch):
 
 def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
     src = tmp_path / "clip.wav"
-    sf.write(src, tones(0.5, 8000, 2), 8000, subtype="PCM_16")
+    sf.write(src, tones(1.0, 8000, 2), 8000, subtype="PCM_16")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(src), "--iters", "30", "--device", "cpu"],
                          capture_output=True, text=True, env=env)
@@ -144,7 +144,12 @@ def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
                          env=env)
     assert dec.returncode == 0, dec.stderr
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
-    assert rate == 8000 and out.shape == (4000, 2)
+    assert rate == 8000 and out.shape == (8000, 2)
+
+
+def test_clips_under_a_second_default_to_format_2():
+    assert AUDIO.default_format(AUDIO.from_array(tones(0.99, 8000), 8000).descriptor) == 2
+    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 4
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])

@@ -36,6 +36,7 @@ MAX_WINDOW_STREAM = 1 << 20  # the largest window a decoder accepts
 OVERLAP = 512  # frames crossfaded between neighbouring windows (11.6 ms at 44.1 kHz)
 MAX_SECTIONS = 4096  # as the container
 SEGMENT = 1024  # frames per segment of the segmental SNR
+LATENT_MIN_SECONDS = 1.0  # shorter clips are written as format 2 unless asked otherwise
 SEG_SNR_RANGE = (-10.0, 35.0)  # per-segment SNR clamp, as usual for segmental SNR
 
 _SUBTYPE_CODE = {"PCM_16": 0, "PCM_24": 1, "PCM_32": 2, "PCM_U8": 3, "PCM_S8": 3, "FLOAT": 4, "DOUBLE": 5}
@@ -136,7 +137,9 @@ class AudioModality(Modality):
     bits_per_parameter = 8.0
 
     def default_format(self, d: AudioDescriptor) -> int:
-        return 4
+        """MDCT planes, except for clips under ``LATENT_MIN_SECONDS``: a version 4 plane carries about 1 KB of
+        tables and networks, more than a fraction of a second is worth at the rates people use."""
+        return 4 if d.frames >= LATENT_MIN_SECONDS * d.sample_rate else 2
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_audio import encode_audio
