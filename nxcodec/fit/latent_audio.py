@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
+RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits at a higher lambda, then trimming
+RATE_STEP = 2.0  # lambda factor of each continued fit
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
 
 
@@ -103,7 +105,7 @@ def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) ->
 
 
 def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          lam: float, bits_allowed: float | None) -> Candidate:
+          lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
     n = target.size
 
     def write(coded, dead_zone: float) -> Candidate:
@@ -112,7 +114,7 @@ def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray],
         mse = float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
         return Candidate(body, None, values, mse, mse + lam * 8 * len(body) / n)
 
-    return code_plane(write, weights, bits_allowed)
+    return code_plane(write, weights, bits_allowed, trim)
 
 
 def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
@@ -168,6 +170,17 @@ def encode_audio(modality, signals_: list, opts) -> list:
     return out
 
 
+def _fit(model: LatentModel, target: torch.Tensor, lams: list[float], schedule: LatentSchedule, seed: int,
+         device: torch.device) -> None:
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and target.numel() < SMALL_FIT:
+        torch.set_num_threads(1)  # small ops run faster on one thread than shared
+    try:
+        fit(model, target, lams, schedule, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
                   preset: presets.LatentPreset, opts, device: torch.device, results: list) -> list[int]:
     """Fit and code every plane of ``clips``; the clips that missed the rate target."""
@@ -176,6 +189,12 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
     iters = opts.iters if opts.iters is not None else preset.iters
     header_bits = {i: 8 * (len(audio.write(descs[i], [b""] * len(descs[i].segments()) * descs[i].channels))) for i in clips}
     share = {i: sum(math.prod(p.size) for p in planes if p.clip == i) for i in clips}
+
+    def plane_bits(p: Plane) -> float:
+        """The plane's part of its clip's rate target: the bits after the header, shared by coefficient count."""
+        allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
+        return allowed * math.prod(p.size) / share[p.clip]
+
     coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int]] = {}  # by plane
     failed: set[int] = set()  # clips with a plane that missed its share of the target
     for g, idx in enumerate(_groups(planes, limit)):
@@ -185,33 +204,37 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
         model = LatentModel(cfg, len(idx), rows, cols, 1, seed=opts.seed).to(device)
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
-        threads = torch.get_num_threads()
-        if device.type == "cpu" and len(idx) * rows * cols < SMALL_FIT:
-            torch.set_num_threads(1)
-        try:
-            fit(model, target, preset.lam, schedule, seed=opts.seed)
-        finally:
-            torch.set_num_threads(threads)
-        with torch.no_grad():
-            grids, _ = model.quantized_latents("ste")
-            floats = model.synthesize(grids)[2].cpu().numpy().astype(np.float64)
-        for j, i in enumerate(idx):
-            p = planes[i]
-            if p.clip in failed:
-                continue
-            weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
-            latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            bits = None
-            if opts.rate is not None:
-                allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
-                bits = allowed * math.prod(p.size) / share[p.clip]
-            try:
-                best = _code(targets[j], cfg, weights, latents, preset.lam, bits)
-            except NxcError:
-                failed.add(p.clip)
-                continue
-            coded[i] = (best.data, floats[j].reshape(p.size).astype(np.float32), cfg,
-                        sum(t.size for t in weights.values()))
+        lams = [preset.lam] * len(idx)
+        bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]
+        for attempt in range(RATE_ROUNDS):
+            _fit(model, target, lams, schedule, opts.seed, device)
+            last = attempt == RATE_ROUNDS - 1
+            with torch.no_grad():
+                grids, _ = model.quantized_latents("ste")
+                floats = model.synthesize(grids)[2].cpu().numpy().astype(np.float64)
+            over = []
+            for j, i in enumerate(idx):
+                p = planes[i]
+                if p.clip in failed or i in coded:
+                    continue
+                weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
+                latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
+                try:
+                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=last)
+                except NxcError:
+                    if last:
+                        failed.add(p.clip)
+                    else:
+                        over.append(j)
+                    continue
+                coded[i] = (best.data, floats[j].reshape(p.size).astype(np.float32), cfg,
+                            sum(t.size for t in weights.values()))
+            if not over:
+                break
+            for j in over:  # over the target: fit on from here at a higher lambda rather than trim the coding
+                lams[j] *= RATE_STEP
+            schedule = replace(schedule, iters=max(1, iters // 4), lr=schedule.lr * 0.3,
+                               latent_lr=schedule.latent_lr * 0.3, temperature=(0.1, 0.1), manager_pretrain_frac=0.0)
     for clip in clips:
         if clip in failed:
             continue

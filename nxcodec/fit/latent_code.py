@@ -127,11 +127,14 @@ def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndar
     return code_plane(lambda coded, dz: _write(d, cfg, coded, latents, original, lam, dz), weights, bits_allowed)
 
 
-def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None) -> Candidate:
+def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
+               trim: bool = True) -> Candidate:
     """The best coding over the precision choices; under a rate target, the best one that fits.
 
     When none fits, wider dead zones and then coarser float networks are tried, in that
-    order; if still none fits, ``NxcError`` (the caller refits a smaller preset).
+    order (with ``trim``; without, ``NxcError`` at once, for a caller that would rather fit
+    again at a higher lambda); if still none fits, ``NxcError`` (the caller refits a smaller
+    preset).
     """
     fits = (lambda c: True) if bits_allowed is None else (lambda c: 8 * len(c.data) <= bits_allowed)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
@@ -146,6 +149,8 @@ def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: floa
             best, precision = c, p
     if fits(best):
         return best
+    if not trim:
+        raise NxcError("over the rate target before trimming")
     coded = quantize_networks(weights, fixed, precision)
     for dz in DEAD_ZONES[1:]:
         c = write(coded, dz)
