@@ -152,7 +152,7 @@ def random_prior(rng: np.random.Generator) -> LaplacePrior:
         hi = lo + int(rng.integers(1, 4))
     elif kind == 3:  # very wide
         lo = int(rng.integers(-32767, -20000))
-        hi = lo + int(rng.integers(30000, 65536))
+        hi = min(32767, lo + int(rng.integers(30000, 65536)))
     else:
         lo = int(rng.integers(-300, 0))
         hi = int(rng.integers(1, 300))
