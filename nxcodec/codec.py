@@ -43,6 +43,11 @@ STACK_POINTS = 1 << 19  # training points per step, all networks of a stack toge
 # weights, layers of 70/70/47/47 units) keeps about 1.5 kB of activations per point, so
 # 2**20 points hold about 1.5 GB: far below the memory of a data-centre GPU.
 STACK_POINTS_GPU = 1 << 20
+# Decoded networks (versions 1 and 2) are evaluated in binary64 on every device
+# (SPEC.md section 7): float32 results differ between CPU families and BLAS kernels by
+# enough to move 0.5-1% of 16-bit audio samples by one code value, and routing is an
+# argmax over float logits; in binary64 they agree except at near-exact ties.
+DECODE_DTYPE = torch.float64
 
 
 @dataclass
@@ -123,8 +128,13 @@ def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTenso
 
 
 def routed(model: NeuralExperts) -> Field:
-    """The network as the decoder evaluates it: hard top-1 routing."""
-    return lambda coords: model.forward_routed(coords)[0]
+    """The network as the decoder evaluates it: hard top-1 routing, in the precision of the model's weights.
+
+    Coordinates are converted to that precision first (exactly, from binary32 to binary64
+    for a decoded network), and the outputs stay in it.
+    """
+    dtype = next(model.parameters()).dtype
+    return lambda coords: model.forward_routed(coords.to(dtype))[0]
 
 
 def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lengths: list[int], lam_db: float,
@@ -406,6 +416,9 @@ def decode_networks(data: bytes, device: str = "cpu", limits: Limits | None = No
                     **options: Any) -> tuple[Decoded, Any]:
     """Decode a version 1 or 2 stream (coordinate networks) to the signal's array (``StreamError`` for any defect).
 
+    Each network is evaluated in binary64 (``DECODE_DTYPE``), its binary32 weights
+    converted exactly, so that every CPU and GPU decodes the same samples.
+
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
     ``limits`` bound what the stream may make the decoder do (the spec's by default):
     everything they bound is checked once the header and the section tables are parsed,
@@ -432,7 +445,7 @@ def decode_networks(data: bytes, device: str = "cpu", limits: Limits | None = No
         for section in stream.sections:
             model = NeuralExperts(section.config)
             load_tensors(model, section.tensors)
-            model.to(dev).eval()
+            model.to(dev, DECODE_DTYPE).eval()
             fields.append(routed(model))
         return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
     except torch.cuda.OutOfMemoryError:

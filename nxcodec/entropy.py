@@ -2,8 +2,11 @@
 
 Each tensor's integers are coded under a discrete Laplace (two-sided geometric) prior
 whose frequency table is built from four integers read from the stream, with integer
-arithmetic only (bitstream/SPEC.md, "Frequency tables"). The table sums to exactly
-2**24, so the coder sees the same probabilities on every machine.
+arithmetic only (bitstream/SPEC.md section 6). The table sums to exactly 2**24;
+constriction derives its own coding table from it in binary64 arithmetic that is exact for
+such tables (SPEC.md, "The coder's table"), so every machine codes the same probabilities.
+The coder is constriction 0.5.0's range coder, which SPEC.md section 6 specifies to the
+bit; pyproject.toml pins that release.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ def fit_prior(symbols: np.ndarray) -> LaplacePrior:
 
 
 def _model(prior: LaplacePrior) -> "constriction.stream.model.Categorical":
+    """The prior's table as constriction's categorical model (SPEC.md section 6, "The coder's table")."""
     return constriction.stream.model.Categorical(prior.frequencies().astype(np.float64), perfect=False)
 
 

@@ -2,7 +2,10 @@
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +60,39 @@ def test_stream_decodes_to_expected_result(case):
     else:
         expected = np.asarray(Image.open(HERE / case["expected"])).reshape(decoded.shape)
     diff = np.abs(decoded.astype(int) - expected.astype(int))
+    # SPEC.md section 7, "Tolerance": binary64 evaluation moves a sample only at a near-exact rounding tie
     assert diff.max() <= 1
-    assert np.mean(diff > 0) <= 0.005
+    assert np.count_nonzero(diff) <= max(1, diff.size // 10_000)
+
+
+def decode_in_subprocess(names: list[str], env: dict[str, str]) -> list[np.ndarray]:
+    """Decode conformance streams in a fresh interpreter with ``env`` added to the environment."""
+    code = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from nxcodec.codec import decode_stream\n"
+        "np.savez(sys.argv[1], *[decode_stream(Path(n).read_bytes())[1] for n in sys.argv[2:]])\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "decoded.npz"
+        subprocess.run([sys.executable, "-c", code, str(out), *[str(HERE / n) for n in names]],
+                       env={**os.environ, **env}, check=True, capture_output=True)
+        with np.load(out) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(names))]
+
+
+def test_other_cpu_kernels_decode_the_same_samples():
+    """Scalar ATen kernels and SSE4.2 MKL kernels (another CPU's code paths) give bit-identical samples.
+
+    In float32 the stereo stream's samples differed on 0.56% of samples between these kernels and
+    the AVX-512 ones (as on an AMD EPYC against an Intel Xeon); in binary64 they agree exactly.
+    """
+    names = ["stereo_k2_3windows_8khz.nxc", "rgb_k4_24x16.nxc", "v1/gray_k2_mgrenc_13x11.nxc"]
+    scalar = decode_in_subprocess(names, {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                                          "OMP_NUM_THREADS": "1"})
+    for name, theirs in zip(names, scalar):
+        ours = decode_stream((HERE / name).read_bytes())[1]
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs), name
 
 
 def check_shape(data: bytes, case: dict) -> None:

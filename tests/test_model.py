@@ -47,6 +47,17 @@ def test_routed_output_is_the_chosen_experts_prediction():
     assert len(choice.unique()) > 1
 
 
+@pytest.mark.parametrize("bias, expert", [([0.0, 0.0, 0.0], 0), ([0.0, 2.0, 2.0], 1), ([1.0, 0.5, 1.0], 0)])
+def test_routing_ties_go_to_the_lowest_expert_in_binary64(bias, expert):
+    """SPEC.md section 7: the expert is the first index of the largest logit."""
+    model = NeuralExperts(CFG).to(torch.float64)  # three experts
+    with torch.no_grad():
+        model.manager_out.weight.zero_()
+        model.manager_out.bias.copy_(torch.tensor(bias))
+    choice = model.forward_routed(torch.rand(200, 2, dtype=torch.float64) * 2 - 1)[1]
+    assert choice.tolist() == [expert] * 200
+
+
 def test_gated_loss_weights_each_experts_error_by_its_gate():
     preds = torch.tensor([[[0.0]], [[1.0]]])  # two experts, one point
     target = torch.tensor([[1.0]])

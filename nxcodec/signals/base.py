@@ -34,7 +34,11 @@ def psnr_from_mse(mse: float, peak: float) -> float:
 
 
 def evaluate(field: Field, coords: "torch.Tensor", device: "torch.device") -> np.ndarray:
-    """The field's float outputs at ``coords``, in chunks so memory stays bounded."""
+    """The field's float outputs at ``coords``, in chunks so memory stays bounded, in the field's own precision.
+
+    A decoded network's binary64 outputs are rounded to samples from binary64, not
+    through binary32 (SPEC.md section 7).
+    """
     import torch
 
     with torch.no_grad():
@@ -42,7 +46,7 @@ def evaluate(field: Field, coords: "torch.Tensor", device: "torch.device") -> np
 
 
 def _evaluate(field: Field, coords: "torch.Tensor", device: "torch.device") -> np.ndarray:
-    parts = [field(coords[a : a + DECODE_CHUNK].to(device)).float().cpu().numpy() for a in range(0, len(coords), DECODE_CHUNK)]
+    parts = [field(coords[a : a + DECODE_CHUNK].to(device)).cpu().numpy() for a in range(0, len(coords), DECODE_CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
 
 

@@ -114,12 +114,13 @@ class ImageModality(Modality):
         return d.width * d.height
 
     def coords(self, d: ImageDescriptor, start: int, stop: int) -> "torch.Tensor":
+        """Pixel centres ``(x + 0.5) * 2 / width - 1`` (and so for y), computed in binary64, as binary32 (SPEC.md 7)."""
         import torch
 
         i = torch.arange(start, stop, dtype=torch.int64)
-        x = ((i % d.width).float() + 0.5) * (2.0 / d.width) - 1.0
-        y = ((i // d.width).float() + 0.5) * (2.0 / d.height) - 1.0
-        return torch.stack([x, y], dim=-1)
+        x = ((i % d.width).double() + 0.5) * (2.0 / d.width) - 1.0
+        y = ((i // d.width).double() + 0.5) * (2.0 / d.height) - 1.0
+        return torch.stack([x, y], dim=-1).float()
 
     def targets(self, signal: Signal) -> "torch.Tensor":
         import torch
