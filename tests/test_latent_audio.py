@@ -209,3 +209,16 @@ def test_planes_from_slices_of_the_clip_equal_the_whole_clips_transform(frames):
     for p in planes:
         a, b = p.frames
         assert np.allclose(latent_audio.coefficients(p, d, x), whole[p.channel][a:b], rtol=0, atol=1e-12)
+
+
+def test_decoder_limits_refuse_a_v4_stream_before_decoding():
+    from nxcodec.limits import Limits
+
+    data = (V4 / CASES[-1]["stream"]).read_bytes()
+    samples, macs, work = audio.work(data)
+    assert samples == 2 * CASES[-1]["shape"][0] and macs > 0 and work > samples
+    with pytest.raises(StreamError, match="samples"):
+        decode_stream(data, limits=Limits(max_samples=samples - 1))
+    with pytest.raises(StreamError, match="multiply-adds"):
+        decode_stream(data, limits=Limits(max_work=int(work / 2)))
+    assert decode_stream(data, limits=Limits(max_samples=samples, max_work=int(work) + 1))[1].shape == tuple(CASES[-1]["shape"])
