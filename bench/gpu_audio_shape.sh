@@ -15,7 +15,7 @@ audio=$1 meshes=$2 out=$3
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-if ! python3 -c "import constriction, zstandard, soundfile, trimesh, DracoPy, fast_simplification" 2>/dev/null; then
+if ! python3 -c "import constriction, soundfile, trimesh, DracoPy, fast_simplification" 2>/dev/null; then
   [ -d .whl ] || { echo "packages are missing and there is no .whl/ folder to install them from" >&2; exit 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/nxcodec-site .whl/*.whl
   export PYTHONPATH=/tmp/nxcodec-site:$PYTHONPATH
