@@ -70,7 +70,7 @@ def main() -> None:
         dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec)])
         info = sf.info(str(dec))
         result = {
-            "machine": machine_name(), "commit": commit, "seconds": args.seconds, "rate": args.rate, "channels": 2,
+            "machine": machine_name(args.device), "commit": commit, "seconds": args.seconds, "rate": args.rate, "channels": 2,
             "iters": args.iters, "quality": args.quality, "stream_bytes": nxc.stat().st_size,
             "kbps": 8 * nxc.stat().st_size / args.seconds / 1000, "wav_bytes": wav.stat().st_size,
             "encode_seconds": enc_s, "encode_peak_mb": enc_mb, "decode_seconds": dec_s, "decode_peak_mb": dec_mb,
