@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nxcodec.latent import tables
-from nxcodec.latent.context import COARSE_OFFSETS, SAME_OFFSETS, level_sizes
+from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
 
 BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
@@ -102,23 +102,30 @@ def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
 
 
 class LatentModel(torch.nn.Module):
-    """The latents and networks of ``M`` images of one size, in float."""
+    """The latents and networks of ``M`` signals of one size, in float.
 
-    def __init__(self, cfg: LatentConfig, m: int, height: int, width: int, channels: int, seed: int = 0) -> None:
+    ``shape`` is the finest grid: an image's (height, width), or a volume's three sides
+    (shapes, whose synthesis is :class:`nxcodec.fit.latent_shape.ShapeModel`'s).
+    """
+
+    def __init__(self, cfg: LatentConfig, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__()
-        self.cfg, self.m, self.height, self.width, self.channels = cfg, m, height, width, channels
-        self.sizes = level_sizes(height, width, cfg.levels)
+        self.cfg, self.m, self.shape, self.channels = cfg, m, tuple(shape), channels
+        self.dims = len(shape)
+        self.height, self.width = shape[0], shape[1]
+        self.sizes = level_sizes(self.shape, cfg.levels)
         gen = torch.Generator().manual_seed(seed)
-        self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, h, w)) for h, w in self.sizes)
+        self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, *size)) for size in self.sizes)
+        n_a, n_b = context_sizes(self.dims)
         self.nets: dict[str, list[list[torch.Tensor]]] = {
-            "arm_a": _mlp_params(m, len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
-            "arm_b": _mlp_params(m, len(SAME_OFFSETS) + len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen,
-                                 zero_out=True),
+            "arm_a": _mlp_params(m, n_a, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
+            "arm_b": _mlp_params(m, n_b, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
             "experts": _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen, (cfg.n_experts,)),
         }
         if cfg.n_experts > 1:
             self.nets["manager"] = _mlp_params(m, cfg.levels, cfg.mgr_width, 1, cfg.n_experts, gen)
-        self.upsample = torch.nn.Parameter(torch.tensor(BICUBIC).repeat(m, 1))
+        if self.dims == 2:
+            self.upsample = torch.nn.Parameter(torch.tensor(BICUBIC).repeat(m, 1))
         if cfg.refine_width:
             r, c = cfg.refine_width, channels
             w1 = (torch.rand(m, r, c, 3, 3, generator=gen) * 2 - 1) * math.sqrt(6.0 / (9 * c))
@@ -139,7 +146,7 @@ class LatentModel(torch.nn.Module):
         """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors."""
         out: dict[str, torch.Tensor] = {}
         for key in ("arm_a", "arm_b", "manager", "experts"):
-            if key == "experts":
+            if key == "experts" and self.dims == 2:
                 out["upsample"] = self.upsample[i]
             if key not in self.nets:
                 continue
@@ -160,45 +167,57 @@ class LatentModel(torch.nn.Module):
         return mu, log2_scale
 
     @staticmethod
-    def _coarse_context(coarser: torch.Tensor | None, h: int, w: int, m: int) -> torch.Tensor:
-        """(M, h, w, 9): the coarser grid around each parent, zero outside (``P[i//2 + a, j//2 + b]``)."""
+    def _shifted(padded: torch.Tensor, pad: int, offset: tuple[int, ...], size: tuple[int, ...],
+                 stride: int = 1) -> torch.Tensor:
+        """``padded[:, pad + stride * offset + i]`` for every position ``i`` of ``size`` (one slice per axis)."""
+        return padded[(slice(None), *(slice(pad + stride * o, pad + stride * o + n) for o, n in zip(offset, size)))]
+
+    def _coarse_context(self, coarser: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor:
+        """(M, *size, n): the coarser grid ``P[i // 2 + a]`` around each parent, zero outside."""
+        coarse, _ = OFFSETS[self.dims]
         if coarser is None:
-            return torch.zeros(m, h, w, len(COARSE_OFFSETS))
-        up = F.pad(coarser, (1, 1, 1, 1)).repeat_interleave(2, 1).repeat_interleave(2, 2)  # up[i, j] = P[i//2 - 1, ...]
-        return torch.stack([up[:, 2 + 2 * a : 2 + 2 * a + h, 2 + 2 * b : 2 + 2 * b + w] for a, b in COARSE_OFFSETS],
-                           dim=-1)
+            return torch.zeros(self.m, *size, len(coarse))
+        up = F.pad(coarser, (1, 1) * self.dims)
+        for axis in range(1, self.dims + 1):
+            up = up.repeat_interleave(2, axis)  # up[i] = P[i // 2 - 1]
+        return torch.stack([self._shifted(up, 2, a, size, 2) for a in coarse], dim=-1)
+
+    def _same_context(self, grid: torch.Tensor) -> torch.Tensor:
+        _, same = OFFSETS[self.dims]
+        p = F.pad(grid, (2, 2) * self.dims)
+        return torch.stack([self._shifted(p, 2, d, grid.shape[1:]) for d in same], dim=-1)
 
     @staticmethod
-    def _same_context(grid: torch.Tensor) -> torch.Tensor:
-        h, w = grid.shape[1:]
-        p = F.pad(grid, (2, 2, 2, 2))
-        return torch.stack([p[:, 2 + dr : 2 + dr + h, 2 + dc : 2 + dc + w] for dr, dc in SAME_OFFSETS], dim=-1)
-
-    def _passes(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices of the pass A and pass B positions of an ``h`` x ``w`` grid, in raster order."""
-        flat = torch.arange(h * w, device=device)
-        is_a = (flat // w + flat % w) % 2 == 0
+    def _passes(size: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices of the pass A and pass B positions of a grid of ``size``, in raster order."""
+        flat = torch.arange(math.prod(size), device=device)
+        parity = torch.zeros_like(flat)
+        rest = flat
+        for n in reversed(size):
+            parity, rest = parity + rest % n, rest // n
+        is_a = parity % 2 == 0
         return flat[is_a], flat[~is_a]
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
-        image's latent bits."""
-        bits = torch.zeros(self.m, device=self.upsample.device)
+        signal's latent bits."""
+        bits = torch.zeros(self.m, device=self.latents[0].device)
         out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
         coarser = None
         for level in range(self.cfg.levels - 1, -1, -1):
             y = self.latents[level]
-            h, w = y.shape[1:]
-            idx_a, idx_b = self._passes(h, w, y.device)
+            size = tuple(y.shape[1:])
+            n = math.prod(size)
+            idx_a, idx_b = self._passes(size, y.device)
             flat = y.reshape(self.m, -1)
-            coarse = self._coarse_context(coarser, h, w, self.m).to(y).reshape(self.m, h * w, -1)
+            coarse = self._coarse_context(coarser, size).to(y).reshape(self.m, n, -1)
             mu, log2_scale = self._arm("arm_a", coarse[:, idx_a])
             y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
             grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
-            same = self._same_context(grid.view(self.m, h, w)).reshape(self.m, h * w, -1)
+            same = self._same_context(grid.view(self.m, *size)).reshape(self.m, n, -1)
             mu, log2_scale = self._arm("arm_b", torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1))
             y_b, b_b = self._quantize(flat[:, idx_b], mu, log2_scale, mode)
-            grid = grid.index_copy(1, idx_b, y_b).view(self.m, h, w)
+            grid = grid.index_copy(1, idx_b, y_b).view(self.m, *size)
             bits = bits + b_a.sum(1) + b_b.sum(1)
             out[level] = coarser = grid
         return out, bits
