@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -294,12 +295,54 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
     """Fit ``model`` to ``target`` (M, pixels, C) in [-1, 1]; returns the last loss of each image.
 
     Loss per image: MSE on [0, 1] samples + lambda * latent bits per pixel (``lam``: one
-    lambda, or one per image). A step whose loss is not finite is undone and the learning
-    rate halved.
+    lambda, or one per image). With K > 1 experts the manager first learns colour regions
+    (k-means labels), then each expert's error is weighted by its gate.
     """
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     pixels = model.height * model.width
+    labels = _kmeans_labels(target, model.cfg.n_experts, gen) if model.cfg.n_experts > 1 else None
+    lams = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(model.m)
+
+    def step(mode: str, pretrain: bool) -> tuple[torch.Tensor, str]:
+        grids, bits = model.quantized_latents(mode)
+        preds, logits, image = model.synthesize(grids)
+        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
+        loss = mse + lams * bits / pixels + expert_loss(preds, logits, target, labels, pretrain, 2, 0.25)
+
+        def status() -> str:
+            psnr = -10 * math.log10(max(float(mse.mean()), 1e-12))
+            return f"{psnr:.2f} dB {float(bits.mean()) / pixels:.3f} bpp"
+
+        return loss, status
+
+    return optimise(model, schedule, step, seed)
+
+
+def expert_loss(preds: torch.Tensor, logits: torch.Tensor | None, target: torch.Tensor, labels: torch.Tensor | None,
+                pretrain: bool, power: int, scale: float = 1.0) -> torch.Tensor:
+    """(M,) the Neural Experts terms: the manager's cross-entropy against ``labels`` while it is pretrained, then
+    each expert's error (``|e|**power``, times ``scale``) weighted by its gate; zero with one expert."""
+    if logits is None:
+        return torch.zeros(preds.shape[0], device=preds.device)
+    if pretrain:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
+                               reduction="none").view(preds.shape[0], -1).mean(1)
+    gates = torch.softmax(logits, -1).transpose(1, 2)  # (M, K, P)
+    err = (preds - target.unsqueeze(1)).abs() ** power
+    return scale * (gates * err.mean(-1)).sum(1).mean(1)
+
+
+# (quantization mode, manager pretraining) -> (loss per signal (M,), a progress line on demand)
+Step = Callable[[str, bool], tuple[torch.Tensor, Callable[[], str]]]
+
+
+def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int = 0) -> list[float]:
+    """Run the schedule's phases on ``model``; ``step`` computes each signal's loss. Returns the last losses.
+
+    Latents and networks have their own learning rates, cosine-decayed through the
+    relaxed phase. A step whose loss is not finite is undone and the learning rate halved.
+    """
+    torch.manual_seed(seed)
     params = list(model.parameters())
     latent_ids = {id(p) for p in model.latents}
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
@@ -307,15 +350,11 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
     opt = torch.optim.Adam(groups)
     n_ste = int(schedule.iters * schedule.ste_frac)
     n_noise = schedule.iters - n_ste
-    labels = None
-    if model.cfg.n_experts > 1:
-        labels = _kmeans_labels(target, model.cfg.n_experts, gen)
-    pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if labels is not None else 0
+    pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if model.cfg.n_experts > 1 else 0
     bar = _progress(schedule.iters, schedule.progress, schedule.desc)
     good = [p.detach().clone() for p in params]
     lr_scale = 1.0
     losses = torch.zeros(model.m)
-    lams = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(model.m)
     for it in range(schedule.iters):
         ste = it >= n_noise
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
@@ -328,16 +367,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
             mode = f"soft{schedule.temperature[0] + (schedule.temperature[1] - schedule.temperature[0]) * frac}"
         else:
             mode = "noise"
-        grids, bits = model.quantized_latents(mode)
-        preds, logits, image = model.synthesize(grids)
-        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
-        loss = mse + lams * bits / pixels
-        if logits is not None and it < pretrain:  # the manager first learns colour regions
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
-                                          reduction="none").view(model.m, -1).mean(1)
-        elif logits is not None:  # each expert's error weighted by its gate
-            gates = torch.softmax(logits, -1).transpose(1, 2)  # (M, K, P)
-            loss = loss + (gates * ((preds - target.unsqueeze(1)) ** 2).mean(-1)).sum(1).mean(1) / 4
+        loss, status = step(mode, it < pretrain)
         total = loss.sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -355,8 +385,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
         if bar is not None:
             bar.update(1)
             if it % 20 == 0:
-                psnr = -10 * math.log10(max(float(mse.mean()), 1e-12))
-                bar.set_postfix_str(f"{psnr:.2f} dB {float(bits.mean()) / pixels:.3f} bpp")
+                bar.set_postfix_str(status())
     if bar is not None:
         bar.close()
     return losses.tolist()

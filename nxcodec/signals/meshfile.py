@@ -259,3 +259,26 @@ def write_mesh(mesh: Mesh, path: Path, kind: str) -> None:
 
     data = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type=kind)
     Path(path).write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+class MeshFiles:
+    """What a decoder needs of the shape modality: its name, output types and writer."""
+
+    name = "shape"
+    extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+    default_extension = ".ply"
+    output_extensions: tuple[str, ...] = (".ply", ".obj", ".stl")
+
+    def write(self, d: object, mesh: Mesh, path: Path) -> None:
+        """Write by ``path``'s extension, PLY for any other name (a temporary one)."""
+        suffix = Path(path).suffix.lower()
+        self.write_as(d, mesh, path, suffix if suffix in self.output_extensions else self.default_extension)
+
+    def write_as(self, d: object, mesh: Mesh, path: Path, suffix: str) -> None:
+        kind = suffix.lower().lstrip(".")
+        if f".{kind}" not in self.output_extensions:
+            raise InputError(f"shapes are written as {', '.join(self.output_extensions)}, not '{suffix}'")
+        write_mesh(mesh, path, kind)
+
+    def describe(self, d: object) -> str:
+        return d.describe() if hasattr(d, "describe") else describe(d)
