@@ -162,7 +162,15 @@ class LatentModel(torch.nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def _arm(self, key: str, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = _mlp(ctx, self.nets[key], HIDDEN_MAX)
+        """Mean and log2 scale of each latent from its context ``ctx`` (M, n, inputs)."""
+        return self._arm_from_first(key, ctx @ self.nets[key][0][0])
+
+    def _arm_from_first(self, key: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_arm` given the context times the first layer's weight (M, n, width), before its bias."""
+        layers = self.nets[key]
+        out = h + layers[0][1].unsqueeze(-2)
+        if len(layers) > 1:
+            out = _mlp(out.clamp(0, HIDDEN_MAX), layers[1:], HIDDEN_MAX)
         mu = out[..., 0].clamp(-MU_MAX, MU_MAX)
         log2_scale = tables.LOG2_BMIN + out[..., 1].clamp(0, tables.N_SCALES - 1) / tables.SCALES_PER_OCTAVE
         return mu, log2_scale

@@ -170,3 +170,34 @@ def audio_latent_preset(quality: int) -> LatentPreset:
     """The format 4 audio preset of a quality level (the same range check as :func:`get`)."""
     get(quality)
     return AUDIO_LATENT_PRESETS[quality]
+
+
+@dataclass(frozen=True)
+class ShapeLatentPreset(LatentPreset):
+    """One quality level of shapes on 3-D latent grids (format version 5); ``lam`` weighs latent kilobytes
+    against the mean absolute error of the truncated distance, ``rate`` is in KB."""
+
+    grid_log2: int = 6  # the finest grid has 2**grid_log2 + 1 vertices per axis
+    levels: int = 6
+
+
+SHAPE_LATENT_PRESETS = {
+    p.quality: p
+    for p in (
+        ShapeLatentPreset(1, 2.0e-2, 1.0, 1000, 16, 16, grid_log2=5, levels=5),
+        ShapeLatentPreset(2, 1.0e-2, 2.0, 1000, 16, 16, grid_log2=5, levels=5),
+        ShapeLatentPreset(3, 6.0e-3, 3.0, 1000, 16, 16),
+        ShapeLatentPreset(4, 3.0e-3, 5.0, 1000, 16, 16),
+        ShapeLatentPreset(5, 1.5e-3, 8.0, 1000, 16, 16),
+        ShapeLatentPreset(6, 8.0e-4, 12.0, 1000, 16, 16),
+        ShapeLatentPreset(7, 4.0e-4, 18.0, 1000, 16, 16),
+        ShapeLatentPreset(8, 2.0e-4, 26.0, 1000, 16, 16),
+        ShapeLatentPreset(9, 1.0e-4, 40.0, 1000, 16, 16),
+    )
+}
+
+
+def shape_latent_preset(quality: int) -> ShapeLatentPreset:
+    """The format 5 shape preset of a quality level (the same range check as :func:`get`)."""
+    get(quality)
+    return SHAPE_LATENT_PRESETS[quality]

@@ -125,14 +125,15 @@ def decode_points(resolution: int) -> int:
 
 
 def work(data: bytes, resolution: int | None = None, max_faces: int | None = None) -> tuple[int, float, float]:
-    """Points evaluated, multiply-adds per point and in all that decoding at ``resolution`` would take at most."""
+    """Samples held (none: a mesh is bounded by its faces), multiply-adds per point, and in all that decoding at
+    ``resolution`` would take at most (SPEC.md 11.3)."""
     h = read_header(data)
     r = DEFAULT_RESOLUTION if resolution is None else resolution
     meshfile.check_resolution(r)
     per_latent, per_point = _macs(h.config)
     latents = sum(math.prod(s) for s in level_sizes(h.descriptor.grid, h.config.levels))
     points = decode_points(r)
-    return points, per_point, per_point * points + per_latent * latents
+    return 0, per_point, per_point * points + per_latent * latents
 
 
 def info(data: bytes) -> list[tuple[str, str]]:

@@ -99,6 +99,8 @@ class ShapeModality(Modality):
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     output_extensions = (".ply", ".obj", ".stl")
     rate_unit = "KB"
+    formats = (2, 5)  # 2: a coordinate network; 5: 3-D latent grids (SPEC.md section 11)
+    latent_format = 5
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution", "max_faces")
@@ -155,6 +157,19 @@ class ShapeModality(Modality):
 
     def coords(self, d: ShapeDescriptor, start: int, stop: int) -> torch.Tensor:
         raise NotImplementedError("a shape has no fixed grid: see training_set and reconstruct")
+
+    def default_format(self, d: ShapeDescriptor) -> int:
+        return 5
+
+    def encode_latent(self, signals_: list[Signal], opts) -> list:
+        from nxcodec.fit.latent_shape import encode_shapes
+
+        return encode_shapes(self, signals_, opts)
+
+    def training_points(self, signal: Signal) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples: points (n, 3) in network coordinates and truncated distances (n, 1)."""
+        samples = self._samples(signal)
+        return samples.points, samples.targets
 
     def _samples(self, signal: Signal) -> _Samples:
         data: ShapeData = signal.data
