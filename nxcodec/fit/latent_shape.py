@@ -36,6 +36,7 @@ BATCH_GPU = 1 << 17
 EVAL_POINTS = 1 << 15  # samples the coding choices are scored on
 STACK_LATENTS_CPU = 1 << 21  # shapes fitted together: latents of the finest grids in one stack
 STACK_LATENTS_GPU = 1 << 25
+INIT_SCALE = 2.0  # latents start at this many units x the truncated distance (0: at zero)
 
 
 class ShapeModel(LatentModel):
@@ -122,6 +123,18 @@ class ShapeModel(LatentModel):
         logits = _mlp(self.manager_inputs(grids, points), self.nets["manager"], HIDDEN_MAX)
         onehot = F.one_hot(logits.argmax(-1), self.cfg.n_experts).to(preds).transpose(1, 2).unsqueeze(-1)
         return preds, logits, (preds * onehot).sum(1)
+
+
+def start_from_distance(model: ShapeModel, distance: list) -> None:
+    """Set every grid to ``INIT_SCALE`` x the truncated distance at its vertices (``distance[j](points)`` for
+    shape ``j``): the fit starts from the shape rather than from zero."""
+    with torch.no_grad():
+        for lat in model.latents:
+            n = lat.shape[1]
+            axis = np.linspace(-1.0, 1.0, n)
+            vertices = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+            for j, fn in enumerate(distance):
+                lat[j] = torch.from_numpy(INIT_SCALE * fn(vertices).reshape(n, n, n)).to(lat)
 
 
 def fit_shapes(model: ShapeModel, points: torch.Tensor, targets: torch.Tensor, lam: float | list[float],
@@ -227,7 +240,10 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
         samples = [modality.training_points(signals_[i]) for i in idx]
         points = torch.stack([p for p, _ in samples]).to(device)
         targets = torch.stack([t for _, t in samples]).to(device)
-        model = ShapeModel(cfg, len(idx), preset.grid_log2, seed=opts.seed).to(device)
+        model = ShapeModel(cfg, len(idx), preset.grid_log2, seed=opts.seed)
+        if INIT_SCALE:
+            start_from_distance(model, [lambda p, i=i: modality.truncated_distance(signals_[i], p) for i in idx])
+        model = model.to(device)
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""))
         fit_shapes(model, points, targets, preset.lam, schedule, batch, seed=opts.seed)
         rng = np.random.default_rng(opts.seed)

@@ -166,6 +166,18 @@ class ShapeModality(Modality):
 
         return encode_shapes(self, signals_, opts)
 
+    def truncated_distance(self, signal: Signal, points: np.ndarray) -> np.ndarray:
+        """``clamp(sdf / trunc, -1, 1)`` of the input mesh at ``points`` (network coordinates)."""
+        d: ShapeDescriptor = signal.descriptor
+        index = self._index(signal)
+        return np.clip(index.signed_distance(from_network(d, points)) / d.scale / d.trunc, -1, 1)
+
+    def _index(self, signal: Signal) -> SurfaceIndex:
+        data: ShapeData = signal.data
+        if data.index is None:
+            data.index = SurfaceIndex(data)
+        return data.index
+
     def training_points(self, signal: Signal) -> tuple[torch.Tensor, torch.Tensor]:
         """The training samples: points (n, 3) in network coordinates and truncated distances (n, 1)."""
         samples = self._samples(signal)
@@ -220,7 +232,13 @@ class ShapeModality(Modality):
         return shape_metrics(original, decoded, METRICS, index)
 
     def summary(self, metrics: dict[str, float]) -> str:
-        return f"Chamfer-L1 {metrics['chamfer_l1']:.5f} of the diagonal, IoU {metrics['iou']:.3f}"
+        """Chamfer and IoU of a mesh; for a field alone (a format 5 fit), its error on the training samples."""
+        parts = []
+        if "chamfer_l1" in metrics:
+            parts.append(f"Chamfer-L1 {metrics['chamfer_l1']:.5f} of the diagonal, IoU {metrics['iou']:.3f}")
+        if "sdf_l1" in metrics:
+            parts.append(f"distance error {metrics['sdf_l1']:.4f} of the truncation")
+        return ", ".join(parts)
 
     def rate(self, d: ShapeDescriptor, n_bytes: int) -> float:
         return n_bytes / 1000.0
