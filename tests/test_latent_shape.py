@@ -245,3 +245,22 @@ def test_cli_encodes_a_mesh_as_version_5_with_kb_and_info_describes_it(tmp_path,
     bpp = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(TORUS), "--bpp", "1"], capture_output=True,
                          text=True, env=env)
     assert bpp.returncode != 0 and "--kb" in bpp.stderr and "Traceback" not in bpp.stderr
+
+
+def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from nxcodec.batch import read_manifest
+    from nxcodec.cli import main
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    shutil.copy(TORUS, src / "torus.ply")
+    res = CliRunner().invoke(main, ["batch", str(src), str(dst), "--iters", "40", "--kb", "3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    record = read_manifest(dst / "manifest.jsonl")["torus.ply"]
+    assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
+    data = (dst / "torus.ply.nxc").read_bytes()
+    assert data[4] == 5 and len(data) <= 3000
