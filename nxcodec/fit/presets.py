@@ -185,12 +185,13 @@ class ShapeLatentPreset(LatentPreset):
 # in issue 14's notes): 33^3 grids, context models 8 wide, experts 12x2: lambda 3e-2 gave 2.6 KB at
 # Chamfer 0.00184, 1e-2 3.7 KB at 0.00108 (0.9 KB of it networks; 16-wide networks cost 0.9 KB more
 # for the same Chamfer). 65^3 grids were worse per byte at that fit length (4.5 KB at 0.00225 with
-# lambda 3e-2) and are kept for the top qualities; two experts cost 50% more bytes for 4% lower Chamfer.
+# lambda 3e-2) and are kept for the top qualities; two experts cost 50% more bytes for 4% lower Chamfer;
+# 17^3 grids were worse too (2.9 KB at 0.00215). Lambda 0.1 wiped out detail (bunny 0.0039 at 1.8 KB).
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        ShapeLatentPreset(1, 1.0e-1, 2.0, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(2, 4.0e-2, 2.5, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(1, 4.0e-2, 2.0, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(2, 2.5e-2, 2.6, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(3, 1.5e-2, 3.3, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(4, 6.0e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(5, 2.5e-3, 6.0, 1000, 8, 12, grid_log2=5, levels=5),
