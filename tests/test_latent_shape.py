@@ -207,15 +207,13 @@ def small_presets():
     shape_mod.TRAIN_POINTS = saved[1]
 
 
-def test_a_mesh_round_trips_as_version_5_and_keeps_a_size_target(small_presets):
+def test_a_mesh_round_trips_as_version_5(small_presets):
+    """A short fit of the sample torus; the size targets are kept in the CLI and batch tests below."""
     torus = SHAPES.read(TORUS)
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=80, device="cpu"))
     assert res.data[4] == 5 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
-    assert res.metrics["sdf_l1"] < 0.2
-    target = 0.85 * len(res.data) / 1000
-    small = encode_signal(SHAPES, SHAPES.read(TORUS), EncodeOptions(quality=2, rate=target, iters=80, device="cpu"))
-    assert len(small.data) <= target * 1000 and small.data[4] == 5
-    mesh = decode_stream(small.data, resolution=48)[1]
+    assert res.metrics["sdf_l1"] < 0.2 and res.float_metrics["sdf_l1"] <= res.metrics["sdf_l1"] * 1.2
+    mesh = decode_stream(res.data, resolution=48)[1]
     assert len(mesh.faces) > 100
 
 
