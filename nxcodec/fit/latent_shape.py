@@ -216,13 +216,13 @@ def encode_shapes(modality, signals_: list, opts) -> list:
     out = []
     for coded, signal in zip(results, signals_):
         mesh = latent_shape.reconstruct(coded.best.image)
+        metrics = {**modality.metrics(signal.data, mesh), "sdf_l1": coded.best.mse}  # the candidate's error is L1
         out.append(EncodeResult(
             data=coded.best.data, rate=modality.rate(signal.descriptor, len(coded.best.data)),
-            rate_unit=modality.rate_unit, metrics=modality.metrics(signal.data, mesh),
-            float_metrics={"sdf_l1": coded.float_l1}, encode_seconds=seconds, device=device_name(device),
-            configs=[coded.cfg], n_params=sum(t.ints.size for t in coded.best.image.tensors.values()),
+            rate_unit=modality.rate_unit, metrics=metrics, float_metrics={"sdf_l1": coded.float_l1},
+            encode_seconds=seconds, device=device_name(device), configs=[coded.cfg],
+            n_params=sum(t.ints.size for t in coded.best.image.tensors.values()),
         ))
-        out[-1].metrics["sdf_l1"] = coded.best.mse
     return out
 
 
