@@ -21,8 +21,8 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, code_plane,
-                                     lanes_for, levels_for)
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, PlaneSource,
+                                     code_plane, crop_latents, lanes_for, levels_for)
 from nxcodec.latent import audio, mdct, stream
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
@@ -104,17 +104,24 @@ def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) ->
     return mdct.forward(shifted, d.hop, 1, b - a + 1)  # ... so its frame 1 is the clip's frame a
 
 
+def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float) -> PlaneSource:
+    """A fitted plane as :func:`code_plane` codes it: bodies, scored on the binary64 synthesis."""
+    def measure(grids: list[np.ndarray], coded) -> tuple[np.ndarray, float]:
+        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
+        return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
+
+    def write(coded, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
+        return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
+
+    def crop(a: int, b: int) -> PlaneSource:
+        return plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam)
+
+    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop)
+
+
 def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
           lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    n = target.size
-
-    def write(coded, dead_zone: float) -> Candidate:
-        body, grids = stream.write_body(cfg, 1, coded, latents, dead_zone)
-        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
-        mse = float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
-        return Candidate(body, None, values, mse, mse + lam * 8 * len(body) / n)
-
-    return code_plane(write, weights, bits_allowed, trim)
+    return code_plane(plane_source(target, cfg, latents, lam), weights, bits_allowed, trim)
 
 
 def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
