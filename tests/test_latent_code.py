@@ -77,3 +77,15 @@ def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypat
         latent_code.code_plane(src, weights, allowed, trim=False)
     trimmed = latent_code.code_plane(src, weights, allowed)
     assert 8 * len(trimmed.data) <= allowed and trimmed.mse >= free.mse
+
+
+def test_an_image_compared_on_a_band_decodes_to_what_the_encoder_reported(monkeypatch):
+    from conftest import real_image
+    from nxcodec.codec import EncodeOptions, encode_signal
+
+    image = for_name("image")
+    monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # the 80 rows are compared on 16 of them
+    array = real_image((80, 64))
+    res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
+    assert res.data[4] == 3
+    assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
