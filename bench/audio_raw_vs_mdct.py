@@ -29,7 +29,7 @@ for kind in ("raw", "mdct"):
     else:
         plane = mdct.forward(x, 1024)
     cfg = LatentConfig(5, 16, 2, 1, 0, 16, 2, 0, 4)
-    m = LatentModel(cfg, 1, *plane.shape, 1, seed=0)
+    m = LatentModel(cfg, 1, plane.shape, 1, seed=0)
     t = time.time()
     fit(m, torch.tensor(plane.reshape(1, -1, 1), dtype=torch.float32), lam, LatentSchedule(iters=300))
     weights = {k: v.detach().numpy() for k, v in m.coded_tensors(0).items()}

@@ -11,11 +11,14 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
     python bitstream/make_conformance.py v3         # the version 3 (latent grid) images, into conformance/v3/
     python bitstream/make_conformance.py v4         # the version 4 (MDCT planes) audio, into conformance/v4/
+    python bitstream/make_conformance.py v5         # the version 5 (3-D latent grids) shapes, into conformance/v5/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
 
 A version 3 case records, instead of the weights' digest, the SHA-256 of every decoded
 integer (tensors, then latent grids finest first) and of the expert map; a version 4
-case records that digest for each of its planes, in stream order.
+case records that digest for each of its planes, in stream order; a version 5 case records
+the digest of its integers, of the experts chosen at fixed points, and the field's
+values there.
 """
 
 from __future__ import annotations
@@ -220,6 +223,57 @@ def audio_main() -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def shape_field_points() -> np.ndarray:
+    """The binary32 points at which version 5 fields are checked: a seeded sample of the cube, plus its corners."""
+    rng = np.random.default_rng(5)
+    corners = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], dtype=np.float32)
+    return np.concatenate([rng.uniform(-1, 1, (504, 3)).astype(np.float32), corners])
+
+
+def latent_shape_cases() -> list[tuple[str, int, int, LatentConfig]]:
+    """(name, grid_log2, config): the sample torus on small grids."""
+    return [
+        ("torus_g4_k2", 4, latent_config(levels=4, n_experts=2, mgr_width=4, syn_width=8, lanes_log2=1)),
+        ("torus_g3_k1_linear_arm", 3, latent_config(levels=2, arm_layers=0, syn_width=6, syn_layers=1)),
+    ]
+
+
+def latent_shape_main() -> None:
+    """Regenerate the version 5 cases into conformance/v5/."""
+    from dataclasses import replace
+
+    import nxcodec.signals.shape as shape_mod
+    from nxcodec.fit import presets
+    from nxcodec.latent import shape as latent_shape
+
+    out_dir = HERE / "v5"
+    out_dir.mkdir(exist_ok=True)
+    shapes = for_name("shape")
+    shape_mod.TRAIN_POINTS = 8192
+    points = shape_field_points()
+    np.save(out_dir / "field_points.npy", points)
+    manifest = []
+    for name, grid_log2, config in latent_shape_cases():
+        presets.SHAPE_LATENT_PRESETS[5] = replace(presets.SHAPE_LATENT_PRESETS[5], grid_log2=grid_log2)
+        res = encode_signal(shapes, shapes.read(MESH), EncodeOptions(quality=5, iters=150, device="cpu", seed=7,
+                                                                       config=config, format=5))
+        image = latent_shape.decode_latents(res.data)
+        field = latent_shape.Field(image)
+        mesh = latent_shape.reconstruct(image, SHAPE_RESOLUTION)
+        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        np.save(out_dir / f"{name}.field.npy", field(points))
+        shapes.write_as(image.descriptor, mesh, out_dir / f"{name}.ply", ".ply")
+        manifest.append({
+            "stream": f"{name}.nxc", "expected": f"{name}.ply", "field": f"{name}.field.npy",
+            "resolution": SHAPE_RESOLUTION, "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "integers_sha256": image.digest(),
+            "experts_sha256": hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest(),
+            "shape": [int(len(mesh.vertices)), int(len(mesh.faces))],
+        })
+        print(f"{name}: {len(res.data)} bytes, {shapes.summary(res.metrics)}")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def shape_case() -> dict:
     """The sample torus as a 2-expert SDF, 4096 training points, decoded at SHAPE_RESOLUTION."""
     import nxcodec.signals.shape as shape_mod
@@ -245,6 +299,8 @@ if __name__ == "__main__":
         latent_main()
     elif sys.argv[1:] == ["v4"]:
         audio_main()
+    elif sys.argv[1:] == ["v5"]:
+        latent_shape_main()
     elif sys.argv[1:] == ["outputs"]:
         redecode_outputs()
     else:

@@ -71,7 +71,7 @@ class EncodeSettings:
     """What every file of an encode batch gets (see ``nxcodec encode``)."""
 
     quality: int = 5
-    rates: dict[str, float] = field(default_factory=dict)  # target per rate unit ("bpp", "kbps"); others: quality
+    rates: dict[str, float] = field(default_factory=dict)  # target per rate unit ("bpp", "kbps", "KB"); others: quality
     iters: int | None = None
     seed: int = 0
     group: int = 1  # files fitted side by side (one optimizer step for all: fills a GPU with small files)
@@ -339,7 +339,7 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
 def _flags(settings: dict) -> str:
     """Recorded settings as the command-line options that give them."""
     parts = [f"--quality {settings.get('quality')}"]
-    parts += [f"--{unit} {value:g}" for unit, value in (settings.get("rates") or {}).items()]
+    parts += [f"--{unit.lower()} {value:g}" for unit, value in (settings.get("rates") or {}).items()]
     if settings.get("iters") is not None:
         parts.append(f"--iters {settings['iters']}")
     return " ".join(parts + [f"--seed {settings.get('seed')}"])

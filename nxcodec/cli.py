@@ -86,15 +86,16 @@ def decoded_path(source: Path, modality: signals.Modality) -> Path:
 
 
 def rate_target(modality: signals.Modality, **targets: float | None) -> float | None:
-    """The one rate option given, which must be in the modality's unit (``--bpp`` for images, ``--kbps`` for audio)."""
+    """The one rate option given, which must be in the modality's unit (``--bpp`` for images, ``--kbps`` for audio,
+    ``--kb`` for shapes)."""
     given = {unit: value for unit, value in targets.items() if value is not None}
     if len(given) > 1:
         raise InputError("give one rate target, not " + " and ".join(f"--{u}" for u in given))
     if not given:
         return None
     unit, value = given.popitem()
-    if unit != modality.rate_unit:
-        raise InputError(f"--{unit} does not apply to {modality.name}; its rate is set with --{modality.rate_unit}")
+    if unit != modality.rate_unit.lower():
+        raise InputError(f"--{unit} does not apply to {modality.name}; its rate is set with --{modality.rate_unit.lower()}")
     return value
 
 
@@ -117,19 +118,20 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
 @click.option("--bpp", type=float, help="Rate target in bits per pixel (whole file, images); overrides --quality.")
 @click.option("--kbps", type=float, help="Rate target in kilobits per second (whole file, audio); overrides --quality.")
+@click.option("--kb", type=float, help="Size target in kilobytes (1000 bytes, whole file, shapes); overrides --quality.")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
-@click.option("--format", "fmt", type=click.IntRange(2, 4),
-              help="Stream version: the default is 3 for images (latent grids) and 4 for audio (MDCT planes on "
-                   "latent grids); 2 writes coordinate networks (shapes are always 2).")
+@click.option("--format", "fmt", type=click.IntRange(2, 5),
+              help="Stream version: the default is 3 for images (latent grids), 4 for audio (MDCT planes on "
+                   "latent grids) and 5 for shapes (3-D latent grids); 2 writes coordinate networks.")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors
-def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None,
-           device: str, seed: int, fmt: int | None, verbose: bool, force: bool) -> None:
+def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, kb: float | None,
+           iters: int | None, device: str, seed: int, fmt: int | None, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
-    rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps)
+    rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps, kb=kb)
     output = output or source.with_name(source.name + ".nxc")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
@@ -313,6 +315,7 @@ batch_options = [
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
 @click.option("--bpp", type=float, help="Rate target for every image, in bits per pixel (others use --quality).")
 @click.option("--kbps", type=float, help="Rate target for every audio clip, in kbps (others use --quality).")
+@click.option("--kb", type=float, help="Size target for every shape, in kilobytes (others use --quality).")
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for every file.")
 @click.option("--group", type=click.IntRange(1, 256), default=1, show_default=True,
@@ -320,12 +323,12 @@ batch_options = [
                    "fills a GPU with small files).")
 @user_errors
 def batch(src: Path, dst: Path, resume: bool, force: bool, workers: int, device: str, devices: str | None,
-          ray_address: str | None, quality: int, bpp: float | None, kbps: float | None, iters: int | None, seed: int,
-          group: int) -> None:
+          ray_address: str | None, quality: int, bpp: float | None, kbps: float | None, kb: float | None,
+          iters: int | None, seed: int, group: int) -> None:
     """Compress every supported file under SRC into DST/<relative path>.nxc, with a manifest."""
     from nxcodec.batch import EncodeSettings
 
-    rates = {unit: value for unit, value in (("bpp", bpp), ("kbps", kbps)) if value is not None}
+    rates = {unit: value for unit, value in (("bpp", bpp), ("kbps", kbps), ("KB", kb)) if value is not None}
     _run_batch_cli("encode", src, dst, EncodeSettings(quality, rates, iters, seed, group), resume, force, workers,
                    device, devices, ray_address)
 

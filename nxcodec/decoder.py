@@ -1,6 +1,6 @@
 """Decoding any ``.nxc`` stream: the version byte (and the modality byte) pick the decoder.
 
-Latent streams (version 3 images, version 4 images and audio) decode with numpy alone
+Latent streams (version 3 images, version 4 images and audio, version 5 shapes) decode with numpy alone
 (``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
 Nothing here imports the fitting code.
 """
@@ -15,12 +15,13 @@ from nxcodec import signals
 from nxcodec.errors import InputError, StreamError
 from nxcodec.limits import Limits
 
-LATENT_VERSIONS = (3, 4)
+LATENT_VERSIONS = (3, 4, 5)
 # (version, modality) -> the module that reads the stream and the class that writes what it decodes to.
 _LATENT = {
     (3, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
     (4, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
     (4, 2): ("nxcodec.latent.audio", "nxcodec.signals.audiofile", "AudioFiles"),
+    (5, 3): ("nxcodec.latent.shape", "nxcodec.signals.meshfile", "MeshFiles"),
 }
 
 
@@ -40,7 +41,7 @@ def stream_version(data: bytes) -> int:
 
 
 def is_latent(data: bytes) -> bool:
-    """Whether a stream is coded on latent grids (versions 3 and 4)."""
+    """Whether a stream is coded on latent grids (versions 3 to 5)."""
     return stream_version(data) in LATENT_VERSIONS
 
 
@@ -73,9 +74,9 @@ def output_kind(data: bytes) -> Any:
     return signals.for_id(container.read_header(data)[0])
 
 
-def check_latent_limits(data: bytes, limits: Limits) -> None:
+def check_latent_limits(data: bytes, limits: Limits, **options: Any) -> None:
     """Refuse a latent stream beyond ``limits`` from its header alone (samples, MACs per sample, total work)."""
-    samples, macs, work = latent_reader(data).work(data)
+    samples, macs, work = latent_reader(data).work(data, **options)
     if samples > limits.max_samples:
         raise StreamError(f"the stream decodes to {samples} samples, over this decoder's limit of {limits.max_samples}")
     if macs > limits.max_macs or work > limits.max_work:
@@ -96,11 +97,16 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
     data = bytes(data)
     if is_latent(data):
         reader = latent_reader(data)
-        unknown = set(options) - {"max_faces"}
+        allowed = getattr(reader, "DECODE_OPTIONS", ())
+        unknown = set(options) - set(allowed) - {"max_faces"}
         if unknown:
             raise InputError(f"this stream takes no decode option {', '.join(sorted(unknown))}")
-        check_latent_limits(data, limits or Limits())
-        descriptor, array = reader.decode(data)
+        limits = limits or Limits()
+        options = {k: v for k, v in options.items() if k in allowed}
+        if "max_faces" in allowed:
+            options["max_faces"] = min(options.get("max_faces") or limits.max_faces, limits.max_faces)
+        check_latent_limits(data, limits, **options)
+        descriptor, array = reader.decode(data, **options)
         return Decoded(output_kind(data), descriptor), array
     from nxcodec.codec import decode_networks
 

@@ -85,7 +85,7 @@ def test_cuda_out_of_memory_while_decoding_says_what_to_try(monkeypatch):
 def test_mesh_library_failures_while_decoding_a_shape_are_stream_errors(monkeypatch):
     import skimage.measure
 
-    import nxcodec.signals.shape as shape_mod
+    from nxcodec.signals import meshfile
 
     data = SHAPE.read_bytes()
     with monkeypatch.context() as mp:
@@ -93,7 +93,7 @@ def test_mesh_library_failures_while_decoding_a_shape_are_stream_errors(monkeypa
         with pytest.raises(StreamError, match="cannot be meshed"):
             codec.decode_stream(data, resolution=16)
     with monkeypatch.context() as mp:
-        mp.setattr(shape_mod, "clean_mesh", lambda *a: (_ for _ in ()).throw(IndexError("index 9 is out of bounds")))
+        mp.setattr(meshfile, "clean_mesh", lambda *a: (_ for _ in ()).throw(IndexError("index 9 is out of bounds")))
         with pytest.raises(StreamError, match="cannot be cleaned"):
             codec.decode_stream(data, resolution=16)
     assert len(codec.decode_stream(data, resolution=16)[1].faces) > 0

@@ -46,7 +46,7 @@ def random_stream(seed: int, d: ImageDescriptor, cfg: LatentConfig):
     for k in ("arm_a.out.bias", "arm_b.out.bias"):
         weights[k] = np.array([0.0, 10.0], dtype=np.float32)
     coded = quantize_networks(weights, 7, 5)
-    latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.height, d.width, cfg.levels)]
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), cfg.levels)]
     return stream.write(d, cfg, coded, latents)
 
 
@@ -112,7 +112,7 @@ def test_torch_and_numpy_synthesis_agree():
     torch.manual_seed(0)
     cfg = small_config()
     d = ImageDescriptor(30, 21, 3, 8)
-    model = LatentModel(cfg, 1, d.height, d.width, d.channels)
+    model = LatentModel(cfg, 1, (d.height, d.width), d.channels)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -121,7 +121,7 @@ def test_torch_and_numpy_synthesis_agree():
         for n, t in model.coded_tensors(0).items():
             t.copy_(torch.from_numpy(coded[n].values()))
     rng = np.random.default_rng(0)
-    grids = [rng.integers(-600, 600, s) for s in context.level_sizes(d.height, d.width, cfg.levels)]
+    grids = [rng.integers(-600, 600, s) for s in context.level_sizes((d.height, d.width), cfg.levels)]
     with torch.no_grad():
         _, logits, image_t = model.synthesize([torch.from_numpy(g / context.ONE).float()[None] for g in grids])
     image_n, routed = synthesis.synthesize(grids, stream.float_synthesis(coded), d.channels)
@@ -240,4 +240,4 @@ def test_a_config_beyond_the_work_limit_is_refused_before_decoding():
     cfg = LatentConfig(levels=6, arm_width=64, arm_layers=3, n_experts=16, mgr_width=64, syn_width=64, syn_layers=3,
                        refine_width=16, lanes_log2=0)
     with pytest.raises(StreamError, match="work per pixel"):
-        cfg.check(d.height, d.width, d.channels)
+        cfg.check((d.height, d.width), d.channels)

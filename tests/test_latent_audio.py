@@ -66,7 +66,7 @@ def random_planes(seed: int, d: audio.AudioLatentDescriptor, cfg: LatentConfig) 
             weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in cfg.tensor_shapes(1).items()}
             weights["arm_a.out.bias"] = weights["arm_b.out.bias"] = np.array([0.0, 10.0], dtype=np.float32)
             coded = quantize_networks(weights, 7, 5)
-            latents = [rng.normal(0, 3, s) for s in context.level_sizes(b - a, d.hop, cfg.levels)]
+            latents = [rng.normal(0, 3, s) for s in context.level_sizes((b - a, d.hop), cfg.levels)]
             body, grids = stream.write_body(cfg, 1, coded, latents)
             bodies.append(body)
             values.append(synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(b - a, d.hop))

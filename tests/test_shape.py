@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 import nxcodec.signals.shape as shape_mod
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.errors import InputError, StreamError
-from nxcodec.signals import for_name
+from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, WindingNumber, _solid_angles, shape_metrics
 
 from conftest import ROOT
@@ -112,12 +111,12 @@ def test_higher_resolution_is_finer(encoded):
 def test_a_noise_field_is_refused_before_its_surface_grows_huge(monkeypatch):
     """A hostile stream (or a failed fit) can put a surface in every cell: refused, not minutes of meshing."""
     def noise(c):
-        return torch.sin(40 * c).prod(dim=1, keepdim=True).sign()
+        return np.sign(np.prod(np.sin(40 * c), axis=1))
 
-    d = shape_mod.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
-    monkeypatch.setattr(shape_mod, "MIN_FACE_LIMIT", 0)  # the 64 r^2 rule alone, on a grid small enough for a test
+    d = meshfile.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
+    monkeypatch.setattr(meshfile, "MIN_FACE_LIMIT", 0)  # the 64 r^2 rule alone, on a grid small enough for a test
     with pytest.raises(StreamError, match="not a shape's distance field"):
-        shape_mod.extract_surface(shape_mod.inside_box(noise, d), d, 96, torch.device("cpu"))
+        meshfile.extract_surface(meshfile.inside_box(noise, d), d, 96)
 
 
 def test_coarse_to_fine_evaluates_only_near_the_surface_and_loses_nothing():
@@ -125,11 +124,11 @@ def test_coarse_to_fine_evaluates_only_near_the_surface_and_loses_nothing():
 
     def ellipsoid(c):  # a truncated signed distance (in units of the truncation), like a fitted network's
         calls.append(len(c))
-        return ((torch.stack([c[:, 0] * 1.3, c[:, 1], c[:, 2]], 1).norm(dim=1, keepdim=True) - 0.6) / 0.1).clamp(-1, 1)
+        return np.clip((np.linalg.norm(c * [1.3, 1, 1], axis=1) - 0.6) / 0.1, -1, 1)
 
-    d = shape_mod.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
-    v, f = shape_mod.extract_surface(ellipsoid, d, 256, torch.device("cpu"))
-    mesh = shape_mod.clean_mesh(v, f)
+    d = meshfile.ShapeDescriptor((0.0, 0.0, 0.0), 1.0)
+    v, f = meshfile.extract_surface(ellipsoid, d, 256)
+    mesh = meshfile.clean_mesh(v, f)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     assert sum(calls) < 0.05 * 256 ** 3
     assert tm.is_watertight and tm.is_winding_consistent
@@ -186,8 +185,8 @@ def test_a_non_watertight_scan_is_encoded_with_the_right_inside(encoded):
 
 def test_transform_survives_the_descriptor():
     shape = for_name("shape")
-    d = shape_mod.ShapeDescriptor((1e5, -3.25, 0.5), 0.001)
-    assert shape.unpack_descriptor(shape.pack_descriptor(d)) == shape_mod.ShapeDescriptor(
+    d = meshfile.ShapeDescriptor((1e5, -3.25, 0.5), 0.001)
+    assert shape.unpack_descriptor(shape.pack_descriptor(d)) == meshfile.ShapeDescriptor(
         tuple(float(np.float32(c)) for c in d.centre), float(np.float32(d.scale)), float(np.float32(d.trunc)))
 
 

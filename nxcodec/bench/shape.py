@@ -44,7 +44,7 @@ DRACO_LEVEL = 10
 METRICS = MetricSettings()  # how every codec's points are measured (the floor uses the next seed)
 FIELDS = ("bytes", "chamfer_l1", "iou", "normal_consistency", "fscore", "encode_seconds", "decode_seconds")
 DESCRIPTIONS = {
-    "nxcodec": "nxcodec (Neural-Experts SDF, quantized and range-coded; marching cubes at 256^3)",
+    "nxcodec": "nxcodec (Neural-Experts SDF on 3-D latent grids, format 5; marching cubes at 256^3)",
     "draco": f"Draco (DracoPy, compression level {DRACO_LEVEL}) over its quantization bits",
     "draco_decimated": "Draco after quadric decimation (fast-simplification) to a fraction of the faces",
 }
@@ -126,7 +126,8 @@ def _nxcodec_points(paths: list[Path], quality: int, cfg: ShapeBenchConfig) -> l
     for path, (res, decoded, decode_seconds) in zip(paths, encode_and_decode(shape, signals, opts, "cpu")):
         points.append({"mesh": path.stem, "codec": "nxcodec", "quality": quality, "bytes": len(res.data),
                        "faces": int(len(decoded.faces)), **res.metrics,
-                       "float_chamfer_l1": res.float_metrics["chamfer_l1"], "float_iou": res.float_metrics["iou"],
+                       **{f"float_{k}": v for k, v in res.float_metrics.items() if k in ("chamfer_l1", "iou", "sdf_l1")},
+                       "format": res.data[4],
                        "n_params": res.n_params, "encode_seconds": res.encode_seconds,
                        "decode_seconds": decode_seconds, "device": res.device, "fitted_together": len(paths)})
     return points

@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from nxcodec.latent import tables
-from nxcodec.latent.context import COARSE_OFFSETS, SAME_OFFSETS, level_sizes
+from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
 
 BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
@@ -102,23 +103,30 @@ def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
 
 
 class LatentModel(torch.nn.Module):
-    """The latents and networks of ``M`` images of one size, in float."""
+    """The latents and networks of ``M`` signals of one size, in float.
 
-    def __init__(self, cfg: LatentConfig, m: int, height: int, width: int, channels: int, seed: int = 0) -> None:
+    ``shape`` is the finest grid: an image's (height, width), or a volume's three sides
+    (shapes, whose synthesis is :class:`nxcodec.fit.latent_shape.ShapeModel`'s).
+    """
+
+    def __init__(self, cfg: LatentConfig, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__()
-        self.cfg, self.m, self.height, self.width, self.channels = cfg, m, height, width, channels
-        self.sizes = level_sizes(height, width, cfg.levels)
+        self.cfg, self.m, self.shape, self.channels = cfg, m, tuple(shape), channels
+        self.dims = len(shape)
+        self.height, self.width = shape[0], shape[1]
+        self.sizes = level_sizes(self.shape, cfg.levels)
         gen = torch.Generator().manual_seed(seed)
-        self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, h, w)) for h, w in self.sizes)
+        self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, *size)) for size in self.sizes)
+        n_a, n_b = context_sizes(self.dims)
         self.nets: dict[str, list[list[torch.Tensor]]] = {
-            "arm_a": _mlp_params(m, len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
-            "arm_b": _mlp_params(m, len(SAME_OFFSETS) + len(COARSE_OFFSETS), cfg.arm_width, cfg.arm_layers, 2, gen,
-                                 zero_out=True),
+            "arm_a": _mlp_params(m, n_a, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
+            "arm_b": _mlp_params(m, n_b, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
             "experts": _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen, (cfg.n_experts,)),
         }
         if cfg.n_experts > 1:
             self.nets["manager"] = _mlp_params(m, cfg.levels, cfg.mgr_width, 1, cfg.n_experts, gen)
-        self.upsample = torch.nn.Parameter(torch.tensor(BICUBIC).repeat(m, 1))
+        if self.dims == 2:
+            self.upsample = torch.nn.Parameter(torch.tensor(BICUBIC).repeat(m, 1))
         if cfg.refine_width:
             r, c = cfg.refine_width, channels
             w1 = (torch.rand(m, r, c, 3, 3, generator=gen) * 2 - 1) * math.sqrt(6.0 / (9 * c))
@@ -139,7 +147,7 @@ class LatentModel(torch.nn.Module):
         """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors."""
         out: dict[str, torch.Tensor] = {}
         for key in ("arm_a", "arm_b", "manager", "experts"):
-            if key == "experts":
+            if key == "experts" and self.dims == 2:
                 out["upsample"] = self.upsample[i]
             if key not in self.nets:
                 continue
@@ -154,51 +162,71 @@ class LatentModel(torch.nn.Module):
 
     # --- forward ----------------------------------------------------------------------------
     def _arm(self, key: str, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = _mlp(ctx, self.nets[key], HIDDEN_MAX)
+        """Mean and log2 scale of each latent from its context ``ctx`` (M, n, inputs)."""
+        return self._arm_from_first(key, ctx @ self.nets[key][0][0])
+
+    def _arm_from_first(self, key: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_arm` given the context times the first layer's weight (M, n, width), before its bias."""
+        layers = self.nets[key]
+        out = h + layers[0][1].unsqueeze(-2)
+        if len(layers) > 1:
+            out = _mlp(out.clamp(0, HIDDEN_MAX), layers[1:], HIDDEN_MAX)
         mu = out[..., 0].clamp(-MU_MAX, MU_MAX)
         log2_scale = tables.LOG2_BMIN + out[..., 1].clamp(0, tables.N_SCALES - 1) / tables.SCALES_PER_OCTAVE
         return mu, log2_scale
 
     @staticmethod
-    def _coarse_context(coarser: torch.Tensor | None, h: int, w: int, m: int) -> torch.Tensor:
-        """(M, h, w, 9): the coarser grid around each parent, zero outside (``P[i//2 + a, j//2 + b]``)."""
+    def _shifted(padded: torch.Tensor, pad: int, offset: tuple[int, ...], size: tuple[int, ...],
+                 stride: int = 1) -> torch.Tensor:
+        """``padded[:, pad + stride * offset + i]`` for every position ``i`` of ``size`` (one slice per axis)."""
+        return padded[(slice(None), *(slice(pad + stride * o, pad + stride * o + n) for o, n in zip(offset, size)))]
+
+    def _coarse_context(self, coarser: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor:
+        """(M, *size, n): the coarser grid ``P[i // 2 + a]`` around each parent, zero outside."""
+        coarse, _ = OFFSETS[self.dims]
         if coarser is None:
-            return torch.zeros(m, h, w, len(COARSE_OFFSETS))
-        up = F.pad(coarser, (1, 1, 1, 1)).repeat_interleave(2, 1).repeat_interleave(2, 2)  # up[i, j] = P[i//2 - 1, ...]
-        return torch.stack([up[:, 2 + 2 * a : 2 + 2 * a + h, 2 + 2 * b : 2 + 2 * b + w] for a, b in COARSE_OFFSETS],
-                           dim=-1)
+            return torch.zeros(self.m, *size, len(coarse))
+        up = F.pad(coarser, (1, 1) * self.dims)
+        for axis in range(1, self.dims + 1):
+            up = up.repeat_interleave(2, axis)  # up[i] = P[i // 2 - 1]
+        return torch.stack([self._shifted(up, 2, a, size, 2) for a in coarse], dim=-1)
+
+    def _same_context(self, grid: torch.Tensor) -> torch.Tensor:
+        _, same = OFFSETS[self.dims]
+        p = F.pad(grid, (2, 2) * self.dims)
+        return torch.stack([self._shifted(p, 2, d, grid.shape[1:]) for d in same], dim=-1)
 
     @staticmethod
-    def _same_context(grid: torch.Tensor) -> torch.Tensor:
-        h, w = grid.shape[1:]
-        p = F.pad(grid, (2, 2, 2, 2))
-        return torch.stack([p[:, 2 + dr : 2 + dr + h, 2 + dc : 2 + dc + w] for dr, dc in SAME_OFFSETS], dim=-1)
-
-    def _passes(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices of the pass A and pass B positions of an ``h`` x ``w`` grid, in raster order."""
-        flat = torch.arange(h * w, device=device)
-        is_a = (flat // w + flat % w) % 2 == 0
+    def _passes(size: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat indices of the pass A and pass B positions of a grid of ``size``, in raster order."""
+        flat = torch.arange(math.prod(size), device=device)
+        parity = torch.zeros_like(flat)
+        rest = flat
+        for n in reversed(size):
+            parity, rest = parity + rest % n, rest // n
+        is_a = parity % 2 == 0
         return flat[is_a], flat[~is_a]
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
-        image's latent bits."""
-        bits = torch.zeros(self.m, device=self.upsample.device)
+        signal's latent bits."""
+        bits = torch.zeros(self.m, device=self.latents[0].device)
         out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
         coarser = None
         for level in range(self.cfg.levels - 1, -1, -1):
             y = self.latents[level]
-            h, w = y.shape[1:]
-            idx_a, idx_b = self._passes(h, w, y.device)
+            size = tuple(y.shape[1:])
+            n = math.prod(size)
+            idx_a, idx_b = self._passes(size, y.device)
             flat = y.reshape(self.m, -1)
-            coarse = self._coarse_context(coarser, h, w, self.m).to(y).reshape(self.m, h * w, -1)
+            coarse = self._coarse_context(coarser, size).to(y).reshape(self.m, n, -1)
             mu, log2_scale = self._arm("arm_a", coarse[:, idx_a])
             y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
             grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
-            same = self._same_context(grid.view(self.m, h, w)).reshape(self.m, h * w, -1)
+            same = self._same_context(grid.view(self.m, *size)).reshape(self.m, n, -1)
             mu, log2_scale = self._arm("arm_b", torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1))
             y_b, b_b = self._quantize(flat[:, idx_b], mu, log2_scale, mode)
-            grid = grid.index_copy(1, idx_b, y_b).view(self.m, h, w)
+            grid = grid.index_copy(1, idx_b, y_b).view(self.m, *size)
             bits = bits + b_a.sum(1) + b_b.sum(1)
             out[level] = coarser = grid
         return out, bits
@@ -275,12 +303,54 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
     """Fit ``model`` to ``target`` (M, pixels, C) in [-1, 1]; returns the last loss of each image.
 
     Loss per image: MSE on [0, 1] samples + lambda * latent bits per pixel (``lam``: one
-    lambda, or one per image). A step whose loss is not finite is undone and the learning
-    rate halved.
+    lambda, or one per image). With K > 1 experts the manager first learns colour regions
+    (k-means labels), then each expert's error is weighted by its gate.
     """
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     pixels = model.height * model.width
+    labels = _kmeans_labels(target, model.cfg.n_experts, gen) if model.cfg.n_experts > 1 else None
+    lams = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(model.m)
+
+    def step(mode: str, pretrain: bool) -> tuple[torch.Tensor, str]:
+        grids, bits = model.quantized_latents(mode)
+        preds, logits, image = model.synthesize(grids)
+        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
+        loss = mse + lams * bits / pixels + expert_loss(preds, logits, target, labels, pretrain, 2, 0.25)
+
+        def status() -> str:
+            psnr = -10 * math.log10(max(float(mse.mean()), 1e-12))
+            return f"{psnr:.2f} dB {float(bits.mean()) / pixels:.3f} bpp"
+
+        return loss, status
+
+    return optimise(model, schedule, step, seed)
+
+
+def expert_loss(preds: torch.Tensor, logits: torch.Tensor | None, target: torch.Tensor, labels: torch.Tensor | None,
+                pretrain: bool, power: int, scale: float = 1.0) -> torch.Tensor:
+    """(M,) the Neural Experts terms: the manager's cross-entropy against ``labels`` while it is pretrained, then
+    each expert's error (``|e|**power``, times ``scale``) weighted by its gate; zero with one expert."""
+    if logits is None:
+        return torch.zeros(preds.shape[0], device=preds.device)
+    if pretrain:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
+                               reduction="none").view(preds.shape[0], -1).mean(1)
+    gates = torch.softmax(logits, -1).transpose(1, 2)  # (M, K, P)
+    err = (preds - target.unsqueeze(1)).abs() ** power
+    return scale * (gates * err.mean(-1)).sum(1).mean(1)
+
+
+# (quantization mode, manager pretraining) -> (loss per signal (M,), a progress line on demand)
+Step = Callable[[str, bool], tuple[torch.Tensor, Callable[[], str]]]
+
+
+def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int = 0) -> list[float]:
+    """Run the schedule's phases on ``model``; ``step`` computes each signal's loss. Returns the last losses.
+
+    Latents and networks have their own learning rates, cosine-decayed through the
+    relaxed phase. A step whose loss is not finite is undone and the learning rate halved.
+    """
+    torch.manual_seed(seed)
     params = list(model.parameters())
     latent_ids = {id(p) for p in model.latents}
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
@@ -288,15 +358,11 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
     opt = torch.optim.Adam(groups)
     n_ste = int(schedule.iters * schedule.ste_frac)
     n_noise = schedule.iters - n_ste
-    labels = None
-    if model.cfg.n_experts > 1:
-        labels = _kmeans_labels(target, model.cfg.n_experts, gen)
-    pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if labels is not None else 0
+    pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if model.cfg.n_experts > 1 else 0
     bar = _progress(schedule.iters, schedule.progress, schedule.desc)
     good = [p.detach().clone() for p in params]
     lr_scale = 1.0
     losses = torch.zeros(model.m)
-    lams = torch.as_tensor(lam, dtype=torch.float32, device=target.device).expand(model.m)
     for it in range(schedule.iters):
         ste = it >= n_noise
         decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
@@ -309,16 +375,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
             mode = f"soft{schedule.temperature[0] + (schedule.temperature[1] - schedule.temperature[0]) * frac}"
         else:
             mode = "noise"
-        grids, bits = model.quantized_latents(mode)
-        preds, logits, image = model.synthesize(grids)
-        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4  # on [0, 1] samples
-        loss = mse + lams * bits / pixels
-        if logits is not None and it < pretrain:  # the manager first learns colour regions
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=0.01,
-                                          reduction="none").view(model.m, -1).mean(1)
-        elif logits is not None:  # each expert's error weighted by its gate
-            gates = torch.softmax(logits, -1).transpose(1, 2)  # (M, K, P)
-            loss = loss + (gates * ((preds - target.unsqueeze(1)) ** 2).mean(-1)).sum(1).mean(1) / 4
+        loss, status = step(mode, it < pretrain)
         total = loss.sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -336,8 +393,7 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
         if bar is not None:
             bar.update(1)
             if it % 20 == 0:
-                psnr = -10 * math.log10(max(float(mse.mean()), 1e-12))
-                bar.set_postfix_str(f"{psnr:.2f} dB {float(bits.mean()) / pixels:.3f} bpp")
+                bar.set_postfix_str(status())
     if bar is not None:
         bar.close()
     return losses.tolist()

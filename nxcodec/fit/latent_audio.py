@@ -210,7 +210,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, rows, cols)
         targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
-        model = LatentModel(cfg, len(idx), rows, cols, 1, seed=opts.seed).to(device)
+        model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed).to(device)
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
         lams = [preset.lam] * len(idx)
         bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]

@@ -94,7 +94,7 @@ def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int
 
 def levels_for(height: int, width: int) -> int:
     """Grids down to about 1:64 of the shorter side for Kodak-sized images, fewer for small ones."""
-    return max(1, min(max_levels(height, width), min(height, width).bit_length() - 3, 7))
+    return max(1, min(max_levels((height, width)), min(height, width).bit_length() - 3, 7))
 
 
 def lanes_for(height: int, width: int) -> int:
@@ -361,7 +361,7 @@ def _encode_groups(modality, signals_: list, descs: list[ImageDescriptor], group
         d = descs[idx[0]]
         cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, d)
         target = torch.stack([modality.targets(signals_[i]) for i in idx]).to(device)
-        model = LatentModel(cfg, len(idx), d.height, d.width, d.channels, seed=opts.seed).to(device)
+        model = LatentModel(cfg, len(idx), (d.height, d.width), d.channels, seed=opts.seed).to(device)
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit image" + (f" {g + 1}" if g else ""))
         threads = torch.get_num_threads()
         if device.type == "cpu" and len(idx) * d.width * d.height < SMALL_FIT:

@@ -127,7 +127,7 @@ def read_header(data: bytes) -> AudioHeader:
     bodies = []
     for a, b in d.segments():
         for _ in range(d.channels):
-            body, pos = read_body(data, pos, end, b - a, d.hop, 1)
+            body, pos = read_body(data, pos, end, (b - a, d.hop), 1)
             bodies.append(body)
     if pos != end:
         raise StreamError("payload length does not match the stream size")
@@ -164,13 +164,13 @@ def info(data: bytes) -> list[tuple[str, str]]:
 
 def plane_values(body: Body, rows: int, cols: int) -> np.ndarray:
     """One plane's decoded coefficients ``(rows, cols)``, synthesized in binary64 (SPEC.md 10.3)."""
-    tensors, grids = decode_body(body, rows, cols)
+    tensors, grids = decode_body(body, (rows, cols))
     return synthesize(grids, float_synthesis(tensors), 1, np.float64)[0].reshape(rows, cols)
 
 
 def plane_digest(body: Body, rows: int, cols: int) -> str:
     """SHA-256 of one plane's decoded integers (as :func:`nxcodec.latent.stream.digest`)."""
-    return digest(*decode_body(body, rows, cols))
+    return digest(*decode_body(body, (rows, cols)))
 
 
 def unmix(planes: list[np.ndarray], stereo: int) -> list[np.ndarray]:

@@ -7,10 +7,11 @@ computing it as a float64 matrix product (BLAS, any thread count, any CPU) is ex
 rescaling is a floor division by a power of two.
 
 Decode order: grids from the coarsest to the finest; within a grid, pass A (the
-positions with ``(row + col)`` even, in raster order) and then pass B (the others). A pass
-A latent reads 9 values of the next coarser grid around its parent; a pass B latent
-reads in addition the 12 nearest pass A latents of its own grid. Every latent of a pass
-is independent of the others of that pass, so a pass is one vectorised step.
+positions whose coordinates sum to an even number, in raster order) and then pass B (the
+others). A pass A latent reads the next coarser grid around its parent (9 values in 2-D,
+27 in 3-D); a pass B latent reads in addition the nearest pass A latents of its own grid
+(12 in 2-D, 14 in 3-D). Every latent of a pass is independent of the others of that
+pass, so a pass is one vectorised step.
 """
 
 from __future__ import annotations
@@ -28,12 +29,23 @@ HIDDEN_MAX = 1 << (FRAC_BITS + 12)  # hidden activations are clamped to [0, 4096
 MAX_FAN_IN = 64
 MAX_SHIFT = 15  # weight and bias steps are 2**-s, 0 <= s <= 15
 
-# (row, column) offsets, in the order the context model reads them.
+# Context offsets, in the order the context model reads them. Images and audio planes use
+# two-dimensional grids, shapes three-dimensional ones (SPEC.md 11.4).
 COARSE_OFFSETS = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1))  # around (row // 2, col // 2)
 SAME_OFFSETS = ((0, -1), (-1, 0), (0, 1), (1, 0), (-1, -2), (-2, -1), (-2, 1), (-1, 2), (1, 2), (2, 1), (2, -1),
                 (1, -2))  # pass A latents around a pass B latent
+COARSE_OFFSETS_3D = tuple((a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1))
+SAME_OFFSETS_3D = ((-1, 0, 0), (0, -1, 0), (0, 0, -1), (1, 0, 0), (0, 1, 0), (0, 0, 1),
+                   *((a, b, c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)))  # the 6 faces, then 8 corners
+OFFSETS = {2: (COARSE_OFFSETS, SAME_OFFSETS), 3: (COARSE_OFFSETS_3D, SAME_OFFSETS_3D)}
 N_CONTEXT_A = len(COARSE_OFFSETS)
 N_CONTEXT_B = len(SAME_OFFSETS) + len(COARSE_OFFSETS)
+
+
+def context_sizes(dims: int) -> tuple[int, int]:
+    """Inputs of the pass A and pass B context models of ``dims``-dimensional grids."""
+    coarse, same = OFFSETS[dims]
+    return len(coarse), len(same) + len(coarse)
 
 
 @dataclass(frozen=True)
@@ -76,40 +88,46 @@ def route(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits, axis=1)
 
 
-def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
-    """(rows, columns) of grid l = 0 .. levels-1: ceil(height / 2**l) by ceil(width / 2**l)."""
-    return [(-(-height // (1 << l)), -(-width // (1 << l))) for l in range(levels)]
+def level_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
+    """The size of grid l = 0 .. levels-1: ``ceil(n / 2**l)`` along every axis of ``shape``."""
+    return [tuple(-(-n // (1 << l)) for n in shape) for l in range(levels)]
 
 
-def max_levels(height: int, width: int) -> int:
-    """The most grids an image may have: until the coarsest is one pixel, and at most 12."""
-    return min(12, (max(height, width) - 1).bit_length() + 1)
+def max_levels(shape: tuple[int, ...]) -> int:
+    """The most grids a signal may have: until the coarsest is one sample, and at most 12."""
+    return min(12, (max(shape) - 1).bit_length() + 1)
 
 
-def pass_positions(rows: int, cols: int, parity: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of the positions with ``(row + col) % 2 == parity``, in raster order."""
-    r, c = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
-    keep = (r + c) % 2 == parity
-    return r[keep], c[keep]
+Positions = tuple[np.ndarray, ...]  # one index array per axis
 
 
-def _gather(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray, offsets, pad: int) -> np.ndarray:
-    """``grid[rows + dr, cols + dc]`` for every offset, as columns, zero outside the grid (one indexing)."""
+def pass_positions(shape: tuple[int, ...], parity: int) -> Positions:
+    """Indices of the positions whose coordinates sum to ``parity`` modulo 2, in raster (C) order."""
+    idx = np.unravel_index(np.arange(int(np.prod(shape)), dtype=np.int64), shape)
+    keep = sum(idx) % 2 == parity
+    return tuple(i[keep] for i in idx)
+
+
+def _gather(grid: np.ndarray, pos: Positions, offsets, pad: int) -> np.ndarray:
+    """``grid[pos + offset]`` for every offset, as columns, zero outside the grid (one indexing)."""
     padded = np.pad(grid, pad)
-    dr, dc = (np.array(v, dtype=np.int64) + pad for v in zip(*offsets))
-    return padded[rows[:, None] + dr[None, :], cols[:, None] + dc[None, :]]
+    deltas = [np.array(v, dtype=np.int64) + pad for v in zip(*offsets)]
+    return padded[tuple(p[:, None] + d[None, :] for p, d in zip(pos, deltas))]
 
 
-def context_a(coarser: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Pass A inputs: the coarser grid's values around each parent (zero outside it, or with no coarser grid)."""
+def context_a(coarser: np.ndarray | None, pos: Positions) -> np.ndarray:
+    """Pass A inputs: the coarser grid's values around each parent ``pos // 2`` (zero outside it, or with no
+    coarser grid)."""
+    coarse, _ = OFFSETS[len(pos)]
     if coarser is None:
-        return np.zeros((rows.size, N_CONTEXT_A), dtype=np.int64)
-    return _gather(coarser, rows // 2, cols // 2, COARSE_OFFSETS, 1)
+        return np.zeros((pos[0].size, len(coarse)), dtype=np.int64)
+    return _gather(coarser, tuple(p // 2 for p in pos), coarse, 1)
 
 
-def context_b(grid: np.ndarray, coarser: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Pass B inputs: 12 pass A neighbours of the same grid (zero outside), then the pass A inputs."""
-    return np.concatenate([_gather(grid, rows, cols, SAME_OFFSETS, 2), context_a(coarser, rows, cols)], axis=1)
+def context_b(grid: np.ndarray, coarser: np.ndarray | None, pos: Positions) -> np.ndarray:
+    """Pass B inputs: the pass A neighbours of the same grid (zero outside), then the pass A inputs."""
+    _, same = OFFSETS[len(pos)]
+    return np.concatenate([_gather(grid, pos, same, 2), context_a(coarser, pos)], axis=1)
 
 
 def manager_inputs(grids: list[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import context, rans, tables
-from nxcodec.latent.context import (N_CONTEXT_A, N_CONTEXT_B, FixedLayer, context_a, context_b, fixed_mlp,
+from nxcodec.latent.context import (FixedLayer, Positions, context_a, context_b, context_sizes, fixed_mlp,
                                     level_sizes, max_levels, means_and_scales, pass_positions)
 from nxcodec.latent.synthesis import Synthesis, synthesize
 from nxcodec.signals import imagefile
@@ -64,20 +64,22 @@ class LatentConfig:
     def unpack(cls, data: bytes) -> "LatentConfig":
         return cls(*cls._FORMAT.unpack(data))
 
-    def check(self, rows: int, cols: int, channels: int) -> None:
-        """Refuse sizes beyond the spec's limits for a ``rows`` x ``cols`` plane, before anything is allocated."""
-        ok = (1 <= self.levels <= max_levels(rows, cols) and 1 <= self.arm_width <= 64
-              and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
+    def check(self, shape: tuple[int, ...], channels: int) -> None:
+        """Refuse sizes beyond the spec's limits for latents of ``shape`` (a plane's rows and columns, or a
+        volume's three sides), before anything is allocated. Volumes have no 3x3 refinement."""
+        ok = (1 <= self.levels <= max_levels(shape) and (len(shape) == 2 or self.refine_width == 0)
+              and 1 <= self.arm_width <= 64 and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
               and (self.mgr_width == 0) == (self.n_experts == 1) and self.mgr_width <= 64
               and 1 <= self.syn_width <= 64 and self.syn_layers <= 3 and self.refine_width <= 16
               and self.lanes_log2 <= 8 and self.reserved == 0)
         if not ok:
             raise StreamError("latent config is outside the decoder's limits")
-        if self.mac_per_pixel(channels) > MAX_MAC_PER_PIXEL:
+        if len(shape) == 2 and self.mac_per_pixel(channels) > MAX_MAC_PER_PIXEL:
             raise StreamError("the stream's networks exceed the decoder's limit on work per pixel")
 
-    def tensor_shapes(self, channels: int) -> "OrderedDict[str, tuple[int, ...]]":
-        """Name and shape of every coded tensor, in stream order (SPEC.md 9.3)."""
+    def tensor_shapes(self, channels: int, dims: int = 2) -> "OrderedDict[str, tuple[int, ...]]":
+        """Name and shape of every coded tensor, in stream order (SPEC.md 9.3; 11.3 for ``dims`` = 3, whose
+        features are interpolated without a learned filter)."""
         shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
 
         def mlp(prefix: str, fan_in: int, width: int, layers: int, out: int, experts: int = 0) -> None:
@@ -89,11 +91,13 @@ class LatentConfig:
             shapes[f"{prefix}.out.weight"] = (*lead, fan_in, out)
             shapes[f"{prefix}.out.bias"] = (*lead, out)
 
-        mlp("arm_a", N_CONTEXT_A, self.arm_width, self.arm_layers, 2)
-        mlp("arm_b", N_CONTEXT_B, self.arm_width, self.arm_layers, 2)
+        n_a, n_b = context_sizes(dims)
+        mlp("arm_a", n_a, self.arm_width, self.arm_layers, 2)
+        mlp("arm_b", n_b, self.arm_width, self.arm_layers, 2)
         if self.n_experts > 1:
             mlp("manager", self.levels, self.mgr_width, 1, self.n_experts)
-        shapes["upsample"] = (4,)
+        if dims == 2:
+            shapes["upsample"] = (4,)
         mlp("experts", self.levels, self.syn_width, self.syn_layers, channels, self.n_experts)
         if self.refine_width:
             r = self.refine_width
@@ -174,30 +178,30 @@ def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
     return Synthesis(tensors["upsample"].values(), layers("experts."), layers("refine."), fixed_layers(tensors, "manager"))
 
 
-Residuals = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Residuals = Callable[[int, Positions, np.ndarray, np.ndarray], np.ndarray]
 
 
-def walk_latents(config: LatentConfig, rows: int, cols: int, arm_a: list[FixedLayer], arm_b: list[FixedLayer],
+def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[FixedLayer], arm_b: list[FixedLayer],
                  residuals: Residuals) -> list[np.ndarray]:
-    """Build the grids in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
+    """Build the grids of latents of ``shape`` in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
 
     For each pass, the context model gives every latent a mean and a scale index;
-    ``residuals(level, rows, cols, mean, scale)`` supplies the integer residuals (the
+    ``residuals(level, positions, mean, scale)`` supplies the integer residuals (the
     encoder chooses them, the decoder reads them), and a latent's value is
     ``residual * 2**FRAC_BITS + mean``.
     """
-    sizes = level_sizes(rows, cols, config.levels)
+    sizes = level_sizes(shape, config.levels)
     grids: list[np.ndarray] = [np.zeros(0)] * config.levels
     coarser = None
     for level in range(config.levels - 1, -1, -1):
         grid = np.zeros(sizes[level], dtype=np.int64)
         for parity, net in ((0, arm_a), (1, arm_b)):
-            r, c = pass_positions(*sizes[level], parity)
-            if r.size == 0:
+            pos = pass_positions(sizes[level], parity)
+            if pos[0].size == 0:
                 continue
-            ctx = context_a(coarser, r, c) if parity == 0 else context_b(grid, coarser, r, c)
+            ctx = context_a(coarser, pos) if parity == 0 else context_b(grid, coarser, pos)
             mu, scale = means_and_scales(fixed_mlp(ctx, net))
-            grid[r, c] = residuals(level, r, c, mu, scale) * context.ONE + mu
+            grid[pos] = residuals(level, pos, mu, scale) * context.ONE + mu
         grids[level] = coarser = grid
     return grids
 
@@ -216,8 +220,8 @@ class Body:
         return LatentConfig.SIZE + len(self.table) * _TENSOR.size + 4 + len(self.payload)
 
 
-def read_body(data: bytes, pos: int, end: int, rows: int, cols: int, channels: int) -> tuple[Body, int]:
-    """Parse and check the body of a ``rows`` x ``cols`` plane at ``data[pos:end]``; returns it and where it ends.
+def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels: int) -> tuple[Body, int]:
+    """Parse and check the body of latents of ``shape`` at ``data[pos:end]``; returns it and where it ends.
 
     The limits hold before anything is decoded: the config against the plane, every step
     code and prior, and the payload length against the bytes that are there.
@@ -225,10 +229,10 @@ def read_body(data: bytes, pos: int, end: int, rows: int, cols: int, channels: i
     if pos + LatentConfig.SIZE > end:
         raise StreamError("stream is truncated")
     config = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
-    config.check(rows, cols, channels)
+    config.check(shape, channels)
     pos += LatentConfig.SIZE
     table: OrderedDict = OrderedDict()
-    for name, shape in config.tensor_shapes(channels).items():
+    for name, dims in config.tensor_shapes(channels, len(shape)).items():
         if pos + _TENSOR.size > end:
             raise StreamError("stream is truncated")
         code, lo, hi, mu, decay = _TENSOR.unpack_from(data, pos)
@@ -239,7 +243,7 @@ def read_body(data: bytes, pos: int, end: int, rows: int, cols: int, channels: i
             tables.check_weight_prior(lo, hi, mu, decay)
         except ValueError as exc:
             raise StreamError(f"invalid prior for {name}: {exc}") from None
-        table[name] = (shape, code, lo, hi, mu, decay)
+        table[name] = (dims, code, lo, hi, mu, decay)
     if pos + 4 > end:
         raise StreamError("stream is truncated")
     (length,) = _U32.unpack_from(data, pos)
@@ -254,21 +258,21 @@ def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
     return rans.Tables(tables.scale_tables() + weight_tables)
 
 
-def decode_body(body: Body, rows: int, cols: int) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
-    """Entropy-decode one plane into its integer tensors and latent grids (finest first)."""
+def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
+    """Entropy-decode one body into its integer tensors and latent grids (finest first, the finest of ``shape``)."""
     shift = tables.N_SCALES
     weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in body.table.values()]
     try:
         decoder = rans.Decoder(body.payload, _coder_tables(weight_tables), 1 << body.config.lanes_log2)
         tensors: OrderedDict[str, CodedTensor] = OrderedDict()
-        for t, (name, (shape, code, lo, hi, mu, decay)) in enumerate(body.table.items()):
-            ints = decoder.decode(np.full(math.prod(shape), shift + t, dtype=np.int64)) + lo
-            tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(shape))
+        for t, (name, (dims, code, lo, hi, mu, decay)) in enumerate(body.table.items()):
+            ints = decoder.decode(np.full(math.prod(dims), shift + t, dtype=np.int64)) + lo
+            tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(dims))
 
-        def read(level: int, r: np.ndarray, c: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        def read(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
             return decoder.decode(scale) - tables.residual_limit(scale)
 
-        grids = walk_latents(body.config, rows, cols, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
+        grids = walk_latents(body.config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
                              read)
         decoder.finish()
     except rans.CorruptStream as exc:
@@ -284,9 +288,9 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     values give more zeros, a smaller file). Returns the body's bytes and the grids a
     decoder will rebuild from them.
     """
-    rows, cols = latents[0].shape
-    config.check(rows, cols, channels)
-    shapes = config.tensor_shapes(channels)
+    shape = latents[0].shape
+    config.check(shape, channels)
+    shapes = config.tensor_shapes(channels, len(shape))
     if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
         raise ValueError("tensors do not match the latent config")
     symbols, models = [], []
@@ -296,8 +300,8 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         symbols.append(qt.ints.ravel() - qt.lo)
         models.append(np.full(qt.ints.size, shift + t, dtype=np.int64))
 
-    def choose(level: int, r: np.ndarray, c: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        target = latents[level][r, c] * context.ONE
+    def choose(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        target = latents[level][pos] * context.ONE
         limit = tables.residual_limit(scale)
         v = (target - mu) / context.ONE
         q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
@@ -305,7 +309,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         models.append(scale)
         return q
 
-    grids = walk_latents(config, rows, cols, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
+    grids = walk_latents(config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
     weight_tables = [qt.table() for qt in tensors.values()]
     payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
                           1 << config.lanes_log2)
@@ -356,7 +360,7 @@ def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
 def read_header(data: bytes) -> Header:
     """Parse and check everything but the payload: the limits hold before anything is decoded."""
     d, pos = _prefix(data)
-    body, end = read_body(data, pos, len(data) - 4, d.height, d.width, d.channels)
+    body, end = read_body(data, pos, len(data) - 4, (d.height, d.width), d.channels)
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
     sizes = {"header": PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
@@ -395,7 +399,7 @@ def info(data: bytes) -> list[tuple[str, str]]:
 def decode_latents(data: bytes) -> LatentImage:
     """Entropy-decode a latent image stream into its integer tensors and latent grids."""
     h = read_header(data)
-    tensors, grids = decode_body(h.body, h.descriptor.height, h.descriptor.width)
+    tensors, grids = decode_body(h.body, (h.descriptor.height, h.descriptor.width))
     return LatentImage(h.descriptor, h.config, tensors, grids)
 
 

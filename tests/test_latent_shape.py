@@ -1,0 +1,266 @@
+"""Format version 5 shapes: 3-D latent grids, the field, meshing, size targets and hostile streams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+import nxcodec.signals.shape as shape_mod
+from nxcodec.codec import EncodeOptions, encode_signal
+from nxcodec.decoder import decode_stream
+from nxcodec.errors import StreamError
+from nxcodec.fit import presets
+from nxcodec.fit.latent_code import quantize, quantize_networks
+from nxcodec.fit.latent_shape import ShapeModel
+from nxcodec.latent import context, stream
+from nxcodec.latent import shape as latent_shape
+from nxcodec.latent.shape import ShapeLatentDescriptor
+from nxcodec.latent.stream import LatentConfig
+from nxcodec.signals import for_name, meshfile
+
+ROOT = Path(__file__).resolve().parents[1]
+V5 = ROOT / "bitstream" / "conformance" / "v5"
+CASES = json.loads((V5 / "manifest.json").read_text())
+TORUS = ROOT / "nxcodec" / "samples" / "bumpy_torus.ply"
+SHAPES = for_name("shape")
+
+
+def config(**kw) -> LatentConfig:
+    base = dict(levels=3, arm_width=8, arm_layers=2, n_experts=1, mgr_width=0, syn_width=8, syn_layers=1,
+                refine_width=0, lanes_log2=0)
+    return LatentConfig(**{**base, **kw})
+
+
+def random_stream(cfg: LatentConfig, grid_log2: int = 3, seed: int = 0):
+    """A stream of random networks and latents, and what the encoder recorded for it."""
+    rng = np.random.default_rng(seed)
+    d = ShapeLatentDescriptor(meshfile.ShapeDescriptor((1.0, -2.0, 0.5), 0.25), grid_log2)
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in cfg.tensor_shapes(1, 3).items()}
+    tensors = quantize_networks(weights, 7, 5)
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, cfg.levels)]
+    return d, tensors, latent_shape.write(d, cfg, tensors, latents)
+
+
+@pytest.mark.parametrize("cfg", [config(), config(n_experts=3, mgr_width=4, levels=4, lanes_log2=2),
+                                 config(arm_layers=0, syn_layers=0, levels=1)])
+def test_the_decoder_rebuilds_exactly_what_the_encoder_recorded(cfg):
+    d, _, (data, recorded) = random_stream(cfg)
+    image = latent_shape.decode_latents(data)
+    assert image.descriptor == latent_shape.unpack(latent_shape.pack(d)) and image.config == cfg
+    assert image.digest() == recorded.digest()
+    assert [g.shape for g in image.grids] == context.level_sizes(d.grid, cfg.levels)
+
+
+def test_the_trainer_computes_the_decoders_field_and_routing():
+    """The torch model (features by grid_sample, routing by cells) is the decoder's field, on decoded integers."""
+    cfg = config(n_experts=3, mgr_width=4, levels=4)
+    _, tensors, (_, image) = random_stream(cfg, grid_log2=4, seed=5)  # a seed that uses all three experts
+    model = ShapeModel(cfg, 1, 4).double()
+    with torch.no_grad():
+        for lat, g in zip(model.latents, image.grids):
+            lat.copy_(torch.from_numpy(g / context.ONE)[None])
+        coded = model.coded_tensors(0)
+        for name, t in coded.items():
+            t.copy_(torch.from_numpy(tensors[name].values().astype(np.float64)))
+        points = np.random.default_rng(1).uniform(-1, 1, (4000, 3)).astype(np.float32)
+        grids = [lat.detach() for lat in model.latents]
+        p = torch.from_numpy(points).double()[None]
+        field = latent_shape.Field(image)
+        routed = model.synthesize(grids, p)
+        logits = model.synthesize(grids, p)[1][0]
+    choice = field.experts_of(points)
+    assert len(np.unique(choice)) == 3
+    # The trainer's manager runs in float on the same integer inputs: it agrees except near ties.
+    margin = torch.sort(logits, dim=-1).values
+    clear = (margin[:, -1] - margin[:, -2]).numpy() > 0.1  # fixed-point floors move a logit by a few 1/256
+    assert np.array_equal(logits.argmax(-1).numpy()[clear], choice[clear]) and clear.mean() > 0.5
+    values = field(points)
+    assert np.allclose(routed[2][0, :, 0].numpy()[clear], values[clear], rtol=0, atol=1e-9)
+
+
+def sphere_stream(radius: float, centre=(3.0, -1.0, 2.0), scale: float = 2.0) -> bytes:
+    """A hand-made stream whose field is a sphere's truncated distance: one grid holding 16 x the distance, and a
+    linear expert reading it with weight 1/16."""
+    cfg = config(levels=1, syn_layers=0, arm_layers=0)
+    d = ShapeLatentDescriptor(meshfile.ShapeDescriptor(centre, scale), 5)
+    axis = np.linspace(-1, 1, d.side)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    sdf = np.clip((np.sqrt(x**2 + y**2 + z**2) - radius) / d.shape.trunc, -1, 1)
+    weights = {n: np.zeros(s, dtype=np.float32) for n, s in cfg.tensor_shapes(1, 3).items()}
+    for arm in ("arm_a", "arm_b"):
+        weights[f"{arm}.out.bias"][1] = 20.0  # scale index 20: residuals up to 96
+    tensors = quantize_networks(weights, 7, 5)
+    tensors["experts.out.weight"] = quantize(np.full((1, 1, 1), 1 / 16), 16)  # step 2**-4
+    tensors["experts.out.bias"] = quantize(np.zeros((1, 1)), 16)
+    return latent_shape.write(d, cfg, tensors, [16 * sdf])[0]
+
+
+def test_a_hand_made_sphere_decodes_where_and_as_large_as_it_was():
+    data = sphere_stream(0.5)
+    decoded, mesh = decode_stream(data, resolution=64)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    assert tm.is_watertight
+    assert np.allclose(tm.bounding_box.centroid, (3.0, -1.0, 2.0), atol=0.02)
+    assert tm.volume == pytest.approx(4 / 3 * math.pi * (0.5 * 2.0) ** 3, rel=0.02)
+    assert "17" not in decoded.modality.describe(decoded.descriptor) and "33^3" in decoded.modality.describe(
+        decoded.descriptor)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
+def test_conformance_streams_decode_to_their_integers_field_and_mesh(case):
+    data = (V5 / case["stream"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == case["stream_sha256"]
+    image = latent_shape.decode_latents(data)
+    assert image.digest() == case["integers_sha256"]
+    points = np.load(V5 / "field_points.npy")
+    field = latent_shape.Field(image)
+    assert hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest() == case["experts_sha256"]
+    assert np.allclose(field(points), np.load(V5 / case["field"]), rtol=0, atol=1e-9)
+    mesh = decode_stream(data, resolution=case["resolution"])[1]
+    want = trimesh.load(V5 / case["expected"], process=False)
+    assert [len(mesh.vertices), len(mesh.faces)] == case["shape"]
+    assert np.abs(np.sort(mesh.vertices, axis=0) - np.sort(want.vertices, axis=0)).max() < 1e-5
+
+
+def test_v5_decodes_without_torch():
+    script = ("import builtins, sys\n"
+              "real = builtins.__import__\n"
+              "def guard(name, *a, **k):\n"
+              "    if name == 'torch' or name.startswith('torch.'):\n"
+              "        raise ImportError('torch is not allowed here')\n"
+              "    return real(name, *a, **k)\n"
+              "builtins.__import__ = guard\n"
+              "from nxcodec.decoder import decode_stream\n"
+              f"print(len(decode_stream(open({str(V5 / CASES[0]['stream'])!r}, 'rb').read(), resolution=24)[1].faces))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) > 100
+
+
+def test_corrupt_truncated_and_hostile_streams_are_refused():
+    data = (V5 / CASES[0]["stream"]).read_bytes()
+    for bad in (data[:-1], data[:30], data[:-5] + bytes(5), data[:4] + bytes([6]) + data[5:]):
+        with pytest.raises(StreamError):
+            decode_stream(bad)
+    at = stream.PREFIX.size
+    desc_len = len(latent_shape.pack(latent_shape.read_header(data).descriptor))
+
+    def patched(desc: bytes = b"", config: LatentConfig | None = None) -> bytes:
+        out = data[:at] + (desc or data[at : at + desc_len])
+        body = data[at + desc_len : -4]
+        if config is not None:
+            body = config.pack() + body[LatentConfig.SIZE :]
+        return stream.with_crc(out + body)
+
+    d = latent_shape.read_header(data).descriptor
+    cfg = latent_shape.read_header(data).config
+    with pytest.raises(StreamError, match="latent grid of 2\\^8"):
+        decode_stream(patched(meshfile.pack(d.shape) + bytes([8])))
+    with pytest.raises(StreamError, match="shape descriptor"):
+        decode_stream(patched(meshfile.pack(replace(d.shape, scale=-1.0)) + bytes([d.grid_log2])))
+    with pytest.raises(StreamError, match="fewer than two vertices|outside the decoder's limits"):
+        decode_stream(patched(config=replace(cfg, levels=d.grid_log2 + 2)))
+    with pytest.raises(StreamError, match="outside the decoder's limits"):
+        decode_stream(patched(config=replace(cfg, refine_width=2)))
+    with pytest.raises(StreamError, match="truncated|does not match|payload"):
+        decode_stream(patched(config=replace(cfg, syn_width=40)))
+    image_stream = data[:5] + bytes([1]) + data[6:]
+    with pytest.raises(StreamError):
+        decode_stream(stream.with_crc(image_stream[:-4]))
+
+
+def test_decoder_limits_bound_the_work_of_the_chosen_resolution():
+    from nxcodec.limits import Limits
+
+    data = (V5 / CASES[0]["stream"]).read_bytes()
+    _, per_point, work = latent_shape.work(data, 64)
+    assert per_point > 0 and work > 64**3 * per_point
+    with pytest.raises(StreamError, match="multiply-adds"):
+        decode_stream(data, resolution=64, limits=Limits(max_work=int(work / 2)))
+    assert len(decode_stream(data, resolution=64, limits=Limits(max_work=int(work) + 1))[1].faces) > 0
+    with pytest.raises(Exception, match="resolution"):
+        decode_stream(data, resolution=4)
+
+
+@pytest.fixture(scope="module")
+def small_presets():
+    """Quality 1 on a 17^3 grid and 8192 training points: a fit of seconds."""
+    saved = dict(presets.SHAPE_LATENT_PRESETS), shape_mod.TRAIN_POINTS
+    for q in (1, 2):
+        presets.SHAPE_LATENT_PRESETS[q] = replace(presets.SHAPE_LATENT_PRESETS[q], grid_log2=4, levels=4)
+    shape_mod.TRAIN_POINTS = 8192
+    yield
+    presets.SHAPE_LATENT_PRESETS.clear()
+    presets.SHAPE_LATENT_PRESETS.update(saved[0])
+    shape_mod.TRAIN_POINTS = saved[1]
+
+
+def test_a_mesh_round_trips_as_version_5_and_keeps_a_size_target(small_presets):
+    torus = SHAPES.read(TORUS)
+    res = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=80, device="cpu"))
+    assert res.data[4] == 5 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
+    assert res.metrics["sdf_l1"] < 0.2
+    target = 0.85 * len(res.data) / 1000
+    small = encode_signal(SHAPES, SHAPES.read(TORUS), EncodeOptions(quality=2, rate=target, iters=80, device="cpu"))
+    assert len(small.data) <= target * 1000 and small.data[4] == 5
+    mesh = decode_stream(small.data, resolution=48)[1]
+    assert len(mesh.faces) > 100
+
+
+def test_cli_encodes_a_mesh_as_version_5_with_kb_and_info_describes_it(tmp_path, small_presets):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = ("import sys\n"
+            "from dataclasses import replace\n"
+            "from nxcodec.fit import presets\n"
+            "import nxcodec.signals.shape as shape_mod\n"
+            "presets.SHAPE_LATENT_PRESETS = {q: replace(p, grid_log2=4, levels=4) for q, p in "
+            "presets.SHAPE_LATENT_PRESETS.items()}\n"
+            "shape_mod.TRAIN_POINTS = 8192\n"
+            "from nxcodec.cli import main\n"
+            "sys.exit(main())\n")
+    out = tmp_path / "torus.nxc"
+    run = subprocess.run([sys.executable, "-c", code, "encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters",
+                          "60", "--device", "cpu", "-v"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "float distance error" in run.stdout and "Chamfer-L1" in run.stdout
+    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 5
+    info = subprocess.run([sys.executable, "-m", "nxcodec", "info", str(out)], capture_output=True, text=True, env=env)
+    assert "nxc version 5" in info.stdout and "17^3" in info.stdout and "per evaluated point" in info.stdout
+    dec = subprocess.run([sys.executable, "-m", "nxcodec", "decode", str(out), "--resolution", "40", "-o",
+                          str(tmp_path / "torus.obj")], capture_output=True, text=True, env=env)
+    assert dec.returncode == 0, dec.stderr
+    assert len(trimesh.load(tmp_path / "torus.obj").faces) > 100
+    bpp = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(TORUS), "--bpp", "1"], capture_output=True,
+                         text=True, env=env)
+    assert bpp.returncode != 0 and "--kb" in bpp.stderr and "Traceback" not in bpp.stderr
+
+
+def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from nxcodec.batch import read_manifest
+    from nxcodec.cli import main
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    shutil.copy(TORUS, src / "torus.ply")
+    res = CliRunner().invoke(main, ["batch", str(src), str(dst), "--iters", "40", "--kb", "3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    record = read_manifest(dst / "manifest.jsonl")["torus.ply"]
+    assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
+    data = (dst / "torus.ply.nxc").read_bytes()
+    assert data[4] == 5 and len(data) <= 3000
