@@ -36,7 +36,7 @@ for name in clips:
     stack = [t for _ in lams for t in targets]
     lam_list = [l for l in lams for _ in targets]
     target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in stack])
-    model = LatentModel(cfg, len(stack), rows, cols, 1, seed=0)
+    model = LatentModel(cfg, len(stack), (rows, cols), 1, seed=0)
     t0 = time.perf_counter()
     fit(model, target, lam_list, LatentSchedule(iters=iters), seed=0)
     fit_s = time.perf_counter() - t0

@@ -25,7 +25,7 @@ def fitted():
     plane = latent_audio.planes_of(0, d)[0]
     target = latent_audio.coefficients(plane, d, signal.data)
     cfg = latent_audio.config_for(presets.AUDIO_LATENT_PRESETS[5], *plane.size)
-    model = LatentModel(cfg, 1, *plane.size, 1, seed=0)
+    model = LatentModel(cfg, 1, plane.size, 1, seed=0)
     with torch.random.fork_rng():
         fit(model, torch.from_numpy(target.reshape(1, -1, 1)).float(), 1e-4, LatentSchedule(iters=30), seed=0)
     weights = {n: w.detach().numpy() for n, w in model.coded_tensors(0).items()}
@@ -69,7 +69,7 @@ def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypat
     src = latent_audio.plane_source(target, cfg, latents, 1e-4)
     assert latent_code.search_band(src)[1] > 1
     free = latent_code.code_plane(src, weights, None)
-    body, _ = stream.read_body(free.data, 0, len(free.data), *target.shape, 1)
+    body, _ = stream.read_body(free.data, 0, len(free.data), target.shape, 1)
     assert np.array_equal(audio.plane_values(body, *target.shape), free.samples)
     assert free.cost == pytest.approx(free.mse + 1e-4 * 8 * len(free.data) / target.size)
     allowed = 8 * len(free.data) * 0.97

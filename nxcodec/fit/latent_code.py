@@ -177,16 +177,15 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
     cost = _latent_bits()
     bits = 0.0
 
-    def choose(level: int, r: np.ndarray, c: np.ndarray, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def choose(level: int, pos: tuple[np.ndarray, ...], mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         nonlocal bits
         limit = tables.residual_limit(scale)
-        v = (src.latents[level][r, c] * context.ONE - mu) / context.ONE
+        v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
         q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
         bits += float(np.sum(cost[scale, q + limit]))
         return q
 
-    rows, cols = src.latents[0].shape
-    grids = stream.walk_latents(src.config, rows, cols, stream.fixed_layers(coded, "arm_a"),
+    grids = stream.walk_latents(src.config, src.latents[0].shape, stream.fixed_layers(coded, "arm_a"),
                                 stream.fixed_layers(coded, "arm_b"), choose)
     return bits, grids
 
@@ -235,7 +234,10 @@ def _finish(src: PlaneSource, coded: Tensors, dead_zone: float) -> Candidate:
     return Candidate(data, image, values, mse, mse + src.lam * 8 * len(data) / src.samples)
 
 
-def code_plane(src: PlaneSource, weights: dict[str, np.ndarray], bits_allowed: float | None,
+Writer = Callable[["OrderedDict[str, CodedTensor]", float], Candidate]  # (networks, dead zone) -> written candidate
+
+
+def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
                trim: bool = True) -> Candidate:
     """The best coding over the precision choices; under a rate target, the best one that fits.
 
@@ -247,7 +249,13 @@ def code_plane(src: PlaneSource, weights: dict[str, np.ndarray], bits_allowed: f
     that order (with ``trim``; without, ``NxcError`` at once, for a caller that would rather
     fit again at a higher lambda); if still none fits, ``NxcError`` (the caller refits a
     smaller preset).
+
+    ``src`` may instead be a writer of whole candidates (shapes, format 5): then every
+    candidate is written and measured (:func:`code_written`).
     """
+    if not isinstance(src, PlaneSource):
+        return code_written(src, weights, bits_allowed, trim)
+
     def fits(n_bytes: int) -> bool:
         return bits_allowed is None or 8 * n_bytes <= bits_allowed
 
@@ -279,6 +287,36 @@ def code_plane(src: PlaneSource, weights: dict[str, np.ndarray], bits_allowed: f
     for p in range(precision - 1, -1, -1):
         t = _trial(src, quantize_networks(weights, fixed, p), DEAD_ZONES[-1], walked, measure=False)
         if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
+            return c
+    raise NxcError("the rate target is too small for this signal; raise the target")
+
+
+def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
+                 trim: bool = True) -> Candidate:
+    """:func:`code_plane` for a writer: the same choices, each candidate written by ``write`` and measured."""
+    fits = (lambda c: True) if bits_allowed is None else (lambda c: 8 * len(c.data) <= bits_allowed)
+    best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
+    for f in FIXED_PRECISIONS:
+        c = write(quantize_networks(weights, f, 5), 0.5)
+        if best is None or (fits(c), -c.cost) > (fits(best), -best.cost):
+            best, fixed = c, f
+    precision = 5
+    for p in FLOAT_PRECISIONS:
+        c = write(quantize_networks(weights, fixed, p), 0.5) if p != 5 else best
+        if (fits(c), -c.cost) > (fits(best), -best.cost):
+            best, precision = c, p
+    if fits(best):
+        return best
+    if not trim:
+        raise NxcError("over the rate target before trimming")
+    coded = quantize_networks(weights, fixed, precision)
+    for dz in DEAD_ZONES[1:]:
+        c = write(coded, dz)
+        if fits(c):
+            return c
+    for p in range(precision - 1, -1, -1):
+        c = write(quantize_networks(weights, fixed, p), DEAD_ZONES[-1])
+        if fits(c):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
 
