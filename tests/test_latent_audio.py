@@ -222,3 +222,24 @@ def test_decoder_limits_refuse_a_v4_stream_before_decoding():
     with pytest.raises(StreamError, match="multiply-adds"):
         decode_stream(data, limits=Limits(max_work=int(work / 2)))
     assert decode_stream(data, limits=Limits(max_samples=samples, max_work=int(work) + 1))[1].shape == tuple(CASES[-1]["shape"])
+
+
+def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_under_the_target(monkeypatch):
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
+    fits = []
+    real_fit = latent_audio._fit
+
+    def spy(model, target, lams, schedule, seed, device):
+        fits.append(list(lams))
+        real_fit(model, target, lams, schedule, seed, device)
+
+    monkeypatch.setattr(latent_audio, "_fit", spy)
+    target = 96.0  # far above what the preset's lambda spends on this clip
+    res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
+    assert 8 * len(res.data) * 8000 / 8000 / 1000 <= target
+    assert len(fits) >= 2 and fits[1][0] == pytest.approx(fits[0][0] / latent_audio.RATE_STEP)
+    first = fits[0][0]
+    fits.clear()
+    monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # without the lower-lambda rounds: one fit, a smaller file
+    alone = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
+    assert fits == [[first]] and len(alone.data) < len(res.data)

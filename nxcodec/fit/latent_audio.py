@@ -21,8 +21,8 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, code_plane,
-                                     lanes_for, levels_for)
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, PlaneSource,
+                                     code_plane, crop_latents, lanes_for, levels_for)
 from nxcodec.latent import audio, mdct, stream
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
@@ -30,8 +30,9 @@ from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
-RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits at a higher lambda, then trimming
-RATE_STEP = 2.0  # lambda factor of each continued fit
+RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes off their share
+RATE_STEP = 2.0  # lambda factor of each continued fit: up for a plane over its share, down for one well under
+RATE_UNDER = 0.8  # a plane coded under this part of its share is fitted on at a lower lambda
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
 
 
@@ -104,17 +105,24 @@ def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) ->
     return mdct.forward(shifted, d.hop, 1, b - a + 1)  # ... so its frame 1 is the clip's frame a
 
 
+def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float) -> PlaneSource:
+    """A fitted plane as :func:`code_plane` codes it: bodies, scored on the binary64 synthesis."""
+    def measure(grids: list[np.ndarray], coded) -> tuple[np.ndarray, float]:
+        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
+        return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
+
+    def write(coded, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
+        return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
+
+    def crop(a: int, b: int) -> PlaneSource:
+        return plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam)
+
+    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop)
+
+
 def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
           lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    n = target.size
-
-    def write(coded, dead_zone: float) -> Candidate:
-        body, grids = stream.write_body(cfg, 1, coded, latents, dead_zone)
-        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
-        mse = float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
-        return Candidate(body, None, values, mse, mse + lam * 8 * len(body) / n)
-
-    return code_plane(write, weights, bits_allowed, trim)
+    return code_plane(plane_source(target, cfg, latents, lam), weights, bits_allowed, trim)
 
 
 def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
@@ -195,7 +203,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
         return allowed * math.prod(p.size) / share[p.clip]
 
-    coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int]] = {}  # by plane
+    coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int, float]] = {}  # by plane, with the coding's mse
     failed: set[int] = set()  # clips with a plane that missed its share of the target
     for g, idx in enumerate(_groups(planes, limit)):
         rows, cols = planes[idx[0]].size
@@ -206,33 +214,44 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
         lams = [preset.lam] * len(idx)
         bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]
+        under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
         for attempt in range(RATE_ROUNDS):
             _fit(model, target, lams, schedule, opts.seed, device)
             last = attempt == RATE_ROUNDS - 1
             with torch.no_grad():
                 grids, _ = model.quantized_latents("ste")
                 floats = model.synthesize(grids)[2].cpu().numpy().astype(np.float64)
-            over = []
+            again = []  # planes to fit on from here
             for j, i in enumerate(idx):
                 p = planes[i]
-                if p.clip in failed or i in coded:
+                if p.clip in failed or (i in coded and i not in under):
                     continue
                 weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
                 latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-                try:
-                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=last)
+                try:  # a plane that has a coding is trimmed at once: it only replaces that coding if better
+                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=last or i in coded)
                 except NxcError:
-                    if last:
+                    if i in coded:
+                        under.discard(i)
+                    elif last:
                         failed.add(p.clip)
-                    else:
-                        over.append(j)
+                    else:  # over the target: fit on at a higher lambda rather than trim the coding
+                        lams[j] *= RATE_STEP
+                        again.append(j)
+                    continue
+                if i in coded and best.mse >= coded[i][4]:  # no better than the coding it has: keep that
+                    under.discard(i)
                     continue
                 coded[i] = (best.data, floats[j].reshape(p.size).astype(np.float32), cfg,
-                            sum(t.size for t in weights.values()))
-            if not over:
+                            sum(t.size for t in weights.values()), best.mse)
+                if bits[j] is not None and 8 * len(best.data) < RATE_UNDER * bits[j]:
+                    under.add(i)  # well under its share: fit on at a lower lambda, keep the best that fits
+                    lams[j] /= RATE_STEP
+                    again.append(j)
+                else:
+                    under.discard(i)
+            if not again or last:
                 break
-            for j in over:  # over the target: fit on from here at a higher lambda rather than trim the coding
-                lams[j] *= RATE_STEP
             schedule = replace(schedule, iters=max(1, iters // 4), lr=schedule.lr * 0.3,
                                latent_lr=schedule.latent_lr * 0.3, temperature=(0.1, 0.1), manager_pretrain_frac=0.0)
     for clip in clips:

@@ -4,8 +4,11 @@ Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image'
 networks are then quantized: the fixed-point networks (context models, manager) with one
 power-of-two step for the whole image, the float networks with a step per tensor set
 relative to its spread; both precisions are chosen by the rate-distortion cost of the
-written stream, decoded by the real decoder. A rate target then raises the dead zone of
-the latent quantizer until the file fits.
+coding, its size counted from the coder's frequency tables (a walk of the decoder's
+context model, without the range coder) and its distortion from the decoder's
+synthesis, on a band of rows of a tall plane. Only the chosen coding is written, and its
+exact size is what a rate target checks; a target then raises the dead zone of the
+latent quantizer until the file fits. Audio planes (format 4) are coded the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -21,16 +26,19 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.latent import stream, tables
+from nxcodec.latent import context, stream, tables
 from nxcodec.latent.context import MAX_SHIFT, max_levels
 from nxcodec.latent.stream import FIXED_POINT, CodedTensor, LatentConfig
 from nxcodec.quant import code_for_step
+from nxcodec.latent.synthesis import synthesize
+from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, step_from_code
 
 FIXED_PRECISIONS = (5, 6, 7, 8, 9)  # fractional bits of the fixed-point weights
 FLOAT_PRECISIONS = (3, 4, 5, 6, 7)  # float steps are spread / 2**p
 UPSAMPLE_CODE = 40  # 2**-10: four taps, cheap to keep fine
+SEARCH_ROWS = 128  # precisions are compared on a band of this many rows of a taller plane
 DEAD_ZONES = tuple(0.5 + 0.05 * i for i in range(11))  # latent rounding offsets tried to meet a rate target
 STACK_PIXELS_GPU = 1 << 25  # images fitted together on a GPU: about 80 Kodak images
 STACK_PIXELS_CPU = 1 << 20
@@ -110,32 +118,182 @@ class Candidate:
         self.data, self.image, self.samples, self.mse, self.cost = data, image, samples, mse, cost
 
 
-Writer = Callable[["OrderedDict[str, CodedTensor]", float], Candidate]  # (networks, dead zone) -> candidate
+Tensors = "OrderedDict[str, CodedTensor]"
 
 
-def _write(d: ImageDescriptor, cfg: LatentConfig, coded, latents, original: np.ndarray, lam: float,
-           dead_zone: float = 0.5) -> Candidate:
-    data, image = stream.write(d, cfg, coded, latents, dead_zone)
-    samples = stream.reconstruct(image)[0]
-    mse = float(np.mean((samples.astype(np.float64) - original.astype(np.float64)) ** 2)) / d.peak**2
-    return Candidate(data, image, samples, mse, mse + lam * 8 * len(data) / (d.width * d.height))
+@dataclass
+class PlaneSource:
+    """A fitted plane as :func:`code_plane` sees it: its latents, how to score a decoding, how to write it."""
+
+    config: LatentConfig
+    channels: int
+    latents: list[np.ndarray]  # the encoder's float latents, in latent units, finest first
+    lam: float
+    samples: int  # what the rate is counted over: cost = mse + lam * 8 * bytes / samples
+    measure: Callable[[list[np.ndarray], Any], tuple[np.ndarray, float]]  # (grids, tensors) -> (decoded values, mse)
+    write: Callable[[Any, float], tuple[bytes, list[np.ndarray], Any]]  # (tensors, dead zone) -> (exact bytes,
+    # the grids a decoder rebuilds, anything else the caller keeps)
+    overhead: int = 0  # bytes that ``write`` puts around the plane's body (an image's prefix and CRC)
+    crop: Callable[[int, int], "PlaneSource"] | None = None  # the same plane cut to rows [a, b)
 
 
-def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-               original: np.ndarray, lam: float, bits_allowed: float | None) -> Candidate:
-    """The best version 3 stream of one fitted image (see :func:`code_plane`)."""
-    return code_plane(lambda coded, dz: _write(d, cfg, coded, latents, original, lam, dz), weights, bits_allowed)
+def search_band(src: PlaneSource) -> tuple[PlaneSource, float]:
+    """Where precisions are compared: a band of ``SEARCH_ROWS`` rows in the middle of a tall plane (aligned to
+    the coarsest grid, so every grid is cut at whole rows), and the plane's rows per band row; else the plane."""
+    rows, step = src.latents[0].shape[0], 1 << (src.config.levels - 1)
+    size = -(-SEARCH_ROWS // step) * step
+    if src.crop is None or rows < 2 * size:
+        return src, 1.0
+    a = (rows - size) // 2 // step * step
+    return src.crop(a, a + size), rows / size
 
 
-def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
+def crop_latents(latents: list[np.ndarray], a: int, b: int) -> list[np.ndarray]:
+    """Every grid cut to the rows that cover rows [a, b) of the finest (a, b multiples of the coarsest step)."""
+    return [lat[a >> level : -(-b >> level)] for level, lat in enumerate(latents)]
+
+
+@lru_cache(maxsize=1)
+def _latent_bits() -> np.ndarray:
+    """``[scale, residual + A]``: the bits the coder spends on a latent residual, ``16 - log2(frequency)``."""
+    out = np.full((tables.N_SCALES, 2 * int(tables.residual_limit(tables.N_SCALES - 1)) + 1), np.inf)
+    for s in range(tables.N_SCALES):
+        f = tables.scale_table(s)
+        out[s, : f.size] = tables.PREC - np.log2(f)
+    return out
+
+
+def tensor_bits(coded: Tensors) -> float:
+    """The bits the coder spends on the network integers, from their tables."""
+    return float(sum(np.sum(tables.PREC - np.log2(t.table()[t.ints.ravel() - t.lo])) for t in coded.values()))
+
+
+def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, list[np.ndarray]]:
+    """The latent bits and the grids of a coding, without running the coder.
+
+    The residuals are chosen as :func:`nxcodec.latent.stream.write_body` chooses them (the
+    same walk, the same rounding), and counted as ``16 - log2`` of their frequencies.
+    """
+    cost = _latent_bits()
+    bits = 0.0
+
+    def choose(level: int, pos: tuple[np.ndarray, ...], mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        nonlocal bits
+        limit = tables.residual_limit(scale)
+        v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
+        q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
+        bits += float(np.sum(cost[scale, q + limit]))
+        return q
+
+    grids = stream.walk_latents(src.config, src.latents[0].shape, stream.fixed_layers(coded, "arm_a"),
+                                stream.fixed_layers(coded, "arm_b"), choose)
+    return bits, grids
+
+
+def estimated_bytes(src: PlaneSource, coded: Tensors, bits: float) -> int:
+    """The written size for ``bits`` of symbols: the body's fixed parts, then the rANS payload, about
+    ``bits / 8`` plus 3 bytes per lane (each lane flushes a 4-byte state that holds one byte of data on average).
+
+    On fitted planes the coder writes 0.1 to 0.7% more than this (its 32-bit states round
+    each step); a choice that must fit is checked on the written bytes."""
+    fixed = stream.Body(src.config, OrderedDict.fromkeys(coded), b"").size
+    return src.overhead + fixed + math.ceil(bits / 8) + 3 * (1 << src.config.lanes_log2)
+
+
+@dataclass
+class _Trial:
+    """A coding scored from its estimated size: what :func:`code_plane` compares."""
+
+    coded: Tensors
+    dead_zone: float
+    latent_bits: float  # of the source it was walked on
+    grids: list[np.ndarray]
+    n_bytes: int  # estimated, for the whole plane
+    mse: float = math.inf
+    cost: float = math.inf
+
+
+def _trial(src: PlaneSource, coded: Tensors, dead_zone: float, walked: _Trial | None = None, measure: bool = True,
+           on: PlaneSource | None = None, scale: float = 1.0) -> _Trial:
+    """Score a coding of ``src``, walked and measured ``on`` a band of it (``scale``: the plane's rows per band
+    row); ``walked``, a trial of the same fixed-point networks and dead zone, spares the walk."""
+    on = on or src
+    latent_bits, grids = (walked.latent_bits, walked.grids) if walked is not None else walk(on, coded, dead_zone)
+    t = _Trial(coded, dead_zone, latent_bits, grids,
+               estimated_bytes(src, coded, latent_bits * scale + tensor_bits(coded)))
+    if measure:
+        t.mse = on.measure(grids, coded)[1]
+        t.cost = t.mse + src.lam * 8 * t.n_bytes / src.samples
+    return t
+
+
+def _finish(src: PlaneSource, coded: Tensors, dead_zone: float) -> Candidate:
+    """The exact coding: written by ``src.write``, measured on the grids it gives."""
+    data, grids, image = src.write(coded, dead_zone)
+    values, mse = src.measure(grids, coded)
+    return Candidate(data, image, values, mse, mse + src.lam * 8 * len(data) / src.samples)
+
+
+Writer = Callable[["OrderedDict[str, CodedTensor]", float], Candidate]  # (networks, dead zone) -> written candidate
+
+
+def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
                trim: bool = True) -> Candidate:
     """The best coding over the precision choices; under a rate target, the best one that fits.
 
-    When none fits, wider dead zones and then coarser float networks are tried, in that
-    order (with ``trim``; without, ``NxcError`` at once, for a caller that would rather fit
-    again at a higher lambda); if still none fits, ``NxcError`` (the caller refits a smaller
-    preset).
+    The fixed-point precision is chosen first (each one a walk of the context model), then
+    the float precision (the same latents: only the synthesis is redone). They are compared
+    on sizes counted from the frequency tables, on a band of a tall plane
+    (:func:`search_band`); only the chosen coding is written, and its exact size decides.
+    When it does not fit, wider dead zones and then coarser float networks are tried, in
+    that order (with ``trim``; without, ``NxcError`` at once, for a caller that would rather
+    fit again at a higher lambda); if still none fits, ``NxcError`` (the caller refits a
+    smaller preset).
+
+    ``src`` may instead be a writer of whole candidates (shapes, format 5): then every
+    candidate is written and measured (:func:`code_written`).
     """
+    if not isinstance(src, PlaneSource):
+        return code_written(src, weights, bits_allowed, trim)
+
+    def fits(n_bytes: int) -> bool:
+        return bits_allowed is None or 8 * n_bytes <= bits_allowed
+
+    def key(t: _Trial) -> tuple[bool, float]:
+        return fits(t.n_bytes), -t.cost
+
+    band, scale = search_band(src)
+    best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
+    for f in FIXED_PRECISIONS:
+        t = _trial(src, quantize_networks(weights, f, 5), 0.5, on=band, scale=scale)
+        if best is None or key(t) > key(best):
+            best, fixed = t, f
+    walked, precision = best, 5
+    for p in FLOAT_PRECISIONS:
+        if p != 5:
+            t = _trial(src, quantize_networks(weights, fixed, p), 0.5, walked, on=band, scale=scale)
+            if key(t) > key(best):
+                best, precision = t, p
+    c = _finish(src, best.coded, 0.5)
+    if fits(len(c.data)):
+        return c
+    if not trim:
+        raise NxcError("over the rate target before trimming")
+    # Trimming: the first coding (in this order) whose estimate fits is written; its exact size decides.
+    for dz in DEAD_ZONES[1:]:
+        walked = _trial(src, best.coded, dz, measure=False)
+        if fits(walked.n_bytes) and fits(len((c := _finish(src, best.coded, dz)).data)):
+            return c
+    for p in range(precision - 1, -1, -1):
+        t = _trial(src, quantize_networks(weights, fixed, p), DEAD_ZONES[-1], walked, measure=False)
+        if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
+            return c
+    raise NxcError("the rate target is too small for this signal; raise the target")
+
+
+def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
+                 trim: bool = True) -> Candidate:
+    """:func:`code_plane` for a writer: the same choices, each candidate written by ``write`` and measured."""
     fits = (lambda c: True) if bits_allowed is None else (lambda c: 8 * len(c.data) <= bits_allowed)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
@@ -161,6 +319,32 @@ def code_plane(write: Writer, weights: dict[str, np.ndarray], bits_allowed: floa
         if fits(c):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
+
+
+def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray], original: np.ndarray,
+                 lam: float) -> PlaneSource:
+    """A fitted image as :func:`code_plane` codes it: whole version 3 streams, scored on their stored samples."""
+    def measure(grids: list[np.ndarray], coded: Tensors) -> tuple[np.ndarray, float]:
+        values = synthesize(grids, stream.float_synthesis(coded), d.channels)[0]
+        samples = imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels)
+        mse = float(np.mean((samples.astype(np.float64) - original.astype(np.float64)) ** 2)) / d.peak**2
+        return samples, mse
+
+    def write(coded: Tensors, dead_zone: float) -> tuple[bytes, list[np.ndarray], stream.LatentImage]:
+        data, image = stream.write(d, cfg, coded, latents, dead_zone)
+        return data, image.grids, image
+
+    def crop(a: int, b: int) -> PlaneSource:
+        return image_source(replace(d, height=b - a), cfg, crop_latents(latents, a, b), original[a:b], lam)
+
+    overhead = stream.PREFIX.size + len(imagefile.pack(d)) + 4  # prefix, descriptor, CRC
+    return PlaneSource(cfg, d.channels, latents, lam, d.width * d.height, measure, write, overhead, crop)
+
+
+def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
+               original: np.ndarray, lam: float, bits_allowed: float | None) -> Candidate:
+    """The best version 3 stream of one fitted image (see :func:`code_plane`)."""
+    return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed)
 
 
 def _groups(descs: list[ImageDescriptor], limit: int) -> list[list[int]]:

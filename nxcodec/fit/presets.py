@@ -145,23 +145,35 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 
 
 # Audio as MDCT planes (format version 4): one latent per coefficient at the finest grid,
-# the context model predicts each one's scale. Rates are typical of a 44.1 kHz mono clip.
-# Measured on 3 s of bach, 300-iteration CPU fits, hop 1024 (one-off sweeps, the numbers
-# are in issue 13's notes): lambda 7e-4 gave 18.7 kbps at 40.7 dB, 1.6e-4 23 kbps at 40.7 dB and 1e-4
-# 35 kbps at 43.9 dB; MP3 gives 42.0 dB at 32 kbps on the whole clip. An expert of 16x2
-# beat one of 8x1 by 2.8 dB (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
+# the context model predicts each one's scale. ``rate`` is the mean rate of a first fit
+# (no target) over the middle 3 s of three clips (siren_gt_bach, smstools_orchestra,
+# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits: bench/audio_lambda_sweep.py,
+# results in bench/results/audio_lambda_sweep_cpu.jsonl (kbps bach / orchestra / speech -> mean):
+#   lambda 1e-2:   9.5 / 12.3 /   5.6 ->   9.1     3e-5:  82.9 /  99.3 /  42.5 ->  74.9
+#          3e-3:  11.2 / 14.2 /   8.5 ->  11.3     1e-5:  99.0 / 108.6 / 102.3 -> 103.3
+#          1e-3:  16.4 / 19.9 /  11.7 ->  16.0     3e-6:  98.7 / 112.4 / 102.5 -> 104.6
+#          3e-4:  22.5 / 27.8 /  15.4 ->  21.9
+#          1e-4:  34.2 / 42.4 /  24.5 ->  33.7
+#          5e-5:  47.8 / 55.2 /  29.1 ->  44.0
+# A fit's rate swings by about a quarter with its initialisation at 300 iterations (7e-5 gave 54.1 / 61.7 /
+# 40.6, more than 5e-5; 1.2e-4 gave 46.8 / 53.9 / 27.9, more than 1e-4), and
+# it stops growing near 100 kbps whatever the lambda: quality 9 is no larger than 8, and
+# 128 kbps is not reached by these networks. PSNR does not grow with the rate past about
+# 22 kbps at 300 iterations (a mean of 39 to 43 dB from 22 to 105 kbps). The presets fit 1000
+# iterations; their rates there were not measured. An expert of 16x2
+# beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 3.0e-3, 8, 1000, 16, 16),
-        LatentPreset(2, 1.5e-3, 12, 1000, 16, 16),
-        LatentPreset(3, 7.0e-4, 16, 1000, 16, 16),
-        LatentPreset(4, 3.5e-4, 20, 1000, 16, 16),
-        LatentPreset(5, 1.6e-4, 24, 1000, 16, 16),
-        LatentPreset(6, 8.0e-5, 36, 1000, 16, 16),
-        LatentPreset(7, 4.0e-5, 48, 1000, 16, 16),
-        LatentPreset(8, 2.0e-5, 64, 1000, 16, 16),
-        LatentPreset(9, 1.0e-5, 96, 1000, 16, 16),
+        LatentPreset(1, 1.0e-2, 9, 1000, 16, 16),
+        LatentPreset(2, 3.0e-3, 11, 1000, 16, 16),
+        LatentPreset(3, 1.0e-3, 16, 1000, 16, 16),
+        LatentPreset(4, 3.0e-4, 22, 1000, 16, 16),
+        LatentPreset(5, 1.0e-4, 34, 1000, 16, 16),
+        LatentPreset(6, 5.0e-5, 44, 1000, 16, 16),
+        LatentPreset(7, 3.0e-5, 75, 1000, 16, 16),
+        LatentPreset(8, 1.0e-5, 103, 1000, 16, 16),
+        LatentPreset(9, 3.0e-6, 105, 1000, 16, 16),
     )
 }
 

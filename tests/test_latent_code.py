@@ -1,0 +1,91 @@
+"""The shared plane coder (images and audio): sizes counted from the tables, precisions compared on a band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nxcodec.fit import latent_audio, latent_code, presets
+from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.latent import audio, stream
+from nxcodec.signals import for_name
+
+AUDIO = for_name("audio")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A plane of 2 s of 8 kHz tones (65 frames of 256 coefficients), fitted briefly (30 iterations): target, config, weights,
+    latents."""
+    t = np.arange(16000) / 8000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t) + 0.01 * np.random.default_rng(0).standard_normal(t.size))
+    signal = AUDIO.from_array(x[:, None].astype(np.float32), 8000)
+    d = latent_audio.descriptor_for(signal.descriptor, signal.data)
+    plane = latent_audio.planes_of(0, d)[0]
+    target = latent_audio.coefficients(plane, d, signal.data)
+    cfg = latent_audio.config_for(presets.AUDIO_LATENT_PRESETS[5], *plane.size)
+    model = LatentModel(cfg, 1, plane.size, 1, seed=0)
+    with torch.random.fork_rng():
+        fit(model, torch.from_numpy(target.reshape(1, -1, 1)).float(), 1e-4, LatentSchedule(iters=30), seed=0)
+    weights = {n: w.detach().numpy() for n, w in model.coded_tensors(0).items()}
+    latents = [lat[0].detach().numpy().astype(np.float64) for lat in model.latents]
+    return target, cfg, weights, latents
+
+
+@pytest.mark.parametrize("fixed, dead_zone", [(5, 0.5), (7, 0.5), (9, 0.8)])
+def test_table_bit_count_matches_the_coder(fitted, fixed, dead_zone):
+    target, cfg, weights, latents = fitted
+    src = latent_audio.plane_source(target, cfg, latents, 1e-4)
+    coded = latent_code.quantize_networks(weights, fixed, 5)
+    bits, grids = latent_code.walk(src, coded, dead_zone)
+    body, want = stream.write_body(cfg, 1, coded, latents, dead_zone)
+    assert all(np.array_equal(a, b) for a, b in zip(grids, want))  # the walk chooses what the writer chooses
+    estimate = latent_code.estimated_bytes(src, coded, bits + latent_code.tensor_bits(coded))
+    # rANS with 16-bit tables spends a few tenths of a percent over -log2 of the frequencies
+    assert len(body) * 0.99 - 2 <= estimate <= len(body) + 2
+
+
+def test_a_band_is_the_plane_cut_at_whole_rows_of_every_grid():
+    rows, cols, levels = 300, 64, 3
+    latents = [np.arange(-(-rows >> l) * (cols >> l), dtype=float).reshape(-(-rows >> l), cols >> l)
+               for l in range(levels)]
+    cfg = latent_audio.config_for(presets.AUDIO_LATENT_PRESETS[5], rows, cols)
+    cfg = stream.LatentConfig(**{**cfg.__dict__, "levels": levels})
+    src = latent_audio.plane_source(np.zeros((rows, cols)), cfg, latents, 1e-4)
+    band, scale = latent_code.search_band(src)
+    a = (rows - latent_code.SEARCH_ROWS) // 2 // 4 * 4
+    assert scale == rows / latent_code.SEARCH_ROWS
+    for level, (lat, cut) in enumerate(zip(latents, band.latents)):
+        assert np.array_equal(cut, lat[a >> level : (a + latent_code.SEARCH_ROWS) >> level])
+    small = latent_audio.plane_source(np.zeros((200, cols)), cfg, [lat[: -(-200 >> l)] for l, lat in
+                                                                     enumerate(latents)], 1e-4)
+    assert latent_code.search_band(small) == (small, 1.0)  # under two bands: the whole plane
+
+
+def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypatch):
+    target, cfg, weights, latents = fitted
+    monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # a band of 16 of the 65 rows
+    src = latent_audio.plane_source(target, cfg, latents, 1e-4)
+    assert latent_code.search_band(src)[1] > 1
+    free = latent_code.code_plane(src, weights, None)
+    body, _ = stream.read_body(free.data, 0, len(free.data), target.shape, 1)
+    assert np.array_equal(audio.plane_values(body, *target.shape), free.samples)
+    assert free.cost == pytest.approx(free.mse + 1e-4 * 8 * len(free.data) / target.size)
+    allowed = 8 * len(free.data) * 0.97
+    with pytest.raises(latent_code.NxcError):
+        latent_code.code_plane(src, weights, allowed, trim=False)
+    trimmed = latent_code.code_plane(src, weights, allowed)
+    assert 8 * len(trimmed.data) <= allowed and trimmed.mse >= free.mse
+
+
+def test_an_image_compared_on_a_band_decodes_to_what_the_encoder_reported(monkeypatch):
+    from conftest import real_image
+    from nxcodec.codec import EncodeOptions, encode_signal
+
+    image = for_name("image")
+    monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # the 80 rows are compared on 16 of them
+    array = real_image((80, 64))
+    res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
+    assert res.data[4] == 3
+    assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
