@@ -240,6 +240,7 @@ def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_u
     assert len(fits) >= 2 and fits[1][0] == pytest.approx(fits[0][0] / latent_audio.RATE_STEP)
     first = fits[0][0]
     fits.clear()
-    monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # without the lower-lambda rounds: one fit, a smaller file
+    monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # without the lower-lambda rounds: the first fit alone
     alone = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
-    assert fits == [[first]] and len(alone.data) < len(res.data)
+    # a later round's coding replaces the first only when it fits and is closer (its size may go either way)
+    assert fits == [[first]] and res.metrics["psnr"] >= alone.metrics["psnr"]
