@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,19 @@ SAMPLE = ROOT / "nxcodec" / "samples" / "hopper.png"
 FAST_ITERS = 800
 # PSNR that a FAST_ITERS fit of the 48x40 crop must reach: measured per source image
 PSNR_FLOOR = 24.0 if (KODAK / "kodim23.png").exists() else 21.0
+
+
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where importing torch fails (what a torch-free decoder must survive)."""
+    guard = ("import builtins\n"
+             "real = builtins.__import__\n"
+             "def guard(name, *a, **k):\n"
+             "    if name == 'torch' or name.startswith('torch.'):\n"
+             "        raise ImportError('torch is not allowed here')\n"
+             "    return real(name, *a, **k)\n"
+             "builtins.__import__ = guard\n")
+    return subprocess.run([sys.executable, "-c", guard + code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def real_image(size: tuple[int, int] = (48, 40)) -> np.ndarray:

@@ -22,6 +22,8 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import for_name
 
+from conftest import run_without_torch
+
 ROOT = Path(__file__).resolve().parents[1]
 V4 = ROOT / "bitstream" / "conformance" / "v4"
 CASES = json.loads((V4 / "manifest.json").read_text())
@@ -166,17 +168,8 @@ def test_conformance_streams_decode_to_their_integers_and_samples(case):
 
 
 def test_v4_decodes_without_torch():
-    script = ("import builtins, sys\n"
-              "real = builtins.__import__\n"
-              "def guard(name, *a, **k):\n"
-              "    if name == 'torch' or name.startswith('torch.'):\n"
-              "        raise ImportError('torch is not allowed here')\n"
-              "    return real(name, *a, **k)\n"
-              "builtins.__import__ = guard\n"
-              "from nxcodec.decoder import decode_stream\n"
-              f"print(decode_stream(open({str(V4 / CASES[0]['stream'])!r}, 'rb').read())[1].shape)\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = run_without_torch("from nxcodec.decoder import decode_stream\n"
+                            f"print(decode_stream(open({str(V4 / CASES[0]['stream'])!r}, 'rb').read())[1].shape)\n")
     assert run.returncode == 0, run.stderr
 
 

@@ -152,11 +152,8 @@ def encode_audio(modality, signals_: list, opts) -> list:
 
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
-    if opts.rate is not None and not opts.rate > 0:
-        raise NxcError("the rate target must be positive")
     table = presets.AUDIO_LATENT_PRESETS
-    preset = presets.audio_latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(
-        opts.rate, table)
+    preset = presets.choose_latent_preset(table, opts.quality, opts.rate)
     descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
     todo = list(range(len(signals_)))

@@ -365,9 +365,7 @@ def encode_images(modality, signals_: list, opts) -> list:
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
     descs: list[ImageDescriptor] = [s.descriptor for s in signals_]
-    if opts.rate is not None and not opts.rate > 0:
-        raise NxcError("the rate target must be positive")
-    preset = (presets.latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(opts.rate))
+    preset = presets.choose_latent_preset(presets.LATENT_PRESETS, opts.quality, opts.rate)
     limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
     results: list = [None] * len(signals_)
     todo = _groups(descs, limit)

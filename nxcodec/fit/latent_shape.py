@@ -199,11 +199,8 @@ def encode_shapes(modality, signals_: list, opts) -> list:
 
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
-    if opts.rate is not None and not opts.rate > 0:
-        raise NxcError("the size target must be positive")
     table = presets.SHAPE_LATENT_PRESETS
-    preset = presets.shape_latent_preset(opts.quality) if opts.rate is None else presets.latent_preset_for_rate(
-        opts.rate, table)
+    preset = presets.choose_latent_preset(table, opts.quality, opts.rate)
     results: list = [None] * len(signals_)
     todo = list(range(len(signals_)))
     while todo:

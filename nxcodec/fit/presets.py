@@ -138,6 +138,16 @@ def latent_preset(quality: int) -> LatentPreset:
     return LATENT_PRESETS[quality]
 
 
+def choose_latent_preset(table: dict[int, LatentPreset], quality: int, rate: float | None) -> LatentPreset:
+    """The preset of ``quality``, or under a rate target the one :func:`latent_preset_for_rate` picks."""
+    if rate is None:
+        get(quality)
+        return table[quality]
+    if not rate > 0:
+        raise UsageError("the rate target must be positive")
+    return latent_preset_for_rate(rate, table)
+
+
 def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_PRESETS) -> LatentPreset:
     """The highest quality whose typical rate is within the target (the lowest if none is)."""
     fitting = [p for p in table.values() if p.rate <= rate]
@@ -178,12 +188,6 @@ AUDIO_LATENT_PRESETS = {
 }
 
 
-def audio_latent_preset(quality: int) -> LatentPreset:
-    """The format 4 audio preset of a quality level (the same range check as :func:`get`)."""
-    get(quality)
-    return AUDIO_LATENT_PRESETS[quality]
-
-
 @dataclass(frozen=True)
 class ShapeLatentPreset(LatentPreset):
     """One quality level of shapes on 3-D latent grids (format version 5); ``lam`` weighs latent kilobytes
@@ -213,9 +217,3 @@ SHAPE_LATENT_PRESETS = {
         ShapeLatentPreset(9, 3.0e-4, 20.0, 1000, 16, 16, grid_log2=6, levels=6),
     )
 }
-
-
-def shape_latent_preset(quality: int) -> ShapeLatentPreset:
-    """The format 5 shape preset of a quality level (the same range check as :func:`get`)."""
-    get(quality)
-    return SHAPE_LATENT_PRESETS[quality]

@@ -20,8 +20,8 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import mdct
-from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, check_crc, decode_body, describe_config, digest,
-                                   float_synthesis, read_body, with_crc)
+from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, decode_body, describe_config, digest,
+                                   float_synthesis, read_body, read_prefix, with_crc)
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
 
@@ -105,16 +105,8 @@ class AudioHeader:
 
 
 def _prefix(data: bytes) -> tuple[AudioLatentDescriptor, int]:
-    if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
-        raise StreamError("not an nxcodec stream (bad magic)")
-    _, version, modality, desc_len = PREFIX.unpack_from(data)
-    if version != VERSION or modality != MODALITY_AUDIO:
-        raise StreamError("not a version 4 audio stream")
-    check_crc(data)
-    end = PREFIX.size + desc_len
-    if end > len(data) - 4:
-        raise StreamError("stream is truncated")
-    return unpack(data[PREFIX.size:end]), end
+    desc, end = read_prefix(data, (VERSION,), MODALITY_AUDIO, "version 4 audio")
+    return unpack(desc), end
 
 
 def read_header(data: bytes) -> AudioHeader:

@@ -22,8 +22,8 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
-from nxcodec.latent.stream import (MAGIC, PREFIX, Body, CodedTensor, LatentConfig, check_crc, decode_body,
-                                   describe_config, digest, fixed_layers, read_body, with_crc, write_body)
+from nxcodec.latent.stream import (MAGIC, PREFIX, Body, CodedTensor, LatentConfig, decode_body, describe_config,
+                                   digest, fixed_layers, read_body, read_prefix, with_crc, write_body)
 from nxcodec.signals import meshfile
 from nxcodec.signals.meshfile import DEFAULT_RESOLUTION, ShapeDescriptor
 from nxcodec.signals.sdf import Mesh
@@ -86,22 +86,14 @@ class ShapeHeader:
 
 def read_header(data: bytes) -> ShapeHeader:
     """Parse and check everything but the payload: the limits hold before anything is decoded."""
-    if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
-        raise StreamError("not an nxcodec stream (bad magic)")
-    _, version, modality, desc_len = PREFIX.unpack_from(data)
-    if version != VERSION or modality != MODALITY_SHAPE:
-        raise StreamError("not a latent shape stream")
-    check_crc(data)
-    pos = PREFIX.size + desc_len
-    if pos > len(data) - 4:
-        raise StreamError("stream is truncated")
-    d = unpack(data[PREFIX.size : pos])
+    desc, pos = read_prefix(data, (VERSION,), MODALITY_SHAPE, "latent shape")
+    d = unpack(desc)
     body, end = read_body(data, pos, len(data) - 4, d.grid, 1)
     if body.config.levels > d.grid_log2 + 1:
         raise StreamError("latent config declares a grid with fewer than two vertices per axis")
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
-    sizes = {"header": PREFIX.size, "descriptor": desc_len, "config": LatentConfig.SIZE,
+    sizes = {"header": PREFIX.size, "descriptor": len(desc), "config": LatentConfig.SIZE,
              "tensor_table": body.size - LatentConfig.SIZE - 4 - len(body.payload), "payload": 4 + len(body.payload),
              "crc": 4}
     return ShapeHeader(d, body, sizes)

@@ -344,17 +344,23 @@ class Header:
         return self.body.config
 
 
-def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
+def read_prefix(data: bytes, versions: tuple[int, ...], modality: int, what: str) -> tuple[bytes, int]:
+    """Check a latent stream's magic, version, modality and CRC; its descriptor bytes and where they end."""
     if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
         raise StreamError("not an nxcodec stream (bad magic)")
-    _, version, modality, desc_len = PREFIX.unpack_from(data)
-    if version not in IMAGE_VERSIONS or modality != MODALITY_IMAGE:
-        raise StreamError("not a latent image stream")
+    _, version, found, desc_len = PREFIX.unpack_from(data)
+    if version not in versions or found != modality:
+        raise StreamError(f"not a {what} stream")
     check_crc(data)
     end = PREFIX.size + desc_len
     if end > len(data) - 4:
         raise StreamError("stream is truncated")
-    return imagefile.unpack(data[PREFIX.size:end]), end
+    return data[PREFIX.size : end], end
+
+
+def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
+    desc, end = read_prefix(data, IMAGE_VERSIONS, MODALITY_IMAGE, "latent image")
+    return imagefile.unpack(desc), end
 
 
 def read_header(data: bytes) -> Header:

@@ -218,14 +218,10 @@ class ShapeModality(Modality):
 
     def write(self, d: ShapeDescriptor, array: Mesh, path: Path) -> None:
         """Write by ``path``'s extension, PLY for any other name (a temporary one)."""
-        suffix = Path(path).suffix.lower()
-        self.write_as(d, array, path, suffix if suffix in self.output_extensions else self.default_extension)
+        meshfile.MeshFiles().write(d, array, path)
 
     def write_as(self, d: ShapeDescriptor, array: Mesh, path: Path, suffix: str) -> None:
-        kind = suffix.lower().lstrip(".")
-        if f".{kind}" not in self.output_extensions:
-            raise InputError(f"shapes are written as {', '.join(self.output_extensions)}, not '{suffix}'")
-        meshfile.write_mesh(array, path, kind)
+        meshfile.MeshFiles().write_as(d, array, path, suffix)
 
     def metrics(self, original: Mesh, decoded: Mesh) -> dict[str, float]:
         index = getattr(original, "index", None)
