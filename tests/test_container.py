@@ -43,7 +43,7 @@ def test_random_bit_flips_are_refused(rgb_stream):
 def test_wrong_magic_and_newer_version_get_clear_messages(rgb_stream):
     assert "magic" in refuses(b"GIF89a" + rgb_stream[6:])
     newer = bytearray(rgb_stream)
-    newer[4] = 5
+    newer[4] = container.NEWEST + 1
     assert "newer" in refuses(with_crc(bytes(newer[:-4])))
 
 
