@@ -89,3 +89,24 @@ def test_an_image_compared_on_a_band_decodes_to_what_the_encoder_reported(monkey
     res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
     assert res.data[4] == 3
     assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
+
+
+def test_what_misses_a_rate_target_is_refitted_one_quality_lower_until_quality_1():
+    from nxcodec.errors import NxcError
+    from nxcodec.fit import presets
+
+    tried = []
+
+    def attempt(todo, preset):
+        tried.append((preset.quality, list(todo)))
+        return [i for i in todo if i == 2 or (i == 1 and preset.quality > 3)]
+
+    table = presets.SHAPE_LATENT_PRESETS
+    with pytest.raises(NxcError, match="too small for this shape"):
+        presets.step_down(table, table[5], 3.0, [0, 1, 2], attempt, "shape")
+    assert tried == [(5, [0, 1, 2]), (4, [1, 2]), (3, [1, 2]), (2, [2]), (1, [2])]
+    tried.clear()
+    presets.step_down(table, table[5], None, [0], attempt, "shape")  # nothing missed: one attempt
+    assert tried == [(5, [0])]
+    with pytest.raises(NxcError):  # without a rate target nothing is refitted
+        presets.step_down(table, table[5], None, [2], attempt, "shape")

@@ -156,13 +156,8 @@ def encode_audio(modality, signals_: list, opts) -> list:
     preset = presets.choose_latent_preset(table, opts.quality, opts.rate)
     descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
-    todo = list(range(len(signals_)))
-    while todo:
-        missed = _encode_clips(modality, signals_, descs, todo, preset, opts, device, results)
-        smaller = table.get(preset.quality - 1)
-        if missed and (smaller is None or opts.rate is None):
-            raise NxcError("the rate target is too small for this clip; raise the target")
-        todo, preset = missed, smaller
+    presets.step_down(table, preset, opts.rate, list(range(len(signals_))),
+                      lambda todo, p: _encode_clips(modality, signals_, descs, todo, p, opts, device, results), "clip")
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
     for (data, float_samples, configs, n_params), signal in zip(results, signals_):

@@ -368,13 +368,9 @@ def encode_images(modality, signals_: list, opts) -> list:
     preset = presets.choose_latent_preset(presets.LATENT_PRESETS, opts.quality, opts.rate)
     limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
     results: list = [None] * len(signals_)
-    todo = _groups(descs, limit)
-    while todo:
-        missed = _encode_groups(modality, signals_, descs, todo, preset, opts, device, results)
-        smaller = presets.LATENT_PRESETS.get(preset.quality - 1)
-        if missed and (smaller is None or opts.rate is None):
-            raise NxcError("the rate target is too small for this image; raise the target")
-        todo, preset = [[i] for i in missed], smaller
+    presets.step_down(presets.LATENT_PRESETS, preset, opts.rate, _groups(descs, limit),
+                      lambda groups, p: [[i] for i in _encode_groups(modality, signals_, descs, groups, p, opts, device,
+                                                                      results)], "image")
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
     for (best, float_samples, cfg), signal, d in zip(results, signals_, descs):

@@ -202,13 +202,8 @@ def encode_shapes(modality, signals_: list, opts) -> list:
     table = presets.SHAPE_LATENT_PRESETS
     preset = presets.choose_latent_preset(table, opts.quality, opts.rate)
     results: list = [None] * len(signals_)
-    todo = list(range(len(signals_)))
-    while todo:
-        missed = _encode_group(modality, signals_, todo, preset, opts, device, results)
-        smaller = table.get(preset.quality - 1)
-        if missed and (smaller is None or opts.rate is None):
-            raise NxcError("the size target is too small for this shape; raise the target")
-        todo, preset = missed, smaller
+    presets.step_down(table, preset, opts.rate, list(range(len(signals_))),
+                      lambda todo, p: _encode_group(modality, signals_, todo, p, opts, device, results), "shape")
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
     for coded, signal in zip(results, signals_):

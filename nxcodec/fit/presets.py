@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nxcodec.errors import UsageError
+from typing import Callable
+
+from nxcodec.errors import NxcError, UsageError
 from nxcodec.model import ENCODING_FOURIER, ModelConfig
 
 BITS_PER_PARAMETER = 6.0  # typical coded size of one weight, to size a network for a rate
@@ -146,6 +148,18 @@ def choose_latent_preset(table: dict[int, LatentPreset], quality: int, rate: flo
     if not rate > 0:
         raise UsageError("the rate target must be positive")
     return latent_preset_for_rate(rate, table)
+
+
+def step_down(table: dict[int, LatentPreset], preset: LatentPreset, rate: float | None, todo: list,
+              attempt: Callable[[list, LatentPreset], list], what: str) -> None:
+    """``attempt(todo, preset)`` fits and codes ``todo`` and returns what missed the rate target; that is
+    attempted again at the next lower quality, until nothing is left (``NxcError`` below quality 1)."""
+    while todo:
+        missed = attempt(todo, preset)
+        smaller = table.get(preset.quality - 1)
+        if missed and (smaller is None or rate is None):
+            raise NxcError(f"the rate target is too small for this {what}; raise the target")
+        todo, preset = missed, smaller
 
 
 def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_PRESETS) -> LatentPreset:
