@@ -207,6 +207,19 @@ class LatentModel(torch.nn.Module):
         is_a = parity % 2 == 0
         return flat[is_a], flat[~is_a]
 
+    def _first_layers(self, coarser: torch.Tensor | None, size: tuple[int, ...], idx_a: torch.Tensor,
+                      idx_b: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The context models' first layers (before their bias) at one grid: pass A's, and a function that gives
+        pass B's from the grid holding the pass A latents. Gathers every context, then multiplies."""
+        n = math.prod(size)
+        coarse = self._coarse_context(coarser, size).to(self.latents[0]).reshape(self.m, n, -1)
+
+        def pass_b(grid: torch.Tensor) -> torch.Tensor:
+            same = self._same_context(grid).reshape(self.m, n, -1)
+            return torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1) @ self.nets["arm_b"][0][0]
+
+        return coarse[:, idx_a] @ self.nets["arm_a"][0][0], pass_b
+
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
         signal's latent bits."""
@@ -216,15 +229,13 @@ class LatentModel(torch.nn.Module):
         for level in range(self.cfg.levels - 1, -1, -1):
             y = self.latents[level]
             size = tuple(y.shape[1:])
-            n = math.prod(size)
             idx_a, idx_b = self._passes(size, y.device)
             flat = y.reshape(self.m, -1)
-            coarse = self._coarse_context(coarser, size).to(y).reshape(self.m, n, -1)
-            mu, log2_scale = self._arm("arm_a", coarse[:, idx_a])
+            first_a, first_b = self._first_layers(coarser, size, idx_a, idx_b)
+            mu, log2_scale = self._arm_from_first("arm_a", first_a)
             y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
             grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
-            same = self._same_context(grid.view(self.m, *size)).reshape(self.m, n, -1)
-            mu, log2_scale = self._arm("arm_b", torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1))
+            mu, log2_scale = self._arm_from_first("arm_b", first_b(grid.view(self.m, *size)))
             y_b, b_b = self._quantize(flat[:, idx_b], mu, log2_scale, mode)
             grid = grid.index_copy(1, idx_b, y_b).view(self.m, *size)
             bits = bits + b_a.sum(1) + b_b.sum(1)
@@ -262,13 +273,17 @@ class LatentModel(torch.nn.Module):
         parts = [g.repeat_interleave(1 << l, 1).repeat_interleave(1 << l, 2)[:, :h, :w] for l, g in enumerate(grids)]
         return torch.stack(parts, dim=-1).reshape(self.m, h * w, -1)
 
-    def synthesize(self, grids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Per-expert outputs (M, K, pixels, C), manager logits (M, pixels, K) or None, and the routed,
-        refined image (M, pixels, C)."""
-        feats = self.features(grids).flatten(2).transpose(1, 2)  # (M, P, L)
-        preds = _mlp(feats.unsqueeze(1), self.nets["experts"])  # (M, K, P, C)
+    def point_features(self, grids: list[torch.Tensor], *where: torch.Tensor) -> torch.Tensor:
+        """(M, P, L): the features of every sample (an image's pixels, in raster order)."""
+        return self.features(grids).flatten(2).transpose(1, 2)
+
+    def synthesize(self, grids: list[torch.Tensor], *where: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-expert outputs (M, K, P, C), manager logits (M, P, K) or None, and the routed, refined signal
+        (M, P, C), at every pixel (or, for a model with no grid of samples, at ``where``)."""
+        preds = _mlp(self.point_features(grids, *where).unsqueeze(1), self.nets["experts"])  # (M, K, P, C)
         if self.cfg.n_experts > 1:
-            logits = _mlp(self.manager_inputs(grids), self.nets["manager"], HIDDEN_MAX)
+            logits = _mlp(self.manager_inputs(grids, *where), self.nets["manager"], HIDDEN_MAX)
             onehot = F.one_hot(logits.argmax(-1), self.cfg.n_experts).to(preds).transpose(1, 2).unsqueeze(-1)
             routed = (preds * onehot).sum(1)
         else:

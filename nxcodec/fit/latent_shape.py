@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
-from nxcodec.fit.latent import HIDDEN_MAX, LatentModel, LatentSchedule, _kmeans_labels, _mlp, expert_loss, optimise
+from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
 from nxcodec.fit.latent_code import Candidate, code_plane
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
@@ -46,33 +47,25 @@ class ShapeModel(LatentModel):
         super().__init__(cfg, m, ((1 << grid_log2) + 1,) * 3, 1, seed)
         self._index_cache: dict = {}
 
-    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """As :meth:`LatentModel.quantized_latents`, with the context models' first layers as 3x3x3
-        convolutions: the same sums, without gathering 27 or 41 values per latent (about 3x faster)."""
-        bits = torch.zeros(self.m, device=self.latents[0].device)
-        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
-        coarser = None
-        for level in range(self.cfg.levels - 1, -1, -1):
-            y = self.latents[level]
-            size = tuple(y.shape[1:])
-            idx_a, idx_b, parent_a, parent_b = self._indices(size, y.device)
-            flat = y.reshape(self.m, -1)
-            if coarser is None:
-                coarse_a, coarse_b = (torch.zeros(self.m, len(i), self.nets[k][0][0].shape[-1], device=y.device)
-                                      for i, k in ((idx_a, "arm_a"), (idx_b, "arm_b")))
-            else:
-                coarse_a = self._conv(coarser, "arm_a", COARSE_OFFSETS_3D, 0).index_select(1, parent_a)
-                coarse_b = self._conv(coarser, "arm_b", COARSE_OFFSETS_3D, len(SAME_OFFSETS_3D)).index_select(1, parent_b)
-            mu, log2_scale = self._arm_from_first("arm_a", coarse_a)
-            y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
-            grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
-            same = self._conv(grid.view(self.m, *size), "arm_b", SAME_OFFSETS_3D, 0).index_select(1, idx_b)
-            mu, log2_scale = self._arm_from_first("arm_b", same + coarse_b)
-            y_b, b_b = self._quantize(flat[:, idx_b], mu, log2_scale, mode)
-            grid = grid.index_copy(1, idx_b, y_b).view(self.m, *size)
-            bits = bits + b_a.sum(1) + b_b.sum(1)
-            out[level] = coarser = grid
-        return out, bits
+    def _passes(self, size: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._indices(size, device)[:2]
+
+    def _first_layers(self, coarser: torch.Tensor | None, size: tuple[int, ...], idx_a: torch.Tensor,
+                      idx_b: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """As :meth:`LatentModel._first_layers`, with the first layers as 3x3x3 convolutions: the same sums,
+        without gathering 27 or 41 values per latent."""
+        _, _, parent_a, parent_b = self._indices(size, idx_a.device)
+        if coarser is None:
+            coarse_a, coarse_b = (torch.zeros(self.m, len(i), self.nets[k][0][0].shape[-1], device=idx_a.device)
+                                  for i, k in ((idx_a, "arm_a"), (idx_b, "arm_b")))
+        else:
+            coarse_a = self._conv(coarser, "arm_a", COARSE_OFFSETS_3D, 0).index_select(1, parent_a)
+            coarse_b = self._conv(coarser, "arm_b", COARSE_OFFSETS_3D, len(SAME_OFFSETS_3D)).index_select(1, parent_b)
+
+        def pass_b(grid: torch.Tensor) -> torch.Tensor:
+            return self._conv(grid, "arm_b", SAME_OFFSETS_3D, 0).index_select(1, idx_b) + coarse_b
+
+        return coarse_a, pass_b
 
     def _conv(self, grid: torch.Tensor, key: str, offsets: tuple, first: int) -> torch.Tensor:
         """(M, positions, width): ``sum over offsets d of grid[i + d] * W[first + j(d)]`` at every position ``i``
@@ -88,7 +81,7 @@ class ShapeModel(LatentModel):
         """Flat indices of the pass A and B positions of a grid of ``size`` and of their parents in the coarser."""
         key = (size, str(device))
         if key not in self._index_cache:
-            idx_a, idx_b = self._passes(size, device)
+            idx_a, idx_b = LatentModel._passes(size, device)
             coarse = tuple(-(-n // 2) for n in size)
 
             def parent(idx: torch.Tensor) -> torch.Tensor:
@@ -98,7 +91,7 @@ class ShapeModel(LatentModel):
             self._index_cache[key] = (idx_a, idx_b, parent(idx_a), parent(idx_b))
         return self._index_cache[key]
 
-    def features(self, grids: list[torch.Tensor], points: torch.Tensor) -> torch.Tensor:
+    def point_features(self, grids: list[torch.Tensor], points: torch.Tensor) -> torch.Tensor:
         """(M, n, levels): every grid interpolated trilinearly at ``points`` (M, n, 3), as the decoder does."""
         where = points.flip(-1)[:, None, None]  # grid_sample reads (x, y, z) as (last, middle, first) axis
         return torch.stack([F.grid_sample(g[:, None], where, mode="bilinear", padding_mode="border",
@@ -114,15 +107,6 @@ class ShapeModel(LatentModel):
             parts.append(torch.gather(g.reshape(self.m, -1), 1, flat))
         return torch.stack(parts, dim=-1)
 
-    def synthesize(self, grids: list[torch.Tensor], points: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Per-expert outputs (M, K, n, 1), manager logits (M, n, K) or None, and the routed field (M, n, 1)."""
-        preds = _mlp(self.features(grids, points).unsqueeze(1), self.nets["experts"])
-        if self.cfg.n_experts == 1:
-            return preds, None, preds[:, 0]
-        logits = _mlp(self.manager_inputs(grids, points), self.nets["manager"], HIDDEN_MAX)
-        onehot = F.one_hot(logits.argmax(-1), self.cfg.n_experts).to(preds).transpose(1, 2).unsqueeze(-1)
-        return preds, logits, (preds * onehot).sum(1)
 
 
 def start_from_distance(model: ShapeModel, distance: list) -> None:

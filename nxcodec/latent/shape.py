@@ -24,6 +24,7 @@ from nxcodec.errors import StreamError
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
 from nxcodec.latent.stream import (MAGIC, PREFIX, Body, CodedTensor, LatentConfig, decode_body, describe_config,
                                    digest, fixed_layers, read_body, read_prefix, with_crc, write_body)
+from nxcodec.latent.synthesis import mlp
 from nxcodec.signals import meshfile
 from nxcodec.signals.meshfile import DEFAULT_RESOLUTION, ShapeDescriptor
 from nxcodec.signals.sdf import Mesh
@@ -194,11 +195,10 @@ class Field:
         return out
 
     def _block(self, points: np.ndarray) -> np.ndarray:
-        feats, routing = [], []
+        feats = []
         for level, values in enumerate(self.values):
             cell, t = self.cells(points, level)
             x, y, z = cell.T
-            routing.append(self.grids[level][x, y, z])
             f = np.zeros(len(points))
             for dx in (0, 1):
                 wx = t[:, 0] if dx else 1 - t[:, 0]
@@ -209,21 +209,15 @@ class Field:
                         f += wx * wy * wz * values[x + dx, y + dy, z + dz]
             feats.append(f)
         x = np.stack(feats, axis=1)
-        k = len(self.experts[0][1])
-        choice = route(fixed_mlp(np.stack(routing, axis=1), self.manager)) if k > 1 else np.zeros(len(x), np.int64)
+        choice = self.experts_of(points)
         out = np.empty(len(x))
-        for e in range(k):
+        for e in range(len(self.experts[0][1])):
             sel = np.flatnonzero(choice == e)
-            h = x[sel]
-            for i, (w, b) in enumerate(self.experts):
-                h = h @ w[e] + b[e]
-                if i < len(self.experts) - 1:
-                    h = np.maximum(h, 0)
-            out[sel] = h[:, 0]
+            out[sel] = mlp(x[sel], [(w[e], b[e]) for w, b in self.experts])[:, 0]
         return out
 
     def experts_of(self, points: np.ndarray) -> np.ndarray:
-        """The expert each point is routed to."""
+        """The expert each point is routed to (0 with one expert)."""
         if len(self.experts[0][1]) == 1:
             return np.zeros(len(points), dtype=np.int64)
         routing = np.stack([g[tuple(self.cells(points, l)[0].T)] for l, g in enumerate(self.grids)], axis=1)

@@ -57,7 +57,8 @@ def features(grids: list[np.ndarray], taps: np.ndarray, dtype: type = np.float32
     return x
 
 
-def _mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """An expert: ReLU hidden layers, affine output (``layers``: weight (fan_in, fan_out), bias (fan_out,))."""
     for i, (w, b) in enumerate(layers):
         x = x @ w + b
         if i < len(layers) - 1:
@@ -103,7 +104,7 @@ def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int,
         layers = [(w[k].astype(dtype), b[k].astype(dtype)) for w, b in syn.experts]
         for a in range(0, idx.size, ROWS):
             sel = idx[a : a + ROWS]
-            out[sel] = _mlp(feats[sel], layers)
+            out[sel] = mlp(feats[sel], layers)
     if syn.refine:
         x = out.T.reshape(channels, rows, cols)
         (w1, b1), (w2, b2) = ((w.astype(dtype), b.astype(dtype)) for w, b in syn.refine)
