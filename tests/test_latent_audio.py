@@ -14,8 +14,8 @@ import soundfile as sf
 
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
-from nxcodec.errors import StreamError
-from nxcodec.fit import latent_audio
+from nxcodec.errors import NxcError, StreamError
+from nxcodec.fit import latent_audio, presets
 from nxcodec.fit.latent_code import quantize_networks
 from nxcodec.latent import audio, context, mdct, stream
 from nxcodec.latent.stream import LatentConfig
@@ -217,23 +217,72 @@ def test_decoder_limits_refuse_a_v4_stream_before_decoding():
     assert decode_stream(data, limits=Limits(max_samples=samples, max_work=int(work) + 1))[1].shape == tuple(CASES[-1]["shape"])
 
 
-def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_under_the_target(monkeypatch):
-    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
-    fits = []
-    real_fit = latent_audio._fit
+def spy_rounds(monkeypatch) -> tuple[list, list]:
+    """Record every fit's lambdas, and every coding's size (None: over the target) and allowed bits."""
+    fits, sizes = [], []
+    real_fit, real_code = latent_audio._fit, latent_audio._code
 
-    def spy(model, target, lams, schedule, seed, device):
+    def spy_fit(model, target, lams, schedule, seed, device):
         fits.append(list(lams))
         real_fit(model, target, lams, schedule, seed, device)
 
-    monkeypatch.setattr(latent_audio, "_fit", spy)
+    def spy_code(*args, **kwargs):
+        try:
+            best = real_code(*args, **kwargs)
+        except NxcError:
+            sizes.append((None, args[5]))
+            raise
+        sizes.append((8 * len(best.data), args[5]))
+        return best
+
+    monkeypatch.setattr(latent_audio, "_fit", spy_fit)
+    monkeypatch.setattr(latent_audio, "_code", spy_code)
+    return fits, sizes
+
+
+def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_under_the_target(monkeypatch):
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
+    fits, sizes = spy_rounds(monkeypatch)
     target = 96.0  # far above what the preset's lambda spends on this clip
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) * 8000 / 8000 / 1000 <= target
-    assert len(fits) >= 2 and fits[1][0] == pytest.approx(fits[0][0] / latent_audio.RATE_STEP)
+    bits, allowed = sizes[0]
+    assert bits < latent_audio.RATE_UNDER * allowed
+    assert len(fits) >= 2 and fits[1][0] == pytest.approx(latent_audio.lambda_for(fits[0][0], bits, allowed))
+    assert fits[1][0] < fits[0][0]
     first = fits[0][0]
     fits.clear()
     monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # without the lower-lambda rounds: the first fit alone
     alone = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     # a later round's coding replaces the first only when it fits and is closer (its size may go either way)
     assert fits == [[first]] and res.metrics["psnr"] >= alone.metrics["psnr"]
+
+
+def test_lambda_follows_the_rate_by_the_measured_elasticity():
+    aim = latent_audio.RATE_AIM
+    assert latent_audio.lambda_for(1e-3, aim * 1000, 1000) == pytest.approx(1e-3)  # on its aim: unchanged
+    doubled = 2 ** (1 / latent_audio.RATE_ELASTICITY)
+    assert latent_audio.lambda_for(1e-3, 2 * aim * 1000, 1000) == pytest.approx(1e-3 * doubled)
+    assert latent_audio.lambda_for(1e-3, 1e6, 1000) == pytest.approx(1.6e-2)  # at most 16x either way
+    assert latent_audio.lambda_for(1e-3, 1, 1000) == pytest.approx(1e-3 / 16)
+
+
+def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_one_quality_lower(monkeypatch):
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)  # about 28, 25 and 22 kbps at qualities 3, 2, 1
+    fits, sizes = spy_rounds(monkeypatch)
+    target = 26.0  # the preset for 0.8 x 26 kbps is quality 3, which this clip overshoots
+    table = presets.AUDIO_LATENT_PRESETS
+    assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 3
+    res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
+    assert 8 * len(res.data) / 1000 <= target
+    assert fits == [[table[3].lam], [table[2].lam]]  # not trimmed, not continued: one quality lower
+    assert sizes[0][0] is None and sizes[1][0] <= sizes[1][1]
+
+
+def test_the_preset_for_a_rate_target_leaves_the_margin():
+    table = presets.AUDIO_LATENT_PRESETS
+    assert presets.choose_latent_preset(table, 5, 40.0).quality == 5  # typical 34 <= 40
+    assert presets.choose_latent_preset(table, 5, 40.0, 0.8).quality == 4  # 22 <= 32 < 34
+    assert presets.choose_latent_preset(table, 5, 20.0, 0.8).quality == 3  # 16 <= 16
+    assert presets.choose_latent_preset(table, 5, 19.0, 0.8).quality == 2
+    assert presets.choose_latent_preset(table, 5, 1.0, 0.8).quality == 1  # the lowest when none is within

@@ -30,9 +30,18 @@ from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
-RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes off their share
-RATE_STEP = 2.0  # lambda factor of each continued fit: up for a plane over its share, down for one well under
+RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes well under their share
+# Under a rate target, the preset is the highest quality whose typical rate is within this part of the target:
+# at one lambda the clips' rates run up to 1.25x the typical one (lambda sweep; bach at 1e-3 took 19.6 kbps
+# against 16), and a first fit over its share costs a second fit, one well under it a short continued one.
+RATE_MARGIN = 0.8
 RATE_UNDER = 0.8  # a plane coded under this part of its share is fitted on at a lower lambda
+REFIT_ITERS = 0.25  # a continued fit runs this part of the first fit's iterations
+REFIT_LR = 0.3  # at this part of its learning rates
+RATE_AIM = 0.95  # a continued fit aims its plane at this part of its share
+# How a plane's rate follows lambda, rate ~ lambda^-RATE_ELASTICITY: the local slopes of the lambda sweep
+# (bench/results/audio_lambda_sweep_cpu.jsonl) between 10 and 70 kbps run from 0.23 to 0.8, median near 0.4.
+RATE_ELASTICITY = 0.4
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
 
 
@@ -125,6 +134,12 @@ def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray],
     return code_plane(plane_source(target, cfg, latents, lam), weights, bits_allowed, trim)
 
 
+def lambda_for(lam: float, bits: float, allowed: float) -> float:
+    """The lambda expected to code at ``RATE_AIM`` of ``allowed`` bits a plane that took ``bits`` at ``lam``
+    (at most a factor 16 either way: the elasticity is a median, not a law)."""
+    return lam * float(np.clip((bits / (RATE_AIM * allowed)) ** (1 / RATE_ELASTICITY), 1 / 16, 16))
+
+
 def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, p in enumerate(planes):
@@ -153,7 +168,7 @@ def encode_audio(modality, signals_: list, opts) -> list:
     t0 = time.perf_counter()
     device = resolve_device(opts.device)
     table = presets.AUDIO_LATENT_PRESETS
-    preset = presets.choose_latent_preset(table, opts.quality, opts.rate)
+    preset = presets.choose_latent_preset(table, opts.quality, opts.rate, RATE_MARGIN)
     descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
     presets.step_down(table, preset, opts.rate, list(range(len(signals_))),
@@ -203,7 +218,8 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
         model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed).to(device)
-        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit audio" + (f" {g + 1}" if g else ""))
+        desc = "fit audio" + (f" {g + 1}" if g else "")
+        schedule = first = LatentSchedule(iters=iters, progress=opts.progress, desc=desc)
         lams = [preset.lam] * len(idx)
         bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
@@ -220,16 +236,17 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                     continue
                 weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
                 latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-                try:  # a plane that has a coding is trimmed at once: it only replaces that coding if better
-                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=last or i in coded)
+                # A first coding over its share is not trimmed (trimming cost bach 2.2 dB more than a fit one
+                # quality lower, at 16 kbps): its clip is fitted again one quality lower (presets.step_down).
+                # A later coding is trimmed at once: it only replaces the plane's coding if better.
+                trim = i in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS)
+                try:
+                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=trim)
                 except NxcError:
                     if i in coded:
                         under.discard(i)
-                    elif last:
+                    else:
                         failed.add(p.clip)
-                    else:  # over the target: fit on at a higher lambda rather than trim the coding
-                        lams[j] *= RATE_STEP
-                        again.append(j)
                     continue
                 if i in coded and best.mse >= coded[i][4]:  # no better than the coding it has: keep that
                     under.discard(i)
@@ -238,14 +255,14 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                             sum(t.size for t in weights.values()), best.mse)
                 if bits[j] is not None and 8 * len(best.data) < RATE_UNDER * bits[j]:
                     under.add(i)  # well under its share: fit on at a lower lambda, keep the best that fits
-                    lams[j] /= RATE_STEP
+                    lams[j] = lambda_for(lams[j], 8 * len(best.data), bits[j])
                     again.append(j)
                 else:
                     under.discard(i)
             if not again or last:
                 break
-            schedule = replace(schedule, iters=max(1, iters // 4), lr=schedule.lr * 0.3,
-                               latent_lr=schedule.latent_lr * 0.3, temperature=(0.1, 0.1), manager_pretrain_frac=0.0)
+            schedule = replace(first, iters=max(1, round(iters * REFIT_ITERS)), lr=first.lr * REFIT_LR,
+                               latent_lr=first.latent_lr * REFIT_LR, temperature=(0.1, 0.1), manager_pretrain_frac=0.0)
     for clip in clips:
         if clip in failed:
             continue

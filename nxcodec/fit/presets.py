@@ -140,14 +140,16 @@ def latent_preset(quality: int) -> LatentPreset:
     return LATENT_PRESETS[quality]
 
 
-def choose_latent_preset(table: dict[int, LatentPreset], quality: int, rate: float | None) -> LatentPreset:
-    """The preset of ``quality``, or under a rate target the one :func:`latent_preset_for_rate` picks."""
+def choose_latent_preset(table: dict[int, LatentPreset], quality: int, rate: float | None,
+                         margin: float = 1.0) -> LatentPreset:
+    """The preset of ``quality``, or under a rate target the one :func:`latent_preset_for_rate` picks for
+    ``margin`` x the target."""
     if rate is None:
         get(quality)
         return table[quality]
     if not rate > 0:
         raise UsageError("the rate target must be positive")
-    return latent_preset_for_rate(rate, table)
+    return latent_preset_for_rate(margin * rate, table)
 
 
 def step_down(table: dict[int, LatentPreset], preset: LatentPreset, rate: float | None, todo: list,
