@@ -33,8 +33,25 @@ def _at(points: list[dict], kbps: float, key: str) -> float | None:
     return float(np.interp(np.log(kbps), np.log([k for k, _ in pts]), [v for _, v in pts]))
 
 
+def lowest(curve_points: list[tuple[float, float | None]]) -> tuple[float, float] | None:
+    """A baseline's lowest-rate point (kbps, value): a bound for rates below it, where the baseline cannot
+    go and would score no better if it could."""
+    pts = sorted((k, v) for k, v in curve_points if v is not None)
+    return pts[0] if pts else None
+
+
+def cell(value: float | None, floor: tuple[float, float] | None, mine: float, kbps: float) -> str:
+    """A baseline's value at nxcodec's rate with nxcodec's lead, or below its range its lowest point's."""
+    if value is not None:
+        return f"{value:.2f} ({mine - value:+.2f})"
+    if floor is not None and kbps < floor[0]:
+        return f"{floor[1]:.2f} at its lowest rate, {floor[0]:.0f} kbps ({mine - floor[1]:+.2f})"
+    return "-"
+
+
 def per_clip(points: list[dict]) -> None:
-    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR, and MP3's and Opus's at the same rate."""
+    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR, and MP3's and Opus's at the same rate (below a
+    baseline's lowest rate, its lowest point's)."""
     print("| clip | nxcodec kbps | nxcodec PSNR / seg. SNR | MP3 at that rate | Opus at that rate |")
     print("|---|---|---|---|---|")
     clips = sorted({p["clip"] for p in points})
@@ -45,7 +62,13 @@ def per_clip(points: list[dict]) -> None:
             for codec in ("mp3", "opus"):
                 theirs = [q for q in points if q["clip"] == clip and q["codec"] == codec]
                 psnr, seg = _at(theirs, p["kbps"], "psnr"), _at(theirs, p["kbps"], "seg_snr")
-                cells.append("below its lowest rate" if psnr is None else f"{psnr:.2f} / {seg:.2f}")
+                floor = lowest([(q["kbps"], (q["psnr"], q["seg_snr"])) for q in theirs if q.get("psnr") is not None])
+                if psnr is not None:
+                    cells.append(f"{psnr:.2f} / {seg:.2f}")
+                elif floor is not None and p["kbps"] < floor[0]:
+                    cells.append(f"{floor[1][0]:.2f} / {floor[1][1]:.2f} at {floor[0]:.0f} kbps")
+                else:
+                    cells.append("-")
             print(f"| {clip} | {p['kbps']:.2f} | {p['psnr']:.2f} / {p['seg_snr']:.2f} | {cells[0]} | {cells[1]} |")
 
 
@@ -65,9 +88,12 @@ def main(folder: Path) -> None:
     print("|---|---|---|---|")
     r = curves["nxcodec"]["results"]
     for level, k, p in zip(r["level"], r["kbps"], r["psnr"]):
-        mp3, opus = interp_psnr(curves["mp3"], k), interp_psnr(curves["opus"], k)
-        fmt = lambda v: "below its lowest rate" if v is None else f"{v:.2f} ({p - v:+.2f})"
-        print(f"| {level:g} kbps | {k:.2f} / {p:.2f} | {fmt(mp3)} | {fmt(opus)} |")
+        cells = []
+        for name in ("mp3", "opus"):
+            theirs = curves[name]["results"]
+            floor = lowest(list(zip(theirs["kbps"], theirs["psnr"])))
+            cells.append(cell(interp_psnr(curves[name], k), floor, p, k))
+        print(f"| {level:g} kbps | {k:.2f} / {p:.2f} | {cells[0]} | {cells[1]} |")
     print()
     points = [json.loads(line) for line in (folder / "points.jsonl").read_text().splitlines()]
     ours = [p for p in points if p["codec"] == "nxcodec"]

@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# One thread per test process, set before torch loads and inherited by the CLI subprocesses: pytest-xdist runs
+# one process per core, and small torch ops ran several times slower with threads contending for the cores
+# (a 17^3 shape fit: 57 s with two threads beside another job, 16 s with one).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from nxcodec.codec import EncodeOptions, encode_signal
-from nxcodec.signals import for_name
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from nxcodec.codec import EncodeOptions, encode_signal  # noqa: E402
+from nxcodec.signals import for_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT.parent / "shared" / "data" / "kodak"

@@ -15,6 +15,8 @@ import nxcodec.signals.shape as shape_mod
 from nxcodec.bench import image as bench_image
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench import shape as bench_shape
+from nxcodec.fit import presets
+from nxcodec.latent import shape as latent_shape
 from nxcodec.bench.plot import PUBLISHED, plot_rd
 from nxcodec.signals.sdf import MetricSettings
 
@@ -106,10 +108,13 @@ def test_bench_fits_the_meshes_of_a_quality_together_and_resumes(tmp_path, monke
         trimesh.Trimesh(ball.vertices * (1 + i), ball.faces).export(src / f"ball{i}.ply")
     monkeypatch.setattr(shape_mod, "TRAIN_POINTS", 4096)
     monkeypatch.setattr(shape_mod, "DEFAULT_RESOLUTION", 32)
+    monkeypatch.setattr(latent_shape, "DEFAULT_RESOLUTION", 32)
     monkeypatch.setattr(shape_mod, "METRICS", FAST_SHAPE_METRICS)
     monkeypatch.setattr(bench_shape, "DRACO_BITS", (8,))
     monkeypatch.setattr(bench_shape, "METRICS", FAST_SHAPE_METRICS)
     monkeypatch.setattr(shape_mod, "SHAPE_SHAPE", replace(shape_mod.SHAPE_SHAPE, n_experts=1))  # no pretraining
+    tables = presets.SHAPE_LATENT_PRESETS  # grids of 9^3: the harness is under test, not the codec
+    monkeypatch.setitem(tables, 1, replace(tables[1], grid_log2=3, levels=3))
     cfg = bench_shape.ShapeBenchConfig(src, tmp_path / "out", qualities=(1,), iters=20, device="cpu",
                                        decimate_keep=(0.3,), decimate_bits=(8,), group=2, workers=1)
     real = bench_shape._baseline_point

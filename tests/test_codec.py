@@ -128,10 +128,10 @@ def test_decode_is_chunked_for_large_images(monkeypatch):
 
 def test_a_multi_megapixel_image_round_trips():
     rng = np.random.default_rng(0)
-    small = real_image((64, 48))
-    big = np.kron(small, np.ones((32, 32, 1), dtype=np.uint8))  # 2048 x 1536 = 3.1 megapixels
+    small = real_image((64, 32))
+    big = np.kron(small, np.ones((32, 32, 1), dtype=np.uint8))  # 2048 x 1024 = 2.1 megapixels
     big = np.clip(big.astype(int) + rng.integers(-2, 3, big.shape), 0, 255).astype(np.uint8)
-    res = fast_encode(big, iters=30, quality=1)
+    res = fast_encode(big, iters=8, quality=1)
     out = nxcodec.decode(res.data)
     assert out.shape == big.shape and out.dtype == np.uint8
     assert psnr(big, out) == pytest.approx(res.metrics["psnr"])

@@ -190,15 +190,15 @@ def test_decoder_limits_bound_the_work_of_the_chosen_resolution():
 
 @pytest.fixture(scope="module")
 def small_presets():
-    """Quality 1 on a 17^3 grid and 8192 training points: a fit of seconds."""
-    saved = dict(presets.SHAPE_LATENT_PRESETS), shape_mod.TRAIN_POINTS
+    """Qualities 1-2 on a 17^3 grid, 8192 training points, the encoder's metrics at resolution 64: a fit of
+    seconds."""
+    mp = pytest.MonkeyPatch()
     for q in (1, 2):
-        presets.SHAPE_LATENT_PRESETS[q] = replace(presets.SHAPE_LATENT_PRESETS[q], grid_log2=4, levels=4)
-    shape_mod.TRAIN_POINTS = 8192
+        mp.setitem(presets.SHAPE_LATENT_PRESETS, q, replace(presets.SHAPE_LATENT_PRESETS[q], grid_log2=4, levels=4))
+    mp.setattr(shape_mod, "TRAIN_POINTS", 8192)
+    mp.setattr(latent_shape, "DEFAULT_RESOLUTION", 64)
     yield
-    presets.SHAPE_LATENT_PRESETS.clear()
-    presets.SHAPE_LATENT_PRESETS.update(saved[0])
-    shape_mod.TRAIN_POINTS = saved[1]
+    mp.undo()
 
 
 def test_a_mesh_round_trips_as_version_5(small_presets):
@@ -220,6 +220,8 @@ def test_cli_encodes_a_mesh_as_version_5_with_kb_and_info_describes_it(tmp_path,
             "presets.SHAPE_LATENT_PRESETS = {q: replace(p, grid_log2=4, levels=4) for q, p in "
             "presets.SHAPE_LATENT_PRESETS.items()}\n"
             "shape_mod.TRAIN_POINTS = 8192\n"
+            "import nxcodec.latent.shape as latent_shape\n"
+            "latent_shape.DEFAULT_RESOLUTION = 64\n"
             "from nxcodec.cli import main\n"
             "sys.exit(main())\n")
     out = tmp_path / "torus.nxc"
