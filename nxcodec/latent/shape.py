@@ -22,7 +22,7 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
-from nxcodec.latent.stream import (MAGIC, PREFIX, Body, CodedTensor, LatentConfig, decode_body, describe_config,
+from nxcodec.latent.stream import (MAGIC, PREFIX, CodedTensor, Header, LatentConfig, decode_body, describe_config,
                                    digest, fixed_layers, read_body, read_prefix, with_crc, write_body)
 from nxcodec.latent.synthesis import mlp
 from nxcodec.signals import meshfile
@@ -72,20 +72,7 @@ def unpack(data: bytes) -> ShapeLatentDescriptor:
     return ShapeLatentDescriptor(meshfile.unpack(data[:n]), g)
 
 
-@dataclass
-class ShapeHeader:
-    """The parsed, checked parts of a version 5 stream that precede its payload."""
-
-    descriptor: ShapeLatentDescriptor
-    body: Body
-    sizes: dict[str, int]
-
-    @property
-    def config(self) -> LatentConfig:
-        return self.body.config
-
-
-def read_header(data: bytes) -> ShapeHeader:
+def read_header(data: bytes) -> Header:
     """Parse and check everything but the payload: the limits hold before anything is decoded."""
     desc, pos = read_prefix(data, (VERSION,), MODALITY_SHAPE, "latent shape")
     d = unpack(desc)
@@ -97,7 +84,7 @@ def read_header(data: bytes) -> ShapeHeader:
     sizes = {"header": PREFIX.size, "descriptor": len(desc), "config": LatentConfig.SIZE,
              "tensor_table": body.size - LatentConfig.SIZE - 4 - len(body.payload), "payload": 4 + len(body.payload),
              "crc": 4}
-    return ShapeHeader(d, body, sizes)
+    return Header(d, body, sizes)
 
 
 def _macs(config: LatentConfig) -> tuple[float, float]:

@@ -15,7 +15,7 @@ import struct
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -330,12 +330,12 @@ def with_crc(data: bytes) -> bytes:
     return data + _U32.pack(zlib.crc32(data))
 
 
-# --- images (modality 1) --------------------------------------------------------------------
 @dataclass
 class Header:
-    """The parsed, checked parts of a version 3 image stream that precede its payload."""
+    """The parsed, checked parts of a one-body stream (a version 3 image, a version 5 shape) that precede its
+    payload; ``descriptor`` is the modality's."""
 
-    descriptor: ImageDescriptor
+    descriptor: Any
     body: Body
     sizes: dict[str, int]
 
@@ -344,6 +344,7 @@ class Header:
         return self.body.config
 
 
+# --- images (modality 1) --------------------------------------------------------------------
 def read_prefix(data: bytes, versions: tuple[int, ...], modality: int, what: str) -> tuple[bytes, int]:
     """Check a latent stream's magic, version, modality and CRC; its descriptor bytes and where they end."""
     if len(data) < PREFIX.size + 4 or data[:4] != MAGIC:
