@@ -17,6 +17,7 @@ from PIL import Image
 
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.errors import NxcError, StreamError
+from nxcodec.fit import latent as fit_latent
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
 from nxcodec.latent import context, stream, synthesis, tables
@@ -241,3 +242,34 @@ def test_a_config_beyond_the_work_limit_is_refused_before_decoding():
                        refine_width=16, lanes_log2=0)
     with pytest.raises(StreamError, match="work per pixel"):
         cfg.check((d.height, d.width), d.channels)
+
+
+def test_the_warm_up_race_keeps_each_signals_best_start_and_charges_its_iterations(monkeypatch):
+    model = LatentModel(small_config(levels=2), 2, (8, 8), 3, seed=0)
+    losses = {0: [3.0, 1.0], 1: [2.0, 5.0], 2: [1.0, 4.0]}  # by candidate: signal 0 is best from 2, signal 1 from 0
+    seen = []
+
+    def warm_up(cand, target, lam, schedule, seed):
+        k = len(seen)
+        seen.append((cand is model, schedule.iters, schedule.ste_frac))
+        with torch.no_grad():
+            for p in cand.parameters():
+                p.fill_(float(k))
+        return losses[k]
+
+    monkeypatch.setattr(fit_latent, "fit", warm_up)
+    schedule = fit_latent.LatentSchedule(iters=100, race=3, race_frac=0.1)
+    left = fit_latent._race(model, torch.zeros(2, 64, 3), 1e-3, schedule, seed=0)
+    assert seen == [(True, 10, 0.0), (False, 10, 0.0), (False, 10, 0.0)]  # the model's own start races first
+    assert left.iters == 70 and left.race == 1
+    for p in model.parameters():
+        assert torch.all(p[0] == 2.0) and torch.all(p[1] == 0.0)
+
+
+def test_gradients_are_clipped_per_signal():
+    a, b = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, 4, requires_grad=True)
+    a.grad = torch.tensor([[3.0, 0, 0], [0.01, 0, 0]])
+    b.grad = torch.tensor([[4.0, 0, 0, 0], [0, 0.02, 0, 0]])
+    fit_latent.clip_per_signal([a, b], 1.0)
+    assert torch.allclose(a.grad[0], torch.tensor([0.6, 0, 0])) and torch.allclose(b.grad[0], torch.tensor([0.8, 0, 0, 0]))
+    assert torch.equal(a.grad[1], torch.tensor([0.01, 0, 0])) and torch.equal(b.grad[1], torch.tensor([0, 0.02, 0, 0]))

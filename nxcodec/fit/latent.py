@@ -6,18 +6,21 @@ of ``M``. The forward pass mirrors the decoder exactly in structure (the decode 
 upsampling, routing inputs and synthesis) but runs in float so it can be trained; the
 final coding goes through the decoder's own fixed-point modules.
 
-Schedule (``LatentSchedule``): a relaxed phase (soft rounding plus uniform noise, its
-temperature annealed, as C3; rate from the Laplace integrated over unit bins), then a
-straight-through phase with hard rounding at a low learning rate. With K > 1 experts the manager is first trained alone to predict
-balanced labels (k-means of the colours), then the loss is the gate-weighted error of
-each expert (Neural Experts) plus the error of the routed, refined image.
+Schedule (``LatentSchedule``): a warm-up race between three initialisations of each
+signal (the best goes on); a relaxed phase (soft rounding plus
+Gaussian noise, both annealed, as C3 and Cool-chic; rate from the Laplace integrated over
+unit bins; the networks' gradients clipped per signal); then a straight-through phase
+with hard rounding at a low learning rate. With K > 1 experts the manager is first
+trained alone to predict balanced labels (k-means of the colours), then the loss is the
+gate-weighted error of each expert (Neural Experts) plus the error of the routed, refined
+image.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -44,7 +47,11 @@ class LatentSchedule:
     ste_lr: float = 1e-4
     manager_pretrain_frac: float = 0.05
     soft_rounding: bool = True  # C3's soft rounding with noise, temperature annealed, instead of plain noise
-    temperature: tuple[float, float] = (0.3, 0.1)
+    temperature: tuple[float, float] = (0.35, 0.08)
+    noise: tuple[float, float] | None = (0.22, 0.15)  # Gaussian noise std, start and end; None: uniform, width 1
+    clip: float | None = 0.1  # gradient norm limit of each signal's networks (not its latents), as Cool-chic
+    race: int = 3  # initialisations of each signal warmed up in turn; the best one is fitted on
+    race_frac: float = 0.08  # each candidate's warm-up, as a part of ``iters`` (taken from the fit's iterations)
     progress: bool = False
     desc: str = "fit"
 
@@ -244,12 +251,15 @@ class LatentModel(torch.nn.Module):
 
     @staticmethod
     def _quantize(y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean-shifted quantization: ``round(y - mu) + mu``, with uniform noise in place of rounding in the
+        """Mean-shifted quantization: ``round(y - mu) + mu``, with noise in place of rounding in the
         noise phase; in the hard phase the residual is clamped to its table's range, as the coder does."""
         v = y - mu
-        if mode.startswith("soft"):  # soft rounding plus noise; the decoder-side value rounds the noisy one softly again
-            t = float(mode[4:])
-            noisy = soft_round(v, t) + torch.rand_like(v) - 0.5
+        if mode.startswith("soft"):  # "soft<temperature>[:<Gaussian noise std>]": soft rounding plus noise (uniform
+            # without a std); the decoder-side value rounds the noisy one softly again
+            temperature, _, sigma = mode[4:].partition(":")
+            t = float(temperature)
+            noise = torch.randn_like(v) * float(sigma) if sigma else torch.rand_like(v) - 0.5
+            noisy = soft_round(v, t) + noise
             return soft_round(noisy, t) + mu, laplace_bits(noisy, log2_scale)
         if mode == "noise":
             r = v + torch.rand_like(v) - 0.5
@@ -321,6 +331,8 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
     lambda, or one per image). With K > 1 experts the manager first learns colour regions
     (k-means labels), then each expert's error is weighted by its gate.
     """
+    if schedule.race > 1 and int(schedule.iters * schedule.race_frac) > 0:
+        schedule = _race(model, target, lam, schedule, seed)
     gen = torch.Generator().manual_seed(seed)
     pixels = model.height * model.width
     labels = _kmeans_labels(target, model.cfg.n_experts, gen) if model.cfg.n_experts > 1 else None
@@ -339,6 +351,33 @@ def fit(model: LatentModel, target: torch.Tensor, lam: float | list[float], sche
         return loss, status
 
     return optimise(model, schedule, step, seed)
+
+
+def _race(model: LatentModel, target: torch.Tensor, lam: float | list[float], schedule: LatentSchedule,
+          seed: int) -> LatentSchedule:
+    """Warm up ``schedule.race`` initialisations of every signal (the first is ``model``'s own), put each
+    signal's best into ``model``, and return the schedule left for it (Cool-chic's warm-up race: a fit's
+    outcome depends on its start, and a short warm-up tells the good starts apart). The candidates are
+    warmed up one after another, so the race needs no more memory than the fit."""
+    warm = int(schedule.iters * schedule.race_frac)
+    warmup = replace(schedule, iters=warm, ste_frac=0.0, race=1, desc=schedule.desc + " race")
+    best_loss, best = None, None
+    for k in range(schedule.race):
+        cand = model if k == 0 else type(model)(model.cfg, model.m, model.shape, model.channels,
+                                                 seed=seed + k).to(target.device)
+        loss = torch.tensor(fit(cand, target, lam, warmup, seed + k))
+        params = [p.detach().clone() for p in cand.parameters()]
+        if best is None:
+            best_loss, best = loss, params
+            continue
+        better = (loss < best_loss).to(target.device)
+        for kept, p in zip(best, params):
+            kept[better] = p[better]
+        best_loss = torch.minimum(best_loss, loss)
+    with torch.no_grad():
+        for own, kept in zip(model.parameters(), best):
+            own.copy_(kept)
+    return replace(schedule, iters=schedule.iters - schedule.race * warm, race=1, manager_pretrain_frac=0.0)
 
 
 def expert_loss(preds: torch.Tensor, logits: torch.Tensor | None, target: torch.Tensor, labels: torch.Tensor | None,
@@ -388,6 +427,8 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
         elif schedule.soft_rounding:
             frac = it / max(n_noise - 1, 1)
             mode = f"soft{schedule.temperature[0] + (schedule.temperature[1] - schedule.temperature[0]) * frac}"
+            if schedule.noise is not None:
+                mode += f":{schedule.noise[0] + (schedule.noise[1] - schedule.noise[0]) * frac}"
         else:
             mode = "noise"
         loss, status = step(mode, it < pretrain)
@@ -401,6 +442,8 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
             lr_scale *= 0.5
             opt = torch.optim.Adam(groups)
             continue
+        if schedule.clip is not None:
+            clip_per_signal(groups[1]["params"], schedule.clip)
         opt.step()
         losses = loss.detach()
         if it % 100 == 0:
@@ -412,6 +455,18 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     if bar is not None:
         bar.close()
     return losses.tolist()
+
+
+def clip_per_signal(params: list[torch.Tensor], limit: float) -> None:
+    """Scale each signal's gradients (the leading dimension of every parameter) to a norm of at most ``limit``:
+    signals fitted side by side are clipped as if each were fitted alone."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norm = torch.stack([g.flatten(1).square().sum(1) for g in grads]).sum(0).sqrt()
+    factor = (limit / (norm + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.view(-1, *([1] * (g.dim() - 1))))
 
 
 def _progress(total: int, enabled: bool, desc: str):

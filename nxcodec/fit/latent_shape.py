@@ -220,7 +220,9 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
         if INIT_SCALE:
             start_from_distance(model, [lambda p, i=i: modality.truncated_distance(signals_[i], p) for i in idx])
         model = model.to(device)
-        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""))
+        # No warm-up race: the latents start from the distance itself, not from a random draw worth racing.
+        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""),
+                                  race=1)
         fit_shapes(model, points, targets, preset.lam, schedule, batch, seed=opts.seed)
         rng = np.random.default_rng(opts.seed)
         pick = torch.from_numpy(rng.choice(points.shape[1], min(EVAL_POINTS, points.shape[1]), replace=False))
