@@ -273,3 +273,32 @@ def test_gradients_are_clipped_per_signal():
     fit_latent.clip_per_signal([a, b], 1.0)
     assert torch.allclose(a.grad[0], torch.tensor([0.6, 0, 0])) and torch.allclose(b.grad[0], torch.tensor([0.8, 0, 0, 0]))
     assert torch.equal(a.grad[1], torch.tensor([0.01, 0, 0])) and torch.equal(b.grad[1], torch.tensor([0, 0.02, 0, 0]))
+
+
+def test_an_image_over_its_target_is_fitted_again_lower_not_trimmed(monkeypatch):
+    from nxcodec.fit import latent_code, presets
+
+    array = real_image((80, 64))
+    calls = []
+    real = latent_code.code_image
+
+    def spy(d, cfg, weights, latents, original, lam, bits, trim=True):
+        try:
+            best = real(d, cfg, weights, latents, original, lam, bits, trim)
+        except NxcError:
+            calls.append((lam, trim, None))
+            raise
+        calls.append((lam, trim, 8 * len(best.data)))
+        return best
+
+    monkeypatch.setattr(latent_code, "code_image", spy)
+    free = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=40, device="cpu"))
+    target = 0.7 * free.rate  # quality 5 itself overshoots this
+    calls.clear()
+    res = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, rate=target, iters=40, device="cpu"))
+    assert 8 * len(res.data) <= target * array.shape[0] * array.shape[1]
+    table = presets.LATENT_PRESETS
+    first = presets.latent_preset_for_rate(target)
+    assert calls[0][:2] == (first.lam, first.quality == 1) and calls[0][2] is None  # over: not trimmed
+    assert calls[-1][2] is not None and calls[-1][0] > first.lam  # then a lower quality (a higher lambda) fits
+    assert all(lam in {p.lam for p in table.values()} for lam, _, _ in calls)

@@ -99,7 +99,7 @@ def test_what_misses_a_rate_target_is_refitted_one_quality_lower_until_quality_1
 
     def attempt(todo, preset):
         tried.append((preset.quality, list(todo)))
-        return [i for i in todo if i == 2 or (i == 1 and preset.quality > 3)]
+        return [(i, None) for i in todo if i == 2 or (i == 1 and preset.quality > 3)]  # overshoot unknown
 
     table = presets.SHAPE_LATENT_PRESETS
     with pytest.raises(NxcError, match="too small for this shape"):
@@ -110,3 +110,22 @@ def test_what_misses_a_rate_target_is_refitted_one_quality_lower_until_quality_1
     assert tried == [(5, [0])]
     with pytest.raises(NxcError):  # without a rate target nothing is refitted
         presets.step_down(table, table[5], None, [2], attempt, "shape")
+
+
+def test_a_miss_steps_down_as_far_as_its_overshoot_calls_for():
+    from nxcodec.fit import presets
+
+    table = presets.LATENT_PRESETS  # typical bpp 0.05, 0.10, 0.18, 0.30, 0.50, 0.75, 1.00, ...
+    assert presets.quality_after_miss(table, 7, 4.03) == 3  # 1.00 / 4.03 = 0.25 bpp: quality 3 (0.18)
+    assert presets.quality_after_miss(table, 5, 1.1) == 4  # a near miss: one lower
+    assert presets.quality_after_miss(table, 5, 1.0001) == 4  # never the same quality again
+    assert presets.quality_after_miss(table, 5, 50.0) == 1
+    assert presets.quality_after_miss(table, 5, None) == 4
+    tried = []
+
+    def attempt(todo, preset):  # item 0 misses 4x at quality 7, item 1 by 10%; both fit wherever they land
+        tried.append((preset.quality, list(todo)))
+        return [(i, 4.03 if i == 0 else 1.1) for i in todo if preset.quality == 7]
+
+    presets.step_down(table, table[7], 1.0, [0, 1], attempt, "image")
+    assert tried == [(7, [0, 1]), (6, [1]), (3, [0])]  # the higher quality first

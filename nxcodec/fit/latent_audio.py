@@ -21,8 +21,8 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, PlaneSource,
-                                     code_plane, crop_latents, lanes_for, levels_for)
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, OverTarget,
+                                     PlaneSource, code_plane, crop_latents, lanes_for, levels_for)
 from nxcodec.latent import audio, mdct, stream
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
@@ -197,8 +197,10 @@ def _fit(model: LatentModel, target: torch.Tensor, lams: list[float], schedule: 
 
 
 def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
-                  preset: presets.LatentPreset, opts, device: torch.device, results: list) -> list[int]:
-    """Fit and code every plane of ``clips``; the clips that missed the rate target."""
+                  preset: presets.LatentPreset, opts, device: torch.device, results: list
+                  ) -> list[tuple[int, float | None]]:
+    """Fit and code every plane of ``clips``; the clips that missed the rate target, each with its overshoot
+    (its worst plane's coded bits over that plane's share; None where unknown)."""
     planes = [p for i in clips for p in planes_of(i, descs[i])]
     limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
     iters = opts.iters if opts.iters is not None else preset.iters
@@ -211,7 +213,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         return allowed * math.prod(p.size) / share[p.clip]
 
     coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int, float]] = {}  # by plane, with the coding's mse
-    failed: set[int] = set()  # clips with a plane that missed its share of the target
+    failed: dict[int, float | None] = {}  # clips with a plane that missed its share of the target: overshoot
     for g, idx in enumerate(_groups(planes, limit)):
         rows, cols = planes[idx[0]].size
         cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, rows, cols)
@@ -237,16 +239,18 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                 weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
                 latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
                 # A first coding over its share is not trimmed (trimming cost bach 2.2 dB more than a fit one
-                # quality lower, at 16 kbps): its clip is fitted again one quality lower (presets.step_down).
+                # quality lower, at 16 kbps): its clip is fitted again lower (presets.step_down).
                 # A later coding is trimmed at once: it only replaces the plane's coding if better.
                 trim = i in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS)
                 try:
                     best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=trim)
-                except NxcError:
+                except NxcError as e:
                     if i in coded:
                         under.discard(i)
                     else:
-                        failed.add(p.clip)
+                        over = e.bits / bits[j] if isinstance(e, OverTarget) else None
+                        worst = failed.get(p.clip, 0.0)
+                        failed[p.clip] = None if over is None or worst is None else max(worst, over)
                     continue
                 if i in coded and best.mse >= coded[i][4]:  # no better than the coding it has: keep that
                     under.discard(i)
@@ -273,4 +277,4 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         data = audio.write(d, [coded[i][0] for i in own])
         float_samples = quantize_samples(_samples(d, [coded[i][1] for i in own]), d.sample_format)
         results[clip] = (data, float_samples, [coded[i][2] for i in own], sum(coded[i][3] for i in own))
-    return sorted(failed)
+    return sorted(failed.items())

@@ -203,8 +203,9 @@ def encode_shapes(modality, signals_: list, opts) -> list:
 
 
 def _encode_group(modality, signals_: list, todo: list[int], preset: presets.ShapeLatentPreset, opts,
-                  device: torch.device, results: list) -> list[int]:
-    """Fit and code the shapes ``todo`` with one preset; the indices of those over the size target."""
+                  device: torch.device, results: list) -> list[tuple[int, None]]:
+    """Fit and code the shapes ``todo`` with one preset; those over the size target (overshoot unknown: they
+    were trimmed)."""
     cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset)
     side = (1 << preset.grid_log2) + 1
     per = max(1, (STACK_LATENTS_GPU if device.type == "cuda" else STACK_LATENTS_CPU) // side**3)
@@ -239,7 +240,7 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
             try:
                 best = _code(d, cfg, weights, latents, p, t, preset.lam, bits)
             except NxcError:
-                missed.append(i)
+                missed.append((i, None))  # trimmed and still over: one quality lower
                 continue
             float_l1 = float((floats[j, :, 0].cpu().double() - torch.from_numpy(t)).abs().mean())
             results[i] = _Coded(best, float_l1, cfg)

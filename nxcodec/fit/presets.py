@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Callable
+from typing import Any, Callable
 
 from nxcodec.errors import NxcError, UsageError
 from nxcodec.model import ENCODING_FOURIER, ModelConfig
@@ -153,15 +153,30 @@ def choose_latent_preset(table: dict[int, LatentPreset], quality: int, rate: flo
 
 
 def step_down(table: dict[int, LatentPreset], preset: LatentPreset, rate: float | None, todo: list,
-              attempt: Callable[[list, LatentPreset], list], what: str) -> None:
-    """``attempt(todo, preset)`` fits and codes ``todo`` and returns what missed the rate target; that is
-    attempted again at the next lower quality, until nothing is left (``NxcError`` below quality 1)."""
-    while todo:
-        missed = attempt(todo, preset)
-        smaller = table.get(preset.quality - 1)
-        if missed and (smaller is None or rate is None):
+              attempt: Callable[[list, LatentPreset], list[tuple[Any, float | None]]], what: str) -> None:
+    """``attempt(todo, preset)`` fits and codes ``todo`` and returns what missed the rate target, each with its
+    overshoot (coded bits over allowed bits; None where unknown). Each is attempted again at the quality
+    :func:`quality_after_miss` gives, until nothing is left (``NxcError`` below quality 1)."""
+    pending = {preset.quality: list(todo)}
+    while pending:
+        quality = max(pending)
+        missed = attempt(sorted(pending.pop(quality)), table[quality])
+        if missed and (quality == min(table) or rate is None):
             raise NxcError(f"the rate target is too small for this {what}; raise the target")
-        todo, preset = missed, smaller
+        for item, over in missed:
+            pending.setdefault(quality_after_miss(table, quality, over), []).append(item)
+
+
+def quality_after_miss(table: dict[int, LatentPreset], quality: int, over: float | None) -> int:
+    """Where to fit again a signal whose coding at ``quality`` came out ``over`` times its target: the highest
+    lower quality whose typical rate, scaled as this signal's was, is within the target (one lower if the
+    overshoot is unknown, the lowest if none is small enough). A short fit can overshoot the typical rates
+    several times over: stepping one quality at a time would refit it again and again."""
+    lower = [p for p in table.values() if p.quality < quality]
+    if over is None:
+        return max(p.quality for p in lower)
+    fitting = [p.quality for p in lower if p.rate * over <= table[quality].rate]
+    return max(fitting) if fitting else min(table)
 
 
 def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_PRESETS) -> LatentPreset:
