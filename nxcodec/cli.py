@@ -396,7 +396,7 @@ def bench_image(src: Path, out: Path, quick: bool, qualities: str | None, iters:
     cfg.qualities = _qualities(qualities) or cfg.qualities
     cfg.iters = iters or cfg.iters
     cfg.max_images = max_images or cfg.max_images
-    cfg.group, cfg.workers = group, workers
+    cfg.group, cfg.workers = group or cfg.group, workers or cfg.workers
     if not list_images(cfg):
         raise InputError(f"{src}: no images")
     run(cfg, log=lambda line: click.echo(line, err=True))
@@ -433,7 +433,7 @@ def bench_audio(src: Path, out: Path, quick: bool, kbps: str | None, iters: int 
     cfg.iters = iters or cfg.iters
     cfg.max_clips = max_clips or cfg.max_clips
     cfg.max_seconds = max_seconds or cfg.max_seconds
-    cfg.group, cfg.workers = group, workers
+    cfg.group, cfg.workers = group or cfg.group, workers or cfg.workers
     if not list_clips(cfg):
         raise InputError(f"{src}: no audio clips")
     run(cfg, log=lambda line: click.echo(line, err=True))
@@ -463,7 +463,7 @@ def bench_shape(src: Path, out: Path, quick: bool, qualities: str | None, iters:
     cfg.qualities = _qualities(qualities) or cfg.qualities
     cfg.iters = iters or cfg.iters
     cfg.max_meshes = max_meshes or cfg.max_meshes
-    cfg.group, cfg.workers = group, workers
+    cfg.group, cfg.workers = group or cfg.group, workers or cfg.workers
     if not list_meshes(cfg):
         raise InputError(f"{src}: no meshes")
     run(cfg, log=lambda line: click.echo(line, err=True))

@@ -179,3 +179,22 @@ def test_encode_is_silent_on_stderr_when_piped(tmp_path, png):
     assert proc.returncode == 0
     assert proc.stderr == ""
     assert "bpp" in proc.stdout and proc.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize("extra, group", [([], 4), (["--group", "2"], 2)])
+def test_bench_image_quick_keeps_its_group_unless_one_is_given(tmp_path, monkeypatch, extra, group):
+    from nxcodec.bench import image as bench_image
+
+    Image.fromarray(real_image((64, 64))).save(tmp_path / "a.png")
+    seen = []
+
+    def fake_run(cfg, log):
+        seen.append(cfg)
+        (cfg.out / "bdrate.md").write_text("table\n")
+
+    monkeypatch.setattr(bench_image, "run", fake_run)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["bench", "image", str(tmp_path), "--out", str(out), "--quick", *extra])
+    assert r.exit_code == 0, r.output
+    assert seen[0].group == group and seen[0].iters == 500
