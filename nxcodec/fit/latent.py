@@ -55,6 +55,13 @@ class LatentSchedule:
     progress: bool = False
     desc: str = "fit"
 
+    def held_at_end(self) -> "LatentSchedule":
+        """This schedule with its temperature and noise held at their final values, no race and no manager
+        pretraining: for a fit that goes on from where this one stopped."""
+        noise = None if self.noise is None else (self.noise[1], self.noise[1])
+        return replace(self, temperature=(self.temperature[1], self.temperature[1]), noise=noise, race=1,
+                       manager_pretrain_frac=0.0)
+
 
 def _mlp_params(m: int, fan_in: int, width: int, layers: int, out: int, gen: torch.Generator,
                 lead: tuple[int, ...] = (), zero_out: bool = False) -> list[list[torch.Tensor]]:

@@ -265,10 +265,8 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                     under.discard(i)
             if not again or last:
                 break
-            end = first.temperature[1], None if first.noise is None else first.noise[1]
-            schedule = replace(first, iters=max(1, round(iters * REFIT_ITERS)), lr=first.lr * REFIT_LR,
-                               latent_lr=first.latent_lr * REFIT_LR, temperature=(end[0], end[0]),
-                               noise=None if end[1] is None else (end[1], end[1]), manager_pretrain_frac=0.0, race=1)
+            schedule = replace(first.held_at_end(), iters=max(1, round(iters * REFIT_ITERS)), lr=first.lr * REFIT_LR,
+                               latent_lr=first.latent_lr * REFIT_LR)
     for clip in clips:
         if clip in failed:
             continue
