@@ -265,6 +265,18 @@ def test_baselines_are_aligned_before_comparing():
     assert abs(opus["lag"]) < 16 and opus["psnr"] > 35
 
 
+def test_estoi_falls_with_noise_averages_channels_and_refuses_a_clip_too_short():
+    x = clip(1.5, channels=2)
+    noise = np.random.default_rng(0).normal(size=x.shape) * np.std(x)
+    clean = bench_audio.estoi(x, x, 44100)
+    mild, harsh = (bench_audio.estoi(x, x + noise * 10 ** (-snr / 20), 44100) for snr in (30, 5))
+    assert clean == pytest.approx(1.0, abs=1e-6) and 0 < harsh < mild < clean
+    one = bench_audio.estoi(x[:, :1], x[:, :1] + noise[:, :1] * 10 ** (-5 / 20), 44100)
+    other = bench_audio.estoi(x[:, 1:], x[:, 1:] + noise[:, 1:] * 10 ** (-5 / 20), 44100)
+    assert harsh == pytest.approx((one + other) / 2)
+    assert bench_audio.estoi(x[:4410], x[:4410], 44100) is None  # 0.1 s: fewer than 30 frames
+
+
 def test_windows_of_clips_of_different_lengths_are_fitted_in_one_stack(tmp_path, monkeypatch):
     """Every window of every clip (different window lengths, widths and first-layer frequencies, shorter
     last windows) goes into one stack, and each clip's fit is as good as when it is encoded alone.
@@ -326,6 +338,7 @@ def test_bench_fits_the_clips_of_a_rate_together_and_resumes(tmp_path, monkeypat
     nxc = [p for p in points if p["codec"] == "nxcodec"]
     assert sorted((p["clip"], p["level"]) for p in nxc) == [("a", 32.0), ("a", 48.0), ("b", 32.0), ("b", 48.0)]
     assert all(p["fitted_together"] == 2 and p["kbps"] <= p["level"] for p in nxc)
+    assert all("estoi" in p and p["estoi"] is None for p in points)  # clips of 0.14 to 0.18 s: too short to score
     n_baselines = 1 + len(bench_audio.MP3_LEVELS) + len(bench_audio.OPUS_LEVELS)
     assert len(points) == 4 + 2 * n_baselines
     rows = list(csv.DictReader((cfg.out / "per_clip.csv").open()))
