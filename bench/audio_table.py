@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+KEYS = ("psnr", "seg_snr", "estoi")  # the per-clip table's values, in its order
+
 
 def interp_psnr(curve: dict, kbps: float) -> float | None:
     """PSNR of a baseline at ``kbps``, linear in log-rate between its measured levels (None outside them)."""
@@ -49,10 +51,15 @@ def cell(value: float | None, floor: tuple[float, float] | None, mine: float, kb
     return "-"
 
 
+def triple(values: tuple[float | None, ...]) -> str:
+    """PSNR / segmental SNR / ESTOI as a cell ("-" for a value the run did not measure)."""
+    return " / ".join("-" if v is None else f"{v:.3f}" if k == 2 else f"{v:.2f}" for k, v in enumerate(values))
+
+
 def per_clip(points: list[dict]) -> None:
-    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR, and MP3's and Opus's at the same rate (below a
-    baseline's lowest rate, its lowest point's)."""
-    print("| clip | nxcodec kbps | nxcodec PSNR / seg. SNR | MP3 at that rate | Opus at that rate |")
+    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR / ESTOI, and MP3's and Opus's at the same rate
+    (below a baseline's lowest rate, its lowest point's)."""
+    print("| clip | nxcodec kbps | nxcodec PSNR / seg. SNR / ESTOI | MP3 at that rate | Opus at that rate |")
     print("|---|---|---|---|---|")
     clips = sorted({p["clip"] for p in points})
     for clip in clips:
@@ -61,28 +68,29 @@ def per_clip(points: list[dict]) -> None:
             cells = []
             for codec in ("mp3", "opus"):
                 theirs = [q for q in points if q["clip"] == clip and q["codec"] == codec]
-                psnr, seg = _at(theirs, p["kbps"], "psnr"), _at(theirs, p["kbps"], "seg_snr")
-                floor = lowest([(q["kbps"], (q["psnr"], q["seg_snr"])) for q in theirs if q.get("psnr") is not None])
-                if psnr is not None:
-                    cells.append(f"{psnr:.2f} / {seg:.2f}")
+                at = tuple(_at(theirs, p["kbps"], k) for k in KEYS)
+                floor = lowest([(q["kbps"], tuple(q.get(k) for k in KEYS)) for q in theirs if q.get("psnr") is not None])
+                if at[0] is not None:
+                    cells.append(triple(at))
                 elif floor is not None and p["kbps"] < floor[0]:
-                    cells.append(f"{floor[1][0]:.2f} / {floor[1][1]:.2f} at {floor[0]:.0f} kbps")
+                    cells.append(f"{triple(floor[1])} at {floor[0]:.0f} kbps")
                 else:
                     cells.append("-")
-            print(f"| {clip} | {p['kbps']:.2f} | {p['psnr']:.2f} / {p['seg_snr']:.2f} | {cells[0]} | {cells[1]} |")
+            print(f"| {clip} | {p['kbps']:.2f} | {triple(tuple(p.get(k) for k in KEYS))} | {cells[0]} | {cells[1]} |")
 
 
 def main(folder: Path) -> None:
     curves = {n: json.loads((folder / f"{n}.json").read_text()) for n in ("nxcodec", "mp3", "opus", "flac")}
     meta = json.loads((folder / "meta.json").read_text())
-    print("| codec | level | mean kbps | PSNR dB | SNR dB | seg. SNR dB |")
-    print("|---|---|---|---|---|---|")
+    print("| codec | level | mean kbps | PSNR dB | SNR dB | seg. SNR dB | ESTOI |")
+    print("|---|---|---|---|---|---|---|")
     for name in ("nxcodec", "mp3", "opus"):
         r = curves[name]["results"]
         for i, level in enumerate(r["level"]):
             cells = [f"{r[k][i]:.2f}" if r[k][i] is not None else "-" for k in ("kbps", "psnr", "snr", "seg_snr")]
-            print(f"| {name} | {level:g} | " + " | ".join(cells) + " |")
-    print(f"| flac | lossless | {curves['flac']['results']['kbps'][0]:.1f} | - | - | - |")
+            estoi = r["estoi"][i] if "estoi" in r else None  # runs before ESTOI was added lack it
+            print(f"| {name} | {level:g} | " + " | ".join(cells) + f" | {'-' if estoi is None else f'{estoi:.3f}'} |")
+    print(f"| flac | lossless | {curves['flac']['results']['kbps'][0]:.1f} | - | - | - | - |")
     print()
     print("| nxcodec target | nxcodec kbps / PSNR | MP3 PSNR at that rate | Opus PSNR at that rate |")
     print("|---|---|---|---|")
