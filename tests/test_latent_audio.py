@@ -268,9 +268,9 @@ def test_lambda_follows_the_rate_by_the_measured_elasticity():
 
 
 def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_one_quality_lower(monkeypatch):
-    signal = AUDIO.from_array(tones(1.0, 8000), 8000)  # 24.4 and 23.2 kbps at qualities 3 and 2 (30 iterations)
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)  # 23.75 and 22.5 kbps at qualities 3 and 2 (30 iterations)
     fits, sizes = spy_rounds(monkeypatch)
-    target = 23.8  # the preset for 0.8 x 23.8 kbps is quality 3, which this clip overshoots
+    target = 23.1  # the preset for 0.9 x 23.1 kbps is quality 3, which this clip overshoots
     table = presets.AUDIO_LATENT_PRESETS
     assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 3
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
@@ -281,10 +281,11 @@ def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_one_quality_low
 
 def test_the_preset_for_a_rate_target_leaves_the_margin():
     table = presets.AUDIO_LATENT_PRESETS
-    assert presets.choose_latent_preset(table, 5, 40.0).quality == 5  # typical 34 <= 40
-    assert presets.choose_latent_preset(table, 5, 40.0, 0.8).quality == 4  # 22 <= 32 < 34
-    assert presets.choose_latent_preset(table, 5, 20.0, 0.8).quality == 3  # 16 <= 16
-    assert presets.choose_latent_preset(table, 5, 19.0, 0.8).quality == 2
+    for margin in (1.0, latent_audio.RATE_MARGIN):
+        for q in range(2, 10):
+            just_enough = table[q].rate / margin * 1.001
+            assert presets.choose_latent_preset(table, 5, just_enough, margin).quality == q
+            assert presets.choose_latent_preset(table, 5, just_enough / 1.002, margin).quality == q - 1
     assert presets.choose_latent_preset(table, 5, 1.0, 0.8).quality == 1  # the lowest when none is within
 
 

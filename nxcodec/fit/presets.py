@@ -188,33 +188,32 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # Audio as MDCT planes (format version 4): one latent per coefficient at the finest grid,
 # the context model predicts each one's scale. ``rate`` is the mean rate of a first fit
 # (no target) over the middle 3 s of three clips (siren_gt_bach, smstools_orchestra,
-# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits: bench/audio_lambda_sweep.py,
-# results in bench/results/audio_lambda_sweep_cpu.jsonl (kbps bach / orchestra / speech -> mean):
-#   lambda 1e-2:   9.5 / 12.3 /   5.6 ->   9.1     3e-5:  82.9 /  99.3 /  42.5 ->  74.9
-#          3e-3:  11.2 / 14.2 /   8.5 ->  11.3     1e-5:  99.0 / 108.6 / 102.3 -> 103.3
-#          1e-3:  16.4 / 19.9 /  11.7 ->  16.0     3e-6:  98.7 / 112.4 / 102.5 -> 104.6
-#          3e-4:  22.5 / 27.8 /  15.4 ->  21.9
-#          1e-4:  34.2 / 42.4 /  24.5 ->  33.7
-#          5e-5:  47.8 / 55.2 /  29.1 ->  44.0
-# A fit's rate swings by about a quarter with its initialisation at 300 iterations (7e-5 gave 54.1 / 61.7 /
-# 40.6, more than 5e-5; 1.2e-4 gave 46.8 / 53.9 / 27.9, more than 1e-4), and
-# it stops growing near 100 kbps whatever the lambda: quality 9 is no larger than 8, and
-# 128 kbps is not reached by these networks. PSNR does not grow with the rate past about
-# 22 kbps at 300 iterations (a mean of 39 to 43 dB from 22 to 105 kbps). The presets fit 1000
-# iterations; their rates there were not measured. An expert of 16x2
-# beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
+# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits with audio's five-start race:
+# bench/audio_lambda_sweep.py at 67dd502, results in bench/results/audio_lambda_sweep_cpu.jsonl
+# (kbps bach / orchestra / speech -> mean):
+#   lambda 1e-2:   9.0 / 10.8 /  5.9 ->  8.6     5e-5:  42.0 /  49.4 / 25.0 -> 38.8
+#          3e-3:  11.0 / 13.4 /  7.8 -> 10.8     3e-5:  58.3 /  73.3 / 37.1 -> 56.2
+#          1e-3:  17.5 / 21.4 /  9.8 -> 16.2     1e-5:  78.1 / 101.5 / 48.7 -> 76.1
+#          3e-4:  22.3 / 29.0 / 13.5 -> 21.6     3e-6:  97.8 / 103.2 / 77.8 -> 93.0
+#          1e-4:  27.9 / 35.7 / 15.0 -> 26.2
+# A clip's rate is up to 1.36x the mean at one lambda. With three starts (the sweep before 67dd502) a
+# third of the fits were stuck at high rate and low PSNR (bach at 3e-5: 93 kbps, 36.5 dB), so the rates
+# were not monotone in lambda; with five they are. PSNR grows little past about 26 kbps at 300
+# iterations (bach 41.1 to 42.9 dB from 28 to 78 kbps; speech 46.5 to 47.5). 128 kbps is not reached
+# by these networks. The presets fit 1000 iterations; their rates there were not measured. An expert
+# of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 1.0e-2, 9, 1000, 16, 16),
-        LatentPreset(2, 3.0e-3, 11, 1000, 16, 16),
-        LatentPreset(3, 1.0e-3, 16, 1000, 16, 16),
-        LatentPreset(4, 3.0e-4, 22, 1000, 16, 16),
-        LatentPreset(5, 1.0e-4, 34, 1000, 16, 16),
-        LatentPreset(6, 5.0e-5, 44, 1000, 16, 16),
-        LatentPreset(7, 3.0e-5, 75, 1000, 16, 16),
-        LatentPreset(8, 1.0e-5, 103, 1000, 16, 16),
-        LatentPreset(9, 3.0e-6, 105, 1000, 16, 16),
+        LatentPreset(1, 1.0e-2, 8.6, 1000, 16, 16),
+        LatentPreset(2, 3.0e-3, 10.8, 1000, 16, 16),
+        LatentPreset(3, 1.0e-3, 16.2, 1000, 16, 16),
+        LatentPreset(4, 3.0e-4, 21.6, 1000, 16, 16),
+        LatentPreset(5, 1.0e-4, 26.2, 1000, 16, 16),
+        LatentPreset(6, 5.0e-5, 38.8, 1000, 16, 16),
+        LatentPreset(7, 3.0e-5, 56.2, 1000, 16, 16),
+        LatentPreset(8, 1.0e-5, 76.1, 1000, 16, 16),
+        LatentPreset(9, 3.0e-6, 93.0, 1000, 16, 16),
     )
 }
 
