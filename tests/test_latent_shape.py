@@ -258,3 +258,34 @@ def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
     assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
     data = (dst / "torus.ply.nxc").read_bytes()
     assert data[4] == 5 and len(data) <= 3000
+
+
+def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets, monkeypatch):
+    from nxcodec.errors import NxcError
+    from nxcodec.fit import latent_shape as fit_shape
+
+    torus = SHAPES.read(TORUS)
+    free = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=40, device="cpu"))
+    target = 0.85 * free.rate  # quality 2 itself overshoots this
+    # Typical rates that make quality 2 the first choice for the target; a quality 1 well below it (at 17^3 the
+    # networks' fixed cost makes the presets' own quality 1 hardly smaller: 2589 B against 2703 B).
+    q1, q2 = presets.SHAPE_LATENT_PRESETS[1], presets.SHAPE_LATENT_PRESETS[2]
+    monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 1, replace(q1, rate=0.5 * target, lam=0.4))
+    monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 2, replace(q2, rate=0.9 * target))
+    calls = []
+    real = fit_shape._code
+
+    def spy(d, cfg, weights, latents, points, targets, lam, bits, trim=True):
+        try:
+            best = real(d, cfg, weights, latents, points, targets, lam, bits, trim)
+        except NxcError:
+            calls.append((lam, trim, None))
+            raise
+        calls.append((lam, trim, 8 * len(best.data)))
+        return best
+
+    monkeypatch.setattr(fit_shape, "_code", spy)
+    res = encode_signal(SHAPES, torus, EncodeOptions(quality=5, rate=target, iters=40, device="cpu"))
+    assert len(res.data) <= target * 1000
+    assert calls[0] == (q2.lam, False, None)  # over at quality 2: not trimmed
+    assert calls[-1][:2] == (0.4, True) and calls[-1][2] <= target * 8000  # fitted again at quality 1

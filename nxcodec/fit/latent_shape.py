@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
-from nxcodec.fit.latent_code import Candidate, code_plane
+from nxcodec.fit.latent_code import Candidate, OverTarget, code_plane
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
 from nxcodec.latent.shape import ShapeLatentDescriptor
@@ -167,14 +167,15 @@ class _Coded:
 
 
 def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          points: np.ndarray, targets: np.ndarray, lam: float, bits_allowed: float | None) -> Candidate:
+          points: np.ndarray, targets: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True
+          ) -> Candidate:
     def write(coded, dead_zone: float) -> Candidate:
         data, image = latent_shape.write(d, cfg, coded, latents, dead_zone)
         values = latent_shape.Field(image)(points)
         l1 = float(np.mean(np.abs(values - targets)))
         return Candidate(data, image, values, l1, l1 + lam * len(data) / 1000)
 
-    return code_plane(write, weights, bits_allowed)
+    return code_plane(write, weights, bits_allowed, trim)
 
 
 def encode_shapes(modality, signals_: list, opts) -> list:
@@ -204,8 +205,9 @@ def encode_shapes(modality, signals_: list, opts) -> list:
 
 def _encode_group(modality, signals_: list, todo: list[int], preset: presets.ShapeLatentPreset, opts,
                   device: torch.device, results: list) -> list[tuple[int, None]]:
-    """Fit and code the shapes ``todo`` with one preset; those over the size target (overshoot unknown: they
-    were trimmed)."""
+    """Fit and code the shapes ``todo`` with one preset; those over the size target, each with its overshoot.
+    A coding over the target is trimmed only at the lowest quality: above it, a fit at a lower quality loses
+    less than the dead zones and coarser networks that trimming reaches for."""
     cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset)
     side = (1 << preset.grid_log2) + 1
     per = max(1, (STACK_LATENTS_GPU if device.type == "cuda" else STACK_LATENTS_CPU) // side**3)
@@ -238,9 +240,13 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
             t = samples[j][1][pick, 0].numpy().astype(np.float64)
             bits = None if opts.rate is None else modality.bits_allowed(signals_[i].descriptor, opts.rate)
             try:
-                best = _code(d, cfg, weights, latents, p, t, preset.lam, bits)
+                best = _code(d, cfg, weights, latents, p, t, preset.lam, bits,
+                             trim=preset.quality == min(presets.SHAPE_LATENT_PRESETS))
+            except OverTarget as over:
+                missed.append((i, over.bits / bits))
+                continue
             except NxcError:
-                missed.append((i, None))  # trimmed and still over: one quality lower
+                missed.append((i, None))
                 continue
             float_l1 = float((floats[j, :, 0].cpu().double() - torch.from_numpy(t)).abs().mean())
             results[i] = _Coded(best, float_l1, cfg)
