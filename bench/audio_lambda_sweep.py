@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 from nxcodec.bench.audio import load_clip
 from nxcodec.bench.results import git_commit
 from nxcodec.fit import latent_audio, presets
-from nxcodec.fit.latent import LatentModel, fit
+from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.latent import audio
 from nxcodec.signals import for_name
 
@@ -38,7 +38,7 @@ for name in clips:
     target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in stack])
     model = LatentModel(cfg, len(stack), (rows, cols), 1, seed=0)
     t0 = time.perf_counter()
-    fit(model, target, lam_list, latent_audio.schedule_for(iters), seed=0)
+    fit(model, target, lam_list, LatentSchedule(iters=iters), seed=0)
     fit_s = time.perf_counter() - t0
     for k, lam in enumerate(lams):
         t1 = time.perf_counter()

@@ -287,19 +287,3 @@ def test_the_preset_for_a_rate_target_leaves_the_margin():
             assert presets.choose_latent_preset(table, 5, just_enough, margin).quality == q
             assert presets.choose_latent_preset(table, 5, just_enough / 1.002, margin).quality == q - 1
     assert presets.choose_latent_preset(table, 5, 1.0, 0.8).quality == 1  # the lowest when none is within
-
-
-def test_an_audio_fit_races_five_starts_and_its_continued_fits_none(monkeypatch):
-    from nxcodec.fit import latent
-
-    races = []
-    real = latent._race
-
-    def spy(model, target, lam, schedule, seed):
-        races.append((schedule.race, int(schedule.iters * schedule.race_frac)))
-        return real(model, target, lam, schedule, seed)
-
-    monkeypatch.setattr(latent, "_race", spy)
-    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
-    encode_signal(AUDIO, signal, EncodeOptions(iters=40, device="cpu", seed=1, rate=96.0))  # a continued fit too
-    assert races == [(latent_audio.RACE, int(40 * latent_audio.RACE_FRAC))] and latent_audio.RACE == 5

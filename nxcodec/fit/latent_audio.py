@@ -43,12 +43,6 @@ RATE_AIM = 0.95  # a continued fit aims its plane at this part of its share
 # How a plane's rate follows lambda, rate ~ lambda^-RATE_ELASTICITY: the local slopes of the lambda sweep
 # (bench/results/audio_lambda_sweep_cpu.jsonl) between 10 and 70 kbps run from 0.23 to 0.8, median near 0.4.
 RATE_ELASTICITY = 0.4
-# The warm-up race of an audio fit: five starts warmed up for 5% of the iterations each, not the images' three
-# for 8%. An audio fit's outcome hangs on its start far more than an image's: bach (3 s) at lambda 5e-5,
-# 300 iterations, seeds 0-3 scored J = MSE + lambda x bits of 0.98, 2.50, 1.08 and 1.35 x 1e-4 with three
-# starts, and 1.04 to 1.08 x 1e-4 with five. The bad starts keep coding the detail in the finest grid
-# (2.2 bits per coefficient at 38 dB) and never leave it. On kodim23 five starts cost 6% (J, two seeds).
-RACE, RACE_FRAC = 5, 0.05
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
 
 
@@ -192,11 +186,6 @@ def encode_audio(modality, signals_: list, opts) -> list:
     return out
 
 
-def schedule_for(iters: int, **kwargs) -> LatentSchedule:
-    """The first fit's schedule of audio planes: the shared recipe with audio's warm-up race."""
-    return LatentSchedule(iters=iters, race=RACE, race_frac=RACE_FRAC, **kwargs)
-
-
 def _fit(model: LatentModel, target: torch.Tensor, lams: list[float], schedule: LatentSchedule, seed: int,
          device: torch.device) -> None:
     threads = torch.get_num_threads()
@@ -233,7 +222,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
         model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed).to(device)
         desc = "fit audio" + (f" {g + 1}" if g else "")
-        schedule = first = schedule_for(iters, progress=opts.progress, desc=desc)
+        schedule = first = LatentSchedule(iters=iters, progress=opts.progress, desc=desc)
         lams = [preset.lam] * len(idx)
         bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
