@@ -188,17 +188,18 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # Audio as MDCT planes (format version 4): one latent per coefficient at the finest grid,
 # the context model predicts each one's scale. ``rate`` is the mean rate of a first fit
 # (no target) over the middle 3 s of three clips (siren_gt_bach, smstools_orchestra,
-# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits with audio's five-start race:
-# bench/audio_lambda_sweep.py at 67dd502, results in bench/results/audio_lambda_sweep_cpu.jsonl
-# (kbps bach / orchestra / speech -> mean):
+# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits: bench/audio_lambda_sweep.py at
+# 67dd502, which raced five starts (reverted in bc229d8: it lost up to 2.3 dB on the benchmark clips at
+# higher lambdas), results in bench/results/audio_lambda_sweep_cpu.jsonl (kbps bach / orchestra / speech
+# -> mean; the sweep before it, with three starts, agreed within 10% where its fits were not stuck):
 #   lambda 1e-2:   9.0 / 10.8 /  5.9 ->  8.6     5e-5:  42.0 /  49.4 / 25.0 -> 38.8
 #          3e-3:  11.0 / 13.4 /  7.8 -> 10.8     3e-5:  58.3 /  73.3 / 37.1 -> 56.2
 #          1e-3:  17.5 / 21.4 /  9.8 -> 16.2     1e-5:  78.1 / 101.5 / 48.7 -> 76.1
 #          3e-4:  22.3 / 29.0 / 13.5 -> 21.6     3e-6:  97.8 / 103.2 / 77.8 -> 93.0
 #          1e-4:  27.9 / 35.7 / 15.0 -> 26.2
-# A clip's rate is up to 1.36x the mean at one lambda. With three starts (the sweep before 67dd502) a
-# third of the fits were stuck at high rate and low PSNR (bach at 3e-5: 93 kbps, 36.5 dB), so the rates
-# were not monotone in lambda; with five they are. PSNR grows little past about 26 kbps at 300
+# A clip's rate is up to 1.36x the mean at one lambda. With three starts a third of the sweep's fits were
+# stuck at high rate and low PSNR (bach at 3e-5: 93 kbps, 36.5 dB), so its rates were not monotone in
+# lambda; five starts of shorter warm-ups fixed that sweep but lost elsewhere (bc229d8). PSNR grows little past about 26 kbps at 300
 # iterations (bach 41.1 to 42.9 dB from 28 to 78 kbps; speech 46.5 to 47.5). 128 kbps is not reached
 # by these networks. The presets fit 1000 iterations; their rates there were not measured. An expert
 # of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
