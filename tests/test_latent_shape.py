@@ -265,7 +265,7 @@ def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets
     from nxcodec.fit import latent_shape as fit_shape
 
     torus = SHAPES.read(TORUS)
-    free = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=40, device="cpu"))
+    free = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=20, device="cpu"))
     target = 0.85 * free.rate  # quality 2 itself overshoots this
     # Typical rates that make quality 2 the first choice for the target; a quality 1 well below it (at 17^3 the
     # networks' fixed cost makes the presets' own quality 1 hardly smaller: 2589 B against 2703 B).
@@ -285,7 +285,7 @@ def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets
         return best
 
     monkeypatch.setattr(fit_shape, "_code", spy)
-    res = encode_signal(SHAPES, torus, EncodeOptions(quality=5, rate=target, iters=40, device="cpu"))
+    res = encode_signal(SHAPES, torus, EncodeOptions(quality=5, rate=target, iters=20, device="cpu"))
     assert len(res.data) <= target * 1000
     assert calls[0] == (q2.lam, False, None)  # over at quality 2: not trimmed
     assert calls[-1][:2] == (0.4, True) and calls[-1][2] <= target * 8000  # fitted again at quality 1
