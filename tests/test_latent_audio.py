@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 
+from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
 from nxcodec.errors import NxcError, StreamError
@@ -134,17 +133,13 @@ def test_segment_seams_do_not_click(monkeypatch):
 def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
     src = tmp_path / "clip.wav"
     sf.write(src, tones(1.0, 8000, 2), 8000, subtype="PCM_16")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(src), "--iters", "30", "--device", "cpu"],
-                         capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr
+    run = CliRunner().invoke(main, ["encode", str(src), "--iters", "30", "--device", "cpu"])
+    assert run.exit_code == 0, run.output
     stream_path = tmp_path / "clip.wav.nxc"
-    info = subprocess.run([sys.executable, "-m", "nxcodec", "info", str(stream_path)], capture_output=True, text=True,
-                          env=env)
-    assert "nxc version 4" in info.stdout and "mid/side" in info.stdout and "kbps" in info.stdout
-    dec = subprocess.run([sys.executable, "-m", "nxcodec", "decode", str(stream_path)], capture_output=True, text=True,
-                         env=env)
-    assert dec.returncode == 0, dec.stderr
+    info = CliRunner().invoke(main, ["info", str(stream_path)])
+    assert "nxc version 4" in info.output and "mid/side" in info.output and "kbps" in info.output
+    dec = CliRunner().invoke(main, ["decode", str(stream_path)])
+    assert dec.exit_code == 0, dec.output
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
     assert rate == 8000 and out.shape == (8000, 2)
 

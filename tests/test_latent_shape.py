@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from click.testing import CliRunner
 
 import nxcodec.signals.shape as shape_mod
+from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
 from nxcodec.errors import StreamError
@@ -28,6 +27,7 @@ from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name, meshfile
+from nxcodec.signals.sdf import MetricSettings
 
 from conftest import run_without_torch
 
@@ -190,13 +190,14 @@ def test_decoder_limits_bound_the_work_of_the_chosen_resolution():
 
 @pytest.fixture(scope="module")
 def small_presets():
-    """Qualities 1-2 on a 17^3 grid, 8192 training points, the encoder's metrics at resolution 64: a fit of
-    seconds."""
+    """Every quality on a 17^3 grid, 8192 training points, the encoder's metrics at resolution 64 on 5,000
+    points a side: a fit of seconds."""
     mp = pytest.MonkeyPatch()
-    for q in (1, 2):
+    for q in presets.SHAPE_LATENT_PRESETS:
         mp.setitem(presets.SHAPE_LATENT_PRESETS, q, replace(presets.SHAPE_LATENT_PRESETS[q], grid_log2=4, levels=4))
     mp.setattr(shape_mod, "TRAIN_POINTS", 8192)
     mp.setattr(latent_shape, "DEFAULT_RESOLUTION", 64)
+    mp.setattr(shape_mod, "METRICS", MetricSettings(surface_points=5000, volume_points=5000))
     yield
     mp.undo()
 
@@ -212,42 +213,25 @@ def test_a_mesh_round_trips_as_version_5(small_presets):
 
 
 def test_cli_encodes_a_mesh_as_version_5_with_kb_and_info_describes_it(tmp_path, small_presets):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = ("import sys\n"
-            "from dataclasses import replace\n"
-            "from nxcodec.fit import presets\n"
-            "import nxcodec.signals.shape as shape_mod\n"
-            "presets.SHAPE_LATENT_PRESETS = {q: replace(p, grid_log2=4, levels=4) for q, p in "
-            "presets.SHAPE_LATENT_PRESETS.items()}\n"
-            "shape_mod.TRAIN_POINTS = 8192\n"
-            "import nxcodec.latent.shape as latent_shape\n"
-            "latent_shape.DEFAULT_RESOLUTION = 64\n"
-            "from nxcodec.cli import main\n"
-            "sys.exit(main())\n")
     out = tmp_path / "torus.nxc"
-    run = subprocess.run([sys.executable, "-c", code, "encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters",
-                          "60", "--device", "cpu", "-v"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr
-    assert "float distance error" in run.stdout and "Chamfer-L1" in run.stdout
+    run = CliRunner().invoke(main, ["encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters", "60", "--device",
+                                    "cpu", "-v"])
+    assert run.exit_code == 0, run.output
+    assert "float distance error" in run.output and "Chamfer-L1" in run.output
     assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 5
-    info = subprocess.run([sys.executable, "-m", "nxcodec", "info", str(out)], capture_output=True, text=True, env=env)
-    assert "nxc version 5" in info.stdout and "17^3" in info.stdout and "per evaluated point" in info.stdout
-    dec = subprocess.run([sys.executable, "-m", "nxcodec", "decode", str(out), "--resolution", "40", "-o",
-                          str(tmp_path / "torus.obj")], capture_output=True, text=True, env=env)
-    assert dec.returncode == 0, dec.stderr
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert "nxc version 5" in info.output and "17^3" in info.output and "per evaluated point" in info.output
+    dec = CliRunner().invoke(main, ["decode", str(out), "--resolution", "40", "-o", str(tmp_path / "torus.obj")])
+    assert dec.exit_code == 0, dec.output
     assert len(trimesh.load(tmp_path / "torus.obj").faces) > 100
-    bpp = subprocess.run([sys.executable, "-m", "nxcodec", "encode", str(TORUS), "--bpp", "1"], capture_output=True,
-                         text=True, env=env)
-    assert bpp.returncode != 0 and "--kb" in bpp.stderr and "Traceback" not in bpp.stderr
+    bpp = CliRunner().invoke(main, ["encode", str(TORUS), "--bpp", "1", "-o", str(tmp_path / "bpp.nxc")])
+    assert bpp.exit_code == 2 and "--kb" in bpp.output and not (tmp_path / "bpp.nxc").exists()
 
 
 def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
     import shutil
 
-    from click.testing import CliRunner
-
     from nxcodec.batch import read_manifest
-    from nxcodec.cli import main
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import struct
-import subprocess
-import sys
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from click.testing import CliRunner
 
 import nxcodec.signals.shape as shape_mod
+from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.errors import InputError, StreamError
 from nxcodec.signals import for_name, meshfile
@@ -238,9 +238,8 @@ def test_unreadable_meshes_are_input_errors(tmp_path):
             shape.read(tmp_path / name)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nxcodec.cli", *args], capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
+def run_cli(*args: str):
+    return CliRunner().invoke(main, list(args))
 
 
 def test_cli_decodes_to_ply_obj_and_stl_and_refuses_bad_options(encoded, tmp_path):
@@ -250,7 +249,7 @@ def test_cli_decodes_to_ply_obj_and_stl_and_refuses_bad_options(encoded, tmp_pat
     for ext in ("ply", "obj", "stl"):
         out = tmp_path / f"s.{ext}"
         r = run_cli("decode", str(stream), "-o", str(out), "--resolution", "48")
-        assert r.returncode == 0, r.stderr
+        assert r.exit_code == 0, r.output
         back = trimesh.load(out, force="mesh")
         assert len(back.faces) > 100
         assert np.allclose(back.bounds.mean(0), signal.data.vertices.min(0) / 2 + signal.data.vertices.max(0) / 2,
@@ -258,8 +257,8 @@ def test_cli_decodes_to_ply_obj_and_stl_and_refuses_bad_options(encoded, tmp_pat
     for args, what in ((["-o", str(tmp_path / "r.ply"), "--resolution", "5000"], "resolution"),
                        (["-o", str(tmp_path / "x.png")], "written as")):
         r = run_cli("decode", str(stream), *args)
-        assert r.returncode == 2
-        assert what in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        assert r.exit_code == 2
+        assert what in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "r.ply").exists()
 
 
