@@ -244,26 +244,33 @@ def test_a_config_beyond_the_work_limit_is_refused_before_decoding():
         cfg.check((d.height, d.width), d.channels)
 
 
-def test_the_warm_up_race_keeps_each_signals_best_start_and_charges_its_iterations(monkeypatch):
+def test_the_warm_up_race_keeps_each_signals_best_starts_and_charges_its_iterations(monkeypatch):
     model = LatentModel(small_config(levels=2), 2, (8, 8), 3, seed=0)
-    losses = {0: [3.0, 1.0], 1: [2.0, 5.0], 2: [1.0, 4.0]}  # by candidate: signal 0 is best from 2, signal 1 from 0
+    # Losses by warm-up call. Round 1 (calls 0-2): signal 0 ranks calls 2, 1, 0 and signal 1 ranks 0, 2, 1, so
+    # round 2 goes on from (2, 0) and (1, 2). Round 2 (calls 3-4): signal 0 is best from call 4, signal 1 from 3.
+    losses = [[3.0, 1.0], [2.0, 5.0], [1.0, 4.0], [5.0, 1.0], [2.0, 3.0]]
     seen = []
 
     def warm_up(cand, target, lam, schedule, seed):
         k = len(seen)
-        seen.append((cand is model, schedule.iters, schedule.ste_frac))
+        start = [float(next(cand.parameters())[s].detach().flatten()[0]) for s in range(2)]
+        seen.append((cand is model, schedule.iters, start))
+        assert schedule.ste_frac == 0.0 and not schedule.decay and schedule.race == ()
+        assert schedule.temperature == (0.35, 0.35) and schedule.noise == (0.22, 0.22)  # held at the start
         with torch.no_grad():
             for p in cand.parameters():
                 p.fill_(float(k))
         return losses[k]
 
     monkeypatch.setattr(fit_latent, "fit", warm_up)
-    schedule = fit_latent.LatentSchedule(iters=100, race=3, race_frac=0.1)
+    schedule = fit_latent.LatentSchedule(iters=100, race=((3, 0.1), (2, 0.2)), temperature=(0.35, 0.08),
+                                         noise=(0.22, 0.15))
     left = fit_latent._race(model, torch.zeros(2, 64, 3), 1e-3, schedule, seed=0)
-    assert seen == [(True, 10, 0.0), (False, 10, 0.0), (False, 10, 0.0)]  # the model's own start races first
-    assert left.iters == 70 and left.race == 1
+    assert [(own, iters) for own, iters, _ in seen] == [(True, 10), (False, 10), (False, 10), (True, 20), (False, 20)]
+    assert [start for _, _, start in seen[3:]] == [[2.0, 0.0], [1.0, 2.0]]  # each signal's two best, by rank
+    assert left.iters == 100 - 3 * 10 - 2 * 20 and left.race == () and left.temperature == (0.35, 0.08)
     for p in model.parameters():
-        assert torch.all(p[0] == 2.0) and torch.all(p[1] == 0.0)
+        assert torch.all(p[0] == 4.0) and torch.all(p[1] == 3.0)
 
 
 def test_gradients_are_clipped_per_signal():

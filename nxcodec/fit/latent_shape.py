@@ -225,7 +225,7 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
         model = model.to(device)
         # No warm-up race: the latents start from the distance itself, not from a random draw worth racing.
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""),
-                                  race=1)
+                                  race=())
         fit_shapes(model, points, targets, preset.lam, schedule, batch, seed=opts.seed)
         rng = np.random.default_rng(opts.seed)
         pick = torch.from_numpy(rng.choice(points.shape[1], min(EVAL_POINTS, points.shape[1]), replace=False))
