@@ -189,32 +189,31 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # the context model predicts each one's scale. ``rate`` is the mean rate of a first fit
 # (no target) over the middle 3 s of three clips (siren_gt_bach, smstools_orchestra,
 # smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits: bench/audio_lambda_sweep.py at
-# 67dd502, which raced five starts (reverted in bc229d8: it lost up to 2.3 dB on the benchmark clips at
-# higher lambdas), results in bench/results/audio_lambda_sweep_cpu.jsonl (kbps bach / orchestra / speech
-# -> mean; the sweep before it, with three starts, agreed within 10% where its fits were not stuck):
-#   lambda 1e-2:   9.0 / 10.8 /  5.9 ->  8.6     5e-5:  42.0 /  49.4 / 25.0 -> 38.8
-#          3e-3:  11.0 / 13.4 /  7.8 -> 10.8     3e-5:  58.3 /  73.3 / 37.1 -> 56.2
-#          1e-3:  17.5 / 21.4 /  9.8 -> 16.2     1e-5:  78.1 / 101.5 / 48.7 -> 76.1
-#          3e-4:  22.3 / 29.0 / 13.5 -> 21.6     3e-6:  97.8 / 103.2 / 77.8 -> 93.0
-#          1e-4:  27.9 / 35.7 / 15.0 -> 26.2
-# A clip's rate is up to 1.36x the mean at one lambda. With three starts a third of the sweep's fits were
-# stuck at high rate and low PSNR (bach at 3e-5: 93 kbps, 36.5 dB), so its rates were not monotone in
-# lambda; five starts of shorter warm-ups fixed that sweep but lost elsewhere (bc229d8). PSNR grows little past about 26 kbps at 300
-# iterations (bach 41.1 to 42.9 dB from 28 to 78 kbps; speech 46.5 to 47.5). 128 kbps is not reached
-# by these networks. The presets fit 1000 iterations; their rates there were not measured. An expert
-# of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
+# 27eb911 (the two-round warm-up race), results in bench/results/audio_lambda_sweep_cpu.jsonl
+# (kbps bach / orchestra / speech -> mean):
+#   lambda 1e-2:   8.6 /  9.6 /  6.1 ->  8.1     5e-5:  34.0 /  42.9 / 20.6 -> 32.5
+#          3e-3:  11.2 / 13.5 /  7.3 -> 10.7     3e-5:  49.1 /  72.9 / 28.0 -> 50.0
+#          1e-3:  15.2 / 18.1 /  9.5 -> 14.3     1e-5:  72.7 /  94.8 / 36.1 -> 67.9
+#          3e-4:  22.5 / 25.3 / 12.4 -> 20.1     3e-6:  79.0 /  95.4 / 62.8 -> 79.0
+#          1e-4:  28.2 / 34.4 / 16.2 -> 26.3
+# A clip's rate is up to 1.46x the mean at one lambda. PSNR peaks at 1e-4 (42.1 / 40.8 / 46.4 dB) and
+# is lower at 5e-5 and 3e-5 on all three clips (bach 40.7 and 39.4 dB) before it rises again at 1e-5:
+# at those lambdas the fits still get stuck at a high rate (the earlier sweeps, with one-round races,
+# were stuck more often). 128 kbps is not reached by these networks. The presets fit 1000 iterations;
+# their rates there were not measured. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at
+# 23 kbps against 38.0 dB at 30 kbps).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 1.0e-2, 8.6, 1000, 16, 16),
-        LatentPreset(2, 3.0e-3, 10.8, 1000, 16, 16),
-        LatentPreset(3, 1.0e-3, 16.2, 1000, 16, 16),
-        LatentPreset(4, 3.0e-4, 21.6, 1000, 16, 16),
-        LatentPreset(5, 1.0e-4, 26.2, 1000, 16, 16),
-        LatentPreset(6, 5.0e-5, 38.8, 1000, 16, 16),
-        LatentPreset(7, 3.0e-5, 56.2, 1000, 16, 16),
-        LatentPreset(8, 1.0e-5, 76.1, 1000, 16, 16),
-        LatentPreset(9, 3.0e-6, 93.0, 1000, 16, 16),
+        LatentPreset(1, 1.0e-2, 8.1, 1000, 16, 16),
+        LatentPreset(2, 3.0e-3, 10.7, 1000, 16, 16),
+        LatentPreset(3, 1.0e-3, 14.3, 1000, 16, 16),
+        LatentPreset(4, 3.0e-4, 20.1, 1000, 16, 16),
+        LatentPreset(5, 1.0e-4, 26.3, 1000, 16, 16),
+        LatentPreset(6, 5.0e-5, 32.5, 1000, 16, 16),
+        LatentPreset(7, 3.0e-5, 50.0, 1000, 16, 16),
+        LatentPreset(8, 1.0e-5, 67.9, 1000, 16, 16),
+        LatentPreset(9, 3.0e-6, 79.0, 1000, 16, 16),
     )
 }
 
