@@ -204,7 +204,7 @@ def encode_shapes(modality, signals_: list, opts) -> list:
 
 
 def _encode_group(modality, signals_: list, todo: list[int], preset: presets.ShapeLatentPreset, opts,
-                  device: torch.device, results: list) -> list[tuple[int, None]]:
+                  device: torch.device, results: list) -> list[tuple[int, float | None]]:
     """Fit and code the shapes ``todo`` with one preset; those over the size target, each with its overshoot.
     A coding over the target is trimmed only at the lowest quality: above it, a fit at a lower quality loses
     less than the dead zones and coarser networks that trimming reaches for."""
