@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from nxcodec.codec import EncodeOptions, encode_signal  # noqa: E402
+from nxcodec.errors import NxcError  # noqa: E402
 from nxcodec.signals import for_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,29 @@ def run_without_torch(code: str) -> subprocess.CompletedProcess:
              "builtins.__import__ = guard\n")
     return subprocess.run([sys.executable, "-c", guard + code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def spy_codings(monkeypatch, module, name: str) -> list[tuple[float, bool, int | None, float | None]]:
+    """Replace the coder ``module.name`` by a spy that records every call as (lambda, trim, coded bits, bits
+    allowed); the coded bits are None where it raised (over its target)."""
+    real = getattr(module, name)
+    signature = inspect.signature(real)
+    calls: list[tuple[float, bool, int | None, float | None]] = []
+
+    def spy(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        lam, trim, allowed = (bound.arguments[k] for k in ("lam", "trim", "bits_allowed"))
+        try:
+            best = real(*args, **kwargs)
+        except NxcError:
+            calls.append((lam, trim, None, allowed))
+            raise
+        calls.append((lam, trim, 8 * len(best.data), allowed))
+        return best
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
 
 
 def real_image(size: tuple[int, int] = (48, 40)) -> np.ndarray:

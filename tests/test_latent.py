@@ -25,7 +25,7 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name
 from nxcodec.signals.imagefile import ImageDescriptor
 
-from conftest import real_image
+from conftest import real_image, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
 V3 = ROOT / "bitstream" / "conformance" / "v3"
@@ -286,19 +286,7 @@ def test_an_image_over_its_target_is_fitted_again_lower_not_trimmed(monkeypatch)
     from nxcodec.fit import latent_code, presets
 
     array = real_image((80, 64))
-    calls = []
-    real = latent_code.code_image
-
-    def spy(d, cfg, weights, latents, original, lam, bits, trim=True):
-        try:
-            best = real(d, cfg, weights, latents, original, lam, bits, trim)
-        except NxcError:
-            calls.append((lam, trim, None))
-            raise
-        calls.append((lam, trim, 8 * len(best.data)))
-        return best
-
-    monkeypatch.setattr(latent_code, "code_image", spy)
+    calls = spy_codings(monkeypatch, latent_code, "code_image")
     free = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=40, device="cpu"))
     target = 0.7 * free.rate  # quality 5 itself overshoots this
     calls.clear()
@@ -308,4 +296,4 @@ def test_an_image_over_its_target_is_fitted_again_lower_not_trimmed(monkeypatch)
     first = presets.latent_preset_for_rate(target)
     assert calls[0][:2] == (first.lam, first.quality == 1) and calls[0][2] is None  # over: not trimmed
     assert calls[-1][2] is not None and calls[-1][0] > first.lam  # then a lower quality (a higher lambda) fits
-    assert all(lam in {p.lam for p in table.values()} for lam, _, _ in calls)
+    assert all(lam in {p.lam for p in table.values()} for lam, *_ in calls)

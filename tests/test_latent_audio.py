@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
-from nxcodec.errors import NxcError, StreamError
+from nxcodec.errors import StreamError
 from nxcodec.fit import latent_audio, presets
 from nxcodec.fit.latent_code import quantize_networks
 from nxcodec.latent import audio, context, mdct, stream
@@ -21,7 +21,7 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import for_name
 
-from conftest import run_without_torch
+from conftest import run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
 V4 = ROOT / "bitstream" / "conformance" / "v4"
@@ -213,26 +213,16 @@ def test_decoder_limits_refuse_a_v4_stream_before_decoding():
 
 
 def spy_rounds(monkeypatch) -> tuple[list, list]:
-    """Record every fit's lambdas, and every coding's size (None: over the target) and allowed bits."""
-    fits, sizes = [], []
-    real_fit, real_code = latent_audio._fit, latent_audio._code
+    """Record every fit's lambdas, and every coding as (lambda, trim, coded bits or None, bits allowed)."""
+    fits = []
+    real_fit = latent_audio._fit
 
     def spy_fit(model, target, lams, schedule, seed, device):
         fits.append(list(lams))
         real_fit(model, target, lams, schedule, seed, device)
 
-    def spy_code(*args, **kwargs):
-        try:
-            best = real_code(*args, **kwargs)
-        except NxcError:
-            sizes.append((None, args[5]))
-            raise
-        sizes.append((8 * len(best.data), args[5]))
-        return best
-
     monkeypatch.setattr(latent_audio, "_fit", spy_fit)
-    monkeypatch.setattr(latent_audio, "_code", spy_code)
-    return fits, sizes
+    return fits, spy_codings(monkeypatch, latent_audio, "_code")
 
 
 def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_under_the_target(monkeypatch):
@@ -241,7 +231,7 @@ def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_u
     target = 96.0  # far above what the preset's lambda spends on this clip
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) * 8000 / 8000 / 1000 <= target
-    bits, allowed = sizes[0]
+    bits, allowed = sizes[0][2:]
     assert bits < latent_audio.RATE_UNDER * allowed
     assert len(fits) >= 2 and fits[1][0] == pytest.approx(latent_audio.lambda_for(fits[0][0], bits, allowed))
     assert fits[1][0] < fits[0][0]
@@ -271,7 +261,7 @@ def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_one_quality_low
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) / 1000 <= target
     assert fits == [[table[3].lam], [table[2].lam]]  # not trimmed, not continued: one quality lower
-    assert sizes[0][0] is None and sizes[1][0] <= sizes[1][1]
+    assert sizes[0][2] is None and sizes[1][2] <= sizes[1][3]
 
 
 def test_the_preset_for_a_rate_target_leaves_the_margin():

@@ -29,7 +29,7 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import MetricSettings
 
-from conftest import run_without_torch
+from conftest import run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
 V5 = ROOT / "bitstream" / "conformance" / "v5"
@@ -245,7 +245,6 @@ def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
 
 
 def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets, monkeypatch):
-    from nxcodec.errors import NxcError
     from nxcodec.fit import latent_shape as fit_shape
 
     torus = SHAPES.read(TORUS)
@@ -256,20 +255,8 @@ def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets
     q1, q2 = presets.SHAPE_LATENT_PRESETS[1], presets.SHAPE_LATENT_PRESETS[2]
     monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 1, replace(q1, rate=0.5 * target, lam=0.4))
     monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 2, replace(q2, rate=0.9 * target))
-    calls = []
-    real = fit_shape._code
-
-    def spy(d, cfg, weights, latents, points, targets, lam, bits, trim=True):
-        try:
-            best = real(d, cfg, weights, latents, points, targets, lam, bits, trim)
-        except NxcError:
-            calls.append((lam, trim, None))
-            raise
-        calls.append((lam, trim, 8 * len(best.data)))
-        return best
-
-    monkeypatch.setattr(fit_shape, "_code", spy)
+    calls = spy_codings(monkeypatch, fit_shape, "_code")
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=5, rate=target, iters=20, device="cpu"))
     assert len(res.data) <= target * 1000
-    assert calls[0] == (q2.lam, False, None)  # over at quality 2: not trimmed
+    assert calls[0][:3] == (q2.lam, False, None)  # over at quality 2: not trimmed
     assert calls[-1][:2] == (0.4, True) and calls[-1][2] <= target * 8000  # fitted again at quality 1
