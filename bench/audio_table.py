@@ -56,6 +56,18 @@ def triple(values: tuple[float | None, ...]) -> str:
     return " / ".join("-" if v is None else f"{v:.3f}" if k == 2 else f"{v:.2f}" for k, v in enumerate(values))
 
 
+def clip_lead(mine: dict, theirs: list[dict]) -> float | None:
+    """nxcodec's PSNR lead on one clip over a baseline at nxcodec's rate (below the baseline's range, over its
+    lowest point; None above its range)."""
+    at = _at(theirs, mine["kbps"], "psnr")
+    if at is None:
+        floor = lowest([(q["kbps"], q.get("psnr")) for q in theirs])
+        if floor is None or mine["kbps"] >= floor[0]:
+            return None
+        at = floor[1]
+    return mine["psnr"] - at
+
+
 def per_clip(points: list[dict]) -> None:
     """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR / ESTOI, and MP3's and Opus's at the same rate
     (below a baseline's lowest rate, its lowest point's)."""
@@ -105,6 +117,13 @@ def main(folder: Path) -> None:
     print()
     points = [json.loads(line) for line in (folder / "points.jsonl").read_text().splitlines()]
     ours = [p for p in points if p["codec"] == "nxcodec"]
+    for level in r["level"]:
+        for codec in ("mp3", "opus"):
+            leads = [lead for p in ours if p["level"] == level
+                     if (lead := clip_lead(p, [q for q in points if q["clip"] == p["clip"] and q["codec"] == codec]))
+                     is not None]
+            print(f"nxcodec {level:g} kbps against {codec}, clip by clip at the clip's rate: mean lead "
+                  f"{np.mean(leads):+.2f} dB, ahead on {sum(x > 0 for x in leads)} of {len(leads)} clips")
     for level in r["level"]:
         mine = [p for p in ours if p["level"] == level]
         print(f"nxcodec {level:g} kbps: float (before quantization) PSNR {np.mean([p['float_psnr'] for p in mine]):.2f} dB")
