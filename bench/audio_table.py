@@ -141,7 +141,7 @@ def main(folder: Path) -> None:
     per_clip(points)
     print()
     print(f"Machine: {meta['machine']}; commit {meta['commit']}; clips: {len(meta['clips'])}; "
-          f"iterations: {meta['iters']}; excerpt: {meta['max_seconds'] or 'whole clips'}"
+          f"iterations: {meta['iters'] or 'as in the presets'}; excerpt: {meta['max_seconds'] or 'whole clips'}"
           + (" s." if meta["max_seconds"] else "."))
 
 
