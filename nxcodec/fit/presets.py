@@ -199,9 +199,11 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # A clip's rate is up to 1.46x the mean at one lambda. PSNR peaks at 1e-4 (42.1 / 40.8 / 46.4 dB) and
 # is lower at 5e-5 and 3e-5 on all three clips (bach 40.7 and 39.4 dB) before it rises again at 1e-5:
 # at those lambdas the fits still get stuck at a high rate (the earlier sweeps, with one-round races,
-# were stuck more often). 128 kbps is not reached by these networks. The presets fit 1000 iterations;
-# their rates there were not measured. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at
-# 23 kbps against 38.0 dB at 30 kbps).
+# were stuck more often). 128 kbps is not reached by these networks. The presets fit 1000 iterations,
+# which spend less: a --kbps 32 run on the ten benchmark clips at 1000 iterations (quality 5, then the
+# continued fits) averaged 18.3 kbps (bench/results/audio_v4_cpu_1000it), so these rates overstate what
+# the presets spend and rate targets are under-used until the sweep is re-run at 1000 iterations.
+# An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
