@@ -8,7 +8,8 @@
 #
 # Environment: LIMIT (seconds each benchmark may run, default 450; a stopped benchmark keeps
 # every point it measured and can be resumed), AUDIO_ITERS and SHAPE_ITERS (default: the presets'
-# iterations; 300-iteration audio fits scored 3 to 4 dB below the presets' 1000), NXCODEC_DEVICE (cuda). On a machine without a package index, bring .whl/ (see gpu_kodak.sh).
+# iterations; 300-iteration audio fits scored about 3 dB below the presets' 1000 on the CPU runs),
+# NXCODEC_DEVICE (cuda). On a machine without a package index, bring .whl/ (see gpu_kodak.sh).
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 AUDIO_DIR MESH_DIR OUT_DIR" >&2; exit 2; }
 audio=$1 meshes=$2 out=$3
