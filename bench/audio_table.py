@@ -56,16 +56,21 @@ def triple(values: tuple[float | None, ...]) -> str:
     return " / ".join("-" if v is None else f"{v:.3f}" if k == 2 else f"{v:.2f}" for k, v in enumerate(values))
 
 
+def at_rate(theirs: list[dict], kbps: float) -> tuple[tuple[float | None, ...], float | None] | None:
+    """A baseline's ``KEYS`` on one clip at ``kbps`` with None as the rate, or below its range its lowest point's
+    with that point's rate; None above its range."""
+    at = tuple(_at(theirs, kbps, k) for k in KEYS)
+    if at[0] is not None:
+        return at, None
+    floor = lowest([(q["kbps"], tuple(q.get(k) for k in KEYS)) for q in theirs if q.get("psnr") is not None])
+    return (floor[1], floor[0]) if floor is not None and kbps < floor[0] else None
+
+
 def clip_lead(mine: dict, theirs: list[dict]) -> float | None:
     """nxcodec's PSNR lead on one clip over a baseline at nxcodec's rate (below the baseline's range, over its
     lowest point; None above its range)."""
-    at = _at(theirs, mine["kbps"], "psnr")
-    if at is None:
-        floor = lowest([(q["kbps"], q.get("psnr")) for q in theirs])
-        if floor is None or mine["kbps"] >= floor[0]:
-            return None
-        at = floor[1]
-    return mine["psnr"] - at
+    found = at_rate(theirs, mine["kbps"])
+    return None if found is None else mine["psnr"] - found[0][0]
 
 
 def per_clip(points: list[dict]) -> None:
@@ -79,15 +84,12 @@ def per_clip(points: list[dict]) -> None:
         for p in mine:
             cells = []
             for codec in ("mp3", "opus"):
-                theirs = [q for q in points if q["clip"] == clip and q["codec"] == codec]
-                at = tuple(_at(theirs, p["kbps"], k) for k in KEYS)
-                floor = lowest([(q["kbps"], tuple(q.get(k) for k in KEYS)) for q in theirs if q.get("psnr") is not None])
-                if at[0] is not None:
-                    cells.append(triple(at))
-                elif floor is not None and p["kbps"] < floor[0]:
-                    cells.append(f"{triple(floor[1])} at {floor[0]:.0f} kbps")
-                else:
+                found = at_rate([q for q in points if q["clip"] == clip and q["codec"] == codec], p["kbps"])
+                if found is None:
                     cells.append("-")
+                else:
+                    values, floor_kbps = found
+                    cells.append(triple(values) + ("" if floor_kbps is None else f" at {floor_kbps:.0f} kbps"))
             print(f"| {clip} | {p['kbps']:.2f} | {triple(tuple(p.get(k) for k in KEYS))} | {cells[0]} | {cells[1]} |")
 
 
