@@ -252,16 +252,36 @@ def test_lambda_follows_the_rate_by_the_measured_elasticity():
     assert latent_audio.lambda_for(1e-3, 1, 1000) == pytest.approx(1e-3 / 16)
 
 
-def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_one_quality_lower(monkeypatch):
-    signal = AUDIO.from_array(tones(1.0, 8000), 8000)  # 22.9 and 21.3 kbps at qualities 3 and 2 (30 iterations)
+def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_at_a_lower_presets_lambda(monkeypatch):
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)  # 22.9 and 21.3 kbps at lambdas 1e-3 and 3e-3 (30 iterations)
     fits, sizes = spy_rounds(monkeypatch)
-    target = 22.1  # the preset for 0.9 x 22.1 kbps is quality 3, which this clip overshoots
     table = presets.AUDIO_LATENT_PRESETS
+    target = 22.1  # the preset for 0.9 x 22.1 kbps is quality 3
     assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 3
+    plan = latent_audio._rate_plan  # the plan's shares, at quality 3's lambda, which this clip overshoots
+    monkeypatch.setattr(latent_audio, "_rate_plan", lambda *a: [(table[3].lam, bits) for _, bits in plan(*a)])
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) / 1000 <= target
-    assert fits == [[table[3].lam], [table[2].lam]]  # not trimmed, not continued: one quality lower
+    assert fits == [[table[3].lam], [table[2].lam]]  # not trimmed, not continued: the lambda one quality lower
     assert sizes[0][2] is None and sizes[1][2] <= sizes[1][3]
+
+
+def test_the_rate_plan_gives_one_lambda_per_clip_and_shares_the_target_as_the_model_spends_it():
+    rng = np.random.default_rng(0)
+    mid = rng.normal(0, 0.3, 8000)
+    x = np.stack([mid + rng.normal(0, 0.01, 8000), mid - rng.normal(0, 0.01, 8000)], axis=1).astype(np.float32)
+    signal = AUDIO.from_array(x, 8000)
+    d = latent_audio.descriptor_for(signal.descriptor, signal.data, segment_coefficients=1 << 12)
+    assert d.stereo == audio.STEREO_MID_SIDE
+    planes = latent_audio.planes_of(0, d)
+    assert len(planes) > 2 and {p.channel for p in planes} == {0, 1}  # segments of mid and side
+    configs = {p.size: latent_audio.config_for(presets.AUDIO_LATENT_PRESETS[5], *p.size) for p in planes}
+    plan = latent_audio._rate_plan(AUDIO, [signal], [d], planes, configs, 256.0)
+    header = 8 * len(audio.write(d, [b""] * len(planes)))
+    assert len({lam for lam, _ in plan}) == 1
+    assert sum(bits for _, bits in plan) == pytest.approx(AUDIO.bits_allowed(signal.descriptor, 256.0) - header)
+    mids, sides = [bits for p, (_, bits) in zip(planes, plan) if p.channel == 0], [bits for p, (_, bits) in zip(planes, plan) if p.channel == 1]
+    assert min(mids) > 1.5 * max(sides)  # not by size: the quiet side channel gets less
 
 
 def test_the_preset_for_a_rate_target_leaves_the_margin():

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nxcodec.errors import NxcError
-from nxcodec.fit import presets
+from nxcodec.fit import presets, rate_model
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, OverTarget,
                                      PlaneSource, code_plane, crop_latents, lanes_for, levels_for)
@@ -31,12 +31,17 @@ from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
 RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes well under their share
-# Under a rate target, the preset is the highest quality whose typical rate is within this part of the target.
-# At one lambda the clips' rates run up to 1.46x the typical one (lambda sweep), and a first fit over its share
-# costs a second fit; but a margin of 0.8 left the ten benchmark clips at 44-57% of their targets
-# (bench/results/audio_v4_cpu at adc6adc), well below what the rate buys.
+# Under a rate target the clip's lambda comes from the rate model (``nxcodec.fit.rate_model``), one lambda for
+# all its planes, and each plane's share of the target is its part of the model's bits at that lambda. The
+# preset, the highest quality whose typical rate is within RATE_MARGIN x the target, only gives the networks
+# and the steps down after a miss (a clip over its target is fitted again at its lambda times the lower preset's
+# over this one's).
 RATE_MARGIN = 0.9
-RATE_UNDER = 0.8  # a plane coded under this part of its share is fitted on at a lower lambda
+# The first fit aims at this part of the target: the model's bits are off by a standard deviation of 0.16 in
+# the log, and a plane over its share costs its clip a second fit.
+RATE_FIRST = 0.8
+NET_BITS_PER_PARAMETER = 8.5  # a plane's coded networks and header, per parameter (7.2 to 9.2 on those fits)
+RATE_UNDER = 0.65  # a plane coded under this part of its share is fitted on at a lower lambda
 REFIT_ITERS = 0.25  # a continued fit runs this part of the first fit's iterations
 REFIT_LR = 0.3  # at this part of its learning rates
 RATE_AIM = 0.95  # a continued fit aims its plane at this part of its share
@@ -175,7 +180,8 @@ def encode_audio(modality, signals_: list, opts) -> list:
     descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
     presets.step_down(table, preset, opts.rate, list(range(len(signals_))),
-                      lambda todo, p: _encode_clips(modality, signals_, descs, todo, p, opts, device, results), "clip")
+                      lambda todo, p: _encode_clips(modality, signals_, descs, todo, p, p.lam / preset.lam, opts, device,
+                                                    results), "clip")
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
     for (data, float_samples, configs, n_params), signal in zip(results, signals_):
@@ -199,34 +205,51 @@ def _fit(model: LatentModel, target: torch.Tensor, lams: list[float], schedule: 
         torch.set_num_threads(threads)
 
 
+def _rate_plan(modality, signals_: list, descs: list[AudioLatentDescriptor], planes: list[Plane],
+               configs: dict[tuple[int, int], LatentConfig], rate: float) -> list[tuple[float, float]]:
+    """Each plane's first lambda and its share of its clip's target (bits): one lambda per clip, at which the rate
+    model predicts ``RATE_FIRST`` of the target, and the target shared as the model spends it at that lambda."""
+    plan: list[tuple[float, float]] = [(0.0, 0.0)] * len(planes)
+    for clip in sorted({p.clip for p in planes}):
+        d = descs[clip]
+        own = [i for i, p in enumerate(planes) if p.clip == clip]
+        header = 8 * len(audio.write(d, [b""] * len(d.segments()) * d.channels))
+        allowed = modality.bits_allowed(signals_[clip].descriptor, rate) - header
+        models = [rate_model.PlaneRate(coefficients(planes[i], d, signals_[clip].data)) for i in own]
+        nets = [NET_BITS_PER_PARAMETER * sum(math.prod(s) for s in configs[planes[i].size].tensor_shapes(1).values())
+                for i in own]
+        lam = rate_model.lambda_for_bits(models, RATE_FIRST * allowed - sum(nets))
+        predicted = [net + m.bits(lam) for net, m in zip(nets, models)]
+        for i, bits in zip(own, predicted):
+            plan[i] = (lam, allowed * bits / sum(predicted))
+    return plan
+
+
 def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
-                  preset: presets.LatentPreset, opts, device: torch.device, results: list
+                  preset: presets.LatentPreset, step: float, opts, device: torch.device, results: list
                   ) -> list[tuple[int, float | None]]:
-    """Fit and code every plane of ``clips``; the clips that missed the rate target, each with its overshoot
-    (its worst plane's coded bits over that plane's share; None where unknown)."""
+    """Fit and code every plane of ``clips`` (under a rate target, at the rate plan's lambdas times ``step``);
+    the clips that missed the rate target, each with its overshoot (its worst plane's coded bits over that plane's
+    share; None where unknown)."""
     planes = [p for i in clips for p in planes_of(i, descs[i])]
     limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
     iters = opts.iters if opts.iters is not None else preset.iters
-    header_bits = {i: 8 * (len(audio.write(descs[i], [b""] * len(descs[i].segments()) * descs[i].channels))) for i in clips}
-    share = {i: sum(math.prod(p.size) for p in planes if p.clip == i) for i in clips}
-
-    def plane_bits(p: Plane) -> float:
-        """The plane's part of its clip's rate target: the bits after the header, shared by coefficient count."""
-        allowed = modality.bits_allowed(signals_[p.clip].descriptor, opts.rate) - header_bits[p.clip]
-        return allowed * math.prod(p.size) / share[p.clip]
+    configs = {p.size: opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, *p.size)
+               for p in planes}
+    plan = None if opts.rate is None else _rate_plan(modality, signals_, descs, planes, configs, opts.rate)
 
     coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int, float]] = {}  # by plane, with the coding's mse
     failed: dict[int, float | None] = {}  # clips with a plane that missed its share of the target: overshoot
     for g, idx in enumerate(_groups(planes, limit)):
         rows, cols = planes[idx[0]].size
-        cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, rows, cols)
+        cfg = configs[rows, cols]
         targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
         model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed).to(device)
         desc = "fit audio" + (f" {g + 1}" if g else "")
         schedule = first = LatentSchedule(iters=iters, progress=opts.progress, desc=desc)
-        lams = [preset.lam] * len(idx)
-        bits = [None if opts.rate is None else plane_bits(planes[i]) for i in idx]
+        lams = [preset.lam if plan is None else plan[i][0] * step for i in idx]
+        bits = [None if plan is None else plan[i][1] for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
         for attempt in range(RATE_ROUNDS):
             _fit(model, target, lams, schedule, opts.seed, device)
