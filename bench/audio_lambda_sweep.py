@@ -1,11 +1,13 @@
-"""First-fit rate and quality of format 4 audio against lambda: what the audio presets' ``rate`` comes from.
+"""First-fit rate and quality of format 4 audio against lambda: what the audio presets' ``rate`` comes from, and
+what the rate model (``nxcodec.fit.rate_model``) predicts for it.
 
 usage: python bench/audio_lambda_sweep.py ITERS SECONDS OUT.jsonl clip1,clip2 lam1,lam2,...
 
 The middle SECONDS s of each clip of ../shared/data/audio (as ``nxcodec bench audio
 --seconds``) is fitted once per lambda for ITERS iterations (the clip's planes for every
 lambda in one stack, with per-plane lambdas), coded by code_plane with no rate target,
-written as a whole v4 stream and decoded; one JSON line per (clip, lambda), appended to OUT.
+written as a whole v4 stream and decoded; one JSON line per (clip, lambda), appended to OUT, with the
+rate model's kbps for the latents (``model_kbps``) and the networks' parameters (``params``).
 Run on one thread (OMP_NUM_THREADS=1).
 """
 import json, sys, time
@@ -14,7 +16,7 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from nxcodec.bench.audio import load_clip
 from nxcodec.bench.results import git_commit
-from nxcodec.fit import latent_audio, presets
+from nxcodec.fit import latent_audio, presets, rate_model
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.latent import audio
 from nxcodec.signals import for_name
@@ -42,18 +44,21 @@ for name in clips:
     fit_s = time.perf_counter() - t0
     for k, lam in enumerate(lams):
         t1 = time.perf_counter()
-        bodies = []
+        bodies, params = [], 0
         for j in range(len(targets)):
             i = k * len(targets) + j
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(i).items()}
+            params += sum(w.size for w in weights.values())
             latents = [lat[i].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
             bodies.append(latent_audio._code(targets[j], cfg, weights, latents, lam, None).data)
         data = audio.write(d, bodies)
         code_s = time.perf_counter() - t1
         decoded = audio.decode(data)[1]
         m = A.metrics(sig.data, decoded)
+        model_bits = sum(rate_model.PlaneRate(t).bits(lam) for t in targets)
         row = {"clip": name, "lam": lam, "iters": iters, "seconds": seconds, "bytes": len(data),
                "kbps": 8 * len(data) * d.sample_rate / d.frames / 1000, "psnr": m["psnr"], "seg_snr": m["seg_snr"],
+               "model_kbps": model_bits * d.sample_rate / d.frames / 1000, "params": params,
                "fit_s_all_lams": fit_s, "code_s": code_s, "commit": commit}
         print(json.dumps(row), flush=True)
         with out.open("a") as f:
