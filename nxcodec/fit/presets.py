@@ -200,9 +200,9 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # is lower at 5e-5 and 3e-5 on all three clips (bach 40.7 and 39.4 dB) before it rises again at 1e-5:
 # at those lambdas the fits still get stuck at a high rate (the earlier sweeps, with one-round races,
 # were stuck more often). 128 kbps is not reached by these networks. The presets fit 1000 iterations,
-# which spend less: a --kbps 32 run on the ten benchmark clips at 1000 iterations (quality 5, then the
-# continued fits) averaged 18.3 kbps (bench/results/audio_v4_cpu_1000it), so these rates overstate what
-# the presets spend and rate targets are under-used until the sweep is re-run at 1000 iterations.
+# which spend less on most clips: quality 5 averaged 18.3 kbps on the ten benchmark clips
+# (bench/results/audio_v4_cpu_1000it). Under a rate target these rates no longer set the lambda (the
+# rate model does, nxcodec.fit.rate_model): they pick the networks and the steps down after a miss.
 # An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
