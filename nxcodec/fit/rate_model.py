@@ -1,7 +1,7 @@
 """A rate model for audio planes: the bits a plane's latents will take at a lambda, before any fit.
 
-The latent fit's rate at one lambda differs between clips by far more than between lambdas:
-first fits of 1000 iterations at lambda 1e-4 (middle 3 s) gave 6.7 kbps of latents on a cello
+The latent fit's rate at one lambda differs between clips by more than a tenfold change of lambda
+moves it: first fits of 1000 iterations at lambda 1e-4 (middle 3 s) gave 6.7 kbps of latents on a cello
 and 32.4 on an orchestra. A preset's lambda therefore uses a rate target well on one clip and
 poorly on another. This model predicts a plane's latent bits from its MDCT coefficients: a Gaussian
 coder's bits under reverse water-filling at the level ``lambda`` (the bits of each coefficient are
