@@ -4,8 +4,9 @@ what the rate model (``nxcodec.fit.rate_model``) predicts for it.
 usage: python bench/audio_lambda_sweep.py ITERS SECONDS OUT.jsonl clip1,clip2 lam1,lam2,...
 
 The middle SECONDS s of each clip of ../shared/data/audio (as ``nxcodec bench audio
---seconds``) is fitted once per lambda for ITERS iterations (the clip's planes for every
-lambda in one stack, with per-plane lambdas), coded by code_plane with no rate target,
+--seconds``) is fitted once per lambda for ITERS iterations, started and scheduled as the
+encoder's first fit (the clip's planes for every lambda in one stack, with per-plane
+lambdas), coded by code_plane with no rate target,
 written as a whole v4 stream and decoded; one JSON line per (clip, lambda), appended to OUT, with the
 rate model's kbps for the latents (``model_kbps``) and the networks' parameters (``params``).
 Run on one thread (OMP_NUM_THREADS=1).
@@ -17,7 +18,7 @@ torch.set_num_threads(1)
 from nxcodec.bench.audio import load_clip
 from nxcodec.bench.results import git_commit
 from nxcodec.fit import latent_audio, presets, rate_model
-from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.fit.latent import LatentModel, fit
 from nxcodec.latent import audio
 from nxcodec.signals import for_name
 
@@ -39,8 +40,9 @@ for name in clips:
     lam_list = [l for l in lams for _ in targets]
     target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in stack])
     model = LatentModel(cfg, len(stack), (rows, cols), 1, seed=0)
+    latent_audio.start_from_coefficients(model, stack, lam_list)
     t0 = time.perf_counter()
-    fit(model, target, lam_list, LatentSchedule(iters=iters), seed=0)
+    fit(model, target, lam_list, latent_audio.first_schedule(iters), seed=0)
     fit_s = time.perf_counter() - t0
     for k, lam in enumerate(lams):
         t1 = time.perf_counter()

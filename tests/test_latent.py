@@ -297,3 +297,24 @@ def test_an_image_over_its_target_is_fitted_again_lower_not_trimmed(monkeypatch)
     assert calls[0][:2] == (first.lam, first.quality == 1) and calls[0][2] is None  # over: not trimmed
     assert calls[-1][2] is not None and calls[-1][0] > first.lam  # then a lower quality (a higher lambda) fits
     assert all(lam in {p.lam for p in table.values()} for lam, *_ in calls)
+
+
+def test_laplace_bits_are_the_binned_integral_and_keep_the_scales_gradient_far_in_the_tail():
+    r = torch.tensor([0.0, 0.3, -0.49, 0.5, 1.0, -3.0, 7.0, 40.0, 700.0])
+    log2_scale = torch.tensor([-3.0, 0.0, 1.0, 0.0, 2.5, 0.0, 1.0, 0.0, 0.0], requires_grad=True)
+    b = np.exp2(log2_scale.detach().double().numpy())
+
+    def cdf(x):
+        return 0.5 + 0.5 * np.sign(x) * -np.expm1(-np.abs(x) / b[near])
+
+    x = r.double().numpy()
+    near = np.abs(x) < 10
+    expected = -np.log2(cdf(x[near] + 0.5) - cdf(x[near] - 0.5))
+    bits = fit_latent.laplace_bits(r, log2_scale)
+    np.testing.assert_allclose(bits.detach().numpy()[near], expected, rtol=1e-4)
+    # far out, where the probability underflows, the bits still grow with |r| / b ...
+    assert float(bits[-1].detach()) == pytest.approx(1 + (699.5 - np.log(-np.expm1(-1.0))) / np.log(2), rel=1e-5)
+    bits.sum().backward()
+    grad = log2_scale.grad.numpy()
+    assert np.isfinite(grad).all()
+    assert grad[-1] < grad[-2] < 0  # ... so a wider scale is cheaper, the more the further out

@@ -42,6 +42,8 @@ class LatentSchedule:
 
     iters: int = 2000
     lr: float = 1e-2  # networks
+    context_lr: float | None = None  # the context models' (None: ``lr``)
+    limit_frac: float = 0.0  # the last part of the relaxed phase models the coder's residual limit ("+limit" modes)
     latent_lr: float = 0.3  # measured: latents need far larger steps than the networks (0.05: -2 dB at 400 its)
     ste_frac: float = 0.15  # final straight-through phase with hard rounding
     ste_lr: float = 1e-4
@@ -116,14 +118,18 @@ def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
-    """Bits of residuals ``r`` under a zero-mean Laplace of scale ``2**log2_scale`` integrated over unit bins."""
+    """Bits of residuals ``r`` under a zero-mean Laplace of scale ``2**log2_scale`` integrated over unit bins.
+
+    Outside the centre bin the probability is ``0.5 exp(-(|r| - 0.5) / b) (1 - exp(-1 / b))``, taken in the log
+    so that a residual far out in the tail still costs more at a smaller scale: a floor on the probability would
+    cut the scale's gradient there, and the context model would never learn to widen a scale that the coder's
+    residual limit (``RESIDUAL_LIMITS``) then clamps."""
     b = torch.exp2(log2_scale)
-
-    def cdf(x: torch.Tensor) -> torch.Tensor:
-        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / b))
-
-    p = cdf(r + 0.5) - cdf(r - 0.5)
-    return -torch.log2(p.clamp_min(2.0**-16))
+    a = r.abs()
+    inner = a.clamp(max=0.5)  # each branch is evaluated everywhere: keep the unused one finite
+    centre_bits = -torch.log2(1 - 0.5 * torch.exp(-(0.5 - inner) / b) - 0.5 * torch.exp(-(0.5 + inner) / b))
+    tail_bits = 1 + ((a - 0.5) / b - torch.log(-torch.expm1(-1 / b))) / math.log(2)
+    return torch.where(a < 0.5, centre_bits, tail_bits)
 
 
 class LatentModel(torch.nn.Module):
@@ -271,6 +277,10 @@ class LatentModel(torch.nn.Module):
         """Mean-shifted quantization: ``round(y - mu) + mu``, with noise in place of rounding in the
         noise phase; in the hard phase the residual is clamped to its table's range, as the coder does."""
         v = y - mu
+        if mode.endswith("+limit"):  # the coder's residual limit, continuous in the scale so that it can learn to widen
+            mode = mode[: -len("+limit")]
+            limit = (24 * torch.exp2(log2_scale)).clamp(16, 2047)
+            v = torch.maximum(torch.minimum(v, limit), -limit)
         if mode.startswith("soft"):  # "soft<temperature>[:<Gaussian noise std>]": soft rounding plus noise (uniform
             # without a std); the decoder-side value rounds the noisy one softly again
             temperature, _, sigma = mode[4:].partition(":")
@@ -444,8 +454,10 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     torch.manual_seed(seed)
     params = list(model.parameters())
     latent_ids = {id(p) for p in model.latents}
+    context_ids = {id(t) for key in ("arm_a", "arm_b") for layer in model.nets[key] for t in layer}
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
-              {"params": [p for p in params if id(p) not in latent_ids], "base": schedule.lr}]
+              {"params": [p for p in params if id(p) not in latent_ids | context_ids], "base": schedule.lr},
+              {"params": [p for p in params if id(p) in context_ids], "base": schedule.context_lr or schedule.lr}]
     opt = torch.optim.Adam(groups)
     n_ste = int(schedule.iters * schedule.ste_frac)
     n_noise = schedule.iters - n_ste
@@ -468,6 +480,8 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
                 mode += f":{schedule.noise[0] + (schedule.noise[1] - schedule.noise[0]) * frac}"
         else:
             mode = "noise"
+        if not ste and it >= n_noise * (1 - schedule.limit_frac):
+            mode += "+limit"
         loss, status = step(mode, it < pretrain)
         total = loss.sum()
         opt.zero_grad(set_to_none=True)
@@ -480,7 +494,7 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
             opt = torch.optim.Adam(groups)
             continue
         if schedule.clip is not None:
-            clip_per_signal(groups[1]["params"], schedule.clip)
+            clip_per_signal(groups[1]["params"] + groups[2]["params"], schedule.clip)
         opt.step()
         losses = loss.detach()
         if it % 100 == 0:

@@ -23,7 +23,7 @@ from nxcodec.fit import presets, rate_model
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, OverTarget,
                                      PlaneSource, code_plane, crop_latents, lanes_for, levels_for)
-from nxcodec.latent import audio, mdct, stream
+from nxcodec.latent import audio, mdct, stream, tables
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
@@ -50,7 +50,62 @@ RATE_AIM = 0.95  # a continued fit aims its plane at this part of its share
 # (bench/results/audio_lambda_sweep_cpu.jsonl, three-clip means) run from 0.23 to 0.84, median near 0.28.
 # 0.4 is kept until the continued fits are measured again.
 RATE_ELASTICITY = 0.4
+# The context models learn this fast: from a transform coder's start their scales must follow latents of up to
+# hundreds of steps (bach and orchestra, 1000 iterations: at 5x the networks' rate the rate fell with lambda from 3e-4
+# to 3e-5, at 1x it did not; issue 13's notes).
+CONTEXT_LR = 5e-2
+# The last quarter of the relaxed phase models the coder's residual limit: without it the lowest lambdas collapse when
+# the limit bites at the hard rounding (bach at 2e-5: 38.8 dB), with it from the start the scales widen and stay wide.
+LIMIT_FRAC = 0.25
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
+
+
+def step_for(lam: float) -> float:
+    """The quantization step of a coefficient that the fit at ``lam`` would choose at high rate: the loss
+    ``D / 4 + lam * R`` per coefficient with ``D = step**2 / 12`` and one bit less per doubling of the step is
+    least at ``step**2 = 24 lam / ln 2``."""
+    return math.sqrt(24 * lam / math.log(2))
+
+
+def start_from_coefficients(model: LatentModel, targets: list[np.ndarray], lams: list[float]) -> None:
+    """Start plane ``j`` of ``model`` as a transform coder of ``targets[j]`` at ``lams[j]``: its finest latents at
+    the coefficients over :func:`step_for`, the synthesis passing the finest latent through times that step (two
+    units of every hidden layer carry its positive and negative parts), and the context models' scale at the
+    latents' spread. The coarser grids, and the other units, start as usual and learn from there.
+
+    From zero, the fit never got there in 1000 iterations: bach at lambda 1e-5 scored 46.5 dB for 44.7 kbps of
+    latents, and 55.9 dB for 37.8 kbps from this start (one-off fits, numbers in issue 13's notes)."""
+    experts = model.nets["experts"]
+    if model.cfg.syn_width < 2:
+        raise ValueError("a pass-through synthesis needs hidden layers at least 2 wide")
+    with torch.no_grad():
+        for j, (coefs, lam) in enumerate(zip(targets, lams)):
+            step = step_for(lam)
+            latents = torch.from_numpy(np.asarray(coefs, dtype=np.float64) / step).to(model.latents[0])
+            model.latents[0][j] = latents
+            (w_in, b_in), *hidden, (w_out, b_out) = experts
+            w_in[j, :, :, :2] = 0
+            w_in[j, :, 0, 0], w_in[j, :, 0, 1] = 1.0, -1.0  # feature 0 is the finest grid
+            b_in[j, :, :2] = 0
+            for w, b in hidden:
+                w[j, :, :, :2] = 0
+                w[j, :, 0, 0], w[j, :, 1, 1] = 1.0, 1.0
+                b[j, :, :2] = 0
+            w_out[j] = 0
+            w_out[j, :, 0, :], w_out[j, :, 1, :] = step, -step
+            b_out[j] = 0
+            spread = float(latents.square().mean().sqrt()) / math.sqrt(2)  # a Laplace of that variance
+            index = (math.log2(max(spread, 2.0**tables.LOG2_BMIN)) - tables.LOG2_BMIN) * tables.SCALES_PER_OCTAVE
+            for key in ("arm_a", "arm_b"):
+                model.nets[key][-1][1][j, 1] = min(index, tables.N_SCALES - 1)
+
+
+def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio") -> LatentSchedule:
+    """The schedule of a plane's first fit from :func:`start_from_coefficients`: no warm-up race (the planes start
+    from their coefficients, not from a random draw worth racing), the context models at ``CONTEXT_LR`` and the
+    coder's residual limit modelled in the last ``LIMIT_FRAC`` of the relaxed phase."""
+    return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR,
+                          limit_frac=LIMIT_FRAC)
 
 
 def hop_log2_for(sample_rate: int) -> int:
@@ -245,10 +300,12 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         cfg = configs[rows, cols]
         targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
-        model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed).to(device)
-        desc = "fit audio" + (f" {g + 1}" if g else "")
-        schedule = first = LatentSchedule(iters=iters, progress=opts.progress, desc=desc)
         lams = [preset.lam if plan is None else plan[i][0] * step for i in idx]
+        model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed)
+        start_from_coefficients(model, targets, lams)
+        model = model.to(device)
+        desc = "fit audio" + (f" {g + 1}" if g else "")
+        schedule = first = first_schedule(iters, opts.progress, desc)
         bits = [None if plan is None else plan[i][1] for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
         for attempt in range(RATE_ROUNDS):
@@ -292,7 +349,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
             if not again or last:
                 break
             schedule = replace(first.held_at_end(), iters=max(1, round(iters * REFIT_ITERS)), lr=first.lr * REFIT_LR,
-                               latent_lr=first.latent_lr * REFIT_LR)
+                               latent_lr=first.latent_lr * REFIT_LR, context_lr=CONTEXT_LR * REFIT_LR)
     for clip in clips:
         if clip in failed:
             continue
