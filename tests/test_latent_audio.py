@@ -316,3 +316,10 @@ def test_a_plane_starts_as_a_transform_coder_of_its_coefficients():
         assert error.max() > 0.3 * step  # rounded, not passed through exactly
     scale = model.nets["arm_a"][-1][1].detach()[:, 1]
     assert float(scale[1]) > float(scale[0])  # wider at finer steps
+    # the networks see the finest latents at about unit rms however fine the step: the plane at 1e-6 has latents
+    # of tens, and the coded first layers carry the gain
+    seen = model.latents[0].detach() * model.input_gain.view(-1, 1, 1)
+    assert float(model.latents[0][1].detach().square().mean().sqrt()) > 20
+    assert seen.square().mean(dim=(1, 2)).sqrt().numpy() == pytest.approx([1, 1], rel=0.01)
+    w = model.nets["experts"][0][0].detach()
+    assert torch.equal(model.coded_tensors(1)["experts.0.weight"], w[1] * model.input_gain[1])

@@ -72,9 +72,10 @@ def test_the_trainer_computes_the_decoders_field_and_routing():
     with torch.no_grad():
         for lat, g in zip(model.latents, image.grids):
             lat.copy_(torch.from_numpy(g / context.ONE)[None])
-        coded = model.coded_tensors(0)
-        for name, t in coded.items():
-            t.copy_(torch.from_numpy(tensors[name].values().astype(np.float64)))
+        for name, t in model.coded_tensors(0).items():
+            t.copy_(torch.from_numpy(tensors[name].values().astype(np.float64)))  # views, but the first layers
+        for key, layers in model.nets.items():
+            layers[0][0][0].copy_(torch.from_numpy(tensors[f"{key}.0.weight"].values().astype(np.float64)))
         points = np.random.default_rng(1).uniform(-1, 1, (4000, 3)).astype(np.float32)
         grids = [lat.detach() for lat in model.latents]
         p = torch.from_numpy(points).double()[None]

@@ -147,6 +147,10 @@ class LatentModel(torch.nn.Module):
         self.sizes = level_sizes(self.shape, cfg.levels)
         gen = torch.Generator().manual_seed(seed)
         self.latents = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(m, *size)) for size in self.sizes)
+        # Each signal's networks see its latents times this gain (folded into their first layers when coded): a fit
+        # whose latents are large (audio's transform start) keeps the networks' hidden values near 1, where Adam's
+        # steps, about the learning rate whatever the input, do not throw them about.
+        self.register_buffer("input_gain", torch.ones(m))
         n_a, n_b = context_sizes(self.dims)
         self.nets: dict[str, list[list[torch.Tensor]]] = {
             "arm_a": _mlp_params(m, n_a, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
@@ -174,7 +178,8 @@ class LatentModel(torch.nn.Module):
 
     # --- the coded tensors, by the stream's names -------------------------------------------
     def coded_tensors(self, i: int) -> dict[str, torch.Tensor]:
-        """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors."""
+        """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors: views of the parameters,
+        but the first layers' weights, which are copies with ``input_gain`` folded in."""
         out: dict[str, torch.Tensor] = {}
         for key in ("arm_a", "arm_b", "manager", "experts"):
             if key == "experts" and self.dims == 2:
@@ -184,7 +189,7 @@ class LatentModel(torch.nn.Module):
             layers = self.nets[key]
             for j, (w, b) in enumerate(layers):
                 name = f"{key}.{j}" if j < len(layers) - 1 else f"{key}.out"
-                out[f"{name}.weight"], out[f"{name}.bias"] = w[i], b[i]
+                out[f"{name}.weight"], out[f"{name}.bias"] = (w[i] * self.input_gain[i] if j == 0 else w[i]), b[i]
         if self.cfg.refine_width:
             for j, name in enumerate(("refine.0.weight", "refine.0.bias", "refine.1.weight", "refine.1.bias")):
                 out[name] = self.refine[j][i]
@@ -198,7 +203,7 @@ class LatentModel(torch.nn.Module):
     def _arm_from_first(self, key: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_arm` given the context times the first layer's weight (M, n, width), before its bias."""
         layers = self.nets[key]
-        out = h + layers[0][1].unsqueeze(-2)
+        out = h * self.input_gain.view(-1, *[1] * (h.dim() - 1)) + layers[0][1].unsqueeze(-2)
         if len(layers) > 1:
             out = _mlp(out.clamp(0, HIDDEN_MAX), layers[1:], HIDDEN_MAX)
         mu = out[..., 0].clamp(-MU_MAX, MU_MAX)
@@ -318,9 +323,10 @@ class LatentModel(torch.nn.Module):
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Per-expert outputs (M, K, P, C), manager logits (M, P, K) or None, and the routed, refined signal
         (M, P, C), at every pixel (or, for a model with no grid of samples, at ``where``)."""
-        preds = _mlp(self.point_features(grids, *where).unsqueeze(1), self.nets["experts"])  # (M, K, P, C)
+        gain = self.input_gain.view(-1, 1, 1)
+        preds = _mlp((self.point_features(grids, *where) * gain).unsqueeze(1), self.nets["experts"])  # (M, K, P, C)
         if self.cfg.n_experts > 1:
-            logits = _mlp(self.manager_inputs(grids, *where), self.nets["manager"], HIDDEN_MAX)
+            logits = _mlp(self.manager_inputs(grids, *where) * gain, self.nets["manager"], HIDDEN_MAX)
             onehot = F.one_hot(logits.argmax(-1), self.cfg.n_experts).to(preds).transpose(1, 2).unsqueeze(-1)
             routed = (preds * onehot).sum(1)
         else:
@@ -411,6 +417,7 @@ def _race(model: LatentModel, target: torch.Tensor, lam: float | list[float], sc
         for k, start in enumerate(starts):
             cand = model if k == 0 else type(model)(model.cfg, model.m, model.shape, model.channels,
                                                      seed=seed + k).to(target.device)
+            cand.input_gain.copy_(model.input_gain)
             if start is not None:
                 with torch.no_grad():
                     for own, p in zip(cand.parameters(), start):
