@@ -52,7 +52,8 @@ for name in clips:
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(i).items()}
             params += sum(w.size for w in weights.values())
             latents = [lat[i].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            bodies.append(latent_audio._code(targets[j], cfg, weights, latents, lam, None).data)
+            bodies.append(latent_audio._code(targets[j], cfg, weights, latents, lam, None,
+                                             gain=float(model.input_gain[i])).data)
         data = audio.write(d, bodies)
         code_s = time.perf_counter() - t1
         decoded = audio.decode(data)[1]

@@ -325,3 +325,20 @@ def test_laplace_bits_are_the_binned_integral_and_keep_the_scales_gradient_far_i
     grad = log2_scale.grad.numpy()
     assert np.isfinite(grad).all()
     assert grad[-1] < grad[-2] < 0  # ... so a wider scale is cheaper, the more the further out
+
+
+def test_a_small_input_gain_codes_the_fixed_point_first_layers_finer():
+    """Weights that take latents times a gain of 1/8 get 3 more fractional bits; other tensors are untouched."""
+    from nxcodec.fit.latent_code import finer_for
+    assert finer_for(1.0) == {} and finer_for(0.9) == {}
+    finer = finer_for(1 / 8)
+    assert finer == {"arm_a.0.weight": 3, "arm_b.0.weight": 3, "manager.0.weight": 3}
+    rng = np.random.default_rng(0)
+    weights = {"arm_a.0.weight": rng.normal(0, 0.05, (9, 8)), "arm_a.0.bias": rng.normal(0, 0.5, 8),
+               "experts.0.weight": rng.normal(0, 0.05, (4, 8))}
+    plain, fine = quantize_networks(weights, 7, 5), quantize_networks(weights, 7, 5, finer)
+    assert fine["arm_a.0.weight"].code == plain["arm_a.0.weight"].code + 4 * 3  # a step of 2**-s has code 4 s
+    for name in ("arm_a.0.bias", "experts.0.weight"):
+        assert fine[name].code == plain[name].code
+    errors = [np.abs(c["arm_a.0.weight"].values() - weights["arm_a.0.weight"]).max() for c in (fine, plain)]
+    assert errors[0] <= 2.0**-11 < errors[1]

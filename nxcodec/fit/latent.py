@@ -43,7 +43,6 @@ class LatentSchedule:
     iters: int = 2000
     lr: float = 1e-2  # networks
     context_lr: float | None = None  # the context models' (None: ``lr``)
-    limit_frac: float = 0.0  # the last part of the relaxed phase models the coder's residual limit ("+limit" modes)
     latent_lr: float = 0.3  # measured: latents need far larger steps than the networks (0.05: -2 dB at 400 its)
     ste_frac: float = 0.15  # final straight-through phase with hard rounding
     ste_lr: float = 1e-4
@@ -282,10 +281,6 @@ class LatentModel(torch.nn.Module):
         """Mean-shifted quantization: ``round(y - mu) + mu``, with noise in place of rounding in the
         noise phase; in the hard phase the residual is clamped to its table's range, as the coder does."""
         v = y - mu
-        if mode.endswith("+limit"):  # the coder's residual limit, continuous in the scale so that it can learn to widen
-            mode = mode[: -len("+limit")]
-            limit = (24 * torch.exp2(log2_scale)).clamp(16, 2047)
-            v = torch.maximum(torch.minimum(v, limit), -limit)
         if mode.startswith("soft"):  # "soft<temperature>[:<Gaussian noise std>]": soft rounding plus noise (uniform
             # without a std); the decoder-side value rounds the noisy one softly again
             temperature, _, sigma = mode[4:].partition(":")
@@ -487,8 +482,6 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
                 mode += f":{schedule.noise[0] + (schedule.noise[1] - schedule.noise[0]) * frac}"
         else:
             mode = "noise"
-        if not ste and it >= n_noise * (1 - schedule.limit_frac):
-            mode += "+limit"
         loss, status = step(mode, it < pretrain)
         total = loss.sum()
         opt.zero_grad(set_to_none=True)

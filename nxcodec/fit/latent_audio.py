@@ -22,7 +22,7 @@ from nxcodec.errors import NxcError
 from nxcodec.fit import presets, rate_model
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, OverTarget,
-                                     PlaneSource, code_plane, crop_latents, lanes_for, levels_for)
+                                     PlaneSource, code_plane, crop_latents, finer_for, lanes_for, levels_for)
 from nxcodec.latent import audio, mdct, stream, tables
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
@@ -54,9 +54,6 @@ RATE_ELASTICITY = 0.4
 # hundreds of steps (bach and orchestra, 1000 iterations: at 5x the networks' rate the rate fell with lambda from 3e-4
 # to 3e-5, at 1x it did not; issue 13's notes).
 CONTEXT_LR = 5e-2
-# The last quarter of the relaxed phase models the coder's residual limit: without it the lowest lambdas collapse when
-# the limit bites at the hard rounding (bach at 2e-5: 38.8 dB), with it from the start the scales widen and stay wide.
-LIMIT_FRAC = 0.25
 SEGMENT_COEFFICIENTS = 1 << 19  # about 12 s of 44.1 kHz per plane: bounds the fit's and decoder's memory
 
 
@@ -108,10 +105,12 @@ def start_from_coefficients(model: LatentModel, targets: list[np.ndarray], lams:
 
 def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio") -> LatentSchedule:
     """The schedule of a plane's first fit from :func:`start_from_coefficients`: no warm-up race (the planes start
-    from their coefficients, not from a random draw worth racing), the context models at ``CONTEXT_LR`` and the
-    coder's residual limit modelled in the last ``LIMIT_FRAC`` of the relaxed phase."""
-    return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR,
-                          limit_frac=LIMIT_FRAC)
+    from their coefficients, not from a random draw worth racing) and the context models at ``CONTEXT_LR``.
+
+    The coder's residual limit is not modelled in the relaxed phases: clamping residuals at 24 b there (the last
+    quarter) threw flute at 2.4e-6 from 18 to 85 kbps of latents at the same PSNR, and without it bach at 2e-5
+    still loses 13 dB at the hard rounding where its scales are too narrow for a few residuals (issue 13's notes)."""
+    return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR)
 
 
 def hop_log2_for(sample_rate: int) -> int:
@@ -183,8 +182,10 @@ def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) ->
     return mdct.forward(shifted, d.hop, 1, b - a + 1)  # ... so its frame 1 is the clip's frame a
 
 
-def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float) -> PlaneSource:
-    """A fitted plane as :func:`code_plane` codes it: bodies, scored on the binary64 synthesis."""
+def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float,
+                 gain: float = 1.0) -> PlaneSource:
+    """A fitted plane as :func:`code_plane` codes it: bodies, scored on the binary64 synthesis; ``gain`` is the
+    plane's ``input_gain`` in the fit."""
     def measure(grids: list[np.ndarray], coded) -> tuple[np.ndarray, float]:
         values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
         return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
@@ -193,14 +194,14 @@ def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray
         return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
 
     def crop(a: int, b: int) -> PlaneSource:
-        return plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam)
+        return plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)
 
-    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop)
+    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop, finer=finer_for(gain))
 
 
 def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    return code_plane(plane_source(target, cfg, latents, lam), weights, bits_allowed, trim)
+          lam: float, bits_allowed: float | None, trim: bool = True, gain: float = 1.0) -> Candidate:
+    return code_plane(plane_source(target, cfg, latents, lam, gain), weights, bits_allowed, trim)
 
 
 def lambda_for(lam: float, bits: float, allowed: float) -> float:
@@ -332,7 +333,8 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                 # A later coding is trimmed at once: it only replaces the plane's coding if better.
                 trim = i in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS)
                 try:
-                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=trim)
+                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=trim,
+                                 gain=float(model.input_gain[j]))
                 except NxcError as e:
                     if i in coded:
                         under.discard(i)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -70,12 +70,14 @@ def quantize(w: np.ndarray, code: int) -> CodedTensor | None:
     return None if prior is None else CodedTensor(code, *prior, q)
 
 
-def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int) -> "OrderedDict[str, CodedTensor]":
-    """Every tensor at its precision, made coarser where the coder's range would be exceeded."""
+def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int,
+                      finer: dict[str, int] | None = None) -> "OrderedDict[str, CodedTensor]":
+    """Every tensor at its precision, made coarser where the coder's range would be exceeded; the fixed-point
+    tensors of ``finer`` with that many more fractional bits."""
     out: OrderedDict[str, CodedTensor] = OrderedDict()
     for name, w in weights.items():
         if name.startswith(FIXED_POINT):
-            code, coarser = 4 * min(fixed, MAX_SHIFT), 4
+            code, coarser = 4 * min(fixed + (finer or {}).get(name, 0), MAX_SHIFT), 4
         elif name == "upsample":
             code, coarser = UPSAMPLE_CODE, 1
         else:
@@ -90,6 +92,14 @@ def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int
             qt = quantize(w, code)
         out[name] = qt
     return out
+
+
+def finer_for(gain: float) -> dict[str, int]:
+    """Extra fractional bits for the fixed-point first layers of a signal fitted at ``input_gain`` ``gain``: its
+    first layers' weights are ``gain`` times smaller for the same hidden values, while the latents they multiply
+    are as large, so the same error in the hidden values needs ``log2(1 / gain)`` more bits."""
+    bits = max(0, round(math.log2(1 / gain)))
+    return {f"{prefix}0.weight": bits for prefix in FIXED_POINT} if bits else {}
 
 
 def levels_for(height: int, width: int) -> int:
@@ -143,6 +153,7 @@ class PlaneSource:
     # the grids a decoder rebuilds, anything else the caller keeps)
     overhead: int = 0  # bytes that ``write`` puts around the plane's body (an image's prefix and CRC)
     crop: Callable[[int, int], "PlaneSource"] | None = None  # the same plane cut to rows [a, b)
+    finer: dict[str, int] = field(default_factory=dict)  # more fractional bits for these fixed-point tensors
 
 
 def search_band(src: PlaneSource) -> tuple[PlaneSource, float]:
@@ -273,13 +284,13 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
     band, scale = search_band(src)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        t = _trial(src, quantize_networks(weights, f, 5), 0.5, on=band, scale=scale)
+        t = _trial(src, quantize_networks(weights, f, 5, src.finer), 0.5, on=band, scale=scale)
         if best is None or key(t) > key(best):
             best, fixed = t, f
     walked, precision = best, 5
     for p in FLOAT_PRECISIONS:
         if p != 5:
-            t = _trial(src, quantize_networks(weights, fixed, p), 0.5, walked, on=band, scale=scale)
+            t = _trial(src, quantize_networks(weights, fixed, p, src.finer), 0.5, walked, on=band, scale=scale)
             if key(t) > key(best):
                 best, precision = t, p
     c = _finish(src, best.coded, 0.5)
@@ -293,7 +304,7 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
         if fits(walked.n_bytes) and fits(len((c := _finish(src, best.coded, dz)).data)):
             return c
     for p in range(precision - 1, -1, -1):
-        t = _trial(src, quantize_networks(weights, fixed, p), DEAD_ZONES[-1], walked, measure=False)
+        t = _trial(src, quantize_networks(weights, fixed, p, src.finer), DEAD_ZONES[-1], walked, measure=False)
         if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
