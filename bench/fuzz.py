@@ -1,6 +1,6 @@
 """A seeded, repeatable fuzzer of the decoder (every stream version).
 
-Mutates real streams (the conformance streams of bitstream/conformance, v1/, v3/, v4/ and v5/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/, v3/ to v5/ and v6/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -56,10 +56,10 @@ def service_limits():
 
 def conformance_streams() -> list[tuple[str, bytes]]:
     """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio),
-    version 5 (latent shapes)."""
+    version 5 (latent shapes), version 6 (all three with escapes)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
              + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc"))
-             + sorted((CONFORMANCE / "v5").glob("*.nxc")))
+             + sorted((CONFORMANCE / "v5").glob("*.nxc")) + sorted((CONFORMANCE / "v6").glob("*/*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -92,7 +92,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
-    if data[4] == 4 and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
+    if data[4] in (4, 6) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
         from nxcodec.latent import audio
 
         for body in audio.read_header(data).bodies:
@@ -104,7 +104,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
             out.append((pos, 4))
             pos += 4 + len(body.payload)
         return out
-    if data[4] == 5:  # one body over the volume (SPEC.md 11.1)
+    if data[4] in (5, 6) and data[5] == 3:  # one body over the volume (SPEC.md 11.1)
         from nxcodec.latent import shape
 
         body = shape.read_header(data).body
@@ -114,7 +114,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
             out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
             pos += 9
         return out + [(pos, 4)]
-    if data[4] in (3, 4):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
+    if data[4] in (3, 4, 6):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
         from nxcodec.latent.stream import LatentConfig
 
         out += [(pos + i, 1) for i in range(LatentConfig.SIZE)]

@@ -58,7 +58,7 @@ def main() -> None:
             multi = base.__class__(**{**base.__dict__, "n_experts": args.experts, "mgr_width": 8, "syn_width": wide})
             for cfg in (base, multi):
                 res = encode_signal(image, sig, EncodeOptions(quality=q, iters=args.iters, device="cpu", config=cfg,
-                                                              format=3))
+                                                              format=6))
                 lam = presets.latent_preset(q).lam
                 mse01 = 10 ** (-res.metrics["psnr"] / 10)
                 rows.append({"image": num, "quality": q, "experts": cfg.n_experts, "syn_width": cfg.syn_width,

@@ -9,16 +9,16 @@ SHA-256 of the decoded integer weights, which must match exactly.
 
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
-    python bitstream/make_conformance.py v3         # the version 3 (latent grid) images, into conformance/v3/
-    python bitstream/make_conformance.py v4         # the version 4 (MDCT planes) audio, into conformance/v4/
-    python bitstream/make_conformance.py v5         # the version 5 (3-D latent grids) shapes, into conformance/v5/
+    python bitstream/make_conformance.py v6         # the version 6 (latent grid) streams, into conformance/v6/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
 
-A version 3 case records, instead of the weights' digest, the SHA-256 of every decoded
-integer (tensors, then latent grids finest first) and of the expert map; a version 4
-case records that digest for each of its planes, in stream order; a version 5 case records
-the digest of its integers, of the experts chosen at fixed points, and the field's
-values there.
+Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``). An image
+case records, instead of the weights' digest, the SHA-256 of every decoded integer
+(tensors, then latent grids finest first) and of the expert map; an audio case records
+that digest for each of its planes, in stream order; a shape case records the digest of
+its integers, of the experts chosen at fixed points, and the field's values there. The
+version 3, 4 and 5 streams (``v3/``, ``v4/``, ``v5/``, the same records) were written by
+earlier writers and are kept as they are: this script no longer writes those versions.
 """
 
 from __future__ import annotations
@@ -153,30 +153,47 @@ def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
     ]
 
 
+def escape_case() -> tuple[str, bytes]:
+    """Random networks over latents far beyond their tables' ranges: a stream whose residuals escape (SPEC.md 12)."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, stream
+    from nxcodec.signals.imagefile import ImageDescriptor
+
+    rng = np.random.default_rng(12)
+    d, config = ImageDescriptor(19, 21, 1, 8), latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=2)
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
+    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
+    for level, row, col, value in [(0, 3, 4, 5000.4), (0, 7, 7, -70.0), (0, 12, 1, 300.0), (1, 2, 3, -20000.0),
+                                   (2, 1, 1, 9000.0), (0, 15, 15, 1.0e6)]:
+        latents[level][row, col] = value
+    return "gray_k2_escapes_21x19", stream.write(d, config, quantize_networks(weights, 7, 5), latents)[0]
+
+
 def latent_main() -> None:
-    """Regenerate the version 3 cases into conformance/v3/."""
+    """Regenerate the version 6 image cases into conformance/v6/image/."""
     from nxcodec.latent import stream
 
-    out_dir = HERE / "v3"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = HERE / "v6" / "image"
+    out_dir.mkdir(parents=True, exist_ok=True)
     image = for_name("image")
     manifest = []
-    for name, array, config in latent_cases():
-        res = encode_signal(image, image.from_array(array), EncodeOptions(iters=300, device="cpu", seed=7,
-                                                                          config=config, format=3))
-        latents = stream.decode_latents(res.data)
+    streams = [(name, encode_signal(image, image.from_array(array), EncodeOptions(
+        iters=300, device="cpu", seed=7, config=config, format=6)).data) for name, array, config in latent_cases()]
+    for name, data in streams + [escape_case()]:
+        latents = stream.decode_latents(data)
         decoded, experts = stream.reconstruct(latents)
-        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        (out_dir / f"{name}.nxc").write_bytes(data)
         image.write(latents.descriptor, decoded, out_dir / f"{name}.png")
         manifest.append({
             "stream": f"{name}.nxc",
             "expected": f"{name}.png",
-            "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "stream_sha256": hashlib.sha256(data).hexdigest(),
             "integers_sha256": latents.digest(),
             "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
             "shape": list(decoded.shape),
         })
-        print(f"{name}: {len(res.data)} bytes, PSNR {res.metrics['psnr']:.2f} dB")
+        print(f"{name}: {len(data)} bytes")
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -194,20 +211,20 @@ def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int]]:
 
 
 def audio_main() -> None:
-    """Regenerate the version 4 cases into conformance/v4/."""
+    """Regenerate the version 6 audio cases into conformance/v6/audio/."""
     from nxcodec.fit import latent_audio
     from nxcodec.latent import audio
     from nxcodec.signals.audiofile import AudioFiles
 
-    out_dir = HERE / "v4"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = HERE / "v6" / "audio"
+    out_dir.mkdir(parents=True, exist_ok=True)
     clips = for_name("audio")
     manifest = []
     for name, array, config, segment in audio_cases():
         latent_audio.SEGMENT_COEFFICIENTS = segment
         pcm = (np.clip(np.rint(array * 32768), -32768, 32767)).astype(np.int16)
         res = encode_signal(clips, clips.from_array(pcm, 8000), EncodeOptions(iters=200, device="cpu", seed=7,
-                                                                               config=config, format=4))
+                                                                               config=config, format=6))
         header = audio.read_header(res.data)
         descriptor, decoded = audio.decode(res.data)
         (out_dir / f"{name}.nxc").write_bytes(res.data)
@@ -224,7 +241,7 @@ def audio_main() -> None:
 
 
 def shape_field_points() -> np.ndarray:
-    """The binary32 points at which version 5 fields are checked: a seeded sample of the cube, plus its corners."""
+    """The binary32 points at which latent shape fields are checked: a seeded sample of the cube, plus its corners."""
     rng = np.random.default_rng(5)
     corners = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], dtype=np.float32)
     return np.concatenate([rng.uniform(-1, 1, (504, 3)).astype(np.float32), corners])
@@ -239,15 +256,15 @@ def latent_shape_cases() -> list[tuple[str, int, int, LatentConfig]]:
 
 
 def latent_shape_main() -> None:
-    """Regenerate the version 5 cases into conformance/v5/."""
+    """Regenerate the version 6 shape cases into conformance/v6/shape/."""
     from dataclasses import replace
 
     import nxcodec.signals.shape as shape_mod
     from nxcodec.fit import presets
     from nxcodec.latent import shape as latent_shape
 
-    out_dir = HERE / "v5"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = HERE / "v6" / "shape"
+    out_dir.mkdir(parents=True, exist_ok=True)
     shapes = for_name("shape")
     shape_mod.TRAIN_POINTS = 8192
     points = shape_field_points()
@@ -256,7 +273,7 @@ def latent_shape_main() -> None:
     for name, grid_log2, config in latent_shape_cases():
         presets.SHAPE_LATENT_PRESETS[5] = replace(presets.SHAPE_LATENT_PRESETS[5], grid_log2=grid_log2)
         res = encode_signal(shapes, shapes.read(MESH), EncodeOptions(quality=5, iters=150, device="cpu", seed=7,
-                                                                       config=config, format=5))
+                                                                       config=config, format=6))
         image = latent_shape.decode_latents(res.data)
         field = latent_shape.Field(image)
         mesh = latent_shape.reconstruct(image, SHAPE_RESOLUTION)
@@ -295,11 +312,9 @@ def shape_case() -> dict:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["v3"]:
+    if sys.argv[1:] == ["v6"]:
         latent_main()
-    elif sys.argv[1:] == ["v4"]:
         audio_main()
-    elif sys.argv[1:] == ["v5"]:
         latent_shape_main()
     elif sys.argv[1:] == ["outputs"]:
         redecode_outputs()

@@ -122,20 +122,20 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
-@click.option("--format", "fmt", type=click.IntRange(2, 5),
-              help="Stream version: the default is 3 for images (latent grids), 4 for audio (MDCT planes on "
-                   "latent grids) and 5 for shapes (3-D latent grids); 2 writes coordinate networks.")
+@click.option("--format", "fmt", type=click.Choice(["2", "6"]),
+              help="Stream version: the default, 6, codes latent grids (images; MDCT planes for audio; 3-D "
+                   "grids for shapes); 2 writes coordinate networks. Older versions are read, not written.")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors
 def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, kb: float | None,
-           iters: int | None, device: str, seed: int, fmt: int | None, verbose: bool, force: bool) -> None:
+           iters: int | None, device: str, seed: int, fmt: str | None, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps, kb=kb)
     output = output or source.with_name(source.name + ".nxc")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
-                      progress=sys.stderr.isatty(), format=fmt)
+                      progress=sys.stderr.isatty(), format=int(fmt) if fmt else None)
     write_bytes_atomic(output, res.data, force)
     unit = res.rate_unit
     modality = signals.for_path(source)

@@ -31,6 +31,22 @@ FAST_ITERS = 800
 PSNR_FLOOR = 24.0 if (KODAK / "kodim23.png").exists() else 21.0
 
 
+CONFORMANCE = ROOT / "bitstream" / "conformance"
+
+
+def conformance_cases(*folders: str) -> list[dict]:
+    """The manifest entries of conformance folders (relative to bitstream/conformance), every file named by its
+    path from there, and ``folder`` added."""
+    import json
+
+    out = []
+    for folder in folders:
+        for case in json.loads((CONFORMANCE / folder / "manifest.json").read_text()):
+            out.append({**case, "folder": folder, **{k: f"{folder}/{case[k]}" for k in ("stream", "expected", "field")
+                                                     if k in case}})
+    return out
+
+
 def run_without_torch(code: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter where importing torch fails (what a torch-free decoder must survive)."""
     guard = ("import builtins\n"

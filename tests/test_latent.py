@@ -1,9 +1,8 @@
-"""Format version 3: latent grids, the fixed-point context model, rANS and the expert synthesis."""
+"""Format versions 3 and 6: latent grids, the fixed-point context model, rANS with escapes and the expert synthesis."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -20,16 +19,15 @@ from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import latent as fit_latent
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
-from nxcodec.latent import context, stream, synthesis, tables
+from nxcodec.latent import context, rans, stream, synthesis, tables
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name
 from nxcodec.signals.imagefile import ImageDescriptor
 
-from conftest import real_image, spy_codings
+from conftest import CONFORMANCE, conformance_cases, real_image, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-V3 = ROOT / "bitstream" / "conformance" / "v3"
-CASES = json.loads((V3 / "manifest.json").read_text())
+CASES = conformance_cases("v3", "v6/image")
 IMAGE = for_name("image")
 
 
@@ -39,8 +37,9 @@ def small_config(**kw) -> LatentConfig:
     return LatentConfig(**{**base, **kw})
 
 
-def random_stream(seed: int, d: ImageDescriptor, cfg: LatentConfig):
-    """A stream of random networks and latents: exercises every path of the coder without a fit."""
+def random_stream(seed: int, d: ImageDescriptor, cfg: LatentConfig, spikes: dict | None = None):
+    """A stream of random networks and latents: exercises every path of the coder without a fit. ``spikes``
+    sets latents, {(level, row, column): value}."""
     rng = np.random.default_rng(seed)
     weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in cfg.tensor_shapes(d.channels).items()}
     weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
@@ -48,6 +47,8 @@ def random_stream(seed: int, d: ImageDescriptor, cfg: LatentConfig):
         weights[k] = np.array([0.0, 10.0], dtype=np.float32)
     coded = quantize_networks(weights, 7, 5)
     latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), cfg.levels)]
+    for (level, *at), value in (spikes or {}).items():
+        latents[level][tuple(at)] = value
     return stream.write(d, cfg, coded, latents)
 
 
@@ -62,6 +63,43 @@ def test_the_decoder_rebuilds_exactly_what_the_encoder_recorded(seed):
         assert np.array_equal(a, b)
     image, experts = stream.reconstruct(decoded)
     assert image.shape == (d.height, d.width, d.channels) and experts.shape == (d.height, d.width)
+
+
+def test_residuals_beyond_their_tables_range_escape_instead_of_being_clamped():
+    d = ImageDescriptor(21, 19, 1, 8)
+    far = {(0, 3, 4): 5000.4, (0, 5, 5): -777.0, (0, 9, 2): 17.0, (1, 2, 2): 40000.0, (2, 1, 1): -2.0e6}
+    data, recorded = random_stream(7, d, small_config(), far)
+    assert data[4] == stream.VERSION == stream.ESCAPE_VERSION
+    decoded = stream.decode_latents(data)
+    assert decoded.digest() == recorded.digest()
+    for (level, *at), value in far.items():
+        got = decoded.grids[level][tuple(at)]
+        if abs(value) < 30000:  # within the escapes' reach: the nearest value, as if there were no limit
+            assert abs(got - value * context.ONE) <= context.ONE // 2
+        else:  # beyond it: clamped at the table's edge plus the largest escape, off a mean of at most 1024
+            assert np.sign(got) == np.sign(value) and (tables.MAX_ESCAPE - 1024) * context.ONE < abs(got) < 1 << 24
+
+
+def test_the_escape_conformance_stream_holds_latents_beyond_every_tables_range():
+    case = next(c for c in CASES if "escapes" in c["stream"])
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    assert data[4] == 6
+    grids = stream.decode_latents(data).grids
+    assert max(int(np.abs(g).max()) for g in grids) > (tables.residual_limit(tables.N_SCALES - 1) + 1024) * context.ONE
+
+
+@pytest.mark.parametrize("values", [[], [0], [1, 2, 3], [4095, 4096, 8191, 8192, 2**15 - 1], list(range(200))])
+def test_escapes_round_trip_through_the_coder_at_their_stated_cost(values):
+    e = np.array(values, dtype=np.int64)
+    parts = stream.escape_symbols(e)
+    coder_tables = stream._coder_tables([])
+    symbols = np.concatenate([s for s, _ in parts]).astype(np.int64)
+    models = np.concatenate([m for _, m in parts]).astype(np.int64)
+    decoder = rans.Decoder(rans.encode(symbols, models, coder_tables, 2), coder_tables, 2)
+    assert np.array_equal(stream.read_escapes(decoder, e.size), e)
+    decoder.finish()
+    ideal = sum(tables.PREC - np.log2(coder_tables.freq[coder_tables.base[m] + s]) for s, m in zip(symbols, models))
+    assert ideal == pytest.approx(float(np.sum(tables.escape_bits(e))))
 
 
 def test_fixed_point_mlp_is_exact_integer_arithmetic():
@@ -142,7 +180,7 @@ def test_torch_and_numpy_synthesis_agree():
 def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
     array = real_image((80, 64))
     res = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=120, device="cpu"))
-    assert res.data[4] == 3
+    assert res.data[4] == 6
     d, decoded = stream.decode(res.data)
     assert decoded.shape == array.shape and decoded.dtype == np.uint8
     assert res.metrics["psnr"] == pytest.approx(IMAGE.metrics(array, decoded)["psnr"])
@@ -159,7 +197,7 @@ def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
 
 def test_images_of_one_size_are_fitted_together_and_decode_to_their_own():
     a, b = real_image((40, 32)), real_image((40, 32))[::-1].copy()
-    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=3)
+    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=6)
     from nxcodec.codec import encode_signals
 
     res = encode_signals(IMAGE, [IMAGE.from_array(a), IMAGE.from_array(b)], opts)
@@ -170,13 +208,13 @@ def test_images_of_one_size_are_fitted_together_and_decode_to_their_own():
 
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
 def test_conformance_streams_decode_to_their_integers_experts_and_pixels(case):
-    data = (V3 / case["stream"]).read_bytes()
+    data = (CONFORMANCE / case["stream"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == case["stream_sha256"]
     latents = stream.decode_latents(data)
     assert latents.digest() == case["integers_sha256"]
     decoded, experts = stream.reconstruct(latents)
     assert hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest() == case["experts_sha256"]
-    expected = np.asarray(Image.open(V3 / case["expected"])).reshape(decoded.shape)
+    expected = np.asarray(Image.open(CONFORMANCE / case["expected"])).reshape(decoded.shape)
     diff = np.abs(decoded.astype(int) - expected.astype(int))
     assert list(decoded.shape) == case["shape"] and diff.max() <= 1 and np.mean(diff > 0) <= 0.005
 
@@ -197,7 +235,7 @@ for path in sys.argv[1:]:
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_v3_decodes_without_torch_and_identically_on_any_thread_count(threads):
     env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    paths = [str(V3 / c["stream"]) for c in CASES]
+    paths = [str(CONFORMANCE / c["stream"]) for c in CASES]
     out = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *paths], capture_output=True, text=True, env=env,
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -220,7 +258,7 @@ def _recrc(data: bytearray) -> bytes:
 
 
 def test_corrupt_truncated_and_hostile_streams_are_refused():
-    data = (V3 / CASES[0]["stream"]).read_bytes()
+    data = (CONFORMANCE / CASES[0]["stream"]).read_bytes()
     with pytest.raises(StreamError):
         stream.decode(data[:-9])
     flipped = bytearray(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,10 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import for_name
 
-from conftest import run_without_torch, spy_codings
+from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-V4 = ROOT / "bitstream" / "conformance" / "v4"
-CASES = json.loads((V4 / "manifest.json").read_text())
+CASES = conformance_cases("v4", "v6/audio")
 AUDIO = for_name("audio")
 
 
@@ -109,7 +107,7 @@ def test_descriptor_layout_segments_and_stereo_coding():
 def test_encode_decode_round_trip_beats_silence_and_meets_a_rate(tmp_path):
     signal = AUDIO.from_array(tones(1.0, 8000), 8000)
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=150, device="cpu", seed=1))
-    assert res.data[4] == 4 and res.data[5] == 2
+    assert res.data[4] == 6 and res.data[5] == 2
     decoded = decode_stream(res.data)[1]
     silence = AUDIO.metrics(signal.data, np.zeros_like(signal.data))["psnr"]
     assert AUDIO.metrics(signal.data, decoded)["psnr"] == pytest.approx(res.metrics["psnr"], abs=1e-6)
@@ -132,14 +130,14 @@ def test_segment_seams_do_not_click(monkeypatch):
     assert near.mean() < 3 * err.mean()
 
 
-def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
+def test_cli_encodes_audio_as_version_6_and_info_describes_it(tmp_path):
     src = tmp_path / "clip.wav"
     sf.write(src, tones(1.0, 8000, 2), 8000, subtype="PCM_16")
     run = CliRunner().invoke(main, ["encode", str(src), "--iters", "30", "--device", "cpu"])
     assert run.exit_code == 0, run.output
     stream_path = tmp_path / "clip.wav.nxc"
     info = CliRunner().invoke(main, ["info", str(stream_path)])
-    assert "nxc version 4" in info.output and "mid/side" in info.output and "kbps" in info.output
+    assert "nxc version 6" in info.output and "mid/side" in info.output and "kbps" in info.output
     dec = CliRunner().invoke(main, ["decode", str(stream_path)])
     assert dec.exit_code == 0, dec.output
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
@@ -148,17 +146,17 @@ def test_cli_encodes_audio_as_version_4_and_info_describes_it(tmp_path):
 
 def test_clips_under_a_second_default_to_format_2():
     assert AUDIO.default_format(AUDIO.from_array(tones(0.99, 8000), 8000).descriptor) == 2
-    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 4
+    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 6
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
 def test_conformance_streams_decode_to_their_integers_and_samples(case):
-    data = (V4 / case["stream"]).read_bytes()
+    data = (CONFORMANCE / case["stream"]).read_bytes()
     header = audio.read_header(data)
     digests = [audio.plane_digest(body, rows, cols) for rows, cols, body in header.planes()]
     assert digests == case["plane_integers_sha256"]
     got = decode_stream(data)[1]
-    want, _ = sf.read(V4 / case["expected"], dtype="float32", always_2d=True)
+    want, _ = sf.read(CONFORMANCE / case["expected"], dtype="float32", always_2d=True)
     code = 1.0 / 32768
     off = np.abs(got - want) > code / 2
     assert np.abs(got - want).max() <= code + 1e-7 and off.mean() <= 0.005
@@ -166,12 +164,12 @@ def test_conformance_streams_decode_to_their_integers_and_samples(case):
 
 def test_v4_decodes_without_torch():
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
-                            f"print(decode_stream(open({str(V4 / CASES[0]['stream'])!r}, 'rb').read())[1].shape)\n")
+                            f"print(decode_stream(open({str(CONFORMANCE / CASES[0]['stream'])!r}, 'rb').read())[1].shape)\n")
     assert run.returncode == 0, run.stderr
 
 
 def test_corrupt_truncated_and_hostile_streams_are_refused():
-    data = (V4 / CASES[-1]["stream"]).read_bytes()
+    data = (CONFORMANCE / CASES[-1]["stream"]).read_bytes()
     for bad in (data[:-1], data[:40], data[:-5] + bytes(5)):
         with pytest.raises(StreamError):
             decode_stream(bad)
@@ -204,7 +202,7 @@ def test_planes_from_slices_of_the_clip_equal_the_whole_clips_transform(frames):
 def test_decoder_limits_refuse_a_v4_stream_before_decoding():
     from nxcodec.limits import Limits
 
-    data = (V4 / CASES[-1]["stream"]).read_bytes()
+    data = (CONFORMANCE / CASES[-1]["stream"]).read_bytes()
     samples, macs, work = audio.work(data)
     assert samples == 2 * CASES[-1]["shape"][0] and macs > 0 and work > samples
     with pytest.raises(StreamError, match="samples"):

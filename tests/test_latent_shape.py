@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -29,11 +28,10 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import MetricSettings
 
-from conftest import run_without_torch, spy_codings
+from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-V5 = ROOT / "bitstream" / "conformance" / "v5"
-CASES = json.loads((V5 / "manifest.json").read_text())
+CASES = conformance_cases("v5", "v6/shape")
 TORUS = ROOT / "nxcodec" / "samples" / "bumpy_torus.ply"
 SHAPES = for_name("shape")
 
@@ -122,30 +120,30 @@ def test_a_hand_made_sphere_decodes_where_and_as_large_as_it_was():
 
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
 def test_conformance_streams_decode_to_their_integers_field_and_mesh(case):
-    data = (V5 / case["stream"]).read_bytes()
+    data = (CONFORMANCE / case["stream"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == case["stream_sha256"]
     image = latent_shape.decode_latents(data)
     assert image.digest() == case["integers_sha256"]
-    points = np.load(V5 / "field_points.npy")
+    points = np.load(CONFORMANCE / case["folder"] / "field_points.npy")
     field = latent_shape.Field(image)
     assert hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest() == case["experts_sha256"]
-    assert np.allclose(field(points), np.load(V5 / case["field"]), rtol=0, atol=1e-9)
+    assert np.allclose(field(points), np.load(CONFORMANCE / case["field"]), rtol=0, atol=1e-9)
     mesh = decode_stream(data, resolution=case["resolution"])[1]
-    want = trimesh.load(V5 / case["expected"], process=False)
+    want = trimesh.load(CONFORMANCE / case["expected"], process=False)
     assert [len(mesh.vertices), len(mesh.faces)] == case["shape"]
     assert np.abs(np.sort(mesh.vertices, axis=0) - np.sort(want.vertices, axis=0)).max() < 1e-5
 
 
 def test_v5_decodes_without_torch():
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
-                            f"data = open({str(V5 / CASES[0]['stream'])!r}, 'rb').read()\n"
+                            f"data = open({str(CONFORMANCE / CASES[0]['stream'])!r}, 'rb').read()\n"
                             "print(len(decode_stream(data, resolution=24)[1].faces))\n")
     assert run.returncode == 0, run.stderr
     assert int(run.stdout) > 100
 
 
 def test_corrupt_truncated_and_hostile_streams_are_refused():
-    data = (V5 / CASES[0]["stream"]).read_bytes()
+    data = (CONFORMANCE / CASES[0]["stream"]).read_bytes()
     for bad in (data[:-1], data[:30], data[:-5] + bytes(5), data[:4] + bytes([6]) + data[5:]):
         with pytest.raises(StreamError):
             decode_stream(bad)
@@ -179,7 +177,7 @@ def test_corrupt_truncated_and_hostile_streams_are_refused():
 def test_decoder_limits_bound_the_work_of_the_chosen_resolution():
     from nxcodec.limits import Limits
 
-    data = (V5 / CASES[0]["stream"]).read_bytes()
+    data = (CONFORMANCE / CASES[0]["stream"]).read_bytes()
     _, per_point, work = latent_shape.work(data, 64)
     assert per_point > 0 and work > 64**3 * per_point
     with pytest.raises(StreamError, match="multiply-adds"):
@@ -203,25 +201,25 @@ def small_presets():
     mp.undo()
 
 
-def test_a_mesh_round_trips_as_version_5(small_presets):
+def test_a_mesh_round_trips_as_version_6(small_presets):
     """A short fit of the sample torus; the size targets are kept in the CLI and batch tests below."""
     torus = SHAPES.read(TORUS)
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=80, device="cpu"))
-    assert res.data[4] == 5 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
+    assert res.data[4] == 6 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
     assert res.metrics["sdf_l1"] < 0.2 and res.float_metrics["sdf_l1"] <= res.metrics["sdf_l1"] * 1.2
     mesh = decode_stream(res.data, resolution=48)[1]
     assert len(mesh.faces) > 100
 
 
-def test_cli_encodes_a_mesh_as_version_5_with_kb_and_info_describes_it(tmp_path, small_presets):
+def test_cli_encodes_a_mesh_as_version_6_with_kb_and_info_describes_it(tmp_path, small_presets):
     out = tmp_path / "torus.nxc"
     run = CliRunner().invoke(main, ["encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters", "60", "--device",
                                     "cpu", "-v"])
     assert run.exit_code == 0, run.output
     assert "float distance error" in run.output and "Chamfer-L1" in run.output
-    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 5
+    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 6
     info = CliRunner().invoke(main, ["info", str(out)])
-    assert "nxc version 5" in info.output and "17^3" in info.output and "per evaluated point" in info.output
+    assert "nxc version 6" in info.output and "17^3" in info.output and "per evaluated point" in info.output
     dec = CliRunner().invoke(main, ["decode", str(out), "--resolution", "40", "-o", str(tmp_path / "torus.obj")])
     assert dec.exit_code == 0, dec.output
     assert len(trimesh.load(tmp_path / "torus.obj").faces) > 100
@@ -242,7 +240,7 @@ def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
     record = read_manifest(dst / "manifest.jsonl")["torus.ply"]
     assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
     data = (dst / "torus.ply.nxc").read_bytes()
-    assert data[4] == 5 and len(data) <= 3000
+    assert data[4] == 6 and len(data) <= 3000
 
 
 def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets, monkeypatch):

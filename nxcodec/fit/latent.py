@@ -1,4 +1,4 @@
-"""Fitting latent-grid images (format version 3) in torch, side by side.
+"""Fitting latent-grid images (format versions 3 and 6) in torch, side by side.
 
 ``M`` images of one size are fitted together: every parameter has a leading dimension
 of ``M``. The forward pass mirrors the decoder exactly in structure (the decode order of
@@ -32,7 +32,8 @@ from nxcodec.latent.stream import LatentConfig
 
 BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
 HIDDEN_MAX = 4096.0
-RESIDUAL_LIMITS = torch.tensor([a for _, _, a in tables.SCALES], dtype=torch.float32)
+# The largest residual magnitude per scale index: the table's edge plus the largest escape (version 6).
+RESIDUAL_LIMITS = torch.tensor([a + tables.MAX_ESCAPE for _, _, a in tables.SCALES], dtype=torch.float32)
 MU_MAX = 1024.0
 
 
@@ -121,8 +122,8 @@ def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
 
     Outside the centre bin the probability is ``0.5 exp(-(|r| - 0.5) / b) (1 - exp(-1 / b))``, taken in the log
     so that a residual far out in the tail still costs more at a smaller scale: a floor on the probability would
-    cut the scale's gradient there, and the context model would never learn to widen a scale that the coder's
-    residual limit (``RESIDUAL_LIMITS``) then clamps."""
+    cut the scale's gradient there, and the context model would never learn to widen a scale whose table such
+    residuals escape at a high cost."""
     b = torch.exp2(log2_scale)
     a = r.abs()
     inner = a.clamp(max=0.5)  # each branch is evaluated everywhere: keep the unused one finite
@@ -279,7 +280,7 @@ class LatentModel(torch.nn.Module):
     @staticmethod
     def _quantize(y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean-shifted quantization: ``round(y - mu) + mu``, with noise in place of rounding in the
-        noise phase; in the hard phase the residual is clamped to its table's range, as the coder does."""
+        noise phase; in the hard phase the residual is clamped to the coder's range, escapes included."""
         v = y - mu
         if mode.startswith("soft"):  # "soft<temperature>[:<Gaussian noise std>]": soft rounding plus noise (uniform
             # without a std); the decoder-side value rounds the noisy one softly again

@@ -1,4 +1,4 @@
-"""Encoding audio as format version 4: MDCT planes fitted on latent grids, side by side.
+"""Encoding audio as format version 6 (the layout of version 4): MDCT planes fitted on latent grids, side by side.
 
 Every clip is cut into MDCT segments (``nxcodec.latent.audio``); each segment of each
 channel is a one-channel plane, fitted exactly like a latent image (``nxcodec.fit.latent``).
@@ -108,9 +108,9 @@ def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio") 
     """The schedule of a plane's first fit from :func:`start_from_coefficients`: no warm-up race (the planes start
     from their coefficients, not from a random draw worth racing) and the context models at ``CONTEXT_LR``.
 
-    The coder's residual limit is not modelled in the relaxed phases: clamping residuals at 24 b there (the last
-    quarter) threw flute at 2.4e-6 from 18 to 85 kbps of latents at the same PSNR, and without it bach at 2e-5
-    still loses 13 dB at the hard rounding where its scales are too narrow for a few residuals (issue 13's notes)."""
+    No phase models a residual limit: version 6 codes a residual beyond its table's range with an escape (before
+    it, clamping at 24 b cost bach at 2e-5 13 dB at the hard rounding, and modelling the clamp in the relaxed
+    phases threw flute at 2.4e-6 from 18 to 85 kbps; issue 13's notes)."""
     return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR)
 
 
@@ -135,7 +135,7 @@ def stereo_for(samples: np.ndarray, block: int = 1024) -> int:
 
 def descriptor_for(d, samples: np.ndarray, hop_log2: int | None = None, segment_coefficients: int | None = None
                    ) -> AudioLatentDescriptor:
-    """The version 4 layout of a clip: hop, stereo coding (:func:`stereo_for`), equal segments of at most
+    """The layout of a clip: hop, stereo coding (:func:`stereo_for`), equal segments of at most
     ``segment_coefficients`` (``SEGMENT_COEFFICIENTS`` by default)."""
     hop_log2 = hop_log2_for(d.sample_rate) if hop_log2 is None else hop_log2
     total = mdct.frame_count(d.frames, 1 << hop_log2)
@@ -233,7 +233,7 @@ def _samples(d: AudioLatentDescriptor, coefficients: list[np.ndarray]) -> np.nda
 
 
 def encode_audio(modality, signals_: list, opts) -> list:
-    """Encode clips as version 4 streams; planes of one size are fitted side by side."""
+    """Encode clips as version 6 streams; planes of one size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Encoding images as format version 3: fit, quantize the networks, write, and report.
+"""Encoding images on latent grids (format version 6, the layout of version 3): fit, quantize the networks, write, and report.
 
 Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image's
 networks are then quantized: the fixed-point networks (context models, manager) with one
@@ -198,10 +198,10 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
 
     def choose(level: int, pos: tuple[np.ndarray, ...], mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         nonlocal bits
-        limit = tables.residual_limit(scale)
         v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
-        q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
-        bits += float(np.sum(cost[scale, q + limit]))
+        q, symbol, escapes = stream.split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone),
+                                                    tables.residual_limit(scale), True)
+        bits += float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
         return q
 
     grids = stream.walk_latents(src.config, src.latents[0].shape, stream.fixed_layers(coded, "arm_a"),
@@ -342,7 +342,7 @@ def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: fl
 
 def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray], original: np.ndarray,
                  lam: float) -> PlaneSource:
-    """A fitted image as :func:`code_plane` codes it: whole version 3 streams, scored on their stored samples."""
+    """A fitted image as :func:`code_plane` codes it: whole version 6 streams, scored on their stored samples."""
     def measure(grids: list[np.ndarray], coded: Tensors) -> tuple[np.ndarray, float]:
         values = synthesize(grids, stream.float_synthesis(coded), d.channels)[0]
         samples = imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels)
@@ -362,7 +362,7 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
                original: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    """The best version 3 stream of one fitted image (see :func:`code_plane`)."""
+    """The best version 6 stream of one fitted image (see :func:`code_plane`)."""
     return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
 
 
@@ -378,7 +378,7 @@ def _groups(descs: list[ImageDescriptor], limit: int) -> list[list[int]]:
 
 
 def encode_images(modality, signals_: list, opts) -> list:
-    """Encode images as version 3 streams; same-sized images are fitted side by side."""
+    """Encode images as version 6 streams; same-sized images are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

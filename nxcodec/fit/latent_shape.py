@@ -1,4 +1,4 @@
-"""Encoding shapes as format version 5: a truncated signed distance on 3-D latent grids.
+"""Encoding shapes as format version 6 (the layout of version 5): a truncated signed distance on 3-D latent grids.
 
 Shapes of one grid size are fitted side by side (:class:`ShapeModel`, the latent model
 of ``nxcodec.fit.latent`` with a volume's grids): each step draws a batch of the training
@@ -179,7 +179,7 @@ def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.nda
 
 
 def encode_shapes(modality, signals_: list, opts) -> list:
-    """Encode meshes as version 5 streams; shapes of one grid size are fitted side by side."""
+    """Encode meshes as version 6 streams; shapes of one grid size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

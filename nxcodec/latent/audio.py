@@ -1,4 +1,4 @@
-"""Version 4 audio streams: a clip as MDCT planes coded on latent grids (bitstream/SPEC.md section 10).
+"""Latent audio streams (versions 4 and 6): a clip as MDCT planes coded on latent grids (SPEC.md sections 10, 12).
 
 A clip's samples go through the MDCT (``nxcodec.latent.mdct``), one channel at a time
 (mid and side in place of left and right when the stream says so). The frames are cut
@@ -25,7 +25,8 @@ from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, decode_bod
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
 
-VERSION = 4
+VERSION = 6  # written; version 4 (no escapes) is still read
+VERSIONS = (4, 6)
 MODALITY_AUDIO = 2
 STEREO_NONE, STEREO_MID_SIDE = 0, 1
 MAX_PLANE = 1 << 22  # coefficients in one segment's plane: bounds the decoder's working memory
@@ -90,7 +91,7 @@ def unpack(data: bytes) -> AudioLatentDescriptor:
 
 @dataclass
 class AudioHeader:
-    """The parsed, checked parts of a version 4 audio stream: descriptor and every plane's body."""
+    """The parsed, checked parts of a latent audio stream (version 4 or 6): descriptor and every plane's body."""
 
     descriptor: AudioLatentDescriptor
     bodies: list[Body]  # segment by segment, channel by channel within a segment
@@ -105,7 +106,7 @@ class AudioHeader:
 
 
 def _prefix(data: bytes) -> tuple[AudioLatentDescriptor, int]:
-    desc, end = read_prefix(data, (VERSION,), MODALITY_AUDIO, "version 4 audio")
+    desc, end = read_prefix(data, VERSIONS, MODALITY_AUDIO, "latent audio")
     return unpack(desc), end
 
 
@@ -196,7 +197,7 @@ def decode_blocks(header: AudioHeader) -> Iterator[np.ndarray]:
 
 
 def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
-    """A version 4 audio stream to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
+    """A latent audio stream (version 4 or 6) to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
     header = read_header(data)
     d = header.descriptor
     out = np.empty((d.frames, d.channels), dtype=np.float32)
@@ -208,7 +209,7 @@ def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
 
 
 def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:
-    """A version 4 audio stream from its descriptor and the bodies of its planes, in stream order."""
+    """A version 6 audio stream from its descriptor and the bodies of its planes, in stream order."""
     if len(bodies) != len(d.segments()) * d.channels:
         raise ValueError("one body per segment and channel is needed")
     desc = pack(d)

@@ -1,4 +1,4 @@
-"""Version 5 shape streams: a signed distance field on 3-D latent grids (bitstream/SPEC.md section 11).
+"""Latent shape streams (versions 5 and 6): a signed distance field on 3-D latent grids (SPEC.md sections 11, 12).
 
 The shape's cube [-1, 1]^3 (network coordinates, placed by the shape descriptor) carries
 a pyramid of 3-D latent grids: the finest has ``2**g + 1`` vertices per axis, each
@@ -29,7 +29,8 @@ from nxcodec.signals import meshfile
 from nxcodec.signals.meshfile import DEFAULT_RESOLUTION, ShapeDescriptor
 from nxcodec.signals.sdf import Mesh
 
-VERSION = 5
+VERSION = 6  # written; version 5 (no escapes) is still read
+VERSIONS = (5, 6)
 MODALITY_SHAPE = 3
 MIN_GRID_LOG2, MAX_GRID_LOG2 = 2, 7  # finest grid from 5^3 to 129^3 vertices
 BLOCK = 1 << 15  # points per block of the per-point networks (bounds memory)
@@ -61,7 +62,7 @@ def pack(d: ShapeLatentDescriptor) -> bytes:
 
 
 def unpack(data: bytes) -> ShapeLatentDescriptor:
-    """Parse and bound-check a version 5 shape descriptor (``StreamError`` if invalid)."""
+    """Parse and bound-check a shape descriptor (versions 5 and 6) (``StreamError`` if invalid)."""
     n = len(data) - _GRID.size
     if n < 0:
         raise StreamError("shape descriptor has the wrong size")
@@ -74,7 +75,7 @@ def unpack(data: bytes) -> ShapeLatentDescriptor:
 
 def read_header(data: bytes) -> Header:
     """Parse and check everything but the payload: the limits hold before anything is decoded."""
-    desc, pos = read_prefix(data, (VERSION,), MODALITY_SHAPE, "latent shape")
+    desc, pos = read_prefix(data, VERSIONS, MODALITY_SHAPE, "latent shape")
     d = unpack(desc)
     body, end = read_body(data, pos, len(data) - 4, d.grid, 1)
     if body.config.levels > d.grid_log2 + 1:
@@ -130,7 +131,7 @@ def info(data: bytes) -> list[tuple[str, str]]:
 
 @dataclass
 class LatentShape:
-    """Everything a version 5 stream decodes to before the field is evaluated."""
+    """Everything a latent shape stream decodes to before the field is evaluated."""
 
     descriptor: ShapeLatentDescriptor
     config: LatentConfig
@@ -142,7 +143,7 @@ class LatentShape:
 
 
 def decode_latents(data: bytes) -> LatentShape:
-    """Entropy-decode a version 5 stream into its integer tensors and latent grids."""
+    """Entropy-decode a latent shape stream into its integer tensors and latent grids."""
     h = read_header(data)
     tensors, grids = decode_body(h.body, h.descriptor.grid)
     return LatentShape(h.descriptor, h.config, tensors, grids)
@@ -219,14 +220,14 @@ def reconstruct(image: LatentShape, resolution: int | None = None, max_faces: in
 
 def decode(data: bytes, resolution: int | None = None, max_faces: int | None = None
            ) -> tuple[ShapeLatentDescriptor, Mesh]:
-    """A version 5 stream to its descriptor and mesh."""
+    """A latent shape stream (version 5 or 6) to its descriptor and mesh."""
     image = decode_latents(data)
     return image.descriptor, reconstruct(image, resolution, max_faces)
 
 
 def write(d: ShapeLatentDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentShape]:
-    """Code a shape as a version 5 stream (see :func:`nxcodec.latent.stream.write_body`); returns it and what a
+    """Code a shape as a version 6 stream (see :func:`nxcodec.latent.stream.write_body`); returns it and what a
     decoder rebuilds."""
     if tuple(latents[0].shape) != d.grid or config.levels > d.grid_log2 + 1:
         raise ValueError("latents do not match the descriptor's grid")

@@ -1,8 +1,9 @@
-"""Version 3 image streams: layout, limits and the whole decoder (bitstream/SPEC.md section 9).
+"""Latent image streams (versions 3 and 6): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12).
 
-After the common prefix (magic, version 3, modality 1, the image descriptor) a stream
+After the common prefix (magic, version, modality 1, the image descriptor) a stream
 holds a latent config, a tensor table, and one rANS payload with every network integer
-followed by every latent residual. :func:`walk_latents` is the decode order, shared by
+followed by every latent residual. Version 6 adds escapes, which code a residual beyond
+its table's range instead of clamping it; audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
 the encoder (which chooses the residuals) and the decoder (which reads them), so the two
 cannot disagree on a context, a mean or a table.
 """
@@ -29,8 +30,9 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
-VERSION = 3  # images are written as version 3; version 4 adds latent audio (SPEC.md section 10)
-IMAGE_VERSIONS = (3, 4)
+VERSION = 6  # what latent streams of every modality are written as (SPEC.md section 12)
+ESCAPE_VERSION = 6  # the first version whose residuals may escape their table's range
+IMAGE_VERSIONS = (3, 4, 6)
 MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
@@ -213,6 +215,7 @@ class Body:
     config: LatentConfig
     table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
     payload: bytes
+    escape: bool = True  # residuals at a table's edge are followed by escapes (version 6)
 
     @property
     def size(self) -> int:
@@ -222,6 +225,7 @@ class Body:
 
 def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels: int) -> tuple[Body, int]:
     """Parse and check the body of latents of ``shape`` at ``data[pos:end]``; returns it and where it ends.
+    Whether its residuals carry escapes follows from the stream's version byte, ``data[4]``.
 
     The limits hold before anything is decoded: the config against the plane, every step
     code and prior, and the payload length against the bytes that are there.
@@ -250,17 +254,62 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     pos += 4
     if pos + length > end:
         raise StreamError("payload length exceeds the stream")
-    return Body(config, table, data[pos : pos + length]), pos + length
+    return Body(config, table, data[pos : pos + length], data[4] >= ESCAPE_VERSION), pos + length
+
+
+ESCAPE_MODEL = tables.N_SCALES  # an escape's bit length; the uniform table of b bits is ESCAPE_MODEL + 1 + b
+WEIGHT_MODEL = ESCAPE_MODEL + 2 + tables.ESCAPE_CHUNK  # tensor t's table is WEIGHT_MODEL + t
 
 
 def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
-    """Models 0 .. N_SCALES-1 are the latent scales; model N_SCALES + t is tensor t's table."""
-    return rans.Tables(tables.scale_tables() + weight_tables)
+    """The coder's models: the latent scales, the escape tables, then each tensor's table."""
+    return rans.Tables(tables.scale_tables() + tables.escape_tables() + weight_tables)
+
+
+def escape_symbols(e: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(symbols, models) that code the escapes ``e`` of one pass, in the order of SPEC.md 12: every bit length,
+    then every high chunk (bit lengths above ESCAPE_CHUNK + 1), then every low chunk."""
+    k = tables.bit_length(e)
+    below = np.maximum(k - 1, 0)  # bits under the leading one
+    rest = e - np.where(k > 0, np.left_shift(1, below), 0)
+    chunk = tables.ESCAPE_CHUNK
+    high = below > chunk
+    low = np.minimum(below, chunk)
+    has_low = low > 0
+    return [(k, np.full(k.size, ESCAPE_MODEL, dtype=np.int64)),
+            (rest[high] >> chunk, ESCAPE_MODEL + 1 + below[high] - chunk),
+            (rest[has_low] & ((1 << low[has_low]) - 1), ESCAPE_MODEL + 1 + low[has_low])]
+
+
+def read_escapes(decoder: rans.Decoder, n: int) -> np.ndarray:
+    """Decode ``n`` escapes coded by :func:`escape_symbols`."""
+    chunk = tables.ESCAPE_CHUNK
+    k = decoder.decode(np.full(n, ESCAPE_MODEL, dtype=np.int64))
+    below = np.maximum(k - 1, 0)
+    high = below > chunk
+    low = np.minimum(below, chunk)
+    has_low = low > 0
+    rest = np.zeros(n, dtype=np.int64)
+    rest[high] = decoder.decode(ESCAPE_MODEL + 1 + below[high] - chunk) << chunk
+    rest[has_low] += decoder.decode(ESCAPE_MODEL + 1 + low[has_low])
+    return np.where(k > 0, np.left_shift(1, below) + rest, 0)
+
+
+def split_residuals(q: np.ndarray, limit: np.ndarray, escape: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The codable residuals nearest to the integers ``q`` under tables of residual limit ``limit``: (residuals,
+    their table symbols, the escapes of those at a table's edge in order). Without ``escape`` (versions 3 to
+    5) residuals are clamped to their table's range and there are no escapes."""
+    most = limit + (tables.MAX_ESCAPE if escape else 0)
+    r = np.clip(q, -most, most).astype(np.int64)
+    symbol = np.clip(r, -limit, limit) + limit
+    edge = np.abs(r) >= limit
+    escapes = np.abs(r[edge]) - limit[edge] if escape else r[:0]
+    return r, symbol, escapes
 
 
 def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
     """Entropy-decode one body into its integer tensors and latent grids (finest first, the finest of ``shape``)."""
-    shift = tables.N_SCALES
+    shift = WEIGHT_MODEL
     weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in body.table.values()]
     try:
         decoder = rans.Decoder(body.payload, _coder_tables(weight_tables), 1 << body.config.lanes_log2)
@@ -270,7 +319,12 @@ def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, C
             tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(dims))
 
         def read(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-            return decoder.decode(scale) - tables.residual_limit(scale)
+            limit = tables.residual_limit(scale)
+            r = decoder.decode(scale) - limit
+            if body.escape:
+                edge = np.abs(r) == limit
+                r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)))
+            return r
 
         grids = walk_latents(body.config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
                              read)
@@ -282,11 +336,12 @@ def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, C
 
 def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
                latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, list[np.ndarray]]:
-    """Code one plane: the encoder's float latents (in latent units, finest first) are quantized in decode order.
+    """Code one plane with escapes (version 6): the encoder's float latents (in latent units, finest first) are
+    quantized in decode order.
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
-    values give more zeros, a smaller file). Returns the body's bytes and the grids a
-    decoder will rebuild from them.
+    values give more zeros, a smaller file), clamped only beyond the largest escape. Returns
+    the body's bytes and the grids a decoder will rebuild from them.
     """
     shape = latents[0].shape
     config.check(shape, channels)
@@ -294,7 +349,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
         raise ValueError("tensors do not match the latent config")
     symbols, models = [], []
-    shift = tables.N_SCALES
+    shift = WEIGHT_MODEL
     for t, qt in enumerate(tensors.values()):
         tables.check_weight_prior(qt.lo, qt.hi, qt.mu, qt.decay)
         symbols.append(qt.ints.ravel() - qt.lo)
@@ -304,9 +359,12 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         target = latents[level][pos] * context.ONE
         limit = tables.residual_limit(scale)
         v = (target - mu) / context.ONE
-        q = np.clip(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), -limit, limit).astype(np.int64)
-        symbols.append(q + limit)
+        q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit, True)
+        symbols.append(symbol)
         models.append(scale)
+        for sym, mod in escape_symbols(escapes):
+            symbols.append(sym)
+            models.append(mod)
         return q
 
     grids = walk_latents(config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)

@@ -1,4 +1,4 @@
-"""Integer frequency tables of format version 3 (bitstream/SPEC.md section 9.5).
+"""Integer frequency tables of format versions 3 to 6 (bitstream/SPEC.md sections 9.5 and 12).
 
 Every table sums to exactly 2**16 and is built from integers by one rule, so the range
 coder sees the same probabilities on every machine. Latent residuals use one of
@@ -78,6 +78,35 @@ def scale_tables() -> list[np.ndarray]:
 def residual_limit(s: np.ndarray | int) -> np.ndarray:
     """A: the largest residual magnitude a scale index allows."""
     return np.asarray([a for _, _, a in SCALES], dtype=np.int64)[s]
+
+
+# Version 6 escapes (SPEC.md 12): a residual at a table's edge, +-A, stands for +-(A + e) with e >= 0 coded
+# after its pass as its bit length k (0 .. ESCAPE_CLASSES - 1, uniform) and then the k - 1 bits below the
+# leading one, in uniform chunks of at most ESCAPE_CHUNK bits (the high chunk first).
+ESCAPE_CLASS_BITS = 4
+ESCAPE_CLASSES = 1 << ESCAPE_CLASS_BITS
+ESCAPE_CHUNK = 12
+MAX_ESCAPE = (1 << (ESCAPE_CLASSES - 1)) - 1  # 32767: latents stay below 2**24 in magnitude
+
+
+def uniform_table(bits: int) -> np.ndarray:
+    """The table of ``2**bits`` equally likely symbols (``bits`` <= 12 keeps it within the coder's alphabet)."""
+    return np.full(1 << bits, TOTAL >> bits, dtype=np.int64)
+
+
+def escape_tables() -> list[np.ndarray]:
+    """The bit-length table, then the uniform tables of 0 .. ESCAPE_CHUNK bits."""
+    return [uniform_table(ESCAPE_CLASS_BITS)] + [uniform_table(b) for b in range(ESCAPE_CHUNK + 1)]
+
+
+def escape_bits(e: np.ndarray) -> np.ndarray:
+    """Bits an escape of ``e`` >= 0 costs: 4 for its bit length k, and k - 1 below its leading one."""
+    return ESCAPE_CLASS_BITS + np.maximum(bit_length(e) - 1, 0)
+
+
+def bit_length(e: np.ndarray) -> np.ndarray:
+    """The number of bits of each non-negative integer (0 for 0)."""
+    return np.frexp(np.asarray(e, dtype=np.int64))[1].astype(np.int64)  # exact: e = m 2**k with m in [0.5, 1)
 
 
 def weight_table(lo: int, hi: int, mu: int, decay: int) -> np.ndarray:

@@ -124,8 +124,8 @@ class AudioModality(Modality):
     id = 2
     name = "audio"
     extensions = EXTENSIONS
-    formats = (2, 4)  # 2: coordinate networks per window; 4: MDCT planes on latent grids (SPEC.md section 10)
-    latent_format = 4
+    formats = (2, 6)  # 2: coordinate networks per window; 6: MDCT planes on latent grids (SPEC.md sections 10, 12)
+    latent_format = 6
     rate_unit = "kbps"
     coord_dim = 1
     default_extension = ".wav"
@@ -137,9 +137,9 @@ class AudioModality(Modality):
     bits_per_parameter = 8.0
 
     def default_format(self, d: AudioDescriptor) -> int:
-        """MDCT planes, except for clips under ``LATENT_MIN_SECONDS``: a version 4 plane carries about 1 KB of
+        """MDCT planes, except for clips under ``LATENT_MIN_SECONDS``: a latent plane carries about 1 KB of
         tables and networks, more than a fraction of a second is worth at the rates people use."""
-        return 4 if d.frames >= LATENT_MIN_SECONDS * d.sample_rate else 2
+        return self.latent_format if d.frames >= LATENT_MIN_SECONDS * d.sample_rate else 2
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_audio import encode_audio

@@ -53,8 +53,8 @@ class ImageModality(Modality):
     rate_unit = "bpp"
     coord_dim = 2
     default_extension = ".png"
-    formats = (2, 3)  # 2: one coordinate network; 3: latent grids (bitstream/SPEC.md section 9)
-    latent_format = 3
+    formats = (2, 6)  # 2: one coordinate network; 6: latent grids (bitstream/SPEC.md sections 9, 12)
+    latent_format = 6
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_code import encode_images
@@ -62,9 +62,9 @@ class ImageModality(Modality):
         return encode_images(self, signals_, opts)
 
     def default_format(self, d: ImageDescriptor) -> int:
-        """Latent grids, except for icons: a version 3 stream carries about 200 bytes of tables and
+        """Latent grids, except for icons: a latent stream carries about 200 bytes of tables and
         networks, more than a whole 32x32 image is worth at the rates people use."""
-        return 3 if d.width * d.height >= LATENT_MIN_PIXELS else 2
+        return self.latent_format if d.width * d.height >= LATENT_MIN_PIXELS else 2
 
     def read(self, path: Path) -> Signal:
         try:

@@ -99,8 +99,8 @@ class ShapeModality(Modality):
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     output_extensions = (".ply", ".obj", ".stl")
     rate_unit = "KB"
-    formats = (2, 5)  # 2: a coordinate network; 5: 3-D latent grids (SPEC.md section 11)
-    latent_format = 5
+    formats = (2, 6)  # 2: a coordinate network; 6: 3-D latent grids (SPEC.md sections 11, 12)
+    latent_format = 6
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution", "max_faces")
@@ -159,7 +159,7 @@ class ShapeModality(Modality):
         raise NotImplementedError("a shape has no fixed grid: see training_set and reconstruct")
 
     def default_format(self, d: ShapeDescriptor) -> int:
-        return 5
+        return self.latent_format
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_shape import encode_shapes
