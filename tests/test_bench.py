@@ -18,6 +18,8 @@ from nxcodec.bench import shape as bench_shape
 from nxcodec.fit import presets
 from nxcodec.latent import shape as latent_shape
 from nxcodec.bench.plot import PUBLISHED, plot_rd
+from nxcodec.bench.runner import PointStore, grouped_rounds, run_points
+from nxcodec.errors import NxcError
 from nxcodec.signals.sdf import MetricSettings
 
 FAST_SHAPE_METRICS = MetricSettings(surface_points=10_000, volume_points=10_000)
@@ -83,6 +85,29 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_image, "_nxcodec_points", fail)
     monkeypatch.setattr(bench_image, "_baseline_point", fail)
     assert json.dumps(bench_image.run(cfg, log=lambda line: None)) == json.dumps(table)
+
+
+def test_a_signal_nxcodec_cannot_code_is_recorded_as_failed_and_the_run_goes_on(tmp_path, capsys):
+    fitted = []
+
+    def fit(chunk, level):
+        fitted.append([p.stem for p in chunk])
+        if any(p.stem == "bad" for p in chunk) and level == 8:
+            raise NxcError("target too small")
+        return [{"clip": p.stem, "codec": "nxcodec", "level": level, "kbps": level / 2} for p in chunk]
+
+    store = PointStore(tmp_path / "points.jsonl", ("clip", "codec", "level"))
+    items = [tmp_path / f"{n}.wav" for n in ("a", "bad", "c")]
+    rounds = grouped_rounds([8, 16], items, 2, lambda p, lv: (p.stem, "nxcodec", lv) in store, fit,
+                            lambda p, lv: {"clip": p.stem, "codec": "nxcodec", "level": lv})
+    run_points(store, lambda: {}, [], rounds, 1)
+    assert fitted == [["a", "bad"], ["a"], ["bad"], ["c"], ["a", "bad"], ["c"]]  # the failed pair again, alone
+    assert sorted((p["clip"], p["level"]) for p in store.values()) == [("a", 8), ("a", 16), ("bad", 16), ("c", 8),
+                                                                      ("c", 16)]
+    assert store.failures() == [{"clip": "bad", "codec": "nxcodec", "level": 8, "error": "target too small"}]
+    assert "bad nxcodec 8: failed (target too small)" in capsys.readouterr().out
+    resumed = PointStore(tmp_path / "points.jsonl", ("clip", "codec", "level"))
+    assert ("bad", "nxcodec", 8) in resumed and len(resumed.failures()) == 1  # not tried again on a rerun
 
 
 def test_plot_draws_measured_and_published_curves(tmp_path):

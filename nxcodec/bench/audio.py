@@ -261,7 +261,8 @@ def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
     size = cfg.group or (len(paths) if on_gpu(cfg.device) else 1)
     rounds = grouped_rounds(cfg.kbps, paths, size, lambda p, kbps: (p.stem, "nxcodec", kbps) in store,
                             lambda chunk, kbps: nxcodec_points([p.stem for p in chunk],
-                                                               [load_clip(p, cfg.max_seconds) for p in chunk], kbps, cfg))
+                                                               [load_clip(p, cfg.max_seconds) for p in chunk], kbps, cfg),
+                            lambda p, kbps: {"clip": p.stem, "codec": "nxcodec", "level": kbps})
 
     def report(point: dict) -> None:
         log(f"{point['clip']} nxcodec {point['level']:g} kbps: {point['kbps']:.2f} kbps, {point['psnr']:.2f} dB "
@@ -269,8 +270,8 @@ def run(cfg: AudioBenchConfig, log: Callable[[str], None] = print) -> dict:
             f"{point['device']} ({point['fitted_together']} together)")
 
     run_points(store, baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
-               after_round=lambda: summarise(cfg, store.values()), log=report)
-    return summarise(cfg, store.values())
+               after_round=lambda: summarise(cfg, store.values(), store.failures()), log=report)
+    return summarise(cfg, store.values(), store.failures())
 
 
 def curve(name: str, points: list[dict]) -> dict:
@@ -288,10 +289,12 @@ def curve(name: str, points: list[dict]) -> dict:
     return {"name": name, "description": DESCRIPTIONS[name], "results": results}
 
 
-def summarise(cfg: AudioBenchConfig, points: list[dict]) -> dict:
-    """Per-codec JSONs, the per-clip CSV, the RD plot, the BD table and the run's metadata."""
+def summarise(cfg: AudioBenchConfig, points: list[dict], failures: list[dict] = ()) -> dict:
+    """Per-codec JSONs, the per-clip CSV, the RD plot, the BD table and the run's metadata; ``failures`` (points
+    nxcodec could not code) are listed under the table, and the means of their levels leave them out."""
     names = {p.stem for p in list_clips(cfg)}
     points = [p for p in points if p["clip"] in names]
+    failures = [p for p in failures if p["clip"] in names]
     curves = {}
     for codec in ("nxcodec", "mp3", "opus", "flac"):
         mine = [p for p in points if p["codec"] == codec]
@@ -324,6 +327,9 @@ def summarise(cfg: AudioBenchConfig, points: list[dict]) -> dict:
     if "flac" in curves:
         lines.append(f"\nFLAC (lossless): {curves['flac']['results']['kbps'][0]:.1f} kbps on average.")
     lines.append("\nA NaN BD-rate means the PSNR ranges of the two curves do not overlap.")
+    for p in sorted(failures, key=lambda p: (p["level"], p["clip"])):
+        lines.append(f"\nnxcodec could not code {p['clip']} at {p['level']:g} kbps ({p['error']}); the means at that "
+                     f"target are over the other clips.")
     lines.append(f"\nMeasured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), commit {meta['commit']}, "
                  f"{len(names)} clips" + (f" (their middle {cfg.max_seconds:g} s)" if cfg.max_seconds else "")
                  + (f", {cfg.iters}-iteration fits" if cfg.iters else "") + ".")

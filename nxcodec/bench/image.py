@@ -142,7 +142,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
 
     rounds = grouped_rounds(cfg.qualities, paths, _group_size(cfg), lambda p, q: (p.stem, "nxcodec", q) in store,
                             lambda chunk, q: _nxcodec_points([p.stem for p in chunk],
-                                                             [load_rgb(p, cfg.downscale) for p in chunk], q, cfg))
+                                                             [load_rgb(p, cfg.downscale) for p in chunk], q, cfg),
+                            lambda p, q: {"image": p.stem, "codec": "nxcodec", "quality": q})
 
     def report(point: dict) -> None:
         log(f"{point['image']} nxcodec q{point['quality']}: {point['bpp']:.4f} bpp, {point['psnr']:.2f} dB, "

@@ -6,7 +6,9 @@ sequence of nxcodec rounds, each fitting a group of signals together on the devi
 more than one worker the baselines run in processes alongside the fits (their timings are
 then measured on a busy machine, which the README of each result says); with one they run
 after the fits, in this process. Summaries are rewritten after every round, so a stopped
-run leaves usable results and a rerun measures only what is missing.
+run leaves usable results and a rerun measures only what is missing. A signal that nxcodec
+cannot code at a level (a rate target below its lowest quality, say) is recorded as a
+failed point with the error, and the run goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from nxcodec.bench.results import read_points
 from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signals
+from nxcodec.errors import NxcError
 from nxcodec.signals import Modality, Signal
 
 
@@ -54,7 +57,12 @@ class PointStore:
         self.points[tuple(point[k] for k in self.key)] = point
 
     def values(self) -> list[dict]:
-        return list(self.points.values())
+        """The measured points (failed ones left out)."""
+        return [p for p in self.points.values() if "error" not in p]
+
+    def failures(self) -> list[dict]:
+        """The points recorded as failed: their key fields and ``error``."""
+        return [p for p in self.points.values() if "error" in p]
 
 
 def encode_and_decode(modality: Modality, signals: list[Signal], opts: EncodeOptions,
@@ -72,15 +80,26 @@ def encode_and_decode(modality: Modality, signals: list[Signal], opts: EncodeOpt
 
 
 def grouped_rounds(levels: Iterable[Any], items: list[Path], size: int, measured: Callable[[Path, Any], bool],
-                   fit: Callable[[list[Path], Any], list[dict]]) -> Iterator[list[dict]]:
+                   fit: Callable[[list[Path], Any], list[dict]],
+                   key: Callable[[Path, Any], dict]) -> Iterator[list[dict]]:
     """Level by level (quality or rate), the items not yet measured, ``size`` at a time: one fit per step.
 
-    Level-major, so a stopped run has every item at the first levels.
+    Level-major, so a stopped run has every item at the first levels. A group whose fit
+    raises ``NxcError`` is fitted again one item at a time; an item that fails alone
+    becomes the point ``key(item, level)`` with the error's message under ``error``.
     """
+    def attempt(chunk: list[Path], level: Any) -> list[dict]:
+        try:
+            return fit(chunk, level)
+        except NxcError as exc:
+            if len(chunk) == 1:
+                return [{**key(chunk[0], level), "error": str(exc)}]
+            return [p for item in chunk for p in attempt([item], level)]
+
     for level in levels:
         todo = [p for p in items if not measured(p, level)]
         for i in range(0, len(todo), size):
-            yield fit(todo[i : i + size], level)
+            yield attempt(todo[i : i + size], level)
 
 
 def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tuple], rounds: Iterable[list[dict]],
@@ -106,7 +125,11 @@ def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tupl
         for points in rounds:
             for point in points:
                 store.keep(point)
-                log(point)
+                if "error" in point:
+                    print(f"{' '.join(str(v) for k, v in point.items() if k != 'error')}: failed ({point['error']})",
+                          flush=True)
+                else:
+                    log(point)
             collect(wait=False)
             after_round()
         if pool is None:

@@ -152,7 +152,8 @@ def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
     jobs = [(p, bits, keep) for p in meshes for bits, keep in grid if (p.stem, *_baseline_key(bits, keep)) not in store]
     size = cfg.group or (len(meshes) if on_gpu(cfg.device) else 1)
     rounds = grouped_rounds(cfg.qualities, meshes, size, lambda p, q: (p.stem, "nxcodec", q) in store,
-                            lambda chunk, q: _nxcodec_points(chunk, q, cfg))
+                            lambda chunk, q: _nxcodec_points(chunk, q, cfg),
+                            lambda p, q: {"mesh": p.stem, "codec": "nxcodec", "quality": q})
 
     def report(p: dict) -> None:
         log(f"{p['mesh']} nxcodec q{p['quality']}: {p['bytes']} bytes, Chamfer-L1 {p['chamfer_l1']:.5f}, "
