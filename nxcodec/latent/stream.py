@@ -266,16 +266,21 @@ def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
     return rans.Tables(tables.scale_tables() + tables.escape_tables() + weight_tables)
 
 
+def _escape_parts(k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For escapes of bit lengths ``k``: the bits under the leading one, which escapes have a high chunk, the
+    bits of their low chunk, and which have one (SPEC.md 12)."""
+    below = np.maximum(k - 1, 0)
+    low = np.minimum(below, tables.ESCAPE_CHUNK)
+    return below, below > tables.ESCAPE_CHUNK, low, low > 0
+
+
 def escape_symbols(e: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(symbols, models) that code the escapes ``e`` of one pass, in the order of SPEC.md 12: every bit length,
-    then every high chunk (bit lengths above ESCAPE_CHUNK + 1), then every low chunk."""
+    then every high chunk, then every low chunk (the uniform table of b bits is model ESCAPE_MODEL + 1 + b)."""
     k = tables.bit_length(e)
-    below = np.maximum(k - 1, 0)  # bits under the leading one
+    below, high, low, has_low = _escape_parts(k)
     rest = e - np.where(k > 0, np.left_shift(1, below), 0)
     chunk = tables.ESCAPE_CHUNK
-    high = below > chunk
-    low = np.minimum(below, chunk)
-    has_low = low > 0
     return [(k, np.full(k.size, ESCAPE_MODEL, dtype=np.int64)),
             (rest[high] >> chunk, ESCAPE_MODEL + 1 + below[high] - chunk),
             (rest[has_low] & ((1 << low[has_low]) - 1), ESCAPE_MODEL + 1 + low[has_low])]
@@ -283,14 +288,10 @@ def escape_symbols(e: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def read_escapes(decoder: rans.Decoder, n: int) -> np.ndarray:
     """Decode ``n`` escapes coded by :func:`escape_symbols`."""
-    chunk = tables.ESCAPE_CHUNK
     k = decoder.decode(np.full(n, ESCAPE_MODEL, dtype=np.int64))
-    below = np.maximum(k - 1, 0)
-    high = below > chunk
-    low = np.minimum(below, chunk)
-    has_low = low > 0
+    below, high, low, has_low = _escape_parts(k)
     rest = np.zeros(n, dtype=np.int64)
-    rest[high] = decoder.decode(ESCAPE_MODEL + 1 + below[high] - chunk) << chunk
+    rest[high] = decoder.decode(ESCAPE_MODEL + 1 + below[high] - tables.ESCAPE_CHUNK) << tables.ESCAPE_CHUNK
     rest[has_low] += decoder.decode(ESCAPE_MODEL + 1 + low[has_low])
     return np.where(k > 0, np.left_shift(1, below) + rest, 0)
 
