@@ -204,6 +204,10 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # (bench/results/audio_v4_cpu_1000it). Under a rate target these rates no longer set the lambda (the
 # rate model does, nxcodec.fit.rate_model): they pick the networks and the steps down after a miss.
 # An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
+# With the transform start and version 6's escapes (commit e6b4f7e, 1000 iterations, bach only so far:
+# bench/results/audio_lambda_sweep_v6_cpu.jsonl) the rates are higher and no longer stop near 80 kbps:
+# 7.7 / 13.1 / 23.4 / 32.7 / 45.9 / 54.8 / 73.8 / 175 / 277 kbps at 1e-2 / 1e-3 / 1e-4 / 3e-5 / 1e-5 / 3e-6
+# / 1e-6 / 3e-7 / 1e-7 (31.5 to 70.6 dB). The table below awaits the three-clip sweep at these lambdas.
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
