@@ -1,8 +1,7 @@
 """Decoding any ``.nxc`` stream: the version byte (and the modality byte) pick the decoder.
 
 Latent streams (version 3 images, version 4 images and audio, version 5 shapes, version 6 all three) decode
-with numpy alone
-(``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
+with numpy alone (``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
 Nothing here imports the fitting code.
 """
 

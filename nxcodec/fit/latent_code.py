@@ -200,7 +200,7 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
         nonlocal bits
         v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
         q, symbol, escapes = stream.split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone),
-                                                    tables.residual_limit(scale), True)
+                                                    tables.residual_limit(scale))
         bits += float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
         return q
 

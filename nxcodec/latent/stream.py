@@ -296,16 +296,14 @@ def read_escapes(decoder: rans.Decoder, n: int) -> np.ndarray:
     return np.where(k > 0, np.left_shift(1, below) + rest, 0)
 
 
-def split_residuals(q: np.ndarray, limit: np.ndarray, escape: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The codable residuals nearest to the integers ``q`` under tables of residual limit ``limit``: (residuals,
-    their table symbols, the escapes of those at a table's edge in order). Without ``escape`` (versions 3 to
-    5) residuals are clamped to their table's range and there are no escapes."""
-    most = limit + (tables.MAX_ESCAPE if escape else 0)
+def split_residuals(q: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The residuals version 6 can code nearest to the integers ``q`` under tables of residual limit ``limit``:
+    (residuals, their table symbols, the escapes of those at a table's edge, in order)."""
+    most = limit + tables.MAX_ESCAPE
     r = np.clip(q, -most, most).astype(np.int64)
     symbol = np.clip(r, -limit, limit) + limit
     edge = np.abs(r) >= limit
-    escapes = np.abs(r[edge]) - limit[edge] if escape else r[:0]
-    return r, symbol, escapes
+    return r, symbol, np.abs(r[edge]) - limit[edge]
 
 
 def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
@@ -360,7 +358,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         target = latents[level][pos] * context.ONE
         limit = tables.residual_limit(scale)
         v = (target - mu) / context.ONE
-        q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit, True)
+        q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit)
         symbols.append(symbol)
         models.append(scale)
         for sym, mod in escape_symbols(escapes):
