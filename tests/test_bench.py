@@ -110,6 +110,35 @@ def test_a_signal_nxcodec_cannot_code_is_recorded_as_failed_and_the_run_goes_on(
     assert ("bad", "nxcodec", 8) in resumed and len(resumed.failures()) == 1  # not tried again on a rerun
 
 
+
+def test_image_and_shape_summaries_list_the_points_nxcodec_could_not_code(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(images / f"{name}.png")
+    cfg = bench_image.BenchConfig(images, tmp_path / "image_out", baselines=("jpeg",))
+    cfg.out.mkdir()
+    points = [{"image": n, "codec": c, "quality": q, "bytes": 100 * q, "bpp": q / 4, "psnr": 30.0 + q,
+               "ms_ssim": 0.9, "encode_seconds": 1.0, "decode_seconds": 0.1, "device": "cpu"}
+              for n in ("a", "b") for c in ("nxcodec", "jpeg") for q in (1, 2) if (n, c, q) != ("b", "nxcodec", 2)]
+    failed = {"image": "b", "codec": "nxcodec", "quality": 2, "error": "target too small"}
+    bench_image.summarise(cfg, points, ["jpeg"], [failed])
+    text = (cfg.out / "bdrate.md").read_text()
+    assert "nxcodec could not code b at quality 2 (target too small); the means at that quality are over" in text
+    assert json.loads((cfg.out / "nxcodec.json").read_text())["results"]["images"] == [2, 1]
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.icosphere(subdivisions=1).export(meshes / "ball.ply")
+    cfg = bench_shape.ShapeBenchConfig(meshes, tmp_path / "shape_out")
+    cfg.out.mkdir()
+    point = {**dict.fromkeys(bench_shape.FIELDS, 0.5), "mesh": "ball", "codec": "nxcodec", "quality": 1, "bytes": 900,
+             "chamfer_l1": 0.002, "chamfer_l1_stderr": 1e-5, "device": "cpu"}
+    bench_shape.summarise(cfg, [point], [{"mesh": "ball", "codec": "nxcodec", "quality": 9, "error": "too large"}])
+    text = (cfg.out / "table.md").read_text()
+    assert "nxcodec could not code ball at quality 9 (too large)." in text
+    assert "| ball | 1 | 900 |" in text and "| ball | 9 |" not in text
+
 def test_plot_draws_measured_and_published_curves(tmp_path):
     result = tmp_path / "nxcodec.json"
     result.write_text(json.dumps({"name": "nxcodec", "description": "", "results": {"bpp": REF[0], "psnr-rgb": REF[1]}}))

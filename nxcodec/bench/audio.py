@@ -44,7 +44,7 @@ from pystoi import stoi
 from scipy.signal import fftconvolve, resample_poly
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
-from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.results import failure_lines, git_commit, machine_name, write_json
 from nxcodec.bench.runner import (
     PointStore,
     default_workers,
@@ -327,9 +327,8 @@ def summarise(cfg: AudioBenchConfig, points: list[dict], failures: list[dict] = 
     if "flac" in curves:
         lines.append(f"\nFLAC (lossless): {curves['flac']['results']['kbps'][0]:.1f} kbps on average.")
     lines.append("\nA NaN BD-rate means the PSNR ranges of the two curves do not overlap.")
-    for p in sorted(failures, key=lambda p: (p["level"], p["clip"])):
-        lines.append(f"\nnxcodec could not code {p['clip']} at {p['level']:g} kbps ({p['error']}); the means at that "
-                     f"target are over the other clips.")
+    lines += ["\n" + line for line in failure_lines(failures, "clip", "level", "{:g} kbps",
+                                                     "; the means at that target are over the other clips")]
     lines.append(f"\nMeasured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), commit {meta['commit']}, "
                  f"{len(names)} clips" + (f" (their middle {cfg.max_seconds:g} s)" if cfg.max_seconds else "")
                  + (f", {cfg.iters}-iteration fits" if cfg.iters else "") + ".")

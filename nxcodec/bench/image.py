@@ -22,6 +22,7 @@ from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.msssim import ms_ssim_rgb
 from nxcodec.bench.results import (
     compressai_json,
+    failure_lines,
     git_commit,
     machine_name,
     write_csv,
@@ -150,14 +151,16 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
             f"encode {point['encode_seconds']:.1f} s/image on {point['device']}")
 
     run_points(store, _baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
-               after_round=lambda: summarise(cfg, store.values(), baselines), log=report)
-    return summarise(cfg, store.values(), baselines)
+               after_round=lambda: summarise(cfg, store.values(), baselines, store.failures()), log=report)
+    return summarise(cfg, store.values(), baselines, store.failures())
 
 
-def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str]) -> dict:
-    """Per-codec JSONs, the per-image CSV, the BD-rate table and the run's metadata."""
+def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str], failures: list[dict] = ()) -> dict:
+    """Per-codec JSONs, the per-image CSV, the BD-rate table and the run's metadata; ``failures`` (points
+    nxcodec could not code) are listed under the table, and the means of their qualities leave them out."""
     names = {p.stem for p in list_images(cfg)}
     points = [p for p in points if p["image"] in names]
+    failures = [p for p in failures if p["image"] in names]
     curves = {}
     for codec in ["nxcodec", *baselines]:
         mine = [p for p in points if p["codec"] == codec]
@@ -182,6 +185,8 @@ def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str]) -> dic
         table[codec] = {"bd_rate_percent": bd_rate(*args), "bd_psnr_db": bd_psnr(*args)}
         lines.append(f"| {codec} | {table[codec]['bd_rate_percent']:+.1f}% | {table[codec]['bd_psnr_db']:+.2f} dB |")
     lines.append("")
+    lines += failure_lines(failures, "image", "quality", "quality {}", "; the means at that quality are over the other "
+                           "images") + ([""] if failures else [])
     lines.append(f"Measured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), commit {meta['commit']}, "
                  f"{len(names)} images" + (f" downscaled by {cfg.downscale}" if cfg.downscale > 1 else "") + ".")
     write_bytes_atomic(cfg.out / "bdrate.md", ("\n".join(lines) + "\n").encode(), force=True)

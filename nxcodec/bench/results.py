@@ -108,3 +108,9 @@ def read_points(path: Path, key: tuple[str, ...]) -> dict[tuple, dict]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return points
+
+
+def failure_lines(failures: list[dict], item: str, level: str, unit: str, rest: str = "") -> list[str]:
+    """One sentence per point nxcodec could not code (``item`` at ``level``, with its ``error``), by level."""
+    return [f"nxcodec could not code {p[item]} at {unit.format(p[level])} ({p['error']}){rest}."
+            for p in sorted(failures, key=lambda p: (p[level], p[item]))]

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nxcodec.bench.results import git_commit, machine_name, write_json
+from nxcodec.bench.results import failure_lines, git_commit, machine_name, write_json
 from nxcodec.bench.runner import (
     PointStore,
     default_workers,
@@ -161,8 +161,8 @@ def run(cfg: ShapeBenchConfig, log: Callable[[str], None] = print) -> dict:
             f"({p['fitted_together']} together)")
 
     run_points(store, _baseline_point, jobs, rounds, default_workers(cfg.device, cfg.workers),
-               after_round=lambda: summarise(cfg, store.values()), log=report)
-    return summarise(cfg, store.values())
+               after_round=lambda: summarise(cfg, store.values(), store.failures()), log=report)
+    return summarise(cfg, store.values(), store.failures())
 
 
 def _baseline_key(bits: int, keep: float) -> tuple[str, object]:
@@ -203,10 +203,12 @@ def _curve(codec: str, points: list[dict]) -> dict:
     return {"name": codec, "description": DESCRIPTIONS[codec], "results": results}
 
 
-def summarise(cfg: ShapeBenchConfig, points: list[dict]) -> dict:
-    """Per-codec JSONs, the per-mesh CSV, the equal-Chamfer table, the plot and the run's metadata."""
+def summarise(cfg: ShapeBenchConfig, points: list[dict], failures: list[dict] = ()) -> dict:
+    """Per-codec JSONs, the per-mesh CSV, the equal-Chamfer table, the plot and the run's metadata; ``failures``
+    (points nxcodec could not code) are listed under the table."""
     names = [p.stem for p in list_meshes(cfg)]
     points = [p for p in points if p["mesh"] in names]
+    failures = [p for p in failures if p["mesh"] in names]
     for codec in ("nxcodec", "draco", "draco_decimated"):
         mine = [p for p in points if p["codec"] == codec]
         if mine:
@@ -245,6 +247,7 @@ def summarise(cfg: ShapeBenchConfig, points: list[dict]) -> dict:
                  "directions, as a fraction of the original's bounding-box diagonal. Noise floor (the original against "
                  "itself, fresh samples): " + ", ".join(f"{p['mesh']} {p['chamfer_l1']:.2e}" for p in floors)
                  + (f"; standard error of nxcodec's Chamfer estimates at most {max(stderr):.1e}." if stderr else "."))
+    lines += failure_lines(failures, "mesh", "quality", "quality {}")
     lines.append(f"Measured on {meta['machine']}, commit {meta['commit']}, fits of "
                  f"{cfg.iters or 'preset'} iterations, decode at 256^3.")
     write_bytes_atomic(cfg.out / "table.md", ("\n".join(lines) + "\n").encode(), force=True)
