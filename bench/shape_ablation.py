@@ -13,6 +13,7 @@ Variants:
   neighbours in the same grid (encoder and decoder read the same swapped tables).
 - ``c7``: those 7 coarse contexts and the 14 same-grid ones.
 - ``initN``: only the N finest grids start from the distance, the others at zero.
+- ``armWxL``: context models of L hidden layers W wide (the presets: 8x2).
 - ``occL``: an estimate of occupancy coding, which no format has yet. The cells of grid L
   are *occupied* when the surface may lie within the truncation of them (``|sdf|`` at the
   centre below the truncation plus the half diagonal). Only latents at corners of
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,11 @@ def smaller_contexts(variant: str) -> None:
         same = FACES
     context.OFFSETS[3] = (coarse, same)
     fit_shape.COARSE_OFFSETS_3D, fit_shape.SAME_OFFSETS_3D = coarse, same
+
+
+def context_model(width: int, layers: int) -> None:
+    config_for = fit_shape.config_for
+    fit_shape.config_for = lambda preset: replace(config_for(preset), arm_width=width, arm_layers=layers)
 
 
 def finest_start(keep: int) -> None:
@@ -161,7 +168,7 @@ def occupancy_coding(occ: Occupancy, shape) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, initN or occL")
+    ap.add_argument("variant", help="base, small, c7, armWxL, initN or occL")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -173,6 +180,8 @@ def main() -> None:
     occ = None
     if args.variant in ("small", "c7"):
         smaller_contexts(args.variant)
+    elif args.variant.startswith("arm"):
+        context_model(*(int(x) for x in args.variant[3:].split("x")))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
     elif args.variant.startswith("occ"):
