@@ -185,41 +185,36 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
     return max(fitting, key=lambda p: p.quality) if fitting else table[1]
 
 
-# Audio as MDCT planes (format version 4): one latent per coefficient at the finest grid,
-# the context model predicts each one's scale. ``rate`` is the mean rate of a first fit
-# (no target) over the middle 3 s of three clips (siren_gt_bach, smstools_orchestra,
-# smstools_speech-female; 44.1 kHz mono), 300-iteration CPU fits: bench/audio_lambda_sweep.py at
-# 27eb911 (the two-round warm-up race), results in bench/results/audio_lambda_sweep_cpu.jsonl
+# Audio as MDCT planes (formats 4 and 6): one latent per coefficient at the finest grid, the
+# context model predicts each one's scale. ``rate`` is the mean rate of a first fit (no target,
+# started from the transform, version 6's escapes) over the middle 3 s of three clips
+# (siren_gt_bach, smstools_orchestra, smstools_speech-female; 44.1 kHz mono), 1000-iteration
+# CPU fits: bench/audio_lambda_sweep.py at e6b4f7e (bach) and 5963362 (the other two, the same
+# fitting code), results in bench/results/audio_lambda_sweep_v6_cpu.jsonl
 # (kbps bach / orchestra / speech -> mean):
-#   lambda 1e-2:   8.6 /  9.6 /  6.1 ->  8.1     5e-5:  34.0 /  42.9 / 20.6 -> 32.5
-#          3e-3:  11.2 / 13.5 /  7.3 -> 10.7     3e-5:  49.1 /  72.9 / 28.0 -> 50.0
-#          1e-3:  15.2 / 18.1 /  9.5 -> 14.3     1e-5:  72.7 /  94.8 / 36.1 -> 67.9
-#          3e-4:  22.5 / 25.3 / 12.4 -> 20.1     3e-6:  79.0 /  95.4 / 62.8 -> 79.0
-#          1e-4:  28.2 / 34.4 / 16.2 -> 26.3
-# A clip's rate is up to 1.46x the mean at one lambda. PSNR peaks at 1e-4 (42.1 / 40.8 / 46.4 dB) and
-# is lower at 5e-5 and 3e-5 on all three clips (bach 40.7 and 39.4 dB) before it rises again at 1e-5:
-# at those lambdas the fits still get stuck at a high rate (the earlier sweeps, with one-round races,
-# were stuck more often). 128 kbps is not reached by these networks. The presets fit 1000 iterations,
-# which spend less on most clips: quality 5 averaged 18.3 kbps on the ten benchmark clips
-# (bench/results/audio_v4_cpu_1000it). Under a rate target these rates no longer set the lambda (the
-# rate model does, nxcodec.fit.rate_model): they pick the networks and the steps down after a miss.
-# An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (40.7 dB at 23 kbps against 38.0 dB at 30 kbps).
-# With the transform start and version 6's escapes (commit e6b4f7e, 1000 iterations, bach only so far:
-# bench/results/audio_lambda_sweep_v6_cpu.jsonl) the rates are higher and no longer stop near 80 kbps:
-# 7.7 / 13.1 / 23.4 / 32.7 / 45.9 / 54.8 / 73.8 / 175 / 277 kbps at 1e-2 / 1e-3 / 1e-4 / 3e-5 / 1e-5 / 3e-6
-# / 1e-6 / 3e-7 / 1e-7 (31.5 to 70.6 dB). The table below awaits the three-clip sweep at these lambdas.
+#   lambda 1e-2:   7.7 /   9.3 /   6.0 ->   7.7     1e-5:  45.9 /  59.0 /  26.6 ->  43.8
+#          1e-3:  13.1 /  16.6 /   7.7 ->  12.5     3e-6:  54.8 /  90.5 /  34.7 ->  60.0
+#          1e-4:  23.4 /  30.3 /  12.7 ->  22.1     1e-6:  73.8 / 170.1 /  47.3 ->  97.1
+#          3e-5:  32.7 /  43.4 /  17.4 ->  31.2     3e-7: 175.2 / 212.4 /  65.7 -> 151.1
+#                                                   1e-7: 276.9 / 253.4 / 212.1 -> 247.5
+# The presets step by a factor of sqrt(2) in rate, from 8 to 128 kbps; their lambdas are
+# interpolated (log-log) between the measured ones, and ``rate`` is the interpolated mean.
+# A clip's rate is up to 1.8x the mean at one lambda (orchestra at 1e-6). PSNR rises with
+# the rate on every clip (31.1 to 72.6 dB). Under a rate target these rates do not set the
+# lambda (the rate model does, nxcodec.fit.rate_model): they pick the networks and the steps
+# down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 1.0e-2, 8.1, 1000, 16, 16),
-        LatentPreset(2, 3.0e-3, 10.7, 1000, 16, 16),
-        LatentPreset(3, 1.0e-3, 14.3, 1000, 16, 16),
-        LatentPreset(4, 3.0e-4, 20.1, 1000, 16, 16),
-        LatentPreset(5, 1.0e-4, 26.3, 1000, 16, 16),
-        LatentPreset(6, 5.0e-5, 32.5, 1000, 16, 16),
-        LatentPreset(7, 3.0e-5, 50.0, 1000, 16, 16),
-        LatentPreset(8, 1.0e-5, 67.9, 1000, 16, 16),
-        LatentPreset(9, 3.0e-6, 79.0, 1000, 16, 16),
+        LatentPreset(1, 1.0e-2, 7.7, 1000, 16, 16),
+        LatentPreset(2, 1.6e-3, 11.3, 1000, 16, 16),
+        LatentPreset(3, 3.7e-4, 16.0, 1000, 16, 16),
+        LatentPreset(4, 9.3e-5, 22.6, 1000, 16, 16),
+        LatentPreset(5, 2.8e-5, 31.9, 1000, 16, 16),
+        LatentPreset(6, 9.0e-6, 45.0, 1000, 16, 16),
+        LatentPreset(7, 2.6e-6, 63.9, 1000, 16, 16),
+        LatentPreset(8, 1.2e-6, 89.6, 1000, 16, 16),
+        LatentPreset(9, 4.7e-7, 128.1, 1000, 16, 16),
     )
 }
 
