@@ -1,4 +1,5 @@
-"""Format version 5 shapes: 3-D latent grids, the field, meshing, size targets and hostile streams."""
+"""Latent shapes (format versions 5 to 7): 3-D latent grids, the occupancy map, the field, meshing, size targets
+and hostile streams."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from nxcodec.errors import StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.latent_code import quantize, quantize_networks
 from nxcodec.fit.latent_shape import ShapeModel
-from nxcodec.latent import context, stream
+from nxcodec.latent import context, occupancy, stream
+from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
@@ -31,7 +33,8 @@ from nxcodec.signals.sdf import MetricSettings
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v5", "v6/shape")
+CASES = conformance_cases("v5", "v6/shape", "v7/shape")
+V7 = [c for c in CASES if c["folder"] == "v7/shape"]
 TORUS = ROOT / "nxcodec" / "samples" / "bumpy_torus.ply"
 SHAPES = for_name("shape")
 
@@ -42,14 +45,24 @@ def config(**kw) -> LatentConfig:
     return LatentConfig(**{**base, **kw})
 
 
-def random_stream(cfg: LatentConfig, grid_log2: int = 3, seed: int = 0):
-    """A stream of random networks and latents, and what the encoder recorded for it."""
+def random_occupancy(log2: int, rng: np.random.Generator, occupied: float = 0.5) -> Occupancy:
+    cells = rng.uniform(size=(1 << log2,) * 3) < occupied
+    return Occupancy(cells, rng.uniform(size=occupancy.components(cells)[1]) < 0.5)
+
+
+def full(log2: int) -> Occupancy:
+    return Occupancy(np.ones((1 << log2,) * 3, dtype=bool), np.zeros(0, dtype=bool))
+
+
+def random_stream(cfg: LatentConfig, grid_log2: int = 3, seed: int = 0, occupied: float = 0.5):
+    """A stream of random networks, latents and occupancy map, and what the encoder recorded for it."""
     rng = np.random.default_rng(seed)
     d = ShapeLatentDescriptor(meshfile.ShapeDescriptor((1.0, -2.0, 0.5), 0.25), grid_log2)
     weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in cfg.tensor_shapes(1, 3).items()}
     tensors = quantize_networks(weights, 7, 5)
     latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, cfg.levels)]
-    return d, tensors, latent_shape.write(d, cfg, tensors, latents)
+    occ = random_occupancy(grid_log2 - 1, rng, occupied)
+    return d, tensors, latent_shape.write(d, cfg, tensors, latents, occ)
 
 
 @pytest.mark.parametrize("cfg", [config(), config(n_experts=3, mgr_width=4, levels=4, lanes_log2=2),
@@ -60,12 +73,55 @@ def test_the_decoder_rebuilds_exactly_what_the_encoder_recorded(cfg):
     assert image.descriptor == latent_shape.unpack(latent_shape.pack(d)) and image.config == cfg
     assert image.digest() == recorded.digest()
     assert [g.shape for g in image.grids] == context.level_sizes(d.grid, cfg.levels)
+    masks = recorded.occupancy.latent_masks(d.grid_log2, cfg.levels)
+    assert not masks[0].all() and all(np.all(g[~m] == 0) for g, m in zip(image.grids, masks))
+    assert np.array_equal(image.occupancy.cells, recorded.occupancy.cells)
+
+
+def test_the_occupancy_map_round_trips_and_marks_the_latents_around_occupied_cells():
+    rng = np.random.default_rng(2)
+    for log2, occupied in ((1, 0.5), (3, 0.2), (4, 0.7), (2, 0.0), (2, 1.0)):
+        occ = random_occupancy(log2, rng, occupied)
+        data = b"xy" + occupancy.write(occ)
+        back, end = occupancy.read(data, 2, len(data), 7)
+        assert end == len(data) and np.array_equal(back.cells, occ.cells)
+        assert np.array_equal(back.inside, occ.inside[: occupancy.components(occ.cells)[1]])
+    cells = np.zeros((8, 8, 8), dtype=bool)
+    cells[1:6, 1:6, 1:6] = True  # a hollow box: a free hole inside its walls
+    cells[2:5, 2:5, 2:5] = False
+    cells[1, 1, 1] = False  # a notch in a corner: it touches the outside by a face
+    labels, n = occupancy.components(cells)
+    assert n == 2 and labels[0, 0, 0] == 1 and labels[3, 3, 3] == 2 and labels[1, 1, 1] == 1
+    occ = Occupancy(cells, np.array([False, True]))
+    points = np.array([[-0.9, -0.9, -0.9], [-0.125, -0.125, -0.125], [-0.625, -0.375, -0.125]], dtype=np.float32)
+    occupied, values = occ.lookup(points)
+    assert occupied.tolist() == [False, False, True] and values[:2].tolist() == [1.0, -1.0]
+    masks = occ.latent_masks(4, 4)  # grids of 16, 8, 4 and 2 cells per axis
+    assert [m.shape for m in masks] == [(17, 17, 17), (9, 9, 9), (5, 5, 5), (3, 3, 3)]
+    # Grid 1 is the map: vertex (1, 1, 1) touches only cells (0..1)^3, all free with the notch.
+    assert masks[1][2, 2, 2] and not masks[1][3, 3, 3] and not masks[1][1, 1, 1]
+    assert not masks[1][0].any() and not masks[1][8].any()
+    # Grid 0 splits each map cell in two per axis: (7, 7, 7) lies inside the hole, (4, 4, 4) on its wall.
+    assert masks[0][4, 4, 4] and not masks[0][7, 7, 7] and not masks[0][0].any()
+    # Grid 2's cell (0, 0, 0) holds map cells (0..1)^3, all free: its corner (0, 0, 0) is not coded.
+    assert not masks[2][0, 0, 0] and masks[2][1, 1, 1] and masks[3].all()
+
+
+def test_a_free_cell_is_never_closer_to_the_surface_than_the_truncation():
+    """The encoder's map: a sphere's free cells have |distance| >= trunc, inside ones inside the sphere."""
+    radius, trunc = 0.55, 0.1
+    occ = occupancy.from_distance(lambda p: np.linalg.norm(p, axis=1) - radius, 4, trunc)
+    points = np.random.default_rng(0).uniform(-1, 1, (20000, 3)).astype(np.float32)
+    occupied, values = occ.lookup(points)
+    d = np.linalg.norm(points.astype(np.float64), axis=1) - radius
+    assert np.all(np.abs(d[~occupied]) >= trunc) and np.array_equal(values[~occupied], np.sign(d[~occupied]))
+    assert occupied.mean() < 0.5 and (values == -1).any()
 
 
 def test_the_trainer_computes_the_decoders_field_and_routing():
     """The torch model (features by grid_sample, routing by cells) is the decoder's field, on decoded integers."""
     cfg = config(n_experts=3, mgr_width=4, levels=4)
-    _, tensors, (_, image) = random_stream(cfg, grid_log2=4, seed=5)  # a seed that uses all three experts
+    _, tensors, (_, image) = random_stream(cfg, grid_log2=4, seed=5, occupied=1.0)  # all three experts used
     model = ShapeModel(cfg, 1, 4).double()
     with torch.no_grad():
         for lat, g in zip(model.latents, image.grids):
@@ -104,7 +160,9 @@ def sphere_stream(radius: float, centre=(3.0, -1.0, 2.0), scale: float = 2.0) ->
     tensors = quantize_networks(weights, 7, 5)
     tensors["experts.out.weight"] = quantize(np.full((1, 1, 1), 1 / 16), 16)  # step 2**-4
     tensors["experts.out.bias"] = quantize(np.zeros((1, 1)), 16)
-    return latent_shape.write(d, cfg, tensors, [16 * sdf])[0]
+    occ = occupancy.from_distance(lambda p: np.linalg.norm(p, axis=1) - radius, 4, d.shape.trunc)
+    assert not occ.cells.all() and occ.inside.any()  # the map decides the field far inside and outside
+    return latent_shape.write(d, cfg, tensors, [16 * sdf], occ)[0]
 
 
 def test_a_hand_made_sphere_decodes_where_and_as_large_as_it_was():
@@ -134,9 +192,10 @@ def test_conformance_streams_decode_to_their_integers_field_and_mesh(case):
     assert np.abs(np.sort(mesh.vertices, axis=0) - np.sort(want.vertices, axis=0)).max() < 1e-5
 
 
-def test_v5_decodes_without_torch():
+@pytest.mark.parametrize("case", [CASES[0], V7[0]], ids=["v5", "v7"])
+def test_latent_shapes_decode_without_torch(case):
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
-                            f"data = open({str(CONFORMANCE / CASES[0]['stream'])!r}, 'rb').read()\n"
+                            f"data = open({str(CONFORMANCE / case['stream'])!r}, 'rb').read()\n"
                             "print(len(decode_stream(data, resolution=24)[1].faces))\n")
     assert run.returncode == 0, run.stderr
     assert int(run.stdout) > 100
@@ -174,6 +233,30 @@ def test_corrupt_truncated_and_hostile_streams_are_refused():
         decode_stream(stream.with_crc(image_stream[:-4]))
 
 
+def test_hostile_occupancy_sections_are_refused():
+    data = (CONFORMANCE / V7[0]["stream"]).read_bytes()
+    at = stream.PREFIX.size + 21  # the occupancy section
+    head = occupancy.HEAD.unpack_from(data, at)
+    grid_log2 = latent_shape.read_header(data).descriptor.grid_log2
+
+    def with_head(*fields) -> bytes:
+        return stream.with_crc(data[:at] + occupancy.HEAD.pack(*fields) + data[at + occupancy.HEAD.size : -4])
+
+    for fields, message in (((grid_log2 + 1, *head[1:]), "occupancy map of 2\\^"),
+                            ((0, *head[1:]), "occupancy map of 2\\^0"),
+                            ((head[0], 0, *head[2:]), "probability"),
+                            ((*head[:-1], len(data)), "occupancy payload runs past"),
+                            ((*head[:-1], head[-1] - 1), "does not decode|payload")):
+        with pytest.raises(StreamError, match=message):
+            decode_stream(with_head(*fields), resolution=16)
+    flipped = bytearray(data)
+    flipped[at + occupancy.HEAD.size + 1] ^= 0x5A  # inside the map's payload
+    with pytest.raises(StreamError):
+        decode_stream(stream.with_crc(bytes(flipped[:-4])), resolution=16)
+    with pytest.raises(StreamError, match="stream ends inside the occupancy|truncated|payload"):
+        decode_stream(stream.with_crc(data[: at + 5]), resolution=16)
+
+
 def test_decoder_limits_bound_the_work_of_the_chosen_resolution():
     from nxcodec.limits import Limits
 
@@ -201,25 +284,26 @@ def small_presets():
     mp.undo()
 
 
-def test_a_mesh_round_trips_as_version_6(small_presets):
+def test_a_mesh_round_trips_as_version_7(small_presets):
     """A short fit of the sample torus; the size targets are kept in the CLI and batch tests below."""
     torus = SHAPES.read(TORUS)
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=80, device="cpu"))
-    assert res.data[4] == 6 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
+    assert res.data[4] == 7 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
+    assert latent_shape.read_header(res.data).sizes["occupancy"] > 20
     assert res.metrics["sdf_l1"] < 0.2 and res.float_metrics["sdf_l1"] <= res.metrics["sdf_l1"] * 1.2
     mesh = decode_stream(res.data, resolution=48)[1]
     assert len(mesh.faces) > 100
 
 
-def test_cli_encodes_a_mesh_as_version_6_with_kb_and_info_describes_it(tmp_path, small_presets):
+def test_cli_encodes_a_mesh_as_version_7_with_kb_and_info_describes_it(tmp_path, small_presets):
     out = tmp_path / "torus.nxc"
     run = CliRunner().invoke(main, ["encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters", "60", "--device",
                                     "cpu", "-v"])
     assert run.exit_code == 0, run.output
     assert "float distance error" in run.output and "Chamfer-L1" in run.output
-    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 6
+    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 7
     info = CliRunner().invoke(main, ["info", str(out)])
-    assert "nxc version 6" in info.output and "17^3" in info.output and "per evaluated point" in info.output
+    assert "nxc version 7" in info.output and "occupancy" in info.output and "17^3" in info.output and "per evaluated point" in info.output
     dec = CliRunner().invoke(main, ["decode", str(out), "--resolution", "40", "-o", str(tmp_path / "torus.obj")])
     assert dec.exit_code == 0, dec.output
     assert len(trimesh.load(tmp_path / "torus.obj").faces) > 100
@@ -240,7 +324,7 @@ def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
     record = read_manifest(dst / "manifest.jsonl")["torus.ply"]
     assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
     data = (dst / "torus.ply.nxc").read_bytes()
-    assert data[4] == 6 and len(data) <= 3000
+    assert data[4] == 7 and len(data) <= 3000
 
 
 def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets, monkeypatch):

@@ -1,11 +1,13 @@
-"""Encoding shapes as format version 6 (the layout of version 5): a truncated signed distance on 3-D latent grids.
+"""Encoding shapes as format version 7: a truncated signed distance on 3-D latent grids, and an occupancy map.
 
-Shapes of one grid size are fitted side by side (:class:`ShapeModel`, the latent model
-of ``nxcodec.fit.latent`` with a volume's grids): each step draws a batch of the training
-samples (on the surface, near it, in the volume), interpolates every grid at them as the
-decoder does, routes and synthesizes, and pays the gate-weighted absolute error plus
-lambda times the latents' bits (per KB). Latents far from the surface see no error, only
-the rate, so the context model learns to code them as nearly free zeros.
+The occupancy map (``nxcodec.latent.occupancy``) marks the cells the surface may cross;
+only the latents at their corners are fitted and coded, and the field in the other cells
+is a constant inside or outside. Shapes of one grid size are fitted side by side
+(:class:`ShapeModel`, the latent model of ``nxcodec.fit.latent`` with a volume's grids):
+each step draws a batch of the training samples (on the surface, near it, in the
+occupied cells), interpolates every grid at them as the decoder does, routes and
+synthesizes, and pays the gate-weighted absolute error plus lambda times the latents'
+bits (per KB).
 
 Coding goes through the decoder's own modules and the image coder's precision and
 dead-zone search, scored by the decoded field's error on the samples; a size target
@@ -27,8 +29,10 @@ from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
 from nxcodec.fit.latent_code import Candidate, OverTarget, code_plane
+from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
+from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
 
@@ -167,10 +171,10 @@ class _Coded:
 
 
 def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          points: np.ndarray, targets: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True
-          ) -> Candidate:
+          occupancy: Occupancy, points: np.ndarray, targets: np.ndarray, lam: float, bits_allowed: float | None,
+          trim: bool = True) -> Candidate:
     def write(coded, dead_zone: float) -> Candidate:
-        data, image = latent_shape.write(d, cfg, coded, latents, dead_zone)
+        data, image = latent_shape.write(d, cfg, coded, latents, occupancy, dead_zone)
         values = latent_shape.Field(image)(points)
         l1 = float(np.mean(np.abs(values - targets)))
         return Candidate(data, image, values, l1, l1 + lam * len(data) / 1000)
@@ -178,8 +182,16 @@ def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.nda
     return code_plane(write, weights, bits_allowed, trim)
 
 
+def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occupancy, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training samples in occupied cells, shuffled (a stack of shapes then keeps the first of each)."""
+    keep = np.flatnonzero(occupancy.lookup(points.numpy())[0])
+    keep = np.random.default_rng(seed).permutation(keep)
+    return points[keep], targets[keep]
+
+
 def encode_shapes(modality, signals_: list, opts) -> list:
-    """Encode meshes as version 6 streams; shapes of one grid size are fitted side by side."""
+    """Encode meshes as version 7 streams; shapes of one grid size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()
@@ -216,10 +228,18 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
     missed = []
     for g, a in enumerate(range(0, len(todo), per)):
         idx = todo[a : a + per]
-        samples = [modality.training_points(signals_[i]) for i in idx]
-        points = torch.stack([p for p, _ in samples]).to(device)
-        targets = torch.stack([t for _, t in samples]).to(device)
+        occupancies = [occupancy_map.from_distance(lambda p, i=i: modality.signed_distance(signals_[i], p),
+                                                   min(preset.occupancy_log2, preset.grid_log2),
+                                                   signals_[i].descriptor.trunc) for i in idx]
+        samples = [occupied_samples(*modality.training_points(signals_[i]), occ, opts.seed)
+                   for i, occ in zip(idx, occupancies)]
+        n = min(len(p) for p, _ in samples)
+        points = torch.stack([p[:n] for p, _ in samples]).to(device)
+        targets = torch.stack([t[:n] for _, t in samples]).to(device)
         model = ShapeModel(cfg, len(idx), preset.grid_log2, seed=opts.seed)
+        masks = [occ.latent_masks(preset.grid_log2, cfg.levels) for occ in occupancies]
+        model.keep = [torch.from_numpy(np.stack([m[level].ravel() for m in masks])).float().to(device)
+                      for level in range(cfg.levels)]
         if INIT_SCALE:
             start_from_distance(model, [lambda p, i=i: modality.truncated_distance(signals_[i], p) for i in idx])
         model = model.to(device)
@@ -236,11 +256,11 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
             d = ShapeLatentDescriptor(signals_[i].descriptor, preset.grid_log2)
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
             latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            p = samples[j][0][pick].numpy()
-            t = samples[j][1][pick, 0].numpy().astype(np.float64)
+            p = samples[j][0][:n][pick].numpy()
+            t = samples[j][1][:n][pick, 0].numpy().astype(np.float64)
             bits = None if opts.rate is None else modality.bits_allowed(signals_[i].descriptor, opts.rate)
             try:
-                best = _code(d, cfg, weights, latents, p, t, preset.lam, bits,
+                best = _code(d, cfg, weights, latents, occupancies[j], p, t, preset.lam, bits,
                              trim=preset.quality == min(presets.SHAPE_LATENT_PRESETS))
             except OverTarget as over:
                 missed.append((i, over.bits / bits))

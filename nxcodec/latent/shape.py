@@ -1,4 +1,4 @@
-"""Latent shape streams (versions 5 and 6): a signed distance field on 3-D latent grids (SPEC.md sections 11, 12).
+"""Latent shape streams (versions 5 to 7): a signed distance field on 3-D latent grids (SPEC.md sections 11 to 13).
 
 The shape's cube [-1, 1]^3 (network coordinates, placed by the shape descriptor) carries
 a pyramid of 3-D latent grids: the finest has ``2**g + 1`` vertices per axis, each
@@ -7,6 +7,8 @@ the finer one. The grids are coded as one body, exactly as an image's planes are
 the 3-D contexts of ``nxcodec.latent.context``. At a point, each grid is interpolated
 trilinearly; the manager routes the point by the integer latents of the cells holding it,
 and the chosen expert maps the interpolated values to the truncated signed distance.
+Version 7 adds an occupancy map (``nxcodec.latent.occupancy``): only the latents around
+occupied cells are coded, and the field in a free cell is a constant inside or outside.
 Marching cubes (``nxcodec.signals.meshfile``) then extracts the surface at a resolution
 chosen at decode time. Everything here is numpy: no torch.
 """
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nxcodec.errors import StreamError
+from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
+from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.stream import (MAGIC, PREFIX, CodedTensor, Header, LatentConfig, decode_body, describe_config,
                                    digest, fixed_layers, read_body, read_prefix, with_crc, write_body)
 from nxcodec.latent.synthesis import mlp
@@ -29,8 +33,8 @@ from nxcodec.signals import meshfile
 from nxcodec.signals.meshfile import DEFAULT_RESOLUTION, ShapeDescriptor
 from nxcodec.signals.sdf import Mesh
 
-VERSION = 6  # written; version 5 (no escapes) is still read
-VERSIONS = (5, 6)
+VERSION = 7  # written; versions 5 (no escapes) and 6 (no occupancy map) are still read
+VERSIONS = (5, 6, 7)
 MODALITY_SHAPE = 3
 MIN_GRID_LOG2, MAX_GRID_LOG2 = 2, 7  # finest grid from 5^3 to 129^3 vertices
 BLOCK = 1 << 15  # points per block of the per-point networks (bounds memory)
@@ -62,7 +66,7 @@ def pack(d: ShapeLatentDescriptor) -> bytes:
 
 
 def unpack(data: bytes) -> ShapeLatentDescriptor:
-    """Parse and bound-check a shape descriptor (versions 5 and 6) (``StreamError`` if invalid)."""
+    """Parse and bound-check a shape descriptor (versions 5 to 7) (``StreamError`` if invalid)."""
     n = len(data) - _GRID.size
     if n < 0:
         raise StreamError("shape descriptor has the wrong size")
@@ -73,19 +77,32 @@ def unpack(data: bytes) -> ShapeLatentDescriptor:
     return ShapeLatentDescriptor(meshfile.unpack(data[:n]), g)
 
 
-def read_header(data: bytes) -> Header:
-    """Parse and check everything but the payload: the limits hold before anything is decoded."""
+@dataclass
+class ShapeHeader(Header):
+    """A shape stream's header, with its occupancy map (version 7; None before)."""
+
+    occupancy: Occupancy | None = None
+
+
+def read_header(data: bytes) -> ShapeHeader:
+    """Parse and check everything but the payload (the occupancy map, small, is decoded): the limits hold
+    before anything is decoded."""
     desc, pos = read_prefix(data, VERSIONS, MODALITY_SHAPE, "latent shape")
     d = unpack(desc)
+    occupancy, occ_start = None, pos
+    if data[4] >= 7:
+        occupancy, pos = occupancy_map.read(data, pos, len(data) - 4, d.grid_log2)
     body, end = read_body(data, pos, len(data) - 4, d.grid, 1)
     if body.config.levels > d.grid_log2 + 1:
         raise StreamError("latent config declares a grid with fewer than two vertices per axis")
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
-    sizes = {"header": PREFIX.size, "descriptor": len(desc), "config": LatentConfig.SIZE,
+    sizes = {"header": PREFIX.size, "descriptor": len(desc), "occupancy": pos - occ_start, "config": LatentConfig.SIZE,
              "tensor_table": body.size - LatentConfig.SIZE - 4 - len(body.payload), "payload": 4 + len(body.payload),
              "crc": 4}
-    return Header(d, body, sizes)
+    if occupancy is None:
+        del sizes["occupancy"]
+    return ShapeHeader(d, body, sizes, occupancy)
 
 
 def _macs(config: LatentConfig) -> tuple[float, float]:
@@ -137,16 +154,21 @@ class LatentShape:
     config: LatentConfig
     tensors: "OrderedDict[str, CodedTensor]"
     grids: list[np.ndarray]  # int64 latents with context.FRAC_BITS fractional bits, finest first
+    occupancy: Occupancy | None = None  # version 7
 
     def digest(self) -> str:
-        return digest(self.tensors, self.grids)
+        """SHA-256 of the integers: tensors, grids, then (version 7) the occupied cells and the inside bits."""
+        occ = self.occupancy
+        extra = [] if occ is None else [occ.cells.astype(np.int64), occ.inside.astype(np.int64)]
+        return digest(self.tensors, self.grids + extra)
 
 
 def decode_latents(data: bytes) -> LatentShape:
     """Entropy-decode a latent shape stream into its integer tensors and latent grids."""
     h = read_header(data)
-    tensors, grids = decode_body(h.body, h.descriptor.grid)
-    return LatentShape(h.descriptor, h.config, tensors, grids)
+    masks = None if h.occupancy is None else h.occupancy.latent_masks(h.descriptor.grid_log2, h.config.levels)
+    tensors, grids = decode_body(h.body, h.descriptor.grid, masks)
+    return LatentShape(h.descriptor, h.config, tensors, grids, h.occupancy)
 
 
 class Field:
@@ -157,6 +179,7 @@ class Field:
     """
 
     def __init__(self, image: LatentShape) -> None:
+        self.occupancy = image.occupancy
         self.grids = image.grids
         self.values = [g.astype(np.float64) / ONE for g in image.grids]
         names = [n[: -len(".weight")] for n in image.tensors if n.startswith("experts.") and n.endswith(".weight")]
@@ -177,6 +200,14 @@ class Field:
         return cell, u - cell
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
+        if self.occupancy is not None:  # version 7: the networks only in occupied cells
+            occupied, out = self.occupancy.lookup(points)
+            inside = np.flatnonzero(occupied)
+            out[inside] = self._blocks(points[inside])
+            return out
+        return self._blocks(points)
+
+    def _blocks(self, points: np.ndarray) -> np.ndarray:
         out = np.empty(len(points), dtype=np.float64)
         for a in range(0, len(points), BLOCK):
             out[a : a + BLOCK] = self._block(points[a : a + BLOCK])
@@ -220,18 +251,21 @@ def reconstruct(image: LatentShape, resolution: int | None = None, max_faces: in
 
 def decode(data: bytes, resolution: int | None = None, max_faces: int | None = None
            ) -> tuple[ShapeLatentDescriptor, Mesh]:
-    """A latent shape stream (version 5 or 6) to its descriptor and mesh."""
+    """A latent shape stream (version 5, 6 or 7) to its descriptor and mesh."""
     image = decode_latents(data)
     return image.descriptor, reconstruct(image, resolution, max_faces)
 
 
 def write(d: ShapeLatentDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
-          latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentShape]:
-    """Code a shape as a version 6 stream (see :func:`nxcodec.latent.stream.write_body`); returns it and what a
-    decoder rebuilds."""
+          latents: list[np.ndarray], occupancy: Occupancy, dead_zone: float = 0.5) -> tuple[bytes, LatentShape]:
+    """Code a shape as a version 7 stream (see :func:`nxcodec.latent.stream.write_body`; only the latents around
+    ``occupancy``'s occupied cells are coded); returns it and what a decoder rebuilds."""
     if tuple(latents[0].shape) != d.grid or config.levels > d.grid_log2 + 1:
         raise ValueError("latents do not match the descriptor's grid")
-    body, grids = write_body(config, 1, tensors, latents, dead_zone)
+    if not 1 <= occupancy.log2 <= d.grid_log2:
+        raise ValueError("the occupancy map is finer than the latent grid")
+    masks = occupancy.latent_masks(d.grid_log2, config.levels)
+    body, grids = write_body(config, 1, tensors, latents, dead_zone, masks)
     desc = pack(d)
-    return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_SHAPE, len(desc)) + desc + body), LatentShape(
-        d, config, tensors, grids)
+    return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_SHAPE, len(desc)) + desc + occupancy_map.write(occupancy)
+                    + body), LatentShape(d, config, tensors, grids, occupancy)

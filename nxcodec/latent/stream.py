@@ -184,13 +184,14 @@ Residuals = Callable[[int, Positions, np.ndarray, np.ndarray], np.ndarray]
 
 
 def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[FixedLayer], arm_b: list[FixedLayer],
-                 residuals: Residuals) -> list[np.ndarray]:
+                 residuals: Residuals, masks: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Build the grids of latents of ``shape`` in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
 
     For each pass, the context model gives every latent a mean and a scale index;
     ``residuals(level, positions, mean, scale)`` supplies the integer residuals (the
     encoder chooses them, the decoder reads them), and a latent's value is
-    ``residual * 2**FRAC_BITS + mean``.
+    ``residual * 2**FRAC_BITS + mean``. With ``masks`` (one bool array per grid, version 7
+    shapes), only the positions a mask keeps are coded; the others stay 0.
     """
     sizes = level_sizes(shape, config.levels)
     grids: list[np.ndarray] = [np.zeros(0)] * config.levels
@@ -199,6 +200,8 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
         grid = np.zeros(sizes[level], dtype=np.int64)
         for parity, net in ((0, arm_a), (1, arm_b)):
             pos = pass_positions(sizes[level], parity)
+            if masks is not None:
+                pos = tuple(p[masks[level][pos]] for p in pos)
             if pos[0].size == 0:
                 continue
             ctx = context_a(coarser, pos) if parity == 0 else context_b(grid, coarser, pos)
@@ -306,8 +309,10 @@ def split_residuals(q: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, np.nd
     return r, symbol, np.abs(r[edge]) - limit[edge]
 
 
-def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
-    """Entropy-decode one body into its integer tensors and latent grids (finest first, the finest of ``shape``)."""
+def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | None = None
+                ) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
+    """Entropy-decode one body into its integer tensors and latent grids (finest first, the finest of ``shape``;
+    with ``masks``, only the latents they keep)."""
     shift = WEIGHT_MODEL
     weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in body.table.values()]
     try:
@@ -326,7 +331,7 @@ def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, C
             return r
 
         grids = walk_latents(body.config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
-                             read)
+                             read, masks)
         decoder.finish()
     except rans.CorruptStream as exc:
         raise StreamError(f"payload does not decode: {exc}") from None
@@ -334,12 +339,14 @@ def decode_body(body: Body, shape: tuple[int, ...]) -> tuple["OrderedDict[str, C
 
 
 def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
-               latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, list[np.ndarray]]:
+               latents: list[np.ndarray], dead_zone: float = 0.5, masks: list[np.ndarray] | None = None
+               ) -> tuple[bytes, list[np.ndarray]]:
     """Code one plane with escapes (version 6): the encoder's float latents (in latent units, finest first) are
     quantized in decode order.
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
-    values give more zeros, a smaller file), clamped only beyond the largest escape. Returns
+    values give more zeros, a smaller file), clamped only beyond the largest escape. With ``masks``, only the
+    latents they keep are coded (version 7 shapes). Returns
     the body's bytes and the grids a decoder will rebuild from them.
     """
     shape = latents[0].shape
@@ -366,7 +373,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
             models.append(mod)
         return q
 
-    grids = walk_latents(config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose)
+    grids = walk_latents(config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose, masks)
     weight_tables = [qt.table() for qt in tensors.values()]
     payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
                           1 << config.lanes_log2)

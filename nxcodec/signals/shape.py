@@ -99,8 +99,8 @@ class ShapeModality(Modality):
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     output_extensions = (".ply", ".obj", ".stl")
     rate_unit = "KB"
-    formats = (2, 6)  # 2: a coordinate network; 6: 3-D latent grids (SPEC.md sections 11, 12)
-    latent_format = 6
+    formats = (2, 7)  # 2: a coordinate network; 7: 3-D latent grids and an occupancy map (SPEC.md sections 11 to 13)
+    latent_format = 7
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution", "max_faces")
@@ -166,11 +166,14 @@ class ShapeModality(Modality):
 
         return encode_shapes(self, signals_, opts)
 
+    def signed_distance(self, signal: Signal, points: np.ndarray) -> np.ndarray:
+        """The input mesh's signed distance at ``points``, both in network coordinates."""
+        d: ShapeDescriptor = signal.descriptor
+        return self._index(signal).signed_distance(from_network(d, points)) / d.scale
+
     def truncated_distance(self, signal: Signal, points: np.ndarray) -> np.ndarray:
         """``clamp(sdf / trunc, -1, 1)`` of the input mesh at ``points`` (network coordinates)."""
-        d: ShapeDescriptor = signal.descriptor
-        index = self._index(signal)
-        return np.clip(index.signed_distance(from_network(d, points)) / d.scale / d.trunc, -1, 1)
+        return np.clip(self.signed_distance(signal, points) / signal.descriptor.trunc, -1, 1)
 
     def _index(self, signal: Signal) -> SurfaceIndex:
         data: ShapeData = signal.data
@@ -228,7 +231,7 @@ class ShapeModality(Modality):
         return shape_metrics(original, decoded, METRICS, index)
 
     def summary(self, metrics: dict[str, float]) -> str:
-        """Chamfer and IoU of a mesh; for a field alone (a format 5 fit), its error on the training samples."""
+        """Chamfer and IoU of a mesh; for a field alone (a latent-grid fit), its error on the training samples."""
         parts = []
         if "chamfer_l1" in metrics:
             parts.append(f"Chamfer-L1 {metrics['chamfer_l1']:.5f} of the diagonal, IoU {metrics['iou']:.3f}")
