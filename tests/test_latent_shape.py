@@ -85,7 +85,9 @@ def test_the_occupancy_map_round_trips_and_marks_the_latents_around_occupied_cel
         data = b"xy" + occupancy.write(occ)
         back, end = occupancy.read(data, 2, len(data), 7)
         assert end == len(data) and np.array_equal(back.cells, occ.cells)
-        assert np.array_equal(back.inside, occ.inside[: occupancy.components(occ.cells)[1]])
+        assert np.array_equal(back.inside, occ.inside)
+    with pytest.raises(ValueError, match="inside bits"):
+        occupancy.write(Occupancy(occ.cells, np.ones(3, dtype=bool)))
     cells = np.zeros((8, 8, 8), dtype=bool)
     cells[1:6, 1:6, 1:6] = True  # a hollow box: a free hole inside its walls
     cells[2:5, 2:5, 2:5] = False

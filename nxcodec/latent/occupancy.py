@@ -155,7 +155,9 @@ def write(occ: Occupancy) -> bytes:
     probs = np.clip(np.round(256 * ones / np.maximum(seen, 1)), 1, 255).astype(np.int64)
     probs[seen == 0] = 128
     _, n = components(occ.cells)
-    inside = occ.inside[:n].astype(np.int64)
+    if len(occ.inside) != n:
+        raise ValueError(f"the map has {n} free components but {len(occ.inside)} inside bits")
+    inside = occ.inside.astype(np.int64)
     payload = rans.encode(np.concatenate([bit, inside]), np.concatenate([ctx, np.full(n, SIGN_MODEL)]),
                           _tables(probs), 1)
     return HEAD.pack(occ.log2, *probs.tolist(), len(payload)) + payload
