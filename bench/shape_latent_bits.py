@@ -1,4 +1,5 @@
-"""Where a format 5 shape spends its bytes: networks, and latents by grid and by distance to the surface.
+"""Where a latent shape spends its bytes: networks, the occupancy map, and latents by grid and by distance to the
+surface.
 
 Encodes a mesh (``--quality``, ``--iters``), then walks the decoded latents in decode
 order with the stream's own context model, and charges every latent the bits of its
@@ -6,7 +7,8 @@ residual under its table (``-log2(f / 2^16)``, the ideal code length the rANS co
 meets within a few bytes). A vertex is *far* when the mesh's truncated distance there
 is +-1 (at least the truncation away from the surface), else *near*. This measures
 whether the context model alone makes far latents nearly free, the alternative being an
-occupancy grid that codes only the near cells (issue 14).
+occupancy grid that codes only the near cells (issue 14): the committed result is format
+5's (commit b6a2f11); format 7 codes such a map, and its latents outside it cost nothing.
 
     python bench/shape_latent_bits.py ../shared/data/meshes/stanford_bunny.obj --quality 3 --iters 400 \
         --out bench/results/shape_latent_bits_cpu.json
@@ -30,7 +32,8 @@ from nxcodec.signals import for_name
 
 
 def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
-    """Each latent's ideal code length in bits, grid by grid (finest first), as the decoder would read it."""
+    """Each latent's ideal code length in bits, grid by grid (finest first), as the decoder would read it (0 for
+    the latents a version 7 stream does not code)."""
     scale_tables = tables.scale_tables()
     bits = [np.zeros(g.shape) for g in image.grids]
 
@@ -44,8 +47,10 @@ def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
         bits[level][pos] = tables.PREC - np.log2(freq)
         return r
 
+    masks = None if image.occupancy is None else image.occupancy.latent_masks(image.descriptor.grid_log2,
+                                                                               image.config.levels)
     walk_latents(image.config, image.descriptor.grid, fixed_layers(image.tensors, "arm_a"),
-                 fixed_layers(image.tensors, "arm_b"), charge)
+                 fixed_layers(image.tensors, "arm_b"), charge, masks)
     return bits
 
 
@@ -75,13 +80,15 @@ def main() -> None:
                       "far_bits_per_latent": float(flat[far].mean()) if far.any() else 0.0,
                       "near_bits_per_latent": float(flat[~far].mean()) if (~far).any() else 0.0})
     out = {"mesh": args.mesh.stem, "quality": args.quality, "iters": args.iters, "bytes": len(res.data),
-           "network_bytes": net_bits / 8, "grids": grids, "chamfer_l1": res.metrics["chamfer_l1"],
+           "network_bytes": net_bits / 8,
+           "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0), "grids": grids, "chamfer_l1": res.metrics["chamfer_l1"],
            "encode_seconds": seconds, "machine": machine_name("cpu"), "commit": git_commit()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     far = sum(g["far_bytes"] for g in grids)
     near = sum(g["near_bytes"] for g in grids)
-    print(f"{out['mesh']} q{args.quality}: {len(res.data)} bytes: networks {net_bits / 8:.0f}, latents near the "
+    print(f"{out['mesh']} q{args.quality}: {len(res.data)} bytes: networks {net_bits / 8:.0f}, occupancy map "
+          f"{out['occupancy_bytes']}, latents near the "
           f"surface {near:.0f}, far from it {far:.0f} ({sum(g['far'] for g in grids)} of "
           f"{sum(g['latents'] for g in grids)} latents)")
     for g in grids:
