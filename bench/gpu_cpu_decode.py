@@ -1,6 +1,6 @@
 """Streams encoded on a GPU decode on the CPU to exactly what the encoder recorded.
 
-Encodes images with ``--device`` (a GPU) as format 3, keeps the encoder's own record of
+Encodes images with ``--device`` (a GPU) as format 6 (latent grids), keeps the encoder's own record of
 every decoded integer (network tensors and latents, as the SHA-256 of
 ``LatentImage.digest``) and its expert map, then decodes each stream in a fresh CPU-only
 process with torch unavailable and compares: integers and expert choices must be
