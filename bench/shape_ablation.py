@@ -14,6 +14,7 @@ Variants:
 - ``c7``: those 7 coarse contexts and the 14 same-grid ones.
 - ``initN``: only the N finest grids start from the distance, the others at zero.
 - ``armWxL``: context models of L hidden layers W wide (the presets: 8x2).
+- ``mapK``: an occupancy map of 2^K cells per axis (the presets: 16^3, K = 4).
 
 Format 7's occupancy map was first measured here, as a variant ``occL`` that estimated its
 bytes on format 6 streams (commit 147204f; its rows in
@@ -38,6 +39,7 @@ import torch
 import nxcodec.fit.latent_shape as fit_shape
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
+from nxcodec.fit import presets
 from nxcodec.latent import context, tables
 from nxcodec.latent import shape as latent_shape
 from nxcodec.signals import for_name
@@ -58,6 +60,11 @@ def context_model(width: int, layers: int) -> None:
     fit_shape.config_for = lambda preset: replace(config_for(preset), arm_width=width, arm_layers=layers)
 
 
+def occupancy_map(log2: int) -> None:
+    for q, p in presets.SHAPE_LATENT_PRESETS.items():
+        presets.SHAPE_LATENT_PRESETS[q] = replace(p, occupancy_log2=log2)
+
+
 def finest_start(keep: int) -> None:
     start = fit_shape.start_from_distance
 
@@ -73,7 +80,7 @@ def finest_start(keep: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, armWxL or initN")
+    ap.add_argument("variant", help="base, small, c7, armWxL, mapK or initN")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -85,6 +92,8 @@ def main() -> None:
         smaller_contexts(args.variant)
     elif args.variant.startswith("arm"):
         context_model(*(int(x) for x in args.variant[3:].split("x")))
+    elif args.variant.startswith("map"):
+        occupancy_map(int(args.variant[3:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
     elif args.variant != "base":
@@ -96,6 +105,7 @@ def main() -> None:
     net_bits = sum(float(np.sum(tables.PREC - np.log2(t.table()[t.ints.ravel() - t.lo]))) for t in image.tensors.values())
     row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality, "iters": args.iters,
            "bytes": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
+           "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
            "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"]}
     row.update(encode_seconds=round(seconds, 1), machine=machine_name("cpu"), commit=git_commit())
     args.out.parent.mkdir(parents=True, exist_ok=True)
