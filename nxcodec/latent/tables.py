@@ -1,4 +1,4 @@
-"""Integer frequency tables of format versions 3 to 6 (bitstream/SPEC.md sections 9.5 and 12).
+"""Integer frequency tables of format versions 3 to 7 (bitstream/SPEC.md sections 9.5 and 12).
 
 Every table sums to exactly 2**16 and is built from integers by one rule, so the range
 coder sees the same probabilities on every machine. Latent residuals use one of
