@@ -151,8 +151,8 @@ class LatentModel(torch.nn.Module):
         # whose latents are large (audio's transform start) keeps the networks' hidden values near 1, where Adam's
         # steps, about the learning rate whatever the input, do not throw them about.
         self.register_buffer("input_gain", torch.ones(m))
-        # Which latents are coded, per grid (M, positions) in {0, 1}; None: all. Version 7 shapes code only those
-        # around occupied cells, the others are 0 and cost nothing.
+        # Which latents are coded, per grid (M, positions) in {0, 1} on the latents' device; None: all. Version 7
+        # shapes code only those around occupied cells, the others are 0 and cost nothing.
         self.keep: list[torch.Tensor] | None = None
         n_a, n_b = context_sizes(self.dims)
         self.nets: dict[str, list[list[torch.Tensor]]] = {
@@ -273,7 +273,7 @@ class LatentModel(torch.nn.Module):
             mu, log2_scale = self._arm_from_first("arm_a", first_a)
             y_a, b_a = self._quantize(flat[:, idx_a], mu, log2_scale, mode)
             if self.keep is not None:
-                keep = self.keep[level].to(y.device)
+                keep = self.keep[level]
                 y_a, b_a = y_a * keep[:, idx_a], b_a * keep[:, idx_a]
             grid = torch.zeros_like(flat).index_copy(1, idx_a, y_a)
             mu, log2_scale = self._arm_from_first("arm_b", first_b(grid.view(self.m, *size)))
