@@ -15,6 +15,10 @@ Variants:
 - ``initN``: only the N finest grids start from the distance, the others at zero.
 - ``armWxL``: context models of L hidden layers W wide (the presets: 8x2).
 - ``mapK``: an occupancy map of 2^K cells per axis (the presets: 16^3, K = 4).
+- ``coarse``: the fixed-point networks may also be coded with 3 or 4 fractional bits
+  (the encoder tries 5 to 9).
+- ``netrateX``: the loss also charges X times the fixed-point networks' estimated bits
+  (a Laplace prior per tensor at step 2^-7), as it charges the latents'.
 
 Format 7's occupancy map was first measured here, as a variant ``occL`` that estimated its
 bytes on format 6 streams (commit 147204f; its rows in
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import nxcodec.fit.latent_code as latent_code
 import nxcodec.fit.latent_shape as fit_shape
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
@@ -77,10 +82,31 @@ def finest_start(keep: int) -> None:
     fit_shape.start_from_distance = start_finest
 
 
+def network_rate(weight: float) -> None:
+    """Charge the fixed-point networks' code length in the loss, as if their weights were coded at step 2**-7
+    under a Laplace prior fitted per tensor (the stream's weight code), times ``weight``."""
+    from nxcodec.fit.latent import laplace_bits
+
+    synthesize = fit_shape.ShapeModel.quantized_latents
+
+    def with_networks(model, mode):
+        grids, bits = synthesize(model, mode)
+        net = 0
+        for key in ("arm_a", "arm_b", "manager"):
+            for w, b in model.nets.get(key, []):
+                for t in (w, b):
+                    r = t.reshape(model.m, -1) * 128.0
+                    log2_b = torch.log2(r.abs().mean(dim=1, keepdim=True).clamp(min=0.5))
+                    net = net + laplace_bits(r, log2_b).sum(dim=1)
+        return grids, bits + weight * net
+
+    fit_shape.ShapeModel.quantized_latents = with_networks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, armWxL, mapK or initN")
+    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -96,6 +122,10 @@ def main() -> None:
         occupancy_map(int(args.variant[3:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
+    elif args.variant == "coarse":
+        latent_code.FIXED_PRECISIONS = (3, 4, *latent_code.FIXED_PRECISIONS)
+    elif args.variant.startswith("netrate"):
+        network_rate(float(args.variant[7:]))
     elif args.variant != "base":
         raise SystemExit(f"unknown variant {args.variant}")
     t0 = time.perf_counter()
@@ -106,7 +136,8 @@ def main() -> None:
     row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality, "iters": args.iters,
            "bytes": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
            "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
-           "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"]}
+           "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"],
+           "fixed_shift": image.tensors["arm_a.0.weight"].code // 4}
     row.update(encode_seconds=round(seconds, 1), machine=machine_name("cpu"), commit=git_commit())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
