@@ -17,6 +17,9 @@ Variants:
 - ``mapK``: an occupancy map of 2^K cells per axis (the presets: 16^3, K = 4).
 - ``coarse``: the fixed-point networks may also be coded with 3 or 4 fractional bits
   (the encoder tries 5 to 9).
+- ``shared``: one context model for both passes (pass A uses pass B's weights for the
+  coarse contexts and has its own first-layer bias); ``bytes`` is the stream less the copies
+  it still stores, ``written`` what was written.
 - ``netrateX``: the loss also charges X times the fixed-point networks' estimated bits
   (a Laplace prior per tensor at step 2^-7), as it charges the latents'.
 
@@ -103,10 +106,58 @@ def network_rate(weight: float) -> None:
     fit_shape.ShapeModel.quantized_latents = with_networks
 
 
+def tensor_bits(t) -> float:
+    """Ideal code length of a coded tensor's integers under its table."""
+    return float(np.sum(tables.PREC - np.log2(t.table()[t.ints.ravel() - t.lo])))
+
+
+SHARED = ("arm_a.0.weight", "arm_a.1.weight", "arm_a.1.bias", "arm_a.out.weight", "arm_a.out.bias")
+
+
+def shared_context_model() -> None:
+    """One context model for both passes: pass A reads pass B's coarse-context weights (its same-grid inputs
+    are absent) and keeps only its own first-layer bias. The stream still stores arm_a, as copies of arm_b's
+    tensors; the row's ``bytes`` leaves those copies (``SHARED``) and their table entries out."""
+    from nxcodec.fit.latent import LatentModel
+
+    model_cls, n_same = fit_shape.ShapeModel, len(fit_shape.SAME_OFFSETS_3D)
+    first_layers, arm_from_first, coded_tensors = (model_cls._first_layers, LatentModel._arm_from_first,
+                                                   LatentModel.coded_tensors)
+
+    def first(model, coarser, size, idx_a, idx_b):
+        _, pass_b = first_layers(model, coarser, size, idx_a, idx_b)
+        _, _, parent_a, _ = model._indices(size, idx_a.device)
+        if coarser is None:
+            coarse_a = torch.zeros(model.m, len(idx_a), model.nets["arm_b"][0][0].shape[-1], device=idx_a.device)
+        else:
+            coarse_a = model._conv(coarser, "arm_b", fit_shape.COARSE_OFFSETS_3D, n_same).index_select(1, parent_a)
+        return coarse_a, pass_b
+
+    def arm(model, key, h):
+        if key != "arm_a":
+            return arm_from_first(model, key, h)
+        b = model.nets["arm_b"]
+        saved = model.nets["arm_a"]
+        model.nets["arm_a"] = [[b[0][0], saved[0][1]], *b[1:]]
+        try:
+            return arm_from_first(model, key, h)
+        finally:
+            model.nets["arm_a"] = saved
+
+    def coded(model, i):
+        out = coded_tensors(model, i)
+        out["arm_a.0.weight"] = out["arm_b.0.weight"][n_same:]
+        for name in SHARED[1:]:
+            out[name] = out[name.replace("arm_a", "arm_b")]
+        return out
+
+    model_cls._first_layers, model_cls._arm_from_first, model_cls.coded_tensors = first, arm, coded
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, coarse or netrateX")
+    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, shared, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -122,6 +173,8 @@ def main() -> None:
         occupancy_map(int(args.variant[3:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
+    elif args.variant == "shared":
+        shared_context_model()
     elif args.variant == "coarse":
         latent_code.FIXED_PRECISIONS = (3, 4, *latent_code.FIXED_PRECISIONS)
     elif args.variant.startswith("netrate"):
@@ -132,9 +185,14 @@ def main() -> None:
     res = encode_signal(shape, signal, EncodeOptions(quality=args.quality, iters=args.iters, device="cpu"))
     seconds = time.perf_counter() - t0
     image = latent_shape.decode_latents(res.data)
-    net_bits = sum(float(np.sum(tables.PREC - np.log2(t.table()[t.ints.ravel() - t.lo]))) for t in image.tensors.values())
+    net_bits = sum(tensor_bits(t) for t in image.tensors.values())
+    copies = 0.0  # bits of the tensors a shared context model would not store, and of their table entries
+    if args.variant == "shared":
+        copies = sum(tensor_bits(t) for name, t in image.tensors.items() if name in SHARED)
+        net_bits -= copies
+        copies += 8 * 9 * len(SHARED)
     row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality, "iters": args.iters,
-           "bytes": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
+           "bytes": round(len(res.data) - copies / 8), "written": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
            "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
            "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"],
            "fixed_shift": image.tensors["arm_a.0.weight"].code // 4}
