@@ -20,6 +20,8 @@ Variants:
 - ``shared``: one context model for both passes (pass A uses pass B's weights for the
   coarse contexts and has its own first-layer bias); ``bytes`` is the stream less the copies
   it still stores, ``written`` what was written.
+- ``foreign=STREAM``: the context models of another shape's stream (same quality),
+  frozen, as a stand-in for a context model built into the decoder; ``bytes`` leaves them out.
 - ``netrateX``: the loss also charges X times the fixed-point networks' estimated bits
   (a Laplace prior per tensor at step 2^-7), as it charges the latents'.
 
@@ -154,10 +156,34 @@ def shared_context_model() -> None:
     model_cls._first_layers, model_cls._arm_from_first, model_cls.coded_tensors = first, arm, coded
 
 
+ARMS = ("arm_a.", "arm_b.")
+
+
+def foreign_context_models(donor_path: Path) -> None:
+    """The context models of another shape's stream, frozen: what a context model built into the decoder would
+    do, learned on other shapes. The stream still stores them; ``bytes`` leaves them and their table entries
+    out."""
+    donor = latent_shape.decode_latents(donor_path.read_bytes()).tensors
+    start = fit_shape.start_from_distance
+
+    def start_with_donor(model, distance) -> None:
+        start(model, distance)
+        for key in ("arm_a", "arm_b"):
+            layers = model.nets[key]
+            for j, pair in enumerate(layers):
+                name = f"{key}.{j}" if j < len(layers) - 1 else f"{key}.out"
+                for t, part in zip(pair, ("weight", "bias")):
+                    with torch.no_grad():
+                        t.copy_(torch.from_numpy(donor[f"{name}.{part}"].values()).to(t).expand_as(t))
+                    t.register_hook(torch.zeros_like)  # frozen: Adam moves nothing without a gradient
+
+    fit_shape.start_from_distance = start_with_donor
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, shared, coarse or netrateX")
+    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, shared, foreign=STREAM, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -173,6 +199,8 @@ def main() -> None:
         occupancy_map(int(args.variant[3:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
+    elif args.variant.startswith("foreign="):
+        foreign_context_models(Path(args.variant.split("=", 1)[1]))
     elif args.variant == "shared":
         shared_context_model()
     elif args.variant == "coarse":
@@ -191,6 +219,10 @@ def main() -> None:
         copies = sum(tensor_bits(t) for name, t in image.tensors.items() if name in SHARED)
         net_bits -= copies
         copies += 8 * 9 * len(SHARED)
+    elif args.variant.startswith("foreign="):
+        copies = sum(tensor_bits(t) for name, t in image.tensors.items() if name.startswith(ARMS))
+        net_bits -= copies
+        copies += 8 * 9 * sum(name.startswith(ARMS) for name in image.tensors)
     row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality, "iters": args.iters,
            "bytes": round(len(res.data) - copies / 8), "written": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
            "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
