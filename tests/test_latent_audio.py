@@ -257,13 +257,13 @@ def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_at_a_lower_pres
     signal = AUDIO.from_array(tones(1.0, 8000) + noise, 8000)  # 17.2 and 13.3 kbps at lambdas 1e-3 and 3e-3 (30 its)
     fits, sizes = spy_rounds(monkeypatch)
     table = presets.AUDIO_LATENT_PRESETS
-    target = 18.0  # the preset for 0.9 x 18 kbps is quality 3
-    assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 3
-    plan = latent_audio._rate_plan  # the plan's shares, at quality 3's lambda, which this clip overshoots
-    monkeypatch.setattr(latent_audio, "_rate_plan", lambda *a: [(table[3].lam, bits) for _, bits in plan(*a)])
+    target = 14.0  # the preset for 0.9 x 14 kbps is quality 2
+    assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 2
+    plan = latent_audio._rate_plan  # the plan's shares, at quality 2's lambda, which this clip overshoots
+    monkeypatch.setattr(latent_audio, "_rate_plan", lambda *a: [(table[2].lam, bits) for _, bits in plan(*a)])
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) / 1000 <= target
-    assert fits == [[table[3].lam], [table[2].lam]]  # not trimmed, not continued: the lambda one quality lower
+    assert fits == [[table[2].lam], [table[1].lam]]  # not trimmed, not continued: the lambda one quality lower
     assert sizes[0][2] is None and sizes[1][2] <= sizes[1][3]
 
 

@@ -186,35 +186,34 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 
 
 # Audio as MDCT planes (formats 4 and 6): one latent per coefficient at the finest grid, the
-# context model predicts each one's scale. ``rate`` is the mean rate of a first fit (no target,
-# started from the transform, version 6's escapes) over the middle 3 s of three clips
-# (siren_gt_bach, smstools_orchestra, smstools_speech-female; 44.1 kHz mono), 1000-iteration
-# CPU fits: bench/audio_lambda_sweep.py at e6b4f7e (bach) and 5963362 (the other two, the same
-# fitting code), results in bench/results/audio_lambda_sweep_v6_cpu.jsonl
-# (kbps bach / orchestra / speech -> mean):
-#   lambda 1e-2:   7.7 /   9.3 /   6.0 ->   7.7     1e-5:  45.9 /  59.0 /  26.6 ->  43.8
-#          1e-3:  13.1 /  16.6 /   7.7 ->  12.5     3e-6:  54.8 /  90.5 /  34.7 ->  60.0
-#          1e-4:  23.4 /  30.3 /  12.7 ->  22.1     1e-6:  73.8 / 170.1 /  47.3 ->  97.1
-#          3e-5:  32.7 /  43.4 /  17.4 ->  31.2     3e-7: 175.2 / 212.4 /  65.7 -> 151.1
-#                                                   1e-7: 276.9 / 253.4 / 212.1 -> 247.5
-# The presets step by a factor of sqrt(2) in rate, from 8 to 128 kbps; their lambdas are
-# interpolated (log-log) between the measured ones, and ``rate`` is the interpolated mean.
-# A clip's rate is up to 1.8x the mean at one lambda (orchestra at 1e-6). PSNR rises with
-# the rate on every clip (31.1 to 72.6 dB). Under a rate target these rates do not set the
-# lambda (the rate model does, nxcodec.fit.rate_model): they pick the networks and the steps
-# down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
+# context model predicts each one's scale. ``rate`` is the estimated mean rate of a first fit (no
+# target, started from the transform, version 6's escapes) over the middle 3 s of the ten
+# benchmark clips (44.1 kHz), 1000-iteration CPU fits with bench/audio_lambda_sweep.py. The shape
+# of the rate curve comes from three clips (bach, orchestra, female speech) at nine lambdas
+# (bench/results/audio_lambda_sweep_v6_cpu.jsonl, commits e6b4f7e and 5963362; mean kbps):
+#   lambda 1e-2:   7.7     1e-4:  22.1     1e-5:  43.8     1e-6:  97.1     1e-7: 247.5
+#          1e-3:  12.5     3e-5:  31.2     3e-6:  60.0     3e-7: 151.1
+# its level on all ten clips from four lambdas near the ends (bench/results/audio_quality_span_v6_cpu.jsonl,
+# commits 857efb9, 4fc375c and b449563; ten-clip mean kbps, and its ratio to the three clips'):
+#   lambda 1e-2: 6.8 (0.89)   4.5e-3: 7.6 (0.83)   4.7e-7: 96.5 (0.75)   2.3e-7: 148.2 (0.87)
+# ``python bench/audio_presets.py`` derives the table from those two files: the three-clip curve
+# times the ratio (interpolated in log lambda), quality q aiming at 8 * sqrt(2)**(q - 1) kbps.
+# One clip's rate is up to 1.7x the ten-clip mean at one lambda (orchestra, 258 kbps at 2.3e-7),
+# and in the sweep PSNR rises with the rate on every clip (31.1 to 72.6 dB). Under a rate target these rates do
+# not set the lambda (the rate model does, nxcodec.fit.rate_model): they pick the networks and the
+# steps down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 1.0e-2, 7.7, 1000, 16, 16),
-        LatentPreset(2, 1.6e-3, 11.3, 1000, 16, 16),
-        LatentPreset(3, 3.7e-4, 16.0, 1000, 16, 16),
-        LatentPreset(4, 9.3e-5, 22.6, 1000, 16, 16),
-        LatentPreset(5, 2.8e-5, 31.9, 1000, 16, 16),
-        LatentPreset(6, 9.0e-6, 45.0, 1000, 16, 16),
-        LatentPreset(7, 2.6e-6, 63.9, 1000, 16, 16),
-        LatentPreset(8, 1.2e-6, 89.6, 1000, 16, 16),
-        LatentPreset(9, 4.7e-7, 128.1, 1000, 16, 16),
+        LatentPreset(1, 3.4e-3, 8.0, 1000, 16, 16),
+        LatentPreset(2, 6.6e-4, 11.3, 1000, 16, 16),
+        LatentPreset(3, 1.5e-4, 16.1, 1000, 16, 16),
+        LatentPreset(4, 4.1e-5, 22.6, 1000, 16, 16),
+        LatentPreset(5, 1.2e-5, 32.4, 1000, 16, 16),
+        LatentPreset(6, 3.3e-6, 45.1, 1000, 16, 16),
+        LatentPreset(7, 1.4e-6, 63.9, 1000, 16, 16),
+        LatentPreset(8, 5.6e-7, 90.7, 1000, 16, 16),
+        LatentPreset(9, 2.9e-7, 127.8, 1000, 16, 16),
     )
 }
 
