@@ -22,6 +22,7 @@ Variants:
   it still stores, ``written`` what was written.
 - ``foreign=STREAM``: the context models of another shape's stream (same quality),
   frozen, as a stand-in for a context model built into the decoder; ``bytes`` leaves them out.
+  ``foreign=OUT.json`` takes those of bench/train_context_3d.py instead.
 - ``netrateX``: the loss also charges X times the fixed-point networks' estimated bits
   (a Laplace prior per tensor at step 2^-7), as it charges the latents'.
 
@@ -163,7 +164,10 @@ def foreign_context_models(donor_path: Path) -> None:
     """The context models of another shape's stream, frozen: what a context model built into the decoder would
     do, learned on other shapes. The stream still stores them; ``bytes`` leaves them and their table entries
     out."""
-    donor = latent_shape.decode_latents(donor_path.read_bytes()).tensors
+    if donor_path.suffix == ".json":  # bench/train_context_3d.py's float weights
+        donor = {n: np.asarray(v, dtype=np.float64) for n, v in json.loads(donor_path.read_text())["tensors"].items()}
+    else:
+        donor = {n: t.values() for n, t in latent_shape.decode_latents(donor_path.read_bytes()).tensors.items()}
     start = fit_shape.start_from_distance
 
     def start_with_donor(model, distance) -> None:
@@ -174,7 +178,7 @@ def foreign_context_models(donor_path: Path) -> None:
                 name = f"{key}.{j}" if j < len(layers) - 1 else f"{key}.out"
                 for t, part in zip(pair, ("weight", "bias")):
                     with torch.no_grad():
-                        t.copy_(torch.from_numpy(donor[f"{name}.{part}"].values()).to(t).expand_as(t))
+                        t.copy_(torch.from_numpy(donor[f"{name}.{part}"]).to(t).expand_as(t))
                     t.register_hook(torch.zeros_like)  # frozen: Adam moves nothing without a gradient
 
     fit_shape.start_from_distance = start_with_donor
