@@ -1,6 +1,6 @@
 """A seeded, repeatable fuzzer of the decoder (every stream version).
 
-Mutates real streams (the conformance streams of bitstream/conformance, v1/, v3/ to v5/, v6/ and v7/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/, v3/ to v5/, v6/, v7/ and v8/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -56,11 +56,12 @@ def service_limits():
 
 def conformance_streams() -> list[tuple[str, bytes]]:
     """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio),
-    version 5 (latent shapes), version 6 (all three with escapes), version 7 (shapes with an occupancy map)."""
+    version 5 (latent shapes), version 6 (all three with escapes), version 7 (shapes with an occupancy map), version 8
+    (shapes with the built-in context models)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
              + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc"))
              + sorted((CONFORMANCE / "v5").glob("*.nxc")) + sorted((CONFORMANCE / "v6").glob("*/*.nxc"))
-             + sorted((CONFORMANCE / "v7").glob("*/*.nxc")))
+             + sorted((CONFORMANCE / "v7").glob("*/*.nxc")) + sorted((CONFORMANCE / "v8").glob("*/*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -105,12 +106,12 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
             out.append((pos, 4))
             pos += 4 + len(body.payload)
         return out
-    if data[4] in (5, 6, 7) and data[5] == 3:  # one body over the volume (SPEC.md 11.1; 13.1 adds the occupancy)
+    if data[4] in (5, 6, 7, 8) and data[5] == 3:  # one body over the volume (SPEC.md 11.1; 13.1 adds the occupancy)
         from nxcodec.latent import shape
 
         header = shape.read_header(data)
         body = header.body
-        if data[4] == 7:  # occ_log2, the 14 probabilities, the payload length; then its payload
+        if data[4] >= 7:  # occ_log2, the 14 probabilities, the payload length; then its payload
             out += [(pos + i, 1) for i in range(15)] + [(pos + 15, 4)]
             pos += header.sizes["occupancy"]
         out += [(pos + i, 1) for i in range(10)]

@@ -8,7 +8,10 @@ Chamfer-L1 and the field's error.
 
 Variants:
 
-- ``base``: the encoder as it is (27 coarse and 14 same-grid contexts).
+- ``base``: the encoder as it is (27 coarse and 14 same-grid contexts; since format 8 the
+  built-in context models wherever the preset's are 8x2).
+- ``own``: the stream's own context models, fitted and coded (format 7's way); every
+  variant below starts from it.
 - ``small``: the parent and its 6 face neighbours in the coarser grid, the 6 face
   neighbours in the same grid (encoder and decoder read the same swapped tables).
 - ``c7``: those 7 coarse contexts and the 14 same-grid ones.
@@ -64,6 +67,11 @@ def smaller_contexts(variant: str) -> None:
         same = FACES
     context.OFFSETS[3] = (coarse, same)
     fit_shape.COARSE_OFFSETS_3D, fit_shape.SAME_OFFSETS_3D = coarse, same
+
+
+def own_context_models() -> None:
+    for q, p in presets.SHAPE_LATENT_PRESETS.items():
+        presets.SHAPE_LATENT_PRESETS[q] = replace(p, builtin_context=False)
 
 
 def context_model(width: int, layers: int) -> None:
@@ -195,6 +203,8 @@ def main() -> None:
     torch.set_num_threads(1)
     shape = for_name("shape")
     signal = shape.read(args.mesh)
+    if not args.variant.startswith(("base", "map", "init")):  # variants of the stream's own context models
+        own_context_models()
     if args.variant in ("small", "c7"):
         smaller_contexts(args.variant)
     elif args.variant.startswith("arm"):
@@ -211,7 +221,7 @@ def main() -> None:
         latent_code.FIXED_PRECISIONS = (3, 4, *latent_code.FIXED_PRECISIONS)
     elif args.variant.startswith("netrate"):
         network_rate(float(args.variant[7:]))
-    elif args.variant != "base":
+    elif args.variant not in ("base", "own"):
         raise SystemExit(f"unknown variant {args.variant}")
     t0 = time.perf_counter()
     res = encode_signal(shape, signal, EncodeOptions(quality=args.quality, iters=args.iters, device="cpu"))
@@ -231,7 +241,7 @@ def main() -> None:
            "bytes": round(len(res.data) - copies / 8), "written": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
            "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
            "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"],
-           "fixed_shift": image.tensors["arm_a.0.weight"].code // 4}
+           "fixed_shift": image.tensors["arm_a.0.weight"].code // 4 if "arm_a.0.weight" in image.tensors else None}
     row.update(encode_seconds=round(seconds, 1), machine=machine_name("cpu"), commit=git_commit())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

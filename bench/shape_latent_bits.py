@@ -27,7 +27,7 @@ from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.latent import context, tables
 from nxcodec.latent import shape as latent_shape
-from nxcodec.latent.stream import fixed_layers, walk_latents
+from nxcodec.latent.stream import context_models, walk_latents
 from nxcodec.signals import for_name
 
 
@@ -49,8 +49,7 @@ def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
 
     masks = None if image.occupancy is None else image.occupancy.latent_masks(image.descriptor.grid_log2,
                                                                                image.config.levels)
-    walk_latents(image.config, image.descriptor.grid, fixed_layers(image.tensors, "arm_a"),
-                 fixed_layers(image.tensors, "arm_b"), charge, masks)
+    walk_latents(image.config, image.descriptor.grid, *context_models(image.config, image.tensors), charge, masks)
     return bits
 
 

@@ -1,6 +1,7 @@
 """Train one 3-D context model on synthetic shapes: a candidate for a context model built into the decoder.
 
 usage: python bench/train_context_3d.py OUT.json [--shapes 12] [--iters 400] [--seed 0]
+       python bench/train_context_3d.py --install OUT.json
 
 Overfitted shape streams spend about a third of their bytes on their own two context
 models (740 of 981 parameters at the presets' 8x2). bench/shape_ablation.py's ``foreign``
@@ -12,14 +13,19 @@ fits them (quality 1, 3 and 5 lambdas in turn, 33^3 grids, occupancy maps), with
 model pair for the whole stack: every shape's context-model gradients (after the per-shape
 clipping) are replaced by their mean over the stack, so the copies stay equal. The shared models' float weights
 are written to OUT.json with the run's details; ``shape_ablation.py builtin=OUT.json``
-measures them on real meshes.
+measures them on real meshes. ``--install`` turns such a file into the decoder's built-in
+models: every tensor rounded to steps of ``2**-builtin.SHIFT``, written to
+``nxcodec/latent/context_3d.json``; it prints the file's SHA-256, which
+``nxcodec.latent.builtin.SHA256`` and SPEC.md 14.2 must then pin.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ import nxcodec.fit.latent_shape as fit_shape
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentSchedule
+from nxcodec.latent import builtin
 from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.signals import for_name
 from nxcodec.signals.meshfile import ShapeDescriptor, decode_mesh
@@ -103,13 +110,31 @@ def tie(model: fit_shape.ShapeModel) -> None:
     fit_latent.clip_per_signal = clip_then_average
 
 
+def install(trained: Path) -> None:
+    """Write the package's built-in models from a training run's float weights."""
+    run = json.loads(trained.read_text())
+    scale = 2**builtin.SHIFT
+    tensors = {name: np.clip(np.rint(np.asarray(v) * scale), -32767, 32767).astype(int).tolist()
+               for name, v in run["tensors"].items()}
+    record = {"what": "nxcodec built-in 3-D context models (SPEC.md 14.2): integers, step 2**-%d" % builtin.SHIFT,
+              "trained": {k: run[k] for k in ("shapes", "iters", "seed", "qualities", "commit")},
+              "tensors": tensors}
+    data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    builtin.PATH.write_bytes(data)
+    print(f"{builtin.PATH}: {len(data)} bytes, SHA-256 {hashlib.sha256(data).hexdigest()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--install", action="store_true", help="write the built-in models from OUT (a finished run)")
     ap.add_argument("--shapes", type=int, default=12)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.install:
+        install(args.out)
+        return
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     shape = for_name("shape")
@@ -120,7 +145,7 @@ def main() -> None:
         if len(mesh.faces) >= 1000:
             signals.append(shape.from_array(mesh))
     preset = presets.SHAPE_LATENT_PRESETS[QUALITIES[0]]
-    cfg = fit_shape.config_for(preset)
+    cfg = replace(fit_shape.config_for(preset), flags=0)  # its own context models, the ones trained here
     lams = [presets.SHAPE_LATENT_PRESETS[QUALITIES[i % len(QUALITIES)]].lam for i in range(len(signals))]
     occupancies = [occupancy_map.from_distance(lambda p, s=s: shape.signed_distance(s, p), preset.occupancy_log2,
                                                s.descriptor.trunc) for s in signals]

@@ -10,15 +10,16 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
     python bitstream/make_conformance.py v6         # the version 6 image and audio streams, into conformance/v6/
-    python bitstream/make_conformance.py v7         # the version 7 shape streams, into conformance/v7/shape/
+    python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
 
-Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), version 7
-one for shapes (``v7/shape``; ``v6/shape`` was written by the previous writer). An image
+Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
+and 8 one for shapes (``v7/shape``, ``v8/shape``; ``v6/shape`` and ``v7/shape`` were written
+by earlier writers). An image
 case records, instead of the weights' digest, the SHA-256 of every decoded integer
 (tensors, then latent grids finest first) and of the expert map; an audio case records
 that digest for each of its planes, in stream order; a shape case records the digest of
-its integers (with, in version 7, the occupancy map), of the experts chosen at fixed points, and the field's
+its integers (with, in versions 7 and 8, the occupancy map), of the experts chosen at fixed points, and the field's
 values there. The
 version 3, 4 and 5 streams (``v3/``, ``v4/``, ``v5/``, the same records) were written by
 earlier writers and are kept as they are: this script no longer writes those versions.
@@ -35,7 +36,7 @@ from PIL import Image
 
 from nxcodec import container
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
-from nxcodec.latent.stream import LatentConfig
+from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
 from nxcodec.signals import Signal, for_id, for_name
 from nxcodec.signals.audio import AudioDescriptor
@@ -251,23 +252,25 @@ def shape_field_points() -> np.ndarray:
 
 
 def latent_shape_cases() -> list[tuple[str, int, int, LatentConfig]]:
-    """(name, grid_log2, occupancy_log2, config): the sample torus on small grids, with an occupancy map as fine
-    as the finest grid, and one coarser than it."""
+    """(name, grid_log2, occupancy_log2, config): the sample torus on small grids: with the built-in context
+    models and an occupancy map as fine as the finest grid, and with its own (linear) context models and a map
+    coarser than the grid."""
     return [
-        ("torus_g4_k2", 4, 4, latent_config(levels=4, n_experts=2, mgr_width=4, syn_width=8, lanes_log2=1)),
+        ("torus_g4_builtin_k2", 4, 4, latent_config(levels=4, n_experts=2, mgr_width=4, syn_width=8, lanes_log2=1,
+                                                     flags=FLAG_BUILTIN_CONTEXT)),
         ("torus_g3_occ2_k1_linear_arm", 3, 2, latent_config(levels=2, arm_layers=0, syn_width=6, syn_layers=1)),
     ]
 
 
 def latent_shape_main() -> None:
-    """Regenerate the version 7 shape cases into conformance/v7/shape/."""
+    """Regenerate the version 8 shape cases into conformance/v8/shape/."""
     from dataclasses import replace
 
     import nxcodec.signals.shape as shape_mod
     from nxcodec.fit import presets
     from nxcodec.latent import shape as latent_shape
 
-    out_dir = HERE / "v7" / "shape"
+    out_dir = HERE / "v8" / "shape"
     out_dir.mkdir(parents=True, exist_ok=True)
     shapes = for_name("shape")
     shape_mod.TRAIN_POINTS = 8192
@@ -278,7 +281,7 @@ def latent_shape_main() -> None:
         presets.SHAPE_LATENT_PRESETS[5] = replace(presets.SHAPE_LATENT_PRESETS[5], grid_log2=grid_log2,
                                                   occupancy_log2=occupancy_log2)
         res = encode_signal(shapes, shapes.read(MESH), EncodeOptions(quality=5, iters=150, device="cpu", seed=7,
-                                                                       config=config, format=7))
+                                                                       config=config, format=8))
         image = latent_shape.decode_latents(res.data)
         field = latent_shape.Field(image)
         mesh = latent_shape.reconstruct(image, SHAPE_RESOLUTION)
@@ -320,7 +323,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["v6"]:
         latent_main()
         audio_main()
-    elif sys.argv[1:] == ["v7"]:
+    elif sys.argv[1:] == ["v8"]:
         latent_shape_main()
     elif sys.argv[1:] == ["outputs"]:
         redecode_outputs()

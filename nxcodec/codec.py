@@ -60,7 +60,7 @@ class EncodeOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = False
-    config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 6 and 7) instead of the preset's
+    config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 6 and 8) instead of the preset's
     format: int | None = None  # stream version to write (None: the modality's default, or the config's format)
 
 

@@ -1,5 +1,5 @@
-"""Latent shapes (format versions 5 to 7): 3-D latent grids, the occupancy map, the field, meshing, size targets
-and hostile streams."""
+"""Latent shapes (format versions 5 to 8): 3-D latent grids, the occupancy map, the built-in context models, the
+field, meshing, size targets and hostile streams."""
 
 from __future__ import annotations
 
@@ -22,19 +22,20 @@ from nxcodec.errors import StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.latent_code import quantize, quantize_networks
 from nxcodec.fit.latent_shape import ShapeModel
-from nxcodec.latent import context, occupancy, stream
+from nxcodec.latent import builtin, context, occupancy, stream
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.shape import ShapeLatentDescriptor
-from nxcodec.latent.stream import LatentConfig
+from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
 from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import MetricSettings
 
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v5", "v6/shape", "v7/shape")
+CASES = conformance_cases("v5", "v6/shape", "v7/shape", "v8/shape")
 V7 = [c for c in CASES if c["folder"] == "v7/shape"]
+V8 = [c for c in CASES if c["folder"] == "v8/shape"]
 TORUS = ROOT / "nxcodec" / "samples" / "bumpy_torus.ply"
 SHAPES = for_name("shape")
 
@@ -66,7 +67,8 @@ def random_stream(cfg: LatentConfig, grid_log2: int = 3, seed: int = 0, occupied
 
 
 @pytest.mark.parametrize("cfg", [config(), config(n_experts=3, mgr_width=4, levels=4, lanes_log2=2),
-                                 config(arm_layers=0, syn_layers=0, levels=1)])
+                                 config(arm_layers=0, syn_layers=0, levels=1),
+                                 config(n_experts=2, mgr_width=4, flags=FLAG_BUILTIN_CONTEXT)])
 def test_the_decoder_rebuilds_exactly_what_the_encoder_recorded(cfg):
     d, _, (data, recorded) = random_stream(cfg)
     image = latent_shape.decode_latents(data)
@@ -76,6 +78,72 @@ def test_the_decoder_rebuilds_exactly_what_the_encoder_recorded(cfg):
     masks = recorded.occupancy.latent_masks(d.grid_log2, cfg.levels)
     assert not masks[0].all() and all(np.all(g[~m] == 0) for g, m in zip(image.grids, masks))
     assert np.array_equal(image.occupancy.cells, recorded.occupancy.cells)
+
+
+def test_the_built_in_context_models_are_the_integers_the_spec_pins():
+    data = builtin.PATH.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == builtin.SHA256
+    assert builtin.SHA256 in (ROOT / "bitstream" / "SPEC.md").read_text()
+    shapes = config(arm_width=builtin.WIDTH, arm_layers=builtin.LAYERS).tensor_shapes(1, 3)
+    ints = builtin.integers()
+    assert {n: v.shape for n, v in ints.items()} == {n: s for n, s in shapes.items() if n.startswith(("arm_a.", "arm_b."))}
+    assert max(int(np.abs(v).max()) for v in ints.values()) <= 32767
+    assert all(np.ptp(v) > 0 for n, v in ints.items() if n.endswith("weight"))  # trained, not a placeholder
+    values = builtin.values()
+    assert all(np.array_equal(values[n] * 2.0**builtin.SHIFT, ints[n]) for n in ints)  # exact in binary32
+
+
+def test_a_stream_with_the_built_in_context_models_codes_none_and_decodes_with_them():
+    _, tensors, (data, recorded) = random_stream(config(flags=FLAG_BUILTIN_CONTEXT), seed=2)
+    _, own_tensors, (own_data, _) = random_stream(config(), seed=2)
+    assert not any(n.startswith(("arm_a.", "arm_b.")) for n in tensors) and "arm_b.0.weight" in own_tensors
+    assert len(data) < len(own_data) - 5 * 9  # no table entries and no integers of the ten context-model tensors
+    image = latent_shape.decode_latents(data)
+    assert image.config.builtin_context and image.digest() == recorded.digest()
+    mu, scale = context.means_and_scales(context.fixed_mlp(np.zeros((1, 27), dtype=np.int64), builtin.layers("arm_a")))
+    assert 0 <= scale[0] < 52  # the decoder's pass A model is the built-in one, evaluated as 9.4 says
+
+
+def test_the_encoder_fits_with_the_built_in_context_models_frozen():
+    from nxcodec.fit.latent import LatentSchedule
+    from nxcodec.fit.latent_shape import fit_shapes
+
+    model = ShapeModel(config(flags=FLAG_BUILTIN_CONTEXT), 2, 3)
+    assert not any(n.startswith(("arm_a.", "arm_b.")) for n in model.coded_tensors(0))
+    rng = np.random.default_rng(0)
+    points = torch.from_numpy(rng.uniform(-1, 1, (2, 512, 3)).astype(np.float32))
+    targets = points.norm(dim=-1, keepdim=True) - 0.5
+    fit_shapes(model, points, targets, 1e-2, LatentSchedule(iters=6, race=()), 256)
+    values = builtin.values()
+    for key in builtin.NETWORKS:
+        layers = model.nets[key]
+        for j, (w, b) in enumerate(layers):
+            name = f"{key}.{j}" if j < len(layers) - 1 else f"{key}.out"
+            for i in range(2):
+                assert np.array_equal(w[i].detach().numpy(), values[f"{name}.weight"])
+                assert np.array_equal(b[i].detach().numpy(), values[f"{name}.bias"])
+    assert any(float(lat.detach().abs().sum()) > 0 for lat in model.latents)  # the latents did move
+
+
+def test_flags_are_refused_where_the_format_does_not_define_them():
+    data = (CONFORMANCE / V8[0]["stream"]).read_bytes()
+    h = latent_shape.read_header(data)
+    assert h.config.builtin_context
+    at = stream.PREFIX.size + h.sizes["descriptor"] + h.sizes["occupancy"]  # the latent config
+
+    def patched(version: int, cfg: LatentConfig) -> bytes:
+        out = data[:4] + bytes([version]) + data[5:at] + cfg.pack() + data[at + LatentConfig.SIZE : -4]
+        return stream.with_crc(out)
+
+    assert latent_shape.decode_latents(patched(8, h.config)).digest() == latent_shape.decode_latents(data).digest()
+    for version, cfg, message in ((7, h.config, "flags"),
+                                  (8, replace(h.config, flags=2), "outside the decoder's limits"),
+                                  (8, replace(h.config, flags=3), "outside the decoder's limits"),
+                                  (8, replace(h.config, arm_width=16), "outside the decoder's limits"),
+                                  (8, replace(h.config, arm_layers=1), "outside the decoder's limits"),
+                                  (8, replace(h.config, flags=0), None)):
+        with pytest.raises(StreamError, match=message):
+            decode_stream(patched(version, cfg), resolution=16)
 
 
 def test_the_occupancy_map_round_trips_and_marks_the_latents_around_occupied_cells():
@@ -194,7 +262,7 @@ def test_conformance_streams_decode_to_their_integers_field_and_mesh(case):
     assert np.abs(np.sort(mesh.vertices, axis=0) - np.sort(want.vertices, axis=0)).max() < 1e-5
 
 
-@pytest.mark.parametrize("case", [CASES[0], V7[0]], ids=["v5", "v7"])
+@pytest.mark.parametrize("case", [CASES[0], V7[0], V8[0]], ids=["v5", "v7", "v8"])
 def test_latent_shapes_decode_without_torch(case):
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
                             f"data = open({str(CONFORMANCE / case['stream'])!r}, 'rb').read()\n"
@@ -286,26 +354,28 @@ def small_presets():
     mp.undo()
 
 
-def test_a_mesh_round_trips_as_version_7(small_presets):
+def test_a_mesh_round_trips_as_version_8_with_the_built_in_context_models(small_presets):
     """A short fit of the sample torus; the size targets are kept in the CLI and batch tests below."""
     torus = SHAPES.read(TORUS)
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=2, iters=80, device="cpu"))
-    assert res.data[4] == 7 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
-    assert latent_shape.read_header(res.data).sizes["occupancy"] > 20
+    assert res.data[4] == 8 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
+    header = latent_shape.read_header(res.data)
+    assert header.sizes["occupancy"] > 20 and header.config.builtin_context
+    assert not any(name.startswith(("arm_a.", "arm_b.")) for name in header.body.table)
     assert res.metrics["sdf_l1"] < 0.2 and res.float_metrics["sdf_l1"] <= res.metrics["sdf_l1"] * 1.2
     mesh = decode_stream(res.data, resolution=48)[1]
     assert len(mesh.faces) > 100
 
 
-def test_cli_encodes_a_mesh_as_version_7_with_kb_and_info_describes_it(tmp_path, small_presets):
+def test_cli_encodes_a_mesh_as_version_8_with_kb_and_info_describes_it(tmp_path, small_presets):
     out = tmp_path / "torus.nxc"
     run = CliRunner().invoke(main, ["encode", str(TORUS), "-o", str(out), "--kb", "4", "--iters", "60", "--device",
                                     "cpu", "-v"])
     assert run.exit_code == 0, run.output
     assert "float distance error" in run.output and "Chamfer-L1" in run.output
-    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 7
+    assert out.stat().st_size <= 4000 and out.read_bytes()[4] == 8
     info = CliRunner().invoke(main, ["info", str(out)])
-    assert "nxc version 7" in info.output and "occupancy" in info.output and "17^3" in info.output and "per evaluated point" in info.output
+    assert "nxc version 8" in info.output and "(built in)" in info.output and "occupancy" in info.output and "17^3" in info.output and "per evaluated point" in info.output
     dec = CliRunner().invoke(main, ["decode", str(out), "--resolution", "40", "-o", str(tmp_path / "torus.obj")])
     assert dec.exit_code == 0, dec.output
     assert len(trimesh.load(tmp_path / "torus.obj").faces) > 100
@@ -326,7 +396,7 @@ def test_batch_applies_a_kb_target_to_shapes_only(tmp_path, small_presets):
     record = read_manifest(dst / "manifest.jsonl")["torus.ply"]
     assert record["rate_unit"] == "KB" and record["rate"] <= 3.0
     data = (dst / "torus.ply.nxc").read_bytes()
-    assert data[4] == 7 and len(data) <= 3000
+    assert data[4] == 8 and len(data) <= 3000
 
 
 def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets, monkeypatch):

@@ -44,7 +44,7 @@ DRACO_LEVEL = 10
 METRICS = MetricSettings()  # how every codec's points are measured (the floor uses the next seed)
 FIELDS = ("bytes", "chamfer_l1", "iou", "normal_consistency", "fscore", "encode_seconds", "decode_seconds")
 DESCRIPTIONS = {
-    "nxcodec": "nxcodec (Neural-Experts SDF on 3-D latent grids and an occupancy map, format 7; marching cubes at 256^3)",
+    "nxcodec": "nxcodec (Neural-Experts SDF on 3-D latent grids and an occupancy map, format 8; marching cubes at 256^3)",
     "draco": f"Draco (DracoPy, compression level {DRACO_LEVEL}) over its quantization bits",
     "draco_decimated": "Draco after quadric decimation (fast-simplification) to a fraction of the faces",
 }

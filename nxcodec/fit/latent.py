@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nxcodec.latent import tables
+from nxcodec.latent import builtin, tables
 from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
 
@@ -178,6 +178,15 @@ class LatentModel(torch.nn.Module):
         for k in ("arm_a", "arm_b"):
             with torch.no_grad():
                 self.nets[k][-1][1][..., 1] = 12.0
+        if cfg.builtin_context:  # the decoder's built-in models, frozen (shapes: their input gain stays 1)
+            fixed = builtin.values()
+            for k in builtin.NETWORKS:
+                for j, pair in enumerate(self.nets[k]):
+                    name = f"{k}.{j}" if j < len(self.nets[k]) - 1 else f"{k}.out"
+                    for t, part in zip(pair, ("weight", "bias")):
+                        with torch.no_grad():
+                            t.copy_(torch.from_numpy(fixed[f"{name}.{part}"]).expand_as(t))
+                        t.requires_grad_(False)
 
     # --- the coded tensors, by the stream's names -------------------------------------------
     def coded_tensors(self, i: int) -> dict[str, torch.Tensor]:
@@ -185,6 +194,8 @@ class LatentModel(torch.nn.Module):
         but the first layers' weights, which are copies with ``input_gain`` folded in."""
         out: dict[str, torch.Tensor] = {}
         for key in ("arm_a", "arm_b", "manager", "experts"):
+            if key in builtin.NETWORKS and self.cfg.builtin_context:
+                continue
             if key == "experts" and self.dims == 2:
                 out["upsample"] = self.upsample[i]
             if key not in self.nets:

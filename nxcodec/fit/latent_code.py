@@ -204,8 +204,7 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
         bits += float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
         return q
 
-    grids = stream.walk_latents(src.config, src.latents[0].shape, stream.fixed_layers(coded, "arm_a"),
-                                stream.fixed_layers(coded, "arm_b"), choose)
+    grids = stream.walk_latents(src.config, src.latents[0].shape, *stream.context_models(src.config, coded), choose)
     return bits, grids
 
 

@@ -1,4 +1,4 @@
-"""Encoding shapes as format version 7: a truncated signed distance on 3-D latent grids, and an occupancy map.
+"""Encoding shapes as format version 8: a truncated signed distance on 3-D latent grids, and an occupancy map.
 
 The occupancy map (``nxcodec.latent.occupancy``) marks the cells the surface may cross;
 only the latents at their corners are fitted and coded, and the field in the other cells
@@ -11,7 +11,8 @@ bits (per KB).
 
 Coding goes through the decoder's own modules and the image coder's precision and
 dead-zone search, scored by the decoded field's error on the samples; a size target
-(``--kb``) is never exceeded.
+(``--kb``) is never exceeded. Where the preset's context models are the size of the
+decoder's built-in ones (``nxcodec.latent.builtin``), those are used, frozen, and not coded.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
 from nxcodec.fit.latent_code import Candidate, OverTarget, code_plane
+from nxcodec.latent import builtin
 from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.shape import ShapeLatentDescriptor
-from nxcodec.latent.stream import LatentConfig
+from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
 
 BATCH_CPU = 1 << 14  # training samples per step
 BATCH_GPU = 1 << 17
@@ -151,10 +153,14 @@ def fit_shapes(model: ShapeModel, points: torch.Tensor, targets: torch.Tensor, l
 
 
 def config_for(preset: presets.ShapeLatentPreset) -> LatentConfig:
+    """The stream's config for ``preset``: the built-in context models when it asks for them and they fit."""
     k = preset.n_experts
-    return LatentConfig(levels=min(preset.levels, preset.grid_log2 + 1), arm_width=preset.arm_width, arm_layers=2,
+    arm = (preset.arm_width, 2)
+    flags = FLAG_BUILTIN_CONTEXT if preset.builtin_context and arm == (builtin.WIDTH, builtin.LAYERS) else 0
+    return LatentConfig(levels=min(preset.levels, preset.grid_log2 + 1), arm_width=arm[0], arm_layers=arm[1],
                         n_experts=k, mgr_width=preset.mgr_width if k > 1 else 0, syn_width=preset.syn_width,
-                        syn_layers=preset.syn_layers, refine_width=0, lanes_log2=lanes_for(preset.grid_log2))
+                        syn_layers=preset.syn_layers, refine_width=0, lanes_log2=lanes_for(preset.grid_log2),
+                        flags=flags)
 
 
 def lanes_for(grid_log2: int) -> int:
@@ -191,7 +197,7 @@ def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occ
 
 
 def encode_shapes(modality, signals_: list, opts) -> list:
-    """Encode meshes as version 7 streams; shapes of one grid size are fitted side by side."""
+    """Encode meshes as version 8 streams; shapes of one grid size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The occupancy map of version 7 shape streams (SPEC.md section 13): which cells of the cube may hold the surface.
+"""The occupancy map of version 7 and 8 shape streams (SPEC.md section 13): which cells of the cube may hold the surface.
 
 The cube is cut into ``2**log2`` cells per axis. An *occupied* cell may hold the surface;
 a *free* one lies at least the truncation away from it, so the field there is a constant

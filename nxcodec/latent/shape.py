@@ -1,4 +1,4 @@
-"""Latent shape streams (versions 5 to 7): a signed distance field on 3-D latent grids (SPEC.md sections 11 to 13).
+"""Latent shape streams (versions 5 to 8): a signed distance field on 3-D latent grids (SPEC.md sections 11 to 14).
 
 The shape's cube [-1, 1]^3 (network coordinates, placed by the shape descriptor) carries
 a pyramid of 3-D latent grids: the finest has ``2**g + 1`` vertices per axis, each
@@ -9,7 +9,8 @@ trilinearly; the manager routes the point by the integer latents of the cells ho
 and the chosen expert maps the interpolated values to the truncated signed distance.
 Version 7 adds an occupancy map (``nxcodec.latent.occupancy``): only the latents around
 occupied cells are coded, and the field in a free cell is a constant inside or outside.
-Marching cubes (``nxcodec.signals.meshfile``) then extracts the surface at a resolution
+Version 8 lets the config name the built-in context models (``nxcodec.latent.builtin``)
+instead of coding its own. Marching cubes (``nxcodec.signals.meshfile``) then extracts the surface at a resolution
 chosen at decode time. Everything here is numpy: no torch.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,8 +34,9 @@ from nxcodec.signals import meshfile
 from nxcodec.signals.meshfile import DEFAULT_RESOLUTION, ShapeDescriptor
 from nxcodec.signals.sdf import Mesh
 
-VERSION = 7  # written; versions 5 (no escapes) and 6 (no occupancy map) are still read
-VERSIONS = (5, 6, 7)
+VERSION = 8  # written; versions 5 (no escapes), 6 (no occupancy map) and 7 (no built-in models) are still read
+VERSIONS = (5, 6, 7, 8)
+BUILTIN_VERSION = 8  # the first version whose config may name the built-in context models
 MODALITY_SHAPE = 3
 MIN_GRID_LOG2, MAX_GRID_LOG2 = 2, 7  # finest grid from 5^3 to 129^3 vertices
 BLOCK = 1 << 15  # points per block of the per-point networks (bounds memory)
@@ -79,7 +81,7 @@ def unpack(data: bytes) -> ShapeLatentDescriptor:
 
 @dataclass
 class ShapeHeader(Header):
-    """A shape stream's header, with its occupancy map (version 7; None before)."""
+    """A shape stream's header, with its occupancy map (versions 7 and 8; None before)."""
 
     occupancy: Occupancy | None = None
 
@@ -93,6 +95,8 @@ def read_header(data: bytes) -> ShapeHeader:
     if data[4] >= 7:
         occupancy, pos = occupancy_map.read(data, pos, len(data) - 4, d.grid_log2)
     body, end = read_body(data, pos, len(data) - 4, d.grid, 1)
+    if body.config.flags and data[4] < BUILTIN_VERSION:
+        raise StreamError("latent config has flags, which this stream's version does not define")
     if body.config.levels > d.grid_log2 + 1:
         raise StreamError("latent config declares a grid with fewer than two vertices per axis")
     if end != len(data) - 4:
@@ -107,7 +111,7 @@ def read_header(data: bytes) -> ShapeHeader:
 
 def _macs(config: LatentConfig) -> tuple[float, float]:
     """Multiply-adds per latent (context model) and per evaluated point (interpolation, manager, one expert)."""
-    shapes = config.tensor_shapes(1, 3)
+    shapes = replace(config, flags=0).tensor_shapes(1, 3)  # built-in context models cost the same work
 
     def macs(prefix: str) -> int:
         return sum(math.prod(s[-2:]) for n, s in shapes.items() if n.startswith(prefix) and n.endswith("weight"))
@@ -154,10 +158,10 @@ class LatentShape:
     config: LatentConfig
     tensors: "OrderedDict[str, CodedTensor]"
     grids: list[np.ndarray]  # int64 latents with context.FRAC_BITS fractional bits, finest first
-    occupancy: Occupancy | None = None  # version 7
+    occupancy: Occupancy | None = None  # versions 7 and 8
 
     def digest(self) -> str:
-        """SHA-256 of the integers: tensors, grids, then (version 7) the occupied cells and the inside bits."""
+        """SHA-256 of the integers: tensors, grids, then (versions 7 and 8) the occupied cells and the inside bits."""
         occ = self.occupancy
         extra = [] if occ is None else [occ.cells.astype(np.int64), occ.inside.astype(np.int64)]
         return digest(self.tensors, self.grids + extra)
@@ -200,7 +204,7 @@ class Field:
         return cell, u - cell
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
-        if self.occupancy is not None:  # version 7: the networks only in occupied cells
+        if self.occupancy is not None:  # versions 7 and 8: the networks only in occupied cells
             occupied, out = self.occupancy.lookup(points)
             inside = np.flatnonzero(occupied)
             out[inside] = self._blocks(points[inside])
@@ -258,7 +262,7 @@ def decode(data: bytes, resolution: int | None = None, max_faces: int | None = N
 
 def write(d: ShapeLatentDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], occupancy: Occupancy, dead_zone: float = 0.5) -> tuple[bytes, LatentShape]:
-    """Code a shape as a version 7 stream (see :func:`nxcodec.latent.stream.write_body`; only the latents around
+    """Code a shape as a version 8 stream (see :func:`nxcodec.latent.stream.write_body`; only the latents around
     ``occupancy``'s occupied cells are coded); returns it and what a decoder rebuilds."""
     if tuple(latents[0].shape) != d.grid or config.levels > d.grid_log2 + 1:
         raise ValueError("latents do not match the descriptor's grid")

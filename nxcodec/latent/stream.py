@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nxcodec.errors import StreamError
-from nxcodec.latent import context, rans, tables
+from nxcodec.latent import builtin, context, rans, tables
 from nxcodec.latent.context import (FixedLayer, Positions, context_a, context_b, context_sizes, fixed_mlp,
                                     level_sizes, max_levels, means_and_scales, pass_positions)
 from nxcodec.latent.synthesis import Synthesis, synthesize
@@ -37,7 +37,8 @@ MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
 _U32 = struct.Struct("<I")
-FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
+FIXED_POINT = ("arm_a.", "arm_b.", "manager.")
+FLAG_BUILTIN_CONTEXT = 1  # config flag (version 8 shapes): the context models are built in, not coded  # tensors evaluated in fixed point: power-of-two steps
 MAX_MAC_PER_PIXEL = 1 << 14
 
 
@@ -54,10 +55,15 @@ class LatentConfig:
     syn_layers: int  # hidden layers of each expert
     refine_width: int  # channels of the 3x3 refinement (0: none)
     lanes_log2: int  # the rANS coder interleaves 2**lanes_log2 states
-    reserved: int = 0
+    flags: int = 0  # FLAG_BUILTIN_CONTEXT (version 8 shapes); 0 before version 8
 
     _FORMAT = struct.Struct("<10B")
     SIZE = _FORMAT.size
+
+    @property
+    def builtin_context(self) -> bool:
+        """The context models are the built-in ones (:mod:`nxcodec.latent.builtin`), not coded in the stream."""
+        return bool(self.flags & FLAG_BUILTIN_CONTEXT)
 
     def pack(self) -> bytes:
         return self._FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
@@ -73,7 +79,9 @@ class LatentConfig:
               and 1 <= self.arm_width <= 64 and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
               and (self.mgr_width == 0) == (self.n_experts == 1) and self.mgr_width <= 64
               and 1 <= self.syn_width <= 64 and self.syn_layers <= 3 and self.refine_width <= 16
-              and self.lanes_log2 <= 8 and self.reserved == 0)
+              and self.lanes_log2 <= 8 and self.flags in (0, FLAG_BUILTIN_CONTEXT))
+        if self.builtin_context:  # the built-in models are 3-D and of one size
+            ok = ok and len(shape) == 3 and (self.arm_width, self.arm_layers) == (builtin.WIDTH, builtin.LAYERS)
         if not ok:
             raise StreamError("latent config is outside the decoder's limits")
         if len(shape) == 2 and self.mac_per_pixel(channels) > MAX_MAC_PER_PIXEL:
@@ -94,8 +102,9 @@ class LatentConfig:
             shapes[f"{prefix}.out.bias"] = (*lead, out)
 
         n_a, n_b = context_sizes(dims)
-        mlp("arm_a", n_a, self.arm_width, self.arm_layers, 2)
-        mlp("arm_b", n_b, self.arm_width, self.arm_layers, 2)
+        if not self.builtin_context:
+            mlp("arm_a", n_a, self.arm_width, self.arm_layers, 2)
+            mlp("arm_b", n_b, self.arm_width, self.arm_layers, 2)
         if self.n_experts > 1:
             mlp("manager", self.levels, self.mgr_width, 1, self.n_experts)
         if dims == 2:
@@ -171,6 +180,14 @@ def fixed_layers(tensors: "OrderedDict[str, CodedTensor]", prefix: str) -> list[
                        tensors[f"{n}.bias"].code // 4) for n in names]
 
 
+def context_models(config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]"
+                   ) -> tuple[list[FixedLayer], list[FixedLayer]]:
+    """The pass A and pass B context models: the stream's, or the built-in ones its config names."""
+    if config.builtin_context:
+        return builtin.layers("arm_a"), builtin.layers("arm_b")
+    return fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b")
+
+
 def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
     """The float networks, dequantized."""
     def layers(prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -190,7 +207,7 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
     For each pass, the context model gives every latent a mean and a scale index;
     ``residuals(level, positions, mean, scale)`` supplies the integer residuals (the
     encoder chooses them, the decoder reads them), and a latent's value is
-    ``residual * 2**FRAC_BITS + mean``. With ``masks`` (one bool array per grid, version 7
+    ``residual * 2**FRAC_BITS + mean``. With ``masks`` (one bool array per grid, version 7 and 8
     shapes), only the positions a mask keeps are coded; the others stay 0.
     """
     sizes = level_sizes(shape, config.levels)
@@ -330,8 +347,7 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
                 r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)))
             return r
 
-        grids = walk_latents(body.config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"),
-                             read, masks)
+        grids = walk_latents(body.config, shape, *context_models(body.config, tensors), read, masks)
         decoder.finish()
     except rans.CorruptStream as exc:
         raise StreamError(f"payload does not decode: {exc}") from None
@@ -346,7 +362,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
     values give more zeros, a smaller file), clamped only beyond the largest escape. With ``masks``, only the
-    latents they keep are coded (version 7 shapes). Returns
+    latents they keep are coded (version 7 and 8 shapes). Returns
     the body's bytes and the grids a decoder will rebuild from them.
     """
     shape = latents[0].shape
@@ -373,7 +389,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
             models.append(mod)
         return q
 
-    grids = walk_latents(config, shape, fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b"), choose, masks)
+    grids = walk_latents(config, shape, *context_models(config, tensors), choose, masks)
     weight_tables = [qt.table() for qt in tensors.values()]
     payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
                           1 << config.lanes_log2)
@@ -451,7 +467,8 @@ def describe_config(cfg: LatentConfig) -> str:
     """One line for a plane's networks: grids, context model, experts."""
     experts = f"{cfg.n_experts} experts (manager {cfg.mgr_width})" if cfg.n_experts > 1 else "1 expert"
     refine = f", 3x3 refinement of {cfg.refine_width} channels" if cfg.refine_width else ""
-    return (f"{cfg.levels} latent grids, context model {cfg.arm_layers}x{cfg.arm_width}, {experts} of "
+    arm = f"{cfg.arm_layers}x{cfg.arm_width}" + (" (built in)" if cfg.builtin_context else "")
+    return (f"{cfg.levels} latent grids, context model {arm}, {experts} of "
             f"{cfg.syn_layers}x{cfg.syn_width}{refine}, {1 << cfg.lanes_log2} coder lanes")
 
 

@@ -99,8 +99,8 @@ class ShapeModality(Modality):
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     output_extensions = (".ply", ".obj", ".stl")
     rate_unit = "KB"
-    formats = (2, 7)  # 2: a coordinate network; 7: 3-D latent grids and an occupancy map (SPEC.md sections 11 to 13)
-    latent_format = 7
+    formats = (2, 8)  # 2: a coordinate network; 8: 3-D latent grids, an occupancy map and built-in context models
+    latent_format = 8  # (SPEC.md sections 11 to 14)
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution", "max_faces")
