@@ -9,7 +9,7 @@ variant showed that another mesh's context models, frozen, code the bunny's late
 as well. This script makes such a model from shapes that are not in the benchmark:
 ``--shapes`` random smooth unions of spheres, rounded boxes, capsules and tori with a little
 surface ripple, meshed by nxcodec's marching cubes, are fitted side by side as the encoder
-fits them (quality 1, 3 and 5 lambdas in turn, 33^3 grids, occupancy maps), with one context
+fits them (the lambdas of ``--qualities`` in turn, 33^3 grids, occupancy maps), with one context
 model pair for the whole stack: every shape's context-model gradients (after the per-shape
 clipping) are replaced by their mean over the stack, so the copies stay equal. The shared models' float weights
 are written to OUT.json with the run's details; ``shape_ablation.py builtin=OUT.json``
@@ -41,7 +41,6 @@ from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.signals import for_name
 from nxcodec.signals.meshfile import ShapeDescriptor, decode_mesh
 
-QUALITIES = (1, 3, 5)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -64,13 +63,13 @@ def primitive(rng: np.random.Generator):
             return np.linalg.norm(np.maximum(q, 0), axis=1) + np.minimum(q.max(axis=1), 0) - rr
         return box
     if kind == 2:
-        a, r = rng.uniform(0.15, 0.4) * rot[0], rng.uniform(0.04, 0.15)
+        a, r = rng.uniform(0.15, 0.4) * rot[0], rng.uniform(0.02, 0.15)
 
         def capsule(p):
             t = np.clip(((p - c) @ a) / (a @ a), -1, 1)
             return np.linalg.norm(p - c - t[:, None] * a, axis=1) - r
         return capsule
-    big, small = rng.uniform(0.15, 0.35), rng.uniform(0.03, 0.1)
+    big, small = rng.uniform(0.15, 0.35), rng.uniform(0.02, 0.1)
 
     def torus(p):
         q = (p - c) @ rot
@@ -82,7 +81,7 @@ def synthetic_shape(rng: np.random.Generator):
     """A smooth union of 2 to 6 primitives with a small ripple on its surface."""
     parts = [primitive(rng) for _ in range(rng.integers(2, 7))]
     k = rng.uniform(0.02, 0.1)
-    amp, freq, phase = rng.uniform(0.0, 0.012), rng.uniform(12, 40), rng.uniform(0, 2 * np.pi, 3)
+    amp, freq, phase = rng.uniform(0.0, 0.02), rng.uniform(12, 40), rng.uniform(0, 2 * np.pi, 3)
 
     def sdf(p: np.ndarray) -> np.ndarray:
         d = np.stack([f(p.astype(np.float64)) for f in parts])
@@ -131,6 +130,8 @@ def main() -> None:
     ap.add_argument("--shapes", type=int, default=12)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--qualities", default="1,3,5", help="the presets whose lambdas the shapes take in turn "
+                    "(33^3 grids: 1 to 6)")
     args = ap.parse_args()
     if args.install:
         install(args.out)
@@ -144,9 +145,10 @@ def main() -> None:
         mesh = decode_mesh(synthetic_shape(rng), ShapeDescriptor((0.0, 0.0, 0.0), 1.0), 96)
         if len(mesh.faces) >= 1000:
             signals.append(shape.from_array(mesh))
-    preset = presets.SHAPE_LATENT_PRESETS[QUALITIES[0]]
+    qualities = tuple(int(q) for q in args.qualities.split(","))
+    preset = presets.SHAPE_LATENT_PRESETS[qualities[0]]
     cfg = replace(fit_shape.config_for(preset), flags=0)  # its own context models, the ones trained here
-    lams = [presets.SHAPE_LATENT_PRESETS[QUALITIES[i % len(QUALITIES)]].lam for i in range(len(signals))]
+    lams = [presets.SHAPE_LATENT_PRESETS[qualities[i % len(qualities)]].lam for i in range(len(signals))]
     occupancies = [occupancy_map.from_distance(lambda p, s=s: shape.signed_distance(s, p), preset.occupancy_log2,
                                                s.descriptor.trunc) for s in signals]
     samples = [fit_shape.occupied_samples(*shape.training_points(s), occ, args.seed)
@@ -164,7 +166,7 @@ def main() -> None:
     tensors = {name: t.detach().numpy().tolist() for name, t in model.coded_tensors(0).items()
                if name.startswith(("arm_a.", "arm_b."))}
     spread = max(float((t - t[:1]).abs().max().detach()) for k in ("arm_a", "arm_b") for pair in model.nets[k] for t in pair)
-    out = {"shapes": args.shapes, "iters": args.iters, "seed": args.seed, "qualities": QUALITIES,
+    out = {"shapes": args.shapes, "iters": args.iters, "seed": args.seed, "qualities": qualities,
            "arm_width": cfg.arm_width, "arm_layers": cfg.arm_layers, "final_losses": [float(x) for x in losses],
            "copies_spread": spread, "tensors": tensors, "seconds": round(time.perf_counter() - t0, 1),
            "machine": machine_name("cpu"), "commit": git_commit()}
