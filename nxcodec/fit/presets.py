@@ -235,6 +235,12 @@ class ShapeLatentPreset(LatentPreset):
 # for the same Chamfer). 65^3 grids were worse per byte at that fit length (4.5 KB at 0.00225 with
 # lambda 3e-2) and are kept for the top qualities; two experts cost 50% more bytes for 4% lower Chamfer;
 # 17^3 grids were worse too (2.9 KB at 0.00215). Lambda 0.1 wiped out detail (bunny 0.0039 at 1.8 KB).
+# Format 8's built-in context models (nxcodec.latent.builtin, fitted on synthetic shapes at the
+# lambdas of qualities 1 to 6) against each stream's own, bench/shape_ablation.py (400 iterations,
+# bench/results/shape_ablation_cpu.jsonl): about a fifth to a third fewer bytes at equal Chamfer
+# on all three meshes at qualities 1 to 5, the networks falling from 0.8-1 KB to about 0.2 KB.
+# Qualities 7 and 8 (65^3 grids, a size the models were not fitted on) are not measured yet and
+# keep their own models, as quality 9 must (16 wide).
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
@@ -244,8 +250,8 @@ SHAPE_LATENT_PRESETS = {
         ShapeLatentPreset(4, 6.0e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(5, 2.5e-3, 6.0, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(6, 1.0e-3, 8.0, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(7, 2.0e-3, 10.0, 1000, 8, 12, grid_log2=6, levels=6),
-        ShapeLatentPreset(8, 8.0e-4, 14.0, 1000, 8, 12, grid_log2=6, levels=6),
+        ShapeLatentPreset(7, 2.0e-3, 10.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
+        ShapeLatentPreset(8, 8.0e-4, 14.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
         ShapeLatentPreset(9, 3.0e-4, 20.0, 1000, 16, 16, grid_log2=6, levels=6),
     )
 }
