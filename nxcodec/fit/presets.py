@@ -240,15 +240,20 @@ class ShapeLatentPreset(LatentPreset):
 # bench/results/shape_ablation_cpu.jsonl): about a fifth to a third fewer bytes at equal Chamfer
 # on all three meshes at qualities 1 to 5, the networks falling from 0.8-1 KB to about 0.2 KB.
 # Qualities 7 and 8 (65^3 grids, a size the models were not fitted on) are not measured yet and
-# keep their own models, as quality 9 must (16 wide).
+# keep their own models, as quality 9 must (16 wide). ``rate`` (KB, what --kb picks a preset by):
+# the bunny's bytes in bench/results/shape_v8_cpu (commit b0c09c8) at qualities 1, 3 and 5 (the
+# armadillo and Lucy need 0.6 to 0.9 times as many), interpolated at 2 and 4; 6 to 9 as measured
+# before the built-in models. Quality 6 now uses them, so its files are likely smaller than 8 KB
+# (at 1 to 5 the bunny's are 0.64 to 0.78 times what they were) and a target just under 8 KB
+# picks quality 5 where 6 might have fitted.
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        ShapeLatentPreset(1, 4.0e-2, 2.0, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(2, 2.5e-2, 2.6, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(3, 1.5e-2, 3.3, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(4, 6.0e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(5, 2.5e-3, 6.0, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(1, 4.0e-2, 1.6, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(2, 2.5e-2, 1.8, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(3, 1.5e-2, 2.1, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(4, 6.0e-3, 3.1, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(5, 2.5e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(6, 1.0e-3, 8.0, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(7, 2.0e-3, 10.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
         ShapeLatentPreset(8, 8.0e-4, 14.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
