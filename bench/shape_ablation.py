@@ -11,7 +11,9 @@ Variants:
 - ``base``: the encoder as it is (27 coarse and 14 same-grid contexts; since format 8 the
   built-in context models wherever the preset's are 8x2).
 - ``own``: the stream's own context models, fitted and coded (format 7's way); every
-  variant below starts from it.
+  variant below but ``builtin`` starts from it.
+- ``builtin``: the built-in context models at every quality whose models are 8x2 (the
+  presets keep their own at qualities 7 and 8).
 - ``small``: the parent and its 6 face neighbours in the coarser grid, the 6 face
   neighbours in the same grid (encoder and decoder read the same swapped tables).
 - ``c7``: those 7 coarse contexts and the 14 same-grid ones.
@@ -69,9 +71,9 @@ def smaller_contexts(variant: str) -> None:
     fit_shape.COARSE_OFFSETS_3D, fit_shape.SAME_OFFSETS_3D = coarse, same
 
 
-def own_context_models() -> None:
+def own_context_models(own: bool = True) -> None:
     for q, p in presets.SHAPE_LATENT_PRESETS.items():
-        presets.SHAPE_LATENT_PRESETS[q] = replace(p, builtin_context=False)
+        presets.SHAPE_LATENT_PRESETS[q] = replace(p, builtin_context=not own)
 
 
 def context_model(width: int, layers: int) -> None:
@@ -195,7 +197,7 @@ def foreign_context_models(donor_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, small, c7, armWxL, mapK, initN, shared, foreign=STREAM, coarse or netrateX")
+    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, shared, foreign=STREAM, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
@@ -203,8 +205,10 @@ def main() -> None:
     torch.set_num_threads(1)
     shape = for_name("shape")
     signal = shape.read(args.mesh)
-    if not args.variant.startswith(("base", "map", "init")):  # variants of the stream's own context models
+    if not args.variant.startswith(("base", "map", "init", "builtin")):  # variants of the stream's own models
         own_context_models()
+    if args.variant == "builtin":
+        own_context_models(False)
     if args.variant in ("small", "c7"):
         smaller_contexts(args.variant)
     elif args.variant.startswith("arm"):
@@ -221,7 +225,7 @@ def main() -> None:
         latent_code.FIXED_PRECISIONS = (3, 4, *latent_code.FIXED_PRECISIONS)
     elif args.variant.startswith("netrate"):
         network_rate(float(args.variant[7:]))
-    elif args.variant not in ("base", "own"):
+    elif args.variant not in ("base", "own", "builtin"):
         raise SystemExit(f"unknown variant {args.variant}")
     t0 = time.perf_counter()
     res = encode_signal(shape, signal, EncodeOptions(quality=args.quality, iters=args.iters, device="cpu"))
