@@ -1,6 +1,6 @@
 """Train one 3-D context model on synthetic shapes: a candidate for a context model built into the decoder.
 
-usage: python bench/train_context_3d.py OUT.json [--shapes 12] [--iters 400] [--seed 0]
+usage: python bench/train_context_3d.py OUT.json [--shapes 16] [--qualities 1,2,3,4,5,6] [--iters 400] [--seed 0]
        python bench/train_context_3d.py --install OUT.json
 
 Overfitted shape streams spend about a third of their bytes on their own two context
@@ -127,10 +127,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--install", action="store_true", help="write the built-in models from OUT (a finished run)")
-    ap.add_argument("--shapes", type=int, default=12)
+    ap.add_argument("--shapes", type=int, default=16)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--qualities", default="1,3,5", help="the presets whose lambdas the shapes take in turn "
+    ap.add_argument("--qualities", default="1,2,3,4,5,6", help="the presets whose lambdas the shapes take in turn "
                     "(33^3 grids: 1 to 6)")
     args = ap.parse_args()
     if args.install:
@@ -165,7 +165,8 @@ def main() -> None:
                                   fit_shape.BATCH_CPU, seed=args.seed)
     tensors = {name: t.detach().numpy().tolist() for name, t in model.coded_tensors(0).items()
                if name.startswith(("arm_a.", "arm_b."))}
-    spread = max(float((t - t[:1]).abs().max().detach()) for k in ("arm_a", "arm_b") for pair in model.nets[k] for t in pair)
+    spread = max(float((t - t[:1]).abs().max().detach())
+                 for k in ("arm_a", "arm_b") for pair in model.nets[k] for t in pair)
     out = {"shapes": args.shapes, "iters": args.iters, "seed": args.seed, "qualities": qualities,
            "arm_width": cfg.arm_width, "arm_layers": cfg.arm_layers, "final_losses": [float(x) for x in losses],
            "copies_spread": spread, "tensors": tensors, "seconds": round(time.perf_counter() - t0, 1),

@@ -241,10 +241,10 @@ class ShapeLatentPreset(LatentPreset):
 # on all three meshes at qualities 1 to 5, the networks falling from 0.8-1 KB to about 0.2 KB.
 # Qualities 7 and 8 (65^3 grids, a size the models were not fitted on) keep their own models, as
 # quality 9 must (16 wide): at quality 7 the built-in pair gave the armadillo 8374 B at 0.00087
-# (its own: about 8540 B at that Chamfer) and the bunny 9592 B at 0.00092 (its own: about 7470). ``rate`` (KB, what --kb picks a preset by):
-# the bunny's bytes in bench/results/shape_v8_cpu (commit b0c09c8) at qualities 1, 3 and 5 (the
-# armadillo and Lucy need 0.6 to 0.9 times as many), interpolated at 2 and 4; 6 to 9 as measured
-# before the built-in models. Quality 6 now uses them, so its files are likely smaller than 8 KB
+# (its own: about 8540 B at that Chamfer) and the bunny 9592 B at 0.00092 (its own: about 7470).
+# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes in bench/results/shape_v8_cpu
+# (commit b0c09c8) at qualities 1, 3 and 5 (the armadillo and Lucy need 0.6 to 0.9 times as
+# many), interpolated at 2 and 4; 6 to 9 as measured before the built-in models. Quality 6 now uses them, so its files are likely smaller than 8 KB
 # (at 1 to 5 the bunny's are 0.64 to 0.78 times what they were) and a target just under 8 KB
 # picks quality 5 where 6 might have fitted.
 SHAPE_LATENT_PRESETS = {

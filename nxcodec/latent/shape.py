@@ -10,8 +10,8 @@ and the chosen expert maps the interpolated values to the truncated signed dista
 Version 7 adds an occupancy map (``nxcodec.latent.occupancy``): only the latents around
 occupied cells are coded, and the field in a free cell is a constant inside or outside.
 Version 8 lets the config name the built-in context models (``nxcodec.latent.builtin``)
-instead of coding its own. Marching cubes (``nxcodec.signals.meshfile``) then extracts the surface at a resolution
-chosen at decode time. Everything here is numpy: no torch.
+instead of coding its own. Marching cubes (``nxcodec.signals.meshfile``) then extracts
+the surface at a resolution chosen at decode time. Everything here is numpy: no torch.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
 _U32 = struct.Struct("<I")
-FIXED_POINT = ("arm_a.", "arm_b.", "manager.")
-FLAG_BUILTIN_CONTEXT = 1  # config flag (version 8 shapes): the context models are built in, not coded  # tensors evaluated in fixed point: power-of-two steps
+FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
+FLAG_BUILTIN_CONTEXT = 1  # config flag (version 8 shapes): the context models are built in, not coded
 MAX_MAC_PER_PIXEL = 1 << 14
 
 
