@@ -37,7 +37,6 @@ from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentSchedule
 from nxcodec.latent import builtin
-from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.signals import for_name
 from nxcodec.signals.meshfile import ShapeDescriptor, decode_mesh
 
@@ -149,17 +148,7 @@ def main() -> None:
     preset = presets.SHAPE_LATENT_PRESETS[qualities[0]]
     cfg = replace(fit_shape.config_for(preset), flags=0)  # its own context models, the ones trained here
     lams = [presets.SHAPE_LATENT_PRESETS[qualities[i % len(qualities)]].lam for i in range(len(signals))]
-    occupancies = [occupancy_map.from_distance(lambda p, s=s: shape.signed_distance(s, p), preset.occupancy_log2,
-                                               s.descriptor.trunc) for s in signals]
-    samples = [fit_shape.occupied_samples(*shape.training_points(s), occ, args.seed)
-               for s, occ in zip(signals, occupancies)]
-    n = min(len(p) for p, _ in samples)
-    points = torch.stack([p[:n] for p, _ in samples])
-    targets = torch.stack([t[:n] for _, t in samples])
-    model = fit_shape.ShapeModel(cfg, len(signals), preset.grid_log2, seed=args.seed)
-    masks = [occ.latent_masks(preset.grid_log2, cfg.levels) for occ in occupancies]
-    model.keep = [torch.from_numpy(np.stack([m[level].ravel() for m in masks])).float() for level in range(cfg.levels)]
-    fit_shape.start_from_distance(model, [lambda p, s=s: shape.truncated_distance(s, p) for s in signals])
+    model, points, targets, _ = fit_shape.stack_shapes(shape, signals, cfg, preset, args.seed, torch.device("cpu"))
     tie(model)
     losses = fit_shape.fit_shapes(model, points, targets, lams, LatentSchedule(iters=args.iters, race=()),
                                   fit_shape.BATCH_CPU, seed=args.seed)

@@ -196,6 +196,27 @@ def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occ
     return points[keep], targets[keep]
 
 
+def stack_shapes(modality, signals_: list, cfg: LatentConfig, preset: presets.ShapeLatentPreset, seed: int,
+                 device: torch.device) -> tuple[ShapeModel, torch.Tensor, torch.Tensor, list[Occupancy]]:
+    """Shapes of one grid size ready to be fitted side by side: a model whose coded latents are those around each
+    shape's occupancy map and start from its distance, and as many training samples in occupied cells per shape
+    ((M, n, 3) points and (M, n, 1) targets on ``device``); with the maps."""
+    occupancies = [occupancy_map.from_distance(lambda p, s=s: modality.signed_distance(s, p),
+                                               min(preset.occupancy_log2, preset.grid_log2), s.descriptor.trunc)
+                   for s in signals_]
+    samples = [occupied_samples(*modality.training_points(s), occ, seed) for s, occ in zip(signals_, occupancies)]
+    n = min(len(p) for p, _ in samples)
+    points = torch.stack([p[:n] for p, _ in samples]).to(device)
+    targets = torch.stack([t[:n] for _, t in samples]).to(device)
+    model = ShapeModel(cfg, len(signals_), preset.grid_log2, seed=seed)
+    masks = [occ.latent_masks(preset.grid_log2, cfg.levels) for occ in occupancies]
+    model.keep = [torch.from_numpy(np.stack([m[level].ravel() for m in masks])).float().to(device)
+                  for level in range(cfg.levels)]
+    if INIT_SCALE:
+        start_from_distance(model, [lambda p, s=s: modality.truncated_distance(s, p) for s in signals_])
+    return model.to(device), points, targets, occupancies
+
+
 def encode_shapes(modality, signals_: list, opts) -> list:
     """Encode meshes as version 8 streams; shapes of one grid size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
@@ -234,21 +255,8 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
     missed = []
     for g, a in enumerate(range(0, len(todo), per)):
         idx = todo[a : a + per]
-        occupancies = [occupancy_map.from_distance(lambda p, i=i: modality.signed_distance(signals_[i], p),
-                                                   min(preset.occupancy_log2, preset.grid_log2),
-                                                   signals_[i].descriptor.trunc) for i in idx]
-        samples = [occupied_samples(*modality.training_points(signals_[i]), occ, opts.seed)
-                   for i, occ in zip(idx, occupancies)]
-        n = min(len(p) for p, _ in samples)
-        points = torch.stack([p[:n] for p, _ in samples]).to(device)
-        targets = torch.stack([t[:n] for _, t in samples]).to(device)
-        model = ShapeModel(cfg, len(idx), preset.grid_log2, seed=opts.seed)
-        masks = [occ.latent_masks(preset.grid_log2, cfg.levels) for occ in occupancies]
-        model.keep = [torch.from_numpy(np.stack([m[level].ravel() for m in masks])).float().to(device)
-                      for level in range(cfg.levels)]
-        if INIT_SCALE:
-            start_from_distance(model, [lambda p, i=i: modality.truncated_distance(signals_[i], p) for i in idx])
-        model = model.to(device)
+        model, points, targets, occupancies = stack_shapes(modality, [signals_[i] for i in idx], cfg, preset,
+                                                           opts.seed, device)
         # No warm-up race: the latents start from the distance itself, not from a random draw worth racing.
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""),
                                   race=())
@@ -262,8 +270,8 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
             d = ShapeLatentDescriptor(signals_[i].descriptor, preset.grid_log2)
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
             latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            p = samples[j][0][:n][pick].numpy()
-            t = samples[j][1][:n][pick, 0].numpy().astype(np.float64)
+            p = points[j, pick.to(device)].cpu().numpy()
+            t = targets[j, pick.to(device), 0].cpu().numpy().astype(np.float64)
             bits = None if opts.rate is None else modality.bits_allowed(signals_[i].descriptor, opts.rate)
             try:
                 best = _code(d, cfg, weights, latents, occupancies[j], p, t, preset.lam, bits,

@@ -68,7 +68,7 @@ def pack(d: ShapeLatentDescriptor) -> bytes:
 
 
 def unpack(data: bytes) -> ShapeLatentDescriptor:
-    """Parse and bound-check a shape descriptor (versions 5 to 7) (``StreamError`` if invalid)."""
+    """Parse and bound-check a shape descriptor (versions 5 to 8) (``StreamError`` if invalid)."""
     n = len(data) - _GRID.size
     if n < 0:
         raise StreamError("shape descriptor has the wrong size")
