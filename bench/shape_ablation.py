@@ -30,6 +30,9 @@ Variants:
   ``foreign=OUT.json`` takes those of bench/train_context_3d.py instead.
 - ``netrateX``: the loss also charges X times the fixed-point networks' estimated bits
   (a Laplace prior per tensor at step 2^-7), as it charges the latents'.
+- ``truncX``: the distance truncated at X (network coordinates) instead of at the preset's
+  0.025 (0.1 until the commit that added this variant); ``--lam`` sets lambda apart from the
+  quality's.
 
 Format 7's occupancy map was first measured here, as a variant ``occL`` that estimated its
 bytes on format 6 streams (commit 147204f; its rows in
@@ -84,6 +87,11 @@ def context_model(width: int, layers: int) -> None:
 def occupancy_map(log2: int) -> None:
     for q, p in presets.SHAPE_LATENT_PRESETS.items():
         presets.SHAPE_LATENT_PRESETS[q] = replace(p, occupancy_log2=log2)
+
+
+def truncation(trunc: float) -> None:
+    for q, p in presets.SHAPE_LATENT_PRESETS.items():
+        presets.SHAPE_LATENT_PRESETS[q] = replace(p, trunc=trunc)
 
 
 def finest_start(keep: int) -> None:
@@ -197,15 +205,19 @@ def foreign_context_models(donor_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, shared, foreign=STREAM, coarse or netrateX")
+    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, truncX, shared, foreign=STREAM, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
+    ap.add_argument("--lam", type=float, default=None, help="lambda (default: the quality's)")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file, appended to")
     args = ap.parse_args()
     torch.set_num_threads(1)
     shape = for_name("shape")
     signal = shape.read(args.mesh)
-    if not args.variant.startswith(("base", "map", "init", "builtin")):  # variants of the stream's own models
+    if args.lam is not None:
+        table = presets.SHAPE_LATENT_PRESETS
+        table[args.quality] = replace(table[args.quality], lam=args.lam)
+    if not args.variant.startswith(("base", "map", "init", "builtin", "trunc")):  # variants of the stream's own models
         own_context_models()
     if args.variant == "builtin":
         own_context_models(False)
@@ -215,6 +227,8 @@ def main() -> None:
         context_model(*(int(x) for x in args.variant[3:].split("x")))
     elif args.variant.startswith("map"):
         occupancy_map(int(args.variant[3:]))
+    elif args.variant.startswith("trunc"):
+        truncation(float(args.variant[5:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
     elif args.variant.startswith("foreign="):
@@ -241,7 +255,8 @@ def main() -> None:
         copies = sum(tensor_bits(t) for name, t in image.tensors.items() if name.startswith(ARMS))
         net_bits -= copies
         copies += 8 * 9 * sum(name.startswith(ARMS) for name in image.tensors)
-    row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality, "iters": args.iters,
+    row = {"mesh": args.mesh.stem, "variant": args.variant, "quality": args.quality,
+           "lam": presets.SHAPE_LATENT_PRESETS[args.quality].lam, "iters": args.iters,
            "bytes": round(len(res.data) - copies / 8), "written": len(res.data), "network_bytes": round(net_bits / 8), "params": res.n_params,
            "occupancy_bytes": latent_shape.read_header(res.data).sizes.get("occupancy", 0),
            "chamfer_l1": res.metrics["chamfer_l1"], "sdf_l1": res.metrics["sdf_l1"],

@@ -21,7 +21,7 @@ from nxcodec.decoder import decode_stream
 from nxcodec.errors import StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.latent_code import quantize, quantize_networks
-from nxcodec.fit.latent_shape import ShapeModel
+from nxcodec.fit.latent_shape import ShapeModel, with_truncation
 from nxcodec.latent import builtin, context, occupancy, stream
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent import shape as latent_shape
@@ -361,10 +361,23 @@ def test_a_mesh_round_trips_as_version_8_with_the_built_in_context_models(small_
     assert res.data[4] == 8 and res.metrics["iou"] > 0.8 and res.metrics["chamfer_l1"] < 0.01
     header = latent_shape.read_header(res.data)
     assert header.sizes["occupancy"] > 20 and header.config.builtin_context
+    assert header.descriptor.shape.trunc == pytest.approx(presets.SHAPE_LATENT_PRESETS[2].trunc)
+    assert header.descriptor.shape.trunc != torus.descriptor.trunc  # the preset's, not the reader's default
     assert not any(name.startswith(("arm_a.", "arm_b.")) for name in header.body.table)
     assert res.metrics["sdf_l1"] < 0.2 and res.float_metrics["sdf_l1"] <= res.metrics["sdf_l1"] * 1.2
     mesh = decode_stream(res.data, resolution=48)[1]
     assert len(mesh.faces) > 100
+
+
+def test_the_training_targets_follow_the_truncation():
+    """One sampling serves every truncation: a quarter of it makes the targets four times as steep, clipped."""
+    torus = SHAPES.read(TORUS)
+    wide = SHAPES.targets(torus)[:, 0].numpy()
+    narrow = SHAPES.targets(with_truncation(torus, torus.descriptor.trunc / 4))[:, 0].numpy()
+    inner = np.abs(wide) < 0.25
+    assert inner.mean() > 0.3 and (~inner).mean() > 0.1
+    np.testing.assert_allclose(narrow[inner], 4 * wide[inner], rtol=1e-5, atol=1e-7)
+    assert np.array_equal(narrow[~inner], np.sign(wide[~inner]))
 
 
 def test_cli_encodes_a_mesh_as_version_8_with_kb_and_info_describes_it(tmp_path, small_presets):

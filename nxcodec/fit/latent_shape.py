@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -37,6 +37,7 @@ from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
+from nxcodec.signals.base import Signal
 
 BATCH_CPU = 1 << 14  # training samples per step
 BATCH_GPU = 1 << 17
@@ -188,6 +189,12 @@ def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.nda
     return code_plane(write, weights, bits_allowed, trim)
 
 
+def with_truncation(signal: Signal, trunc: float) -> Signal:
+    """``signal`` with the preset's truncation in its descriptor: the targets, the occupancy map and the stream
+    follow it (the samples' distances are shared)."""
+    return Signal(replace(signal.descriptor, trunc=trunc), signal.data)
+
+
 def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occupancy, seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training samples in occupied cells, shuffled (a stack of shapes then keeps the first of each)."""
@@ -255,8 +262,8 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
     missed = []
     for g, a in enumerate(range(0, len(todo), per)):
         idx = todo[a : a + per]
-        model, points, targets, occupancies = stack_shapes(modality, [signals_[i] for i in idx], cfg, preset,
-                                                           opts.seed, device)
+        group = [with_truncation(signals_[i], preset.trunc) for i in idx]
+        model, points, targets, occupancies = stack_shapes(modality, group, cfg, preset, opts.seed, device)
         # No warm-up race: the latents start from the distance itself, not from a random draw worth racing.
         schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit shape" + (f" {g + 1}" if g else ""),
                                   race=())
@@ -267,7 +274,7 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
             grids, _ = model.quantized_latents("ste")
             floats = model.synthesize(grids, points[:, pick.to(device)])[2]
         for j, i in enumerate(idx):
-            d = ShapeLatentDescriptor(signals_[i].descriptor, preset.grid_log2)
+            d = ShapeLatentDescriptor(group[j].descriptor, preset.grid_log2)
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
             latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
             p = points[j, pick.to(device)].cpu().numpy()

@@ -227,37 +227,41 @@ class ShapeLatentPreset(LatentPreset):
     levels: int = 6
     occupancy_log2: int = 4  # the occupancy map has 2**occupancy_log2 cells per axis (at most grid_log2)
     builtin_context: bool = True  # use the decoder's built-in context models where the size allows (8x2)
+    trunc: float = 0.025  # where the coded distance is truncated (network coordinates; measured below)
 
 
 # Measured on the bunny, 400-iteration CPU fits starting from the distance (one-off sweeps, numbers
-# in issue 14's notes): 33^3 grids, context models 8 wide, experts 12x2: lambda 3e-2 gave 2.6 KB at
-# Chamfer 0.00184, 1e-2 3.7 KB at 0.00108 (0.9 KB of it networks; 16-wide networks cost 0.9 KB more
-# for the same Chamfer). 65^3 grids were worse per byte at that fit length (4.5 KB at 0.00225 with
-# lambda 3e-2) and are kept for the top qualities; two experts cost 50% more bytes for 4% lower Chamfer;
-# 17^3 grids were worse too (2.9 KB at 0.00215). Lambda 0.1 wiped out detail (bunny 0.0039 at 1.8 KB).
+# in issue 14's notes, truncation 0.1): 33^3 grids, experts 12x2 (16-wide networks cost 0.9 KB more
+# for the same Chamfer); two experts cost 50% more bytes for 4% lower Chamfer; 17^3 grids were worse.
 # Format 8's built-in context models (nxcodec.latent.builtin, fitted on synthetic shapes at the
-# lambdas of qualities 1 to 6) against each stream's own, bench/shape_ablation.py (400 iterations,
-# bench/results/shape_ablation_cpu.jsonl): about a fifth to a third fewer bytes at equal Chamfer
-# on all three meshes at qualities 1 to 5, the networks falling from 0.8-1 KB to about 0.2 KB.
-# Qualities 7 and 8 (65^3 grids, a size the models were not fitted on) keep their own models, as
-# quality 9 must (16 wide): at quality 7 the built-in pair gave the armadillo 8374 B at 0.00087
-# (its own: about 8540 B at that Chamfer) and the bunny 9592 B at 0.00092 (its own: about 7470).
-# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes in bench/results/shape_v8_cpu
-# (commit b0c09c8) at qualities 1, 3 and 5 (the armadillo and Lucy need 0.6 to 0.9 times as
-# many), interpolated at 2 and 4; 6 to 9 as measured before the built-in models. Quality 6 now uses them, so its files are likely smaller than 8 KB
-# (at 1 to 5 the bunny's are 0.64 to 0.78 times what they were) and a target just under 8 KB
-# picks quality 5 where 6 might have fitted.
+# lambdas of the old qualities 1 to 6) against each stream's own, bench/shape_ablation.py (400
+# iterations, bench/results/shape_ablation_cpu.jsonl): a fifth to a third fewer bytes at equal
+# Chamfer on all three meshes on 33^3 grids; at 65^3 no better, so qualities 7 to 9 keep their own.
+# The truncation: a field truncated at 0.1 came out about 3.4 times flatter than the distance at the
+# surface (bunny, quality 5: gradient 2.9 against 10), so the loss, in units of the truncation,
+# paid little for moving the surface. Truncated at 0.05, then 0.025, the same lambdas gave more
+# bytes and lower Chamfer, and at equal Chamfer fewer bytes (bench/shape_ablation.py truncX, 400
+# iterations, one thread): the bunny 3286 B at Chamfer 0.00098 where 0.1 needed about 4000, the
+# armadillo 1770 B at 0.00141 (0.1: 1816 B at 0.00158), Lucy 892 B at 0.00389 (0.1: 938 B at
+# 0.00450). Weighting the surface samples 4x instead was worse (bunny 1660 B at 0.00269); 0.025
+# decodes in about 1.6x the time of 0.1 (thinner blocks; 5 s at 256^3 for the bunny).
+# Lambdas for 0.025 (bunny, the same fits): 0.2 gave 1.4 KB at 0.00243, 0.1 1.7 KB at 0.00169,
+# 4e-2 2.3 KB at 0.00126, 1.5e-2 3.3 KB at 0.00098, 2.5e-3 6.1 KB at 0.00078; on 65^3 grids 5e-3
+# gave 10.5 KB at 0.00062, 1.5e-3 24.7 KB at 0.00075 (a worse Chamfer for more bytes); with
+# 16-wide networks 4e-3 13.8 KB at 0.00052, 1.5e-3 22.3 KB at 0.00045, 4e-4 34.7 KB at 0.00039.
+# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes in those fits (quality 5's
+# interpolated in log lambda); the armadillo and Lucy need 0.5 to 0.8 times as many.
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        ShapeLatentPreset(1, 4.0e-2, 1.6, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(2, 2.5e-2, 1.8, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(3, 1.5e-2, 2.1, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(4, 6.0e-3, 3.1, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(5, 2.5e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(6, 1.0e-3, 8.0, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(7, 2.0e-3, 10.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
-        ShapeLatentPreset(8, 8.0e-4, 14.0, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
-        ShapeLatentPreset(9, 3.0e-4, 20.0, 1000, 16, 16, grid_log2=6, levels=6),
+        ShapeLatentPreset(1, 2.0e-1, 1.4, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(2, 1.0e-1, 1.7, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(3, 4.0e-2, 2.3, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(4, 1.5e-2, 3.3, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(5, 6.0e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(6, 2.5e-3, 6.1, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(7, 5.0e-3, 10.5, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
+        ShapeLatentPreset(8, 1.5e-3, 22.3, 1000, 16, 16, grid_log2=6, levels=6),
+        ShapeLatentPreset(9, 4.0e-4, 34.7, 1000, 16, 16, grid_log2=6, levels=6),
     )
 }

@@ -36,7 +36,11 @@ SHAPE_SHAPE = Shape(in_dim=3, n_freq=4, w0=30, n_experts=2)
 @dataclass
 class _Samples:
     points: torch.Tensor  # (n, 3) network coordinates
-    targets: torch.Tensor  # (n, 1) truncated signed distance in [-1, 1]
+    distance: np.ndarray  # (n,) signed distance in network coordinates (0 on the surface samples)
+
+    def targets(self, trunc: float) -> torch.Tensor:
+        """(n, 1) truncated signed distance ``clamp(distance / trunc, -1, 1)``: one sampling serves every truncation."""
+        return torch.from_numpy(np.clip(self.distance / trunc, -1, 1).astype(np.float32))[:, None]
 
 
 class ShapeData(Mesh):
@@ -75,7 +79,7 @@ def normalisation(mesh: Mesh) -> ShapeDescriptor:
 
 
 def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, seed: int = SAMPLE_SEED) -> _Samples:
-    """Surface points (target 0), points near the surface and uniform points, with truncated SDF targets."""
+    """Surface points (distance 0), points near the surface and uniform points, with their signed distances."""
     n = n or TRAIN_POINTS
     rng = np.random.default_rng(seed)
     index = mesh.index or SurfaceIndex(mesh)
@@ -89,8 +93,7 @@ def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, 
     query = np.concatenate([near, far])
     sdf = index.signed_distance(from_network(d, query)) / d.scale
     points = np.concatenate([surf[:n_surf], query])
-    targets = np.concatenate([np.zeros(n_surf), np.clip(sdf / d.trunc, -1, 1)])
-    return _Samples(torch.from_numpy(points.astype(np.float32)), torch.from_numpy(targets.astype(np.float32))[:, None])
+    return _Samples(torch.from_numpy(points.astype(np.float32)), np.concatenate([np.zeros(n_surf), sdf]))
 
 
 class ShapeModality(Modality):
@@ -184,7 +187,7 @@ class ShapeModality(Modality):
     def training_points(self, signal: Signal) -> tuple[torch.Tensor, torch.Tensor]:
         """The training samples: points (n, 3) in network coordinates and truncated distances (n, 1)."""
         samples = self._samples(signal)
-        return samples.points, samples.targets
+        return samples.points, samples.targets(signal.descriptor.trunc)
 
     def _samples(self, signal: Signal) -> _Samples:
         data: ShapeData = signal.data
@@ -193,7 +196,7 @@ class ShapeModality(Modality):
         return data.samples
 
     def targets(self, signal: Signal) -> torch.Tensor:
-        return self._samples(signal).targets
+        return self._samples(signal).targets(signal.descriptor.trunc)
 
     def training_set(self, signal: Signal, targets: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._samples(signal).points[start:stop], targets[start:stop]
