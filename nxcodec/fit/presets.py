@@ -249,8 +249,9 @@ class ShapeLatentPreset(LatentPreset):
 # 4e-2 2.3 KB at 0.00126, 1.5e-2 3.3 KB at 0.00098, 2.5e-3 6.1 KB at 0.00078; on 65^3 grids 5e-3
 # gave 10.5 KB at 0.00062, 1.5e-3 24.7 KB at 0.00075 (a worse Chamfer for more bytes); with
 # 16-wide networks 4e-3 13.8 KB at 0.00052, 1.5e-3 22.3 KB at 0.00045, 4e-4 34.7 KB at 0.00039.
-# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes in those fits (quality 5's
-# interpolated in log lambda); the armadillo and Lucy need 0.5 to 0.8 times as many.
+# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes, at qualities 1, 3, 5 and 7 in
+# bench/results/shape_v8_t025_cpu (commit bd091d6, 2 threads), at the others in those fits; the
+# armadillo and Lucy need 0.5 to 1.2 times as many.
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
@@ -258,9 +259,9 @@ SHAPE_LATENT_PRESETS = {
         ShapeLatentPreset(2, 1.0e-1, 1.7, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(3, 4.0e-2, 2.3, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(4, 1.5e-2, 3.3, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(5, 6.0e-3, 4.5, 1000, 8, 12, grid_log2=5, levels=5),
+        ShapeLatentPreset(5, 6.0e-3, 4.8, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(6, 2.5e-3, 6.1, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(7, 5.0e-3, 10.5, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
+        ShapeLatentPreset(7, 5.0e-3, 10.4, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
         ShapeLatentPreset(8, 1.5e-3, 22.3, 1000, 16, 16, grid_log2=6, levels=6),
         ShapeLatentPreset(9, 4.0e-4, 34.7, 1000, 16, 16, grid_log2=6, levels=6),
     )
