@@ -22,7 +22,7 @@ from nxcodec.errors import InputError, StreamError
 from nxcodec.signals.sdf import Mesh
 
 EXTENT = 0.9  # the mesh's largest half-extent in network coordinates; the rest is margin
-TRUNC = 0.1  # truncation of the signed distance, in network coordinates
+TRUNC = 0.1  # truncation of the signed distance, network coordinates (format 2; format 8 presets set their own)
 BOX = EXTENT + TRUNC / 2  # nothing is decoded beyond this half-extent: every surface closes inside the grid
 DEFAULT_RESOLUTION = 256
 MAX_RESOLUTION = 1024
