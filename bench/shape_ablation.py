@@ -74,24 +74,15 @@ def smaller_contexts(variant: str) -> None:
     fit_shape.COARSE_OFFSETS_3D, fit_shape.SAME_OFFSETS_3D = coarse, same
 
 
-def own_context_models(own: bool = True) -> None:
+def every_preset(**fields) -> None:
+    """Set ``fields`` in every shape preset for this run."""
     for q, p in presets.SHAPE_LATENT_PRESETS.items():
-        presets.SHAPE_LATENT_PRESETS[q] = replace(p, builtin_context=not own)
+        presets.SHAPE_LATENT_PRESETS[q] = replace(p, **fields)
 
 
 def context_model(width: int, layers: int) -> None:
     config_for = fit_shape.config_for
     fit_shape.config_for = lambda preset: replace(config_for(preset), arm_width=width, arm_layers=layers)
-
-
-def occupancy_map(log2: int) -> None:
-    for q, p in presets.SHAPE_LATENT_PRESETS.items():
-        presets.SHAPE_LATENT_PRESETS[q] = replace(p, occupancy_log2=log2)
-
-
-def truncation(trunc: float) -> None:
-    for q, p in presets.SHAPE_LATENT_PRESETS.items():
-        presets.SHAPE_LATENT_PRESETS[q] = replace(p, trunc=trunc)
 
 
 def finest_start(keep: int) -> None:
@@ -218,17 +209,17 @@ def main() -> None:
         table = presets.SHAPE_LATENT_PRESETS
         table[args.quality] = replace(table[args.quality], lam=args.lam)
     if not args.variant.startswith(("base", "map", "init", "builtin", "trunc")):  # variants of the stream's own models
-        own_context_models()
+        every_preset(builtin_context=False)
     if args.variant == "builtin":
-        own_context_models(False)
+        every_preset(builtin_context=True)
     if args.variant in ("small", "c7"):
         smaller_contexts(args.variant)
     elif args.variant.startswith("arm"):
         context_model(*(int(x) for x in args.variant[3:].split("x")))
     elif args.variant.startswith("map"):
-        occupancy_map(int(args.variant[3:]))
+        every_preset(occupancy_log2=int(args.variant[3:]))
     elif args.variant.startswith("trunc"):
-        truncation(float(args.variant[5:]))
+        every_preset(trunc=float(args.variant[5:]))
     elif args.variant.startswith("init"):
         finest_start(int(args.variant[4:]))
     elif args.variant.startswith("foreign="):

@@ -240,8 +240,8 @@ class ShapeLatentPreset(LatentPreset):
 # The truncation: a field truncated at 0.1 came out about 3.4 times flatter than the distance at the
 # surface (bunny, quality 5: gradient 2.9 against 10), so the loss, in units of the truncation,
 # paid little for moving the surface. Truncated at 0.05, then 0.025, the same lambdas gave more
-# bytes and lower Chamfer, and at equal Chamfer fewer bytes (bench/shape_ablation.py truncX, 400
-# iterations, one thread): the bunny 3286 B at Chamfer 0.00098 where 0.1 needed about 4000, the
+# bytes and lower Chamfer, and at equal Chamfer fewer bytes (400-iteration one-thread fits, numbers
+# in issue 14's notes; bench/shape_ablation.py truncX --lam L makes such fits): the bunny 3286 B at Chamfer 0.00098 where 0.1 needed about 4000, the
 # armadillo 1770 B at 0.00141 (0.1: 1816 B at 0.00158), Lucy 892 B at 0.00389 (0.1: 938 B at
 # 0.00450). Weighting the surface samples 4x instead was worse (bunny 1660 B at 0.00269); 0.025
 # decodes in about 1.6x the time of 0.1 (thinner blocks; 5 s at 256^3 for the bunny).
