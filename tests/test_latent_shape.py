@@ -188,6 +188,27 @@ def test_a_free_cell_is_never_closer_to_the_surface_than_the_truncation():
     assert occupied.mean() < 0.5 and (values == -1).any()
 
 
+def test_where_the_sign_flips_away_from_the_surface_the_map_is_occupied():
+    """An open mesh's sign (winding number) flips across its holes, far from the surface: here a sphere whose
+    inside turns outside above z = 0.2. A free component holding both signs would decode one of them wrong."""
+    radius, trunc = 0.6, 0.025
+
+    def distance(p: np.ndarray) -> np.ndarray:
+        d = np.linalg.norm(p, axis=1) - radius
+        return np.where((d < 0) & (p[:, 2] >= 0.2), -d, d)
+
+    occ = occupancy.from_distance(distance, 4, trunc)
+    axis = -1 + (np.arange(16) + 0.5) / 8
+    centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    occupied, values = occ.lookup(centres)
+    d = distance(centres.astype(np.float64))
+    assert np.array_equal(values[~occupied], np.sign(d[~occupied]))  # every free cell decodes its own sign
+    inside = ~occupied & (np.linalg.norm(centres, axis=1) < radius)
+    assert (values[inside] == -1).any() and (values[inside] == 1).any()  # both signs stay free, apart
+    flip = (np.linalg.norm(centres, axis=1) < radius - 0.2) & (np.abs(centres[:, 2] - 0.2) < 0.1)
+    assert occupied[flip].all() and not occupied[np.linalg.norm(centres, axis=1) < radius - 0.2].all()
+
+
 def test_the_trainer_computes_the_decoders_field_and_routing():
     """The torch model (features by grid_sample, routing by cells) is the decoder's field, on decoded integers."""
     cfg = config(n_experts=3, mgr_width=4, levels=4)

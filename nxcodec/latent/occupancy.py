@@ -84,6 +84,20 @@ class Occupancy:
         return np.concatenate([[0.0], np.where(self.inside[:n], -1.0, 1.0)])[labels]
 
 
+def _sign_flips(free: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The free cells with a free face neighbour of the other sign."""
+    flips = np.zeros_like(free)
+    for axis in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(None, -1), slice(1, None)
+        a, b = tuple(a), tuple(b)
+        pair = free[a] & free[b] & (inside[a] != inside[b])
+        flips[a] |= pair
+        flips[b] |= pair
+    return flips
+
+
 def _repeat(cells: np.ndarray, r: int) -> np.ndarray:
     return cells.repeat(r, 0).repeat(r, 1).repeat(r, 2)
 
@@ -190,12 +204,18 @@ def read(data: bytes, pos: int, end: int, max_log2: int) -> tuple[Occupancy, int
 def from_distance(distance, log2: int, trunc: float) -> Occupancy:
     """The map an encoder codes: a cell is occupied when ``distance`` (signed, network units, of points (n, 3))
     at its centre is within the truncation plus the half diagonal (so a free cell is at least the truncation
-    from the surface everywhere); a free component is inside when most of its cells' centres are."""
+    from the surface everywhere), or when it is free and a face neighbour of the other sign is too.
+
+    The second rule is for open meshes: through a hole, the inside reaches the outside without crossing the
+    surface, and the sign (from the winding number) flips away from it. Occupying the free cells on both sides
+    of each flip leaves every free component of one sign, which its inside bit then holds exactly, and the
+    networks close the hole as they do where the map is occupied anyway."""
     c = 1 << log2
     axis = -1 + (2.0 / c) * (np.arange(c) + 0.5)
     centres = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     d = np.asarray(distance(centres), dtype=np.float64).reshape(c, c, c)
     cells = np.abs(d) < trunc + np.sqrt(3) / c
+    cells |= _sign_flips(~cells, d < 0)
     labels, n = components(cells)
     inside_votes = np.bincount(labels.ravel(), weights=(d < 0).ravel(), minlength=n + 1)[1:]
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
