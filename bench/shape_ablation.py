@@ -33,6 +33,10 @@ Variants:
 - ``truncX``: the distance truncated at X (network coordinates) instead of at the preset's
   0.025 (0.1 until the commit that added this variant); ``--lam`` sets lambda apart from the
   quality's.
+- ``gridG``: every quality on a finest grid of 2^G + 1 vertices per axis, with G + 1 grids
+  (the presets: G = 5 at qualities 1 to 6, 6 above); the context models stay the preset's.
+- ``synW``: experts W wide, and 8x2 context models (so the built-in ones wherever the
+  preset asks for them).
 
 Format 7's occupancy map was first measured here, as a variant ``occL`` that estimated its
 bytes on format 6 streams (commit 147204f; its rows in
@@ -196,7 +200,7 @@ def foreign_context_models(donor_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, truncX, shared, foreign=STREAM, coarse or netrateX")
+    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, truncX, gridG, synW, shared, foreign=STREAM, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--lam", type=float, default=None, help="lambda (default: the quality's)")
@@ -208,7 +212,7 @@ def main() -> None:
     if args.lam is not None:
         table = presets.SHAPE_LATENT_PRESETS
         table[args.quality] = replace(table[args.quality], lam=args.lam)
-    if not args.variant.startswith(("base", "map", "init", "builtin", "trunc")):  # variants of the stream's own models
+    if not args.variant.startswith(("base", "map", "init", "builtin", "trunc", "grid", "syn")):  # variants of the stream's own models
         every_preset(builtin_context=False)
     if args.variant == "builtin":
         every_preset(builtin_context=True)
@@ -218,6 +222,10 @@ def main() -> None:
         context_model(*(int(x) for x in args.variant[3:].split("x")))
     elif args.variant.startswith("map"):
         every_preset(occupancy_log2=int(args.variant[3:]))
+    elif args.variant.startswith("grid"):
+        every_preset(grid_log2=int(args.variant[4:]), levels=int(args.variant[4:]))
+    elif args.variant.startswith("syn"):
+        every_preset(arm_width=8, syn_width=int(args.variant[3:]))
     elif args.variant.startswith("trunc"):
         every_preset(trunc=float(args.variant[5:]))
     elif args.variant.startswith("init"):
