@@ -236,7 +236,8 @@ class ShapeLatentPreset(LatentPreset):
 # Format 8's built-in context models (nxcodec.latent.builtin, fitted on synthetic shapes at the
 # lambdas of the old qualities 1 to 6) against each stream's own, bench/shape_ablation.py (400
 # iterations, bench/results/shape_ablation_cpu.jsonl): a fifth to a third fewer bytes at equal
-# Chamfer on all three meshes on 33^3 grids; at 65^3 no better, so qualities 7 to 9 keep their own.
+# Chamfer on all three meshes on 33^3 grids. At 65^3 and truncation 0.1 they were no better;
+# at 0.025 they are (below), so every quality uses them.
 # The truncation: a field truncated at 0.1 came out about 3.4 times flatter than the distance at the
 # surface (bunny, quality 5: gradient 2.9 against 10), so the loss, in units of the truncation,
 # paid little for moving the surface. Truncated at 0.05, then 0.025, the same lambdas gave more
@@ -245,13 +246,20 @@ class ShapeLatentPreset(LatentPreset):
 # armadillo 1770 B at 0.00141 (0.1: 1816 B at 0.00158), Lucy 892 B at 0.00389 (0.1: 938 B at
 # 0.00450). Weighting the surface samples 4x instead was worse (bunny 1660 B at 0.00269); 0.025
 # decodes in about 1.6x the time of 0.1 (thinner blocks; 5 s at 256^3 for the bunny).
-# Lambdas for 0.025 (bunny, the same fits): 0.2 gave 1.4 KB at 0.00243, 0.1 1.7 KB at 0.00169,
-# 4e-2 2.3 KB at 0.00126, 1.5e-2 3.3 KB at 0.00098, 2.5e-3 6.1 KB at 0.00078; on 65^3 grids 5e-3
-# gave 10.5 KB at 0.00062, 1.5e-3 24.7 KB at 0.00075 (a worse Chamfer for more bytes); with
-# 16-wide networks 4e-3 13.8 KB at 0.00052, 1.5e-3 22.3 KB at 0.00045, 4e-4 34.7 KB at 0.00039.
-# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes, at qualities 1, 3, 5 and 7 in
-# bench/results/shape_v8_t025_cpu (commit bd091d6, 2 threads), at the others in those fits; the
-# armadillo and Lucy need 0.5 to 1.2 times as many.
+# Lambdas for 0.025 on 33^3 grids (bunny, the same fits): 0.2 gave 1.4 KB at 0.00243, 0.1 1.7 KB
+# at 0.00169, 4e-2 2.3 KB at 0.00126, 1.5e-2 3.3 KB at 0.00098, 2.5e-3 6.1 KB at 0.00078. There
+# the armadillo stops improving (5.0e-3: 3.6 KB at 0.00133) and Lucy's thin parts stay coarse.
+# On 65^3 grids with the built-in models (bench/shape_ablation.py gridG and synW, rows in
+# bench/results/shape_ablation_cpu.jsonl; bytes at Chamfer, bunny / armadillo / Lucy):
+#   4e-2:   4670 at 0.00098 / 3478 at 0.00095 / 2350 at 0.00244
+#   1.5e-2: 6050 at 0.00075 / 4648 at 0.00075 / 3354 at 0.00175
+#   6e-3:   8746 at 0.00062 / 6904 at 0.00062 / 4962 at 0.00159
+#   16-wide experts (bunny): 1.5e-3 17762 at 0.00047, 4e-4 32514 at 0.00040
+# against the stream's own models, 12 wide, 5e-3: 10408 at 0.00061 / 12162 at 0.00055 / 6368 at
+# 0.00153 (bench/results/shape_v8_t025_cpu). 0.1 on 65^3 was worse than 33^3 (bunny 4032 B at
+# 0.00157), so qualities 1 to 4 stay on 33^3.
+# ``rate`` (KB, what --kb picks a preset by): the bunny's bytes in those fits; the armadillo and
+# Lucy need 0.5 to 1.2 times as many.
 SHAPE_LATENT_PRESETS = {
     p.quality: p
     for p in (
@@ -259,10 +267,10 @@ SHAPE_LATENT_PRESETS = {
         ShapeLatentPreset(2, 1.0e-1, 1.7, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(3, 4.0e-2, 2.3, 1000, 8, 12, grid_log2=5, levels=5),
         ShapeLatentPreset(4, 1.5e-2, 3.3, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(5, 6.0e-3, 4.8, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(6, 2.5e-3, 6.1, 1000, 8, 12, grid_log2=5, levels=5),
-        ShapeLatentPreset(7, 5.0e-3, 10.4, 1000, 8, 12, grid_log2=6, levels=6, builtin_context=False),
-        ShapeLatentPreset(8, 1.5e-3, 22.3, 1000, 16, 16, grid_log2=6, levels=6),
-        ShapeLatentPreset(9, 4.0e-4, 34.7, 1000, 16, 16, grid_log2=6, levels=6),
+        ShapeLatentPreset(5, 4.0e-2, 4.7, 1000, 8, 12, grid_log2=6, levels=6),
+        ShapeLatentPreset(6, 1.5e-2, 6.0, 1000, 8, 12, grid_log2=6, levels=6),
+        ShapeLatentPreset(7, 6.0e-3, 8.7, 1000, 8, 12, grid_log2=6, levels=6),
+        ShapeLatentPreset(8, 1.5e-3, 17.8, 1000, 8, 16, grid_log2=6, levels=6),
+        ShapeLatentPreset(9, 4.0e-4, 32.5, 1000, 8, 16, grid_log2=6, levels=6),
     )
 }
