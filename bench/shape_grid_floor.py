@@ -1,0 +1,82 @@
+"""What a uniform grid of the distance can reach at best: the Chamfer of the exact field sampled on the grid.
+
+For each mesh and grid size, the mesh's truncated signed distance is sampled at the
+(2^G + 1)^3 vertices of the cube, interpolated trilinearly (as format 8's decoder
+interpolates its finest grid) and meshed by the decoder's marching cubes; the result is
+measured as the shape benchmark measures nxcodec. No fit, no quantization, no rate: the
+Chamfer of this field is a floor for a format 8 stream whose finest grid has that size
+(the coarser grids and the experts can only bend the field between vertices). Given the
+directory of a ``nxcodec bench shape`` run, it also prints the bytes the Draco +
+decimation envelope of that run needs for the same Chamfer.
+
+    python bench/shape_grid_floor.py ../shared/data/meshes --grids 5,6 \
+        --bench bench/results/shape_v8_g65_cpu --out bench/results/shape_grid_floor_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.interpolate import RegularGridInterpolator
+
+from nxcodec.bench.results import git_commit, machine_name
+from nxcodec.bench.shape import METRICS, bytes_at_chamfer, envelope
+from nxcodec.fit.latent_shape import with_truncation
+from nxcodec.fit.presets import SHAPE_LATENT_PRESETS
+from nxcodec.signals import for_name
+from nxcodec.signals.meshfile import decode_mesh
+from nxcodec.signals.sdf import SurfaceIndex, shape_metrics
+
+RESOLUTION = 256  # marching cubes, as the benchmark decodes
+
+
+def grid_floor(shape, signal, grid_log2: int) -> dict:
+    """The exact truncated distance on a (2^grid_log2 + 1)^3 grid, meshed and measured against the original."""
+    n = (1 << grid_log2) + 1
+    axis = np.linspace(-1.0, 1.0, n)
+    vertices = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    t0 = time.perf_counter()
+    values = shape.truncated_distance(signal, vertices).reshape(n, n, n)
+    interpolate = RegularGridInterpolator((axis, axis, axis), values, method="linear")
+    decoded = decode_mesh(lambda p: interpolate(np.clip(p, -1.0, 1.0)), signal.descriptor, RESOLUTION)
+    seconds = time.perf_counter() - t0
+    metrics = shape_metrics(signal.data, decoded, METRICS, SurfaceIndex(signal.data))
+    return {"grid": n, "chamfer_l1": metrics["chamfer_l1"], "iou": metrics["iou"], "seconds": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("meshes", type=Path, help="a mesh file or a directory of them")
+    ap.add_argument("--grids", default="5,6", help="log2 of the finest grid's cells per axis, comma-separated")
+    ap.add_argument("--bench", type=Path, default=None, help="a shape benchmark's output directory (its envelope)")
+    ap.add_argument("--out", type=Path, required=True, help="JSON to write")
+    args = ap.parse_args()
+    shape = for_name("shape")
+    paths = sorted(p for p in args.meshes.iterdir() if p.suffix.lower() in shape.extensions) if args.meshes.is_dir() else [args.meshes]
+    baseline = []
+    if args.bench is not None:
+        rows = [json.loads(line) for line in (args.bench / "points.jsonl").read_text().splitlines() if line]
+        baseline = [r for r in rows if r["codec"] in ("draco", "draco_decimated")]
+    trunc = SHAPE_LATENT_PRESETS[1].trunc
+    rows = []
+    for path in paths:
+        signal = with_truncation(shape.read(path), trunc)
+        front = envelope([r for r in baseline if r["mesh"] == path.stem])
+        for g in (int(x) for x in args.grids.split(",")):
+            row = {"mesh": path.stem, "trunc": trunc, **grid_floor(shape, signal, g)}
+            row["envelope_bytes"] = bytes_at_chamfer(front, row["chamfer_l1"]) if front else None
+            rows.append(row)
+            print(f"{row['mesh']} {row['grid']}^3: Chamfer-L1 {row['chamfer_l1']:.5f}, IoU {row['iou']:.4f}, "
+                  f"envelope {row['envelope_bytes'] or float('nan'):.0f} B at that Chamfer ({row['seconds']:.0f} s)")
+    out = {"rows": rows, "resolution": RESOLUTION, "machine": machine_name("cpu"), "commit": git_commit(),
+           "envelope_from": str(args.bench) if args.bench else None}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
