@@ -1,13 +1,14 @@
-"""What a uniform grid of the distance can reach at best: the Chamfer of the exact field sampled on the grid.
+"""What a uniform grid of the distance gives without any fit: the Chamfer of the mesh's distance sampled on the grid.
 
-For each mesh and grid size, the mesh's truncated signed distance is sampled at the
-(2^G + 1)^3 vertices of the cube, interpolated trilinearly (as format 8's decoder
-interpolates its finest grid) and meshed by the decoder's marching cubes; the result is
-measured as the shape benchmark measures nxcodec. No fit, no quantization, no rate: the
-Chamfer of this field is a floor for a format 8 stream whose finest grid has that size
-(the coarser grids and the experts can only bend the field between vertices). Given the
-directory of a ``nxcodec bench shape`` run, it also prints the bytes the Draco +
-decimation envelope of that run needs for the same Chamfer.
+For each mesh and grid size, the mesh's signed distance is sampled at the (2^G + 1)^3
+vertices of the cube, interpolated trilinearly (as format 8's decoder interpolates its
+grids) and meshed by the decoder's marching cubes; the result is measured as the shape
+benchmark measures nxcodec. Twice: the distance truncated as format 8 codes it, and the
+exact distance. No fit, no quantization, no rate. It is a reference, not a bound: a fit
+chooses the vertex values (and the coarser grids and the experts bend the field between
+vertices), so it can land below the sampled field, but the grid's spacing sets the scale
+of what it can place. Given the directory of a ``nxcodec bench shape`` run, it also gives
+the bytes the Draco + decimation envelope of that run needs for the same Chamfer.
 
     python bench/shape_grid_floor.py ../shared/data/meshes --grids 5,6 \
         --bench bench/results/shape_v8_g65_cpu --out bench/results/shape_grid_floor_cpu.json
@@ -34,18 +35,23 @@ from nxcodec.signals.sdf import SurfaceIndex, shape_metrics
 RESOLUTION = 256  # marching cubes, as the benchmark decodes
 
 
-def grid_floor(shape, signal, grid_log2: int) -> dict:
-    """The exact truncated distance on a (2^grid_log2 + 1)^3 grid, meshed and measured against the original."""
+def grid_floor(shape, signal, grid_log2: int, truncated: bool) -> dict:
+    """The mesh's distance (in units of the truncation, clamped to +-1 when ``truncated``) on a
+    (2^grid_log2 + 1)^3 grid, meshed and measured against the original."""
     n = (1 << grid_log2) + 1
     axis = np.linspace(-1.0, 1.0, n)
     vertices = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     t0 = time.perf_counter()
-    values = shape.truncated_distance(signal, vertices).reshape(n, n, n)
+    distance = shape.truncated_distance if truncated else shape.signed_distance
+    values = distance(signal, vertices).reshape(n, n, n)
+    if not truncated:
+        values = values / signal.descriptor.trunc
     interpolate = RegularGridInterpolator((axis, axis, axis), values, method="linear")
     decoded = decode_mesh(lambda p: interpolate(np.clip(p, -1.0, 1.0)), signal.descriptor, RESOLUTION)
     seconds = time.perf_counter() - t0
     metrics = shape_metrics(signal.data, decoded, METRICS, SurfaceIndex(signal.data))
-    return {"grid": n, "chamfer_l1": metrics["chamfer_l1"], "iou": metrics["iou"], "seconds": seconds}
+    return {"grid": n, "truncated": truncated, "chamfer_l1": metrics["chamfer_l1"], "iou": metrics["iou"],
+            "seconds": seconds}
 
 
 def main() -> None:
@@ -66,11 +72,12 @@ def main() -> None:
     for path in paths:
         signal = with_truncation(shape.read(path), trunc)
         front = envelope([r for r in baseline if r["mesh"] == path.stem])
-        for g in (int(x) for x in args.grids.split(",")):
-            row = {"mesh": path.stem, "trunc": trunc, **grid_floor(shape, signal, g)}
+        for g, truncated in ((int(x), t) for x in args.grids.split(",") for t in (True, False)):
+            row = {"mesh": path.stem, "trunc": trunc, **grid_floor(shape, signal, g, truncated)}
             row["envelope_bytes"] = bytes_at_chamfer(front, row["chamfer_l1"]) if front else None
             rows.append(row)
-            print(f"{row['mesh']} {row['grid']}^3: Chamfer-L1 {row['chamfer_l1']:.5f}, IoU {row['iou']:.4f}, "
+            kind = "truncated" if truncated else "exact"
+            print(f"{row['mesh']} {row['grid']}^3 {kind}: Chamfer-L1 {row['chamfer_l1']:.5f}, IoU {row['iou']:.4f}, "
                   f"envelope {row['envelope_bytes'] or float('nan'):.0f} B at that Chamfer ({row['seconds']:.0f} s)")
     out = {"rows": rows, "resolution": RESOLUTION, "machine": machine_name("cpu"), "commit": git_commit(),
            "envelope_from": str(args.bench) if args.bench else None}
