@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -74,11 +75,12 @@ def main() -> None:
         front = envelope([r for r in baseline if r["mesh"] == path.stem])
         for g, truncated in ((int(x), t) for x in args.grids.split(",") for t in (True, False)):
             row = {"mesh": path.stem, "trunc": trunc, **grid_floor(shape, signal, g, truncated)}
-            row["envelope_bytes"] = bytes_at_chamfer(front, row["chamfer_l1"]) if front else None
+            at = bytes_at_chamfer(front, row["chamfer_l1"]) if front else math.nan
+            row["envelope_bytes"] = None if math.isnan(at) else at  # None: no envelope, or outside its range
             rows.append(row)
             kind = "truncated" if truncated else "exact"
             print(f"{row['mesh']} {row['grid']}^3 {kind}: Chamfer-L1 {row['chamfer_l1']:.5f}, IoU {row['iou']:.4f}, "
-                  f"envelope {row['envelope_bytes'] or float('nan'):.0f} B at that Chamfer ({row['seconds']:.0f} s)")
+                  f"envelope {at:.0f} B at that Chamfer ({row['seconds']:.0f} s)")
     out = {"rows": rows, "resolution": RESOLUTION, "machine": machine_name("cpu"), "commit": git_commit(),
            "envelope_from": str(args.bench) if args.bench else None}
     args.out.parent.mkdir(parents=True, exist_ok=True)
