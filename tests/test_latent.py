@@ -126,6 +126,40 @@ def test_fixed_point_mlp_is_exact_integer_arithmetic():
     assert np.array_equal(got, np.array(want))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_context_predictions_in_blocks_match_a_latent_by_latent_reading_of_the_spec(dims, monkeypatch):
+    """``predict`` gathers its inputs by flat index, in blocks; the reference reads every neighbour with a
+    bounds check, one latent at a time (SPEC.md 9.4, 11.4)."""
+    rng = np.random.default_rng(dims)
+    shape = (21, 18) if dims == 2 else (9, 8, 7)
+    coarser_shape = tuple(-(-n // 2) for n in shape)
+    grid = rng.integers(-5000, 5000, shape)
+    coarser = rng.integers(-5000, 5000, coarser_shape)
+    coarse_offsets, same_offsets = context.OFFSETS[dims]
+
+    def at(g: np.ndarray, p: tuple[int, ...]) -> int:
+        return int(g[p]) if all(0 <= i < n for i, n in zip(p, g.shape)) else 0
+
+    monkeypatch.setattr(context, "BLOCK", 7)  # many blocks, the last one partial
+    for parity in (0, 1):
+        n_in = context.context_sizes(dims)[parity]
+        net = [context.FixedLayer(rng.integers(-300, 300, (n_in, 8)), rng.integers(-300, 300, 8), 11, 6),
+               context.FixedLayer(rng.integers(-300, 300, (8, 2)), rng.integers(-300, 300, 2), 9, 4)]
+        pos = context.pass_positions(shape, parity)
+        pos = tuple(p[::2] for p in pos)  # a subset, as a shape's occupancy mask keeps
+        for coarse in (coarser, None):
+            mu, scale = context.predict(net, grid, coarse, pos, parity)
+            rows = []
+            for p in zip(*(q.tolist() for q in pos)):
+                same = [at(grid, tuple(a + b for a, b in zip(p, o))) for o in same_offsets] if parity else []
+                parent = tuple(a // 2 for a in p)
+                up = [0 if coarse is None else at(coarse, tuple(a + b for a, b in zip(parent, o)))
+                      for o in coarse_offsets]
+                rows.append(same + up)
+            want_mu, want_scale = context.means_and_scales(context.fixed_mlp(np.array(rows, dtype=np.int64), net))
+            assert np.array_equal(mu, want_mu) and np.array_equal(scale, want_scale)
+
+
 def test_ties_route_to_the_lowest_expert():
     assert context.route(np.array([[3, 7, 7], [5, 5, 5], [-1, -2, -1]])).tolist() == [1, 0, 0]
 

@@ -11,11 +11,12 @@ positions whose coordinates sum to an even number, in raster order) and then pas
 others). A pass A latent reads the next coarser grid around its parent (9 values in 2-D,
 27 in 3-D); a pass B latent reads in addition the nearest pass A latents of its own grid
 (12 in 2-D, 14 in 3-D). Every latent of a pass is independent of the others of that
-pass, so a pass is one vectorised step.
+pass, so a pass is evaluated in vectorised blocks.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,16 +64,19 @@ def fixed_mlp(x: np.ndarray, layers: list[FixedLayer]) -> np.ndarray:
 
     Each layer computes ``acc = x W + align(b)`` exactly (``FRAC_BITS + w_shift`` fractional
     bits), then ``floor(acc / 2**w_shift)``; hidden layers clamp to ``[0, HIDDEN_MAX]``.
+    Scaling by ``2**-w_shift`` is exact in binary64, so it is done as a multiplication, in place.
     Returns int64 outputs with ``FRAC_BITS`` fractional bits.
     """
     h = np.asarray(x, dtype=np.float64)
     for i, layer in enumerate(layers):
         shift = FRAC_BITS + layer.w_shift - layer.b_shift
         bias = layer.bias << shift if shift >= 0 else layer.bias >> -shift
-        acc = h @ layer.weight.astype(np.float64) + bias.astype(np.float64)
-        h = np.floor(acc / float(1 << layer.w_shift))
+        acc = h @ layer.weight.astype(np.float64)
+        acc += bias.astype(np.float64)
+        acc *= 1.0 / (1 << layer.w_shift)
+        h = np.floor(acc, out=acc)
         if i < len(layers) - 1:
-            h = np.clip(h, 0, HIDDEN_MAX)
+            np.clip(h, 0, HIDDEN_MAX, out=h)
     return h.astype(np.int64)
 
 
@@ -103,31 +107,48 @@ Positions = tuple[np.ndarray, ...]  # one index array per axis
 
 def pass_positions(shape: tuple[int, ...], parity: int) -> Positions:
     """Indices of the positions whose coordinates sum to ``parity`` modulo 2, in raster (C) order."""
-    idx = np.unravel_index(np.arange(int(np.prod(shape)), dtype=np.int64), shape)
-    keep = sum(idx) % 2 == parity
-    return tuple(i[keep] for i in idx)
+    return np.nonzero((sum(np.indices(shape, sparse=True)) & 1) == parity)
 
 
-def _gather(grid: np.ndarray, pos: Positions, offsets, pad: int) -> np.ndarray:
-    """``grid[pos + offset]`` for every offset, as columns, zero outside the grid (one indexing)."""
-    padded = np.pad(grid, pad)
-    deltas = [np.array(v, dtype=np.int64) + pad for v in zip(*offsets)]
-    return padded[tuple(p[:, None] + d[None, :] for p, d in zip(pos, deltas))]
+BLOCK = 4096  # latents per step of the context model: bounds the decoder's working memory and keeps it in cache
 
 
-def context_a(coarser: np.ndarray | None, pos: Positions) -> np.ndarray:
-    """Pass A inputs: the coarser grid's values around each parent ``pos // 2`` (zero outside it, or with no
-    coarser grid)."""
-    coarse, _ = OFFSETS[len(pos)]
-    if coarser is None:
-        return np.zeros((pos[0].size, len(coarse)), dtype=np.int64)
-    return _gather(coarser, tuple(p // 2 for p in pos), coarse, 1)
+def _source(grid: np.ndarray, pos: Positions, offsets, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What gathering ``grid[pos + offset]`` needs: the zero-padded grid flattened (binary64, whose integers
+    below 2**53 are exact), each position's flat index in it and each offset's flat step."""
+    padded = np.pad(grid.astype(np.float64), pad)
+    strides = [math.prod(padded.shape[a + 1 :]) for a in range(padded.ndim)]
+    index = sum((p + pad) * s for p, s in zip(pos, strides))
+    steps = np.array([sum(o * s for o, s in zip(off, strides)) for off in offsets], dtype=np.int64)
+    return padded.reshape(-1), index, steps
 
 
-def context_b(grid: np.ndarray, coarser: np.ndarray | None, pos: Positions) -> np.ndarray:
-    """Pass B inputs: the pass A neighbours of the same grid (zero outside), then the pass A inputs."""
-    _, same = OFFSETS[len(pos)]
-    return np.concatenate([_gather(grid, pos, same, 2), context_a(coarser, pos)], axis=1)
+def predict(net: list[FixedLayer], grid: np.ndarray, coarser: np.ndarray | None, pos: Positions,
+            parity: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and scale index of every latent at ``pos`` of pass ``parity`` (0: A, 1: B) of ``grid``.
+
+    Pass A reads the coarser grid's values around each parent ``pos // 2``; pass B reads the
+    pass A neighbours of its own grid, then the same coarser values. Values outside a grid,
+    and every coarser value of the coarsest grid, are zero. Evaluated in blocks of ``BLOCK``
+    latents, which changes nothing in the result: every latent of a pass is independent.
+    """
+    coarse, same = OFFSETS[len(pos)]
+    n = pos[0].size
+    columns = [(len(same), _source(grid, pos, same, 2))] if parity else []
+    columns.append((len(coarse), None if coarser is None else _source(coarser, tuple(p // 2 for p in pos), coarse, 1)))
+    width = sum(k for k, _ in columns)
+    mu, scale = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        ctx = np.zeros((b - a, width), dtype=np.float64)
+        col = 0
+        for k, source in columns:
+            if source is not None:
+                flat, index, steps = source
+                ctx[:, col : col + k] = flat[index[a:b, None] + steps]
+            col += k
+        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(ctx, net))
+    return mu, scale
 
 
 def manager_inputs(grids: list[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

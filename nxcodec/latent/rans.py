@@ -153,23 +153,24 @@ class Decoder:
         models = self.tables.check_models(models)
         n = models.size
         lanes, x, words = self.lanes, self.x, self.words
-        keys, freq_after, keys_after = self.tables.keys, self.tables.freq_after, self.tables.keys_after
-        searchsorted, count_nonzero = np.searchsorted, np.count_nonzero
+        tables = self.tables
+        find, freq_after, keys_after = tables.keys.searchsorted, tables.freq_after, tables.keys_after
+        count_nonzero = np.count_nonzero
         offset = models * TOTAL  # slot + offset is the slot's key among Tables.keys
-        found = []  # per row, the searchsorted results; they become the symbols at the end
+        found = np.empty(n, dtype=np.int64)  # the searchsorted results; they become the symbols at the end
         pos, n_words = self.pos, words.size
         start, lane = 0, self.count % lanes
         while start < n:
             end = min(start + lanes - lane, n)
-            xs = x[lane : lane + end - start]  # a view: this row's lanes within the call
+            xs = x if lane == 0 and end - start == lanes else x[lane : lane + end - start]  # this row's lanes
             key = xs & SLOT_MASK
             key += offset[start:end]
-            j = searchsorted(keys, key, "right")  # entry j - 1: the largest cdf <= slot in its model
-            found.append(j)
+            j = find(key, "right")  # entry j - 1: the largest cdf <= slot in its model
+            found[start:end] = j
             xs >>= 16
             xs *= freq_after[j]
-            xs += key
-            xs -= keys_after[j]  # x = f * (x >> 16) + slot - cdf
+            key -= keys_after[j]
+            xs += key  # x = f * (x >> 16) + slot - cdf
             need = xs < L_LOW
             k = count_nonzero(need)
             if k:  # lanes needing a word read the next words in increasing lane order
@@ -180,8 +181,7 @@ class Decoder:
             start, lane = end, 0
         self.pos = pos
         self.count += n
-        entries = np.concatenate(found) - 1 if found else np.zeros(0, np.int64)
-        return entries - self.tables.base[models]
+        return found - 1 - tables.base[models]
 
     def finish(self) -> None:
         """CorruptStream unless every lane is back at 2**16 and every word was read."""

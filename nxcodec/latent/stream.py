@@ -22,8 +22,8 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import builtin, context, rans, tables
-from nxcodec.latent.context import (FixedLayer, Positions, context_a, context_b, context_sizes, fixed_mlp,
-                                    level_sizes, max_levels, means_and_scales, pass_positions)
+from nxcodec.latent.context import (FixedLayer, Positions, context_sizes, level_sizes, max_levels, pass_positions,
+                                    predict)
 from nxcodec.latent.synthesis import Synthesis, synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
@@ -221,8 +221,7 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
                 pos = tuple(p[masks[level][pos]] for p in pos)
             if pos[0].size == 0:
                 continue
-            ctx = context_a(coarser, pos) if parity == 0 else context_b(grid, coarser, pos)
-            mu, scale = means_and_scales(fixed_mlp(ctx, net))
+            mu, scale = predict(net, grid, coarser, pos, parity)
             grid[pos] = residuals(level, pos, mu, scale) * context.ONE + mu
         grids[level] = coarser = grid
     return grids

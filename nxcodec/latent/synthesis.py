@@ -38,10 +38,10 @@ def upsample2(x: np.ndarray, taps: np.ndarray, axis: int, size: int) -> np.ndarr
     n = x.shape[-1]
     p = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(2, 2)], mode="edge")
     k0, k1, k2, k3 = (x.dtype.type(t) for t in taps)
-    even = k0 * p[..., 0:n] + k1 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k3 * p[..., 3 : n + 3]
-    odd = k3 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k1 * p[..., 3 : n + 3] + k0 * p[..., 4 : n + 4]
-    out = np.stack([even, odd], axis=-1).reshape(*x.shape[:-1], 2 * n)[..., :size]
-    return np.moveaxis(out, -1, axis)
+    out = np.empty((*x.shape[:-1], 2 * n), dtype=x.dtype)
+    out[..., 0::2] = k0 * p[..., 0:n] + k1 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k3 * p[..., 3 : n + 3]
+    out[..., 1::2] = k3 * p[..., 1 : n + 1] + k2 * p[..., 2 : n + 2] + k1 * p[..., 3 : n + 3] + k0 * p[..., 4 : n + 4]
+    return np.moveaxis(out[..., :size], -1, axis)
 
 
 def features(grids: list[np.ndarray], taps: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -67,12 +67,21 @@ def mlp(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarra
 
 
 def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Zero-padded 3x3 convolution (cross-correlation) of ``(in, rows, cols)`` with ``(out, in, 3, 3)``."""
+    """Zero-padded 3x3 convolution (cross-correlation) of ``(in, rows, cols)`` with ``(out, in, 3, 3)``.
+
+    Computed in bands of rows, so the nine shifted copies of the input stay small.
+    """
     c, h, wd = x.shape
     p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
-    cols = np.stack([p[:, dy : dy + h, dx : dx + wd] for dy in range(3) for dx in range(3)], axis=1)  # (in, 9, h, w)
-    out = np.tensordot(w.reshape(w.shape[0], c, 9), cols, axes=([1, 2], [0, 1]))
-    return out + b[:, None, None]
+    taps = w.reshape(w.shape[0], c, 9)
+    out = np.empty((w.shape[0], h, wd), dtype=x.dtype)
+    band = max(1, ROWS // wd)
+    for r in range(0, h, band):
+        n = min(band, h - r)
+        cols = np.stack([p[:, r + dy : r + dy + n, dx : dx + wd] for dy in range(3) for dx in range(3)], axis=1)
+        out[:, r : r + n] = np.tensordot(taps, cols, axes=([1, 2], [0, 1]))
+    out += b[:, None, None]
+    return out
 
 
 def expert_choice(grids: list[np.ndarray], syn: Synthesis) -> np.ndarray:
@@ -96,15 +105,22 @@ def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int,
     16-bit sample step is too fine for binary32's rounding to leave samples unchanged.
     """
     rows, cols = grids[0].shape
-    feats = features(grids, syn.upsample, dtype).reshape(len(grids), -1).T  # (pixels, levels)
+    n = rows * cols
+    feats = features(grids, syn.upsample, dtype).reshape(len(grids), n)
     choice = expert_choice(grids, syn)
-    out = np.empty((rows * cols, channels), dtype=dtype)
-    for k in range(syn.experts[0][0].shape[0]):
-        idx = np.flatnonzero(choice == k)
-        layers = [(w[k].astype(dtype), b[k].astype(dtype)) for w, b in syn.experts]
-        for a in range(0, idx.size, ROWS):
-            sel = idx[a : a + ROWS]
-            out[sel] = mlp(feats[sel], layers)
+    experts = [[(w[k].astype(dtype), b[k].astype(dtype)) for w, b in syn.experts]
+               for k in range(syn.experts[0][0].shape[0])]
+    out = np.empty((n, channels), dtype=dtype)
+    for a in range(0, n, ROWS):  # blocks of pixels, each routed to its expert
+        block = np.ascontiguousarray(feats[:, a : a + ROWS].T)  # (pixels, levels)
+        if len(experts) == 1:
+            out[a : a + ROWS] = mlp(block, experts[0])
+            continue
+        which = choice[a : a + ROWS]
+        for k, layers in enumerate(experts):
+            sel = np.flatnonzero(which == k)
+            if sel.size:
+                out[a + sel] = mlp(block[sel], layers)
     if syn.refine:
         x = out.T.reshape(channels, rows, cols)
         (w1, b1), (w2, b2) = ((w.astype(dtype), b.astype(dtype)) for w, b in syn.refine)
