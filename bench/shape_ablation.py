@@ -35,6 +35,8 @@ Variants:
   quality's.
 - ``gridG``: every quality on a finest grid of 2^G + 1 vertices per axis, with G + 1 grids
   (the presets: G = 5 at qualities 1 to 6, 6 above); the context models stay the preset's.
+- ``levelsN``: N grids instead of the preset's (the finest stays the preset's), so fewer coarse
+  grids whose latents the synthesis reads.
 - ``synW``: experts W wide, and 8x2 context models (so the built-in ones wherever the
   preset asks for them).
 
@@ -200,7 +202,7 @@ def foreign_context_models(donor_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mesh", type=Path)
-    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, truncX, gridG, synW, shared, foreign=STREAM, coarse or netrateX")
+    ap.add_argument("variant", help="base, own, builtin, small, c7, armWxL, mapK, initN, truncX, gridG, levelsN, synW, shared, foreign=STREAM, coarse or netrateX")
     ap.add_argument("--quality", type=int, default=3)
     ap.add_argument("--iters", type=int, default=400)
     ap.add_argument("--lam", type=float, default=None, help="lambda (default: the quality's)")
@@ -212,7 +214,7 @@ def main() -> None:
     if args.lam is not None:
         table = presets.SHAPE_LATENT_PRESETS
         table[args.quality] = replace(table[args.quality], lam=args.lam)
-    if not args.variant.startswith(("base", "map", "init", "builtin", "trunc", "grid", "syn")):  # variants of the stream's own models
+    if not args.variant.startswith(("base", "map", "init", "builtin", "trunc", "grid", "levels", "syn")):  # variants of the stream's own models
         every_preset(builtin_context=False)
     if args.variant == "builtin":
         every_preset(builtin_context=True)
@@ -224,6 +226,8 @@ def main() -> None:
         every_preset(occupancy_log2=int(args.variant[3:]))
     elif args.variant.startswith("grid"):
         every_preset(grid_log2=int(args.variant[4:]), levels=int(args.variant[4:]))
+    elif args.variant.startswith("levels"):
+        every_preset(levels=int(args.variant[6:]))
     elif args.variant.startswith("syn"):
         every_preset(arm_width=8, syn_width=int(args.variant[3:]))
     elif args.variant.startswith("trunc"):
