@@ -32,6 +32,7 @@ from nxcodec.decoder import check_header
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
 from nxcodec.limits import Limits
+from nxcodec.workers import exit_with_parent
 
 MANIFEST = "manifest.jsonl"
 SUMMARY = "manifest.csv"
@@ -253,6 +254,7 @@ def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
     global _WORKER_DEVICE
     import torch
 
+    exit_with_parent()
     _WORKER_DEVICE = devices.get()
     torch.set_num_threads(threads)
 

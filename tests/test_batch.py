@@ -196,8 +196,30 @@ def test_resume_with_other_settings_is_refused_with_one_line_and_another_group_i
     assert outputs(dst) == before  # one file in the group: the same bytes
 
 
-def kill_and_resume(src: Path, dst: Path, args: list[str]) -> None:
-    """Start a batch, kill it with SIGKILL once two files are done, then resume it."""
+def children(pid: int) -> list[int]:
+    """The running processes whose parent is ``pid``, from Linux's /proc (none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_and_resume(src: Path, dst: Path, args: list[str]) -> list[int]:
+    """Start a batch, kill it with SIGKILL once two files are done, check that its child processes end with it,
+    then resume it. Returns the children it had (Linux only; empty elsewhere)."""
     cmd = [sys.executable, "-m", "nxcodec.cli", "batch", str(src), str(dst), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = dst / "manifest.jsonl"
@@ -206,13 +228,19 @@ def kill_and_resume(src: Path, dst: Path, args: list[str]) -> None:
         if manifest.exists() and manifest.read_text().count("\n") >= 2:
             break
         time.sleep(0.05)
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(running(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(running(p) for p in workers), "worker processes outlived the killed batch"
     assert len(outputs(dst)) < len(list(src.rglob("*.png"))) + len(list(src.rglob("*.jpg"))), "finished too soon"
     assert (dst / ".nxcodec-batch.lock").exists()  # left behind by the kill: stale, taken over below
     res = CliRunner().invoke(main, ["batch", str(src), str(dst), "--resume", *args])
     assert res.exit_code == 0, res.output
     assert not list(dst.rglob("*.part")) and not (dst / ".nxcodec-batch.lock").exists()
+    return workers
 
 
 def test_kill_and_resume_with_two_workers_gives_the_same_outputs(tmp_path):
@@ -222,8 +250,9 @@ def test_kill_and_resume_with_two_workers_gives_the_same_outputs(tmp_path):
     whole = tmp_path / "whole"
     assert CliRunner().invoke(main, ["batch", str(src), str(whole), *args]).exit_code == 0
     killed = tmp_path / "killed"
-    kill_and_resume(src, killed, args)
+    workers = kill_and_resume(src, killed, args)
     assert outputs(killed) == outputs(whole)
+    assert len(workers) >= 2 or not Path("/proc/self/stat").exists()  # the pool's two workers were checked
 
 
 def test_kill_and_resume_with_groups_gives_outputs_of_the_same_settings_that_decode(tmp_path):

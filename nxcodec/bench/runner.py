@@ -28,6 +28,7 @@ from nxcodec.bench.results import read_points
 from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signals
 from nxcodec.errors import NxcError
 from nxcodec.signals import Modality, Signal
+from nxcodec.workers import exit_with_parent
 
 
 def on_gpu(device: str) -> bool:
@@ -102,6 +103,12 @@ def grouped_rounds(levels: Iterable[Any], items: list[Path], size: int, measured
             yield attempt(todo[i : i + size], level)
 
 
+def _init_worker() -> None:
+    """A baseline worker: one thread, and gone with the benchmark that started it."""
+    exit_with_parent()
+    torch.set_num_threads(1)
+
+
 def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tuple], rounds: Iterable[list[dict]],
                workers: int, after_round: Callable[[], Any] = lambda: None,
                log: Callable[[dict], None] = lambda point: None) -> None:
@@ -112,8 +119,7 @@ def run_points(store: PointStore, baseline: Callable[..., dict], jobs: list[tupl
     """
     pool = None
     if workers > 1 and jobs:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=torch.set_num_threads,
-                                   initargs=(1,))
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
     pending: list[Future] = [pool.submit(baseline, *job) for job in jobs] if pool else []
 
     def collect(wait: bool) -> None:

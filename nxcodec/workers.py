@@ -1,0 +1,28 @@
+"""Worker processes that end with their parent.
+
+``nxcodec batch --workers N`` and the benchmarks' baseline workers are spawned processes
+of a pool. When the parent is killed (SIGKILL, the out-of-memory killer) such a worker
+would wait forever on its task queue, holding its memory (about 300 MB with torch loaded);
+:func:`exit_with_parent`, called in the pool's initializer, ends it as soon as the parent
+has gone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+
+
+def exit_with_parent() -> None:
+    """In a spawned or forked child: exit at once (status 1) when the parent process ends, whatever ends it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
