@@ -221,15 +221,17 @@ class Field:
         feats = []
         for level, values in enumerate(self.values):
             cell, t = self.cells(points, level)
-            x, y, z = cell.T
+            n = values.shape[0]
+            corner = (cell[:, 0] * n + cell[:, 1]) * n + cell[:, 2]  # flat index of the lowest corner
+            flat = values.reshape(-1)
             f = np.zeros(len(points))
             for dx in (0, 1):
                 wx = t[:, 0] if dx else 1 - t[:, 0]
                 for dy in (0, 1):
-                    wy = t[:, 1] if dy else 1 - t[:, 1]
+                    wxy = wx * (t[:, 1] if dy else 1 - t[:, 1])
                     for dz in (0, 1):
                         wz = t[:, 2] if dz else 1 - t[:, 2]
-                        f += wx * wy * wz * values[x + dx, y + dy, z + dz]
+                        f += wxy * wz * flat[corner + ((dx * n + dy) * n + dz)]
             feats.append(f)
         x = np.stack(feats, axis=1)
         choice = self.experts_of(points)
