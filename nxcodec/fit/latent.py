@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from nxcodec.fit.soap import StackSOAP
 from nxcodec.latent import builtin, tables
 from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
@@ -57,6 +58,9 @@ class LatentSchedule:
     # before, and the best of the last is fitted on. Its iterations are taken from the fit's.
     race: tuple[tuple[int, float], ...] = ((3, 0.05), (2, 0.08))
     decay: bool = True  # cosine decay of the learning rates through the relaxed phase
+    # "adam", or "soap": the networks' weight matrices fitted by SOAP (Adam in the eigenbasis of Shampoo's
+    # preconditioner, nxcodec.fit.soap), the rest by Adam, as Cool-chic 5
+    optimizer: str = "adam"
     progress: bool = False
     desc: str = "fit"
 
@@ -269,6 +273,15 @@ class LatentModel(torch.nn.Module):
 
         return coarse[:, idx_a] @ self.nets["arm_a"][0][0], pass_b
 
+    def matrix_views(self) -> dict[int, tuple[int, int]]:
+        """(rows, columns) of every weight that is a matrix per signal (and expert), by ``id``: what SOAP
+        preconditions. A 3x3 convolution's matrix is (outputs, inputs x 9)."""
+        views = {id(w): (w.shape[-2], w.shape[-1]) for layers in self.nets.values() for w, _ in layers}
+        if self.cfg.refine_width:
+            for w in (self.refine[0], self.refine[2]):
+                views[id(w)] = (w.shape[1], w[0, 0].numel())
+        return views
+
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
         signal's latent bits."""
@@ -480,7 +493,7 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
               {"params": [p for p in params if id(p) not in latent_ids | context_ids], "base": schedule.lr},
               {"params": [p for p in params if id(p) in context_ids], "base": schedule.context_lr or schedule.lr}]
-    opt = torch.optim.Adam(groups)
+    opt = _optimizer(model, groups, schedule.optimizer)
     n_ste = int(schedule.iters * schedule.ste_frac)
     n_noise = schedule.iters - n_ste
     pretrain = int(schedule.iters * schedule.manager_pretrain_frac) if model.cfg.n_experts > 1 else 0
@@ -511,7 +524,7 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
                 for p, g in zip(params, good):
                     p.copy_(g)
             lr_scale *= 0.5
-            opt = torch.optim.Adam(groups)
+            opt = _optimizer(model, groups, schedule.optimizer)
             continue
         if schedule.clip is not None:
             clip_per_signal(groups[1]["params"] + groups[2]["params"], schedule.clip)
@@ -526,6 +539,18 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     if bar is not None:
         bar.close()
     return losses.tolist()
+
+
+def _optimizer(model: LatentModel, groups: list[dict], name: str) -> torch.optim.Optimizer:
+    """A fresh optimiser over ``groups`` (latents first, then networks): Adam, or SOAP for the networks' matrices
+    with Cool-chic 5's settings (betas 0.95, a refresh every 10 steps, decoupled weight decay 0.01)."""
+    if name == "adam":
+        return torch.optim.Adam(groups)
+    if name != "soap":
+        raise ValueError(f"unknown optimizer {name!r}")
+    soap_groups = [{**g, "betas": (0.9, 0.999), "weight_decay": 0.0} if i == 0 else {**g, "weight_decay": 0.01}
+                   for i, g in enumerate(groups)]
+    return StackSOAP(soap_groups, model.matrix_views(), betas=(0.95, 0.95), precondition_frequency=10)
 
 
 def clip_per_signal(params: list[torch.Tensor], limit: float) -> None:
