@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="Centre crop side [256].")
     ap.add_argument("--qualities", default="3,5", help="Presets whose lambda and sizes are used [3,5].")
     ap.add_argument("--iters", default="500,1500", help="Fit lengths, comma-separated [500,1500].")
-    ap.add_argument("--optimizers", default="adam,soap", help="Optimisers to compare [adam,soap].")
+    ap.add_argument("--optimizers", default="adam,soap",
+                    help="Optimisers to compare: adam, soap, soap-synthesis [adam,soap].")
     ap.add_argument("--seed", type=int, default=0, help="Seed of every fit [0].")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     args = ap.parse_args()

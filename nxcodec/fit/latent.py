@@ -542,15 +542,20 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
 
 
 def _optimizer(model: LatentModel, groups: list[dict], name: str) -> torch.optim.Optimizer:
-    """A fresh optimiser over ``groups`` (latents first, then networks): Adam, or SOAP for the networks' matrices
-    with Cool-chic 5's settings (betas 0.95, a refresh every 10 steps, decoupled weight decay 0.01)."""
+    """A fresh optimiser over ``groups`` (latents, synthesis, context models): Adam; or "soap", SOAP for the
+    networks' matrices with Cool-chic 5's settings (betas 0.95, a refresh every 10 steps, decoupled weight decay
+    0.01); or "soap-synthesis", the same for the synthesis only, the context models keeping Adam."""
     if name == "adam":
         return torch.optim.Adam(groups)
-    if name != "soap":
+    if name not in ("soap", "soap-synthesis"):
         raise ValueError(f"unknown optimizer {name!r}")
-    soap_groups = [{**g, "betas": (0.9, 0.999), "weight_decay": 0.0} if i == 0 else {**g, "weight_decay": 0.01}
-                   for i, g in enumerate(groups)]
-    return StackSOAP(soap_groups, model.matrix_views(), betas=(0.95, 0.95), precondition_frequency=10)
+    adam = {"betas": (0.9, 0.999), "weight_decay": 0.0}
+    soap = {"betas": (0.95, 0.95), "weight_decay": 0.01}
+    settings = [adam, soap, soap if name == "soap" else adam]
+    views = model.matrix_views()
+    if name == "soap-synthesis":
+        views = {k: v for k, v in views.items() if k not in {id(p) for p in groups[2]["params"]}}
+    return StackSOAP([{**g, **extra} for g, extra in zip(groups, settings)], views, precondition_frequency=10)
 
 
 def clip_per_signal(params: list[torch.Tensor], limit: float) -> None:
