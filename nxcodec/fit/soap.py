@@ -23,9 +23,9 @@ import torch
 class StackSOAP(torch.optim.Optimizer):
     """SOAP over parameters whose matrices are stacked; ``views`` maps ``id(param)`` to (rows, columns).
 
-    Group options: ``lr``, ``betas`` (Adam's, in the rotated basis), ``eps``, ``weight_decay`` (decoupled, as AdamW),
-    ``precondition_frequency`` (steps between eigenbasis refreshes) and ``shampoo_beta`` (the running averages'
-    decay; None: ``betas[1]``).
+    Group options: ``lr``; ``betas`` (Adam's, in the rotated basis); ``eps``; ``weight_decay`` (decoupled, as
+    AdamW, and on the matrices only: biases and filter taps are not pulled to 0); ``precondition_frequency`` (steps
+    between eigenbasis refreshes); ``shampoo_beta`` (the running averages' decay; None: ``betas[1]``).
     """
 
     def __init__(self, params, views: dict[int, tuple[int, int]], lr: float = 1e-2,
