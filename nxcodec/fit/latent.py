@@ -13,7 +13,8 @@ unit bins; the networks' gradients clipped per signal); then a straight-through 
 with hard rounding at a low learning rate. With K > 1 experts the manager is first
 trained alone to predict balanced labels (k-means of the colours), then the loss is the
 gate-weighted error of each expert (Neural Experts) plus the error of the routed, refined
-image.
+image. Latents are fitted by Adam; networks by Adam or, as Cool-chic 5, by SOAP
+(``LatentSchedule.optimizer``; the image presets choose).
 """
 
 from __future__ import annotations
