@@ -116,25 +116,29 @@ class LatentPreset:
     refine_width: int = 0
     n_experts: int = 1
     mgr_width: int = 8
-    optimizer: str = "adam"  # how the networks are fitted: "adam", or "soap" (nxcodec.fit.soap)
+    optimizer: str = "adam"  # how the networks are fitted (nxcodec.fit.latent.LatentSchedule.optimizer)
 
 
-# SOAP from quality 5 up (bench/optimizer_ablation.py, four 256x256 Kodak crops, two seeds at 500 iterations and
-# one at 1500; rows in bench/results/optimizer_ablation_cpu.jsonl): at quality 5 it lowered the rate-distortion
-# cost of every crop at both budgets and seeds, by 2 to 16%; at quality 3 it lost with 500 iterations (-6 to +16%)
-# and was even with 1500 (-2.5 to +4.5%), so the lower qualities keep Adam.
+SYNTHESIS_SOAP = "soap-synthesis"
+
+
+# The synthesis is fitted by SOAP and the context models by Adam ("soap-synthesis"), at every quality
+# (bench/optimizer_ablation.py, four 256x256 Kodak crops; rows in bench/results/optimizer_ablation_cpu.jsonl).
+# Against Adam for every network, at 500 iterations and two seeds, it lowered the rate-distortion cost on 15 of
+# 16 (crop, seed) pairs at qualities 3 and 5 (on average 4% at quality 3, 7% at 5). SOAP for the context models
+# too ("soap") did as well at quality 5 but lost at quality 3 (+6% on average: 7 to 12% more bits).
 LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 2.0e-2, 0.05, 2000, 8, 12),
-        LatentPreset(2, 1.0e-2, 0.10, 2000, 8, 16),
-        LatentPreset(3, 5.0e-3, 0.18, 2000, 12, 16),
-        LatentPreset(4, 2.5e-3, 0.30, 2000, 12, 16, refine_width=6),
-        LatentPreset(5, 1.3e-3, 0.50, 2000, 12, 24, refine_width=6, optimizer="soap"),
-        LatentPreset(6, 7.0e-4, 0.75, 2000, 16, 24, refine_width=8, optimizer="soap"),
-        LatentPreset(7, 3.5e-4, 1.00, 2000, 16, 24, refine_width=8, optimizer="soap"),
-        LatentPreset(8, 1.8e-4, 1.40, 2000, 16, 32, refine_width=8, optimizer="soap"),
-        LatentPreset(9, 9.0e-5, 2.00, 2000, 16, 32, refine_width=8, optimizer="soap"),
+        LatentPreset(1, 2.0e-2, 0.05, 2000, 8, 12, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(2, 1.0e-2, 0.10, 2000, 8, 16, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(3, 5.0e-3, 0.18, 2000, 12, 16, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(4, 2.5e-3, 0.30, 2000, 12, 16, refine_width=6, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(5, 1.3e-3, 0.50, 2000, 12, 24, refine_width=6, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(6, 7.0e-4, 0.75, 2000, 16, 24, refine_width=8, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(7, 3.5e-4, 1.00, 2000, 16, 24, refine_width=8, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(8, 1.8e-4, 1.40, 2000, 16, 32, refine_width=8, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(9, 9.0e-5, 2.00, 2000, 16, 32, refine_width=8, optimizer=SYNTHESIS_SOAP),
     )
 }
 
