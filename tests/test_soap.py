@@ -1,8 +1,13 @@
 """SOAP over stacks of matrices (nxcodec.fit.soap)."""
 
+import math
+
+import pytest
 import torch
 
+from nxcodec.fit.latent import LatentModel, LatentSchedule, _optimizer, optimise
 from nxcodec.fit.soap import StackSOAP
+from nxcodec.latent.stream import LatentConfig
 
 
 def _problem(stack: int, seed: int, rows: int = 64, a: int = 6, b: int = 4, condition: float = 30.0):
@@ -71,3 +76,28 @@ def test_decoupled_weight_decay_shrinks_weights_without_gradient_signal():
         opt.step()
     # the first step only starts the preconditioner; the next two each multiply by 1 - lr x decay
     torch.testing.assert_close(w.detach(), torch.full((1, 3, 2), 0.95**2))
+
+
+def test_latent_fits_choose_which_networks_soap_preconditions():
+    cfg = LatentConfig(levels=3, arm_width=4, arm_layers=1, syn_width=5, syn_layers=1, n_experts=2, mgr_width=3,
+                       refine_width=2, lanes_log2=0)
+    model = LatentModel(cfg, 2, (8, 8), 3)
+    latents = [id(p) for p in model.latents]
+    context = [id(t) for key in ("arm_a", "arm_b") for layer in model.nets[key] for t in layer]
+    rest = [p for p in model.parameters() if id(p) not in latents + context]
+    groups = [{"params": list(model.latents)}, {"params": rest},
+              {"params": [p for p in model.parameters() if id(p) in context]}]
+    everything = _optimizer(model, groups, "soap").views
+    synthesis = _optimizer(model, groups, "soap-synthesis").views
+    experts, refine = model.nets["experts"][0][0], model.refine[0]
+    assert everything[id(experts)] == (3, 5) and everything[id(refine)] == (2, 27)  # 3x3 convolution: (out, in x 9)
+    assert any(k in everything for k in context) and not any(k in synthesis for k in context)
+    assert id(experts) in synthesis and id(model.nets["manager"][0][0]) in synthesis
+    assert not any(k in everything for k in latents + [id(model.upsample)])
+    with pytest.raises(ValueError):
+        _optimizer(model, groups, "sgd")
+    target = torch.rand(2, 64, 3) * 2 - 1
+    losses = optimise(model, LatentSchedule(iters=3, optimizer="soap-synthesis", race=()),
+                      lambda mode, pretrain: (((model.synthesize(model.quantized_latents(mode)[0])[2] - target) ** 2)
+                                              .mean((1, 2)), lambda: ""))
+    assert all(map(math.isfinite, losses))

@@ -59,8 +59,9 @@ class LatentSchedule:
     # before, and the best of the last is fitted on. Its iterations are taken from the fit's.
     race: tuple[tuple[int, float], ...] = ((3, 0.05), (2, 0.08))
     decay: bool = True  # cosine decay of the learning rates through the relaxed phase
-    # "adam", or "soap": the networks' weight matrices fitted by SOAP (Adam in the eigenbasis of Shampoo's
-    # preconditioner, nxcodec.fit.soap), the rest by Adam, as Cool-chic 5
+    # How the networks are fitted: "adam"; "soap", their weight matrices by SOAP (Adam in the eigenbasis of
+    # Shampoo's preconditioner, nxcodec.fit.soap) as Cool-chic 5; "soap-synthesis", SOAP for the synthesis only.
+    # Latents, biases and filter taps always get Adam.
     optimizer: str = "adam"
     progress: bool = False
     desc: str = "fit"
