@@ -125,8 +125,9 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # The synthesis is fitted by SOAP and the context models by Adam ("soap-synthesis"), at every quality
 # (bench/optimizer_ablation.py, four 256x256 Kodak crops; rows in bench/results/optimizer_ablation_cpu.jsonl).
 # Against Adam for every network, at 500 iterations and two seeds, it lowered the rate-distortion cost on 15 of
-# 16 (crop, seed) pairs at qualities 3 and 5 (on average 4% at quality 3, 7% at 5). SOAP for the context models
-# too ("soap") did as well at quality 5 but lost at quality 3 (+6% on average: 7 to 12% more bits).
+# 16 (crop, seed) pairs at qualities 3 and 5 (on average 4% at quality 3, 7% at 5), and with 1500 iterations on 7
+# of 8 crops (1% and 5.5%). SOAP for the context models too ("soap") did as well at quality 5 but lost at quality 3
+# with 500 iterations (+6% on average: 7 to 12% more bits).
 LATENT_PRESETS = {
     p.quality: p
     for p in (
