@@ -1,14 +1,16 @@
 """First-fit rate and quality of format 4 audio against lambda: what the audio presets' ``rate`` comes from, and
 what the rate model (``nxcodec.fit.rate_model``) predicts for it.
 
-usage: python bench/audio_lambda_sweep.py ITERS SECONDS OUT.jsonl clip1,clip2 lam1,lam2,...
+usage: python bench/audio_lambda_sweep.py ITERS SECONDS OUT.jsonl clip1,clip2 lam1,lam2,... [OPTIMIZER]
 
 The middle SECONDS s of each clip of ../shared/data/audio (as ``nxcodec bench audio
 --seconds``) is fitted once per lambda for ITERS iterations, started and scheduled as the
 encoder's first fit (the clip's planes for every lambda in one stack, with per-plane
 lambdas), coded by code_plane with no rate target,
 written as a whole v4 stream and decoded; one JSON line per (clip, lambda), appended to OUT, with the
-rate model's kbps for the latents (``model_kbps``) and the networks' parameters (``params``).
+rate model's kbps for the latents (``model_kbps``), the networks' parameters (``params``) and the rate-distortion
+cost the fit minimises (``cost``: the MSE of [0, 1] samples + lambda x bits per coefficient). OPTIMIZER
+(``LatentSchedule.optimizer``: adam, the default, soap or soap-synthesis) fits the networks.
 Run on one thread (OMP_NUM_THREADS=1).
 """
 import json, sys, time
@@ -24,6 +26,7 @@ from nxcodec.signals import for_name
 
 iters, seconds, out = int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
 clips, lams = sys.argv[4].split(","), [float(x) for x in sys.argv[5].split(",")]
+optimizer = sys.argv[6] if len(sys.argv) > 6 else "adam"
 A = for_name("audio")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"  # ../shared/data/audio
 preset = presets.AUDIO_LATENT_PRESETS[5]
@@ -42,7 +45,7 @@ for name in clips:
     model = LatentModel(cfg, len(stack), (rows, cols), 1, seed=0)
     latent_audio.start_from_coefficients(model, stack, lam_list)
     t0 = time.perf_counter()
-    fit(model, target, lam_list, latent_audio.first_schedule(iters), seed=0)
+    fit(model, target, lam_list, latent_audio.first_schedule(iters, optimizer=optimizer), seed=0)
     fit_s = time.perf_counter() - t0
     for k, lam in enumerate(lams):
         t1 = time.perf_counter()
@@ -59,9 +62,11 @@ for name in clips:
         decoded = audio.decode(data)[1]
         m = A.metrics(sig.data, decoded)
         model_bits = sum(rate_model.PlaneRate(t).bits(lam) for t in targets)
+        mse = float(np.mean((decoded.astype(np.float64) - sig.data.astype(np.float64)) ** 2)) / 4
         row = {"clip": name, "lam": lam, "iters": iters, "seconds": seconds, "bytes": len(data),
                "kbps": 8 * len(data) * d.sample_rate / d.frames / 1000, "psnr": m["psnr"], "seg_snr": m["seg_snr"],
                "model_kbps": model_bits * d.sample_rate / d.frames / 1000, "params": params,
+               "cost": mse + lam * 8 * len(data) / (d.frames * d.channels), "optimizer": optimizer,
                "fit_s_all_lams": fit_s, "code_s": code_s, "commit": commit}
         print(json.dumps(row), flush=True)
         with out.open("a") as f:

@@ -104,14 +104,16 @@ def start_from_coefficients(model: LatentModel, targets: list[np.ndarray], lams:
                 model.nets[key][-1][1][j, 1] = min(index, tables.N_SCALES - 1)
 
 
-def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio") -> LatentSchedule:
+def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio", optimizer: str = "adam"
+                   ) -> LatentSchedule:
     """The schedule of a plane's first fit from :func:`start_from_coefficients`: no warm-up race (the planes start
     from their coefficients, not from a random draw worth racing) and the context models at ``CONTEXT_LR``.
 
     No phase models a residual limit: version 6 codes a residual beyond its table's range with an escape (before
     it, clamping at 24 b cost bach at 2e-5 13 dB at the hard rounding, and modelling the clamp in the relaxed
     phases threw flute at 2.4e-6 from 18 to 85 kbps; issue 13's notes)."""
-    return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR)
+    return LatentSchedule(iters=iters, progress=progress, desc=desc, race=(), context_lr=CONTEXT_LR,
+                          optimizer=optimizer)
 
 
 def hop_log2_for(sample_rate: int) -> int:
@@ -313,7 +315,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         start_from_coefficients(model, targets, lams)
         model = model.to(device)
         desc = "fit audio" + (f" {g + 1}" if g else "")
-        schedule = first = first_schedule(iters, opts.progress, desc)
+        schedule = first = first_schedule(iters, opts.progress, desc, preset.optimizer)
         bits = [None if plan is None else plan[i][1] for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
         for attempt in range(RATE_ROUNDS):
