@@ -1,9 +1,9 @@
 """Adam against SOAP for the networks of a format 3 image fit, on Kodak crops.
 
 Fits the same crops (side by side, one stack) with each optimiser and each iteration
-budget from the same start, codes every fit into a real stream and reports its rate,
-PSNR and rate-distortion cost (MSE on [0, 1] + lambda x bpp, the loss the fit minimises).
-One JSON line per crop and setting is appended to ``--out``.
+budget (at the learning rates given) from the same start, codes every fit into a real
+stream and reports its rate, PSNR and rate-distortion cost (MSE on [0, 1] + lambda x bpp,
+the loss the fit minimises). One JSON line per crop and setting is appended to ``--out``.
 
     python bench/optimizer_ablation.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
         --qualities 3,5 --iters 500,1500 --out bench/results/optimizer_ablation_cpu.jsonl
@@ -37,6 +37,10 @@ def main() -> None:
     ap.add_argument("--optimizers", default="adam,soap",
                     help="Optimisers to compare: adam, soap, soap-synthesis [adam,soap].")
     ap.add_argument("--seed", type=int, default=0, help="Seed of every fit [0].")
+    ap.add_argument("--lr", type=float, default=LatentSchedule.lr,
+                    help=f"The networks' learning rate [{LatentSchedule.lr}].")
+    ap.add_argument("--latent-lr", type=float, default=LatentSchedule.latent_lr,
+                    help=f"The latents' learning rate [{LatentSchedule.latent_lr}].")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     args = ap.parse_args()
     image = for_name("image")
@@ -57,7 +61,8 @@ def main() -> None:
             for name in args.optimizers.split(","):
                 model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=name), seed=args.seed)
+                schedule = LatentSchedule(iters=iters, optimizer=name, lr=args.lr, latent_lr=args.latent_lr)
+                fit(model, target, preset.lam, schedule, seed=args.seed)
                 seconds = time.perf_counter() - t0
                 for j, (img, sig) in enumerate(zip(names, signals)):
                     weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
@@ -68,8 +73,8 @@ def main() -> None:
                     row = {"image": img, "size": args.size, "quality": q, "iters": iters, "optimizer": name,
                            "bpp": round(bpp, 4), "psnr": round(psnr, 3),
                            "cost": 10 ** (-psnr / 10) + preset.lam * bpp, "fit_seconds": round(seconds, 1),
-                           "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
-                           "threads": torch.get_num_threads()}
+                           "seed": args.seed, "lr": args.lr, "latent_lr": args.latent_lr, "commit": git_commit(),
+                           "machine": machine_name("cpu"), "threads": torch.get_num_threads()}
                     print(json.dumps(row), flush=True)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
