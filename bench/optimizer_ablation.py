@@ -27,6 +27,19 @@ from nxcodec.fit.latent_code import code_image, config_for
 from nxcodec.signals import for_name
 
 
+def kodak_crops(src: Path, images: str, size: int) -> tuple[list[str], list]:
+    """The names and image signals of the central ``size`` x ``size`` crops of Kodak images ``images`` ("1,4")."""
+    image = for_name("image")
+    names, signals = [], []
+    for num in images.split(","):
+        im = np.asarray(Image.open(src / f"kodim{int(num):02d}.png").convert("RGB"))
+        h, w = im.shape[:2]
+        names.append(f"kodim{int(num):02d}")
+        crop = im[(h - size) // 2 : (h + size) // 2, (w - size) // 2 : (w + size) // 2]
+        signals.append(image.from_array(crop.copy()))
+    return names, signals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path, help="The Kodak folder.")
@@ -44,14 +57,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     args = ap.parse_args()
     image = for_name("image")
-    names, signals = [], []
-    for num in args.images.split(","):
-        im = np.asarray(Image.open(args.src / f"kodim{int(num):02d}.png").convert("RGB"))
-        h, w = im.shape[:2]
-        s = args.size
-        crop = im[(h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2].copy()
-        names.append(f"kodim{int(num):02d}")
-        signals.append(image.from_array(crop))
+    names, signals = kodak_crops(args.src, args.images, args.size)
     d = signals[0].descriptor
     target = torch.stack([image.targets(sig) for sig in signals])
     for iters in (int(v) for v in args.iters.split(",")):

@@ -1,4 +1,5 @@
-"""The shared plane coder (images and audio): sizes counted from the tables, precisions compared on a band."""
+"""The shared plane coder (images and audio): sizes counted from the tables, precisions compared on a band of an
+audio plane and on the whole of an image."""
 
 from __future__ import annotations
 
@@ -79,15 +80,24 @@ def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypat
     assert 8 * len(trimmed.data) <= allowed and trimmed.mse >= free.mse
 
 
-def test_an_image_compared_on_a_band_decodes_to_what_the_encoder_reported(monkeypatch):
+def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_reported(monkeypatch):
     from conftest import real_image
     from nxcodec.codec import EncodeOptions, encode_signal
 
     image = for_name("image")
-    monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # the 80 rows are compared on 16 of them
+    monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # a taller audio plane than this image would use a band
+    searched = []
+    real_trial = latent_code._trial
+
+    def spy_trial(src, coded, dead_zone, walked=None, measure=True, on=None, scale=1.0):
+        searched.append(((on or src).latents[0].shape, scale))
+        return real_trial(src, coded, dead_zone, walked, measure, on, scale)
+
+    monkeypatch.setattr(latent_code, "_trial", spy_trial)
     array = real_image((80, 64))
     res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
     assert res.data[4] == 6
+    assert searched and set(searched) == {(array.shape[:2], 1.0)}  # every precision scored on the whole image
     assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
 
 
