@@ -212,6 +212,10 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 # and in the sweep PSNR rises with the rate on every clip (31.1 to 72.6 dB). Under a rate target these rates do
 # not set the lambda (the rate model does, nxcodec.fit.rate_model): they pick the networks and the
 # steps down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
+# The networks stay on Adam: SOAP (as the image presets) lowered the rate-distortion cost of bach, orchestra and
+# female speech at lambdas 1.5e-4 and 1.2e-5 by 1.8% on average for the synthesis alone and 2.3% for every
+# network, but mostly on one fit (bach at 1.2e-5, -13% and -12%), and raised it on one or two of the six
+# (bench/audio_lambda_sweep.py with OPTIMIZER, 1000 iterations; bench/results/audio_optimizer_cpu.jsonl).
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
