@@ -56,6 +56,7 @@ def main() -> None:
                     help=f"The latents' learning rate [{LatentSchedule.latent_lr}].")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     args = ap.parse_args()
+    git_commit()  # the commit this run starts from, read before anything is measured
     image = for_name("image")
     names, signals = kodak_crops(args.src, args.images, args.size)
     d = signals[0].descriptor

@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="Seed of every fit [0].")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     args = ap.parse_args()
+    git_commit()  # the commit this run starts from, read before anything is measured
     image = for_name("image")
     names, signals = kodak_crops(args.src, args.images, args.size)
     d = signals[0].descriptor
