@@ -13,20 +13,17 @@ bpp) and search time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from optimizer_ablation import kodak_crops
+from optimizer_ablation import crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
-from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import code_plane, config_for, crop_latents, image_source
+from nxcodec.fit.latent_code import code_plane, crop_latents, image_source
 from nxcodec.signals import for_name
 
 
@@ -39,43 +36,31 @@ def banded(src, d, cfg, latents, original, lam):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", type=Path, help="The Kodak folder.")
-    ap.add_argument("--images", default="1,4,15,23", help="Kodak numbers, comma-separated [1,4,15,23].")
-    ap.add_argument("--size", type=int, default=256, help="Centre crop side [256].")
-    ap.add_argument("--qualities", default="3,5", help="Presets whose lambda, sizes and optimiser are used [3,5].")
-    ap.add_argument("--iters", default="500,2000", help="Fit lengths, comma-separated [500,2000].")
-    ap.add_argument("--seed", type=int, default=0, help="Seed of every fit [0].")
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
-    args = ap.parse_args()
-    git_commit()  # the commit this run starts from, read before anything is measured
+    args = crop_parser(__doc__.splitlines()[0], "500,2000").parse_args()
     image = for_name("image")
-    names, signals = kodak_crops(args.src, args.images, args.size)
+    names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
-    target = torch.stack([image.targets(sig) for sig in signals])
-    for iters in (int(v) for v in args.iters.split(",")):
-        for q in (int(v) for v in args.qualities.split(",")):
-            preset = presets.latent_preset(q)
-            cfg = config_for(preset, d)
-            model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-            fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
-            for j, (name, sig) in enumerate(zip(names, signals)):
-                weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
-                latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
-                whole = image_source(d, cfg, latents, sig.data, preset.lam)
-                row = {"image": name, "size": args.size, "quality": q, "iters": iters, "optimizer": preset.optimizer}
-                for key, src in (("band", banded(whole, d, cfg, latents, sig.data, preset.lam)), ("whole", whole)):
-                    t0 = time.perf_counter()
-                    best = code_plane(src, weights, None)
-                    bpp = 8 * len(best.data) / (d.width * d.height)
-                    psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
-                    row[key] = {"bytes": len(best.data), "psnr": round(psnr, 3), "cost": best.cost,
-                                "seconds": round(time.perf_counter() - t0, 2)}
-                row.update({"seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
-                            "threads": torch.get_num_threads()})
-                print(json.dumps(row), flush=True)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+    for iters, preset, cfg in settings(args, d):
+        model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+        fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+        for j, (name, sig) in enumerate(zip(names, signals)):
+            weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
+            latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
+            whole = image_source(d, cfg, latents, sig.data, preset.lam)
+            row = {"image": name, "size": args.size, "quality": preset.quality, "iters": iters,
+                   "optimizer": preset.optimizer}
+            for key, src in (("band", banded(whole, d, cfg, latents, sig.data, preset.lam)), ("whole", whole)):
+                t0 = time.perf_counter()
+                best = code_plane(src, weights, None)
+                bpp = 8 * len(best.data) / (d.width * d.height)
+                psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
+                row[key] = {"bytes": len(best.data), "psnr": round(psnr, 3), "cost": best.cost,
+                            "seconds": round(time.perf_counter() - t0, 2)}
+            row.update({"seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
+                        "threads": torch.get_num_threads()})
+            print(json.dumps(row), flush=True)
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
