@@ -321,3 +321,24 @@ def test_a_plane_starts_as_a_transform_coder_of_its_coefficients():
     assert seen.square().mean(dim=(1, 2)).sqrt().numpy() == pytest.approx([1, 1], rel=0.01)
     w = model.nets["experts"][0][0].detach()
     assert torch.equal(model.coded_tensors(1)["experts.0.weight"], w[1] * model.input_gain[1])
+
+
+def test_the_audio_first_fit_uses_its_presets_optimizer(monkeypatch):
+    from dataclasses import replace
+
+    seen = []
+    real_fit = latent_audio._fit
+
+    def spy_fit(model, target, lams, schedule, seed, device):
+        seen.append(schedule.optimizer)
+        real_fit(model, target, lams, schedule, seed, device)
+
+    monkeypatch.setattr(latent_audio, "_fit", spy_fit)
+    signal = AUDIO.from_array(tones(1.0, 8000), 8000)
+    encode_signal(AUDIO, signal, EncodeOptions(quality=5, iters=5, device="cpu"))
+    assert seen and set(seen) == {presets.AUDIO_LATENT_PRESETS[5].optimizer} == {"adam"}
+    table = {q: replace(p, optimizer="soap-synthesis") for q, p in presets.AUDIO_LATENT_PRESETS.items()}
+    monkeypatch.setattr(presets, "AUDIO_LATENT_PRESETS", table)
+    seen.clear()
+    res = encode_signal(AUDIO, signal, EncodeOptions(quality=5, iters=5, device="cpu"))
+    assert seen and set(seen) == {"soap-synthesis"} and np.isfinite(res.metrics["psnr"])
