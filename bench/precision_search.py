@@ -23,16 +23,16 @@ import torch
 from optimizer_ablation import crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import code_plane, crop_latents, image_source
+from nxcodec.fit.latent_code import PlaneSource, code_plane, crop_latents, image_source
 from nxcodec.signals import for_name
 
 
-def banded(src, d, cfg, latents, original, lam):
+def banded(d, cfg, latents: list[np.ndarray], original: np.ndarray, lam: float) -> PlaneSource:
     """``image_source`` with a crop, so that ``code_plane`` compares precisions on a band of rows."""
-    def crop(a: int, b: int):
+    def crop(a: int, b: int) -> PlaneSource:
         return image_source(replace(d, height=b - a), cfg, crop_latents(latents, a, b), original[a:b], lam)
 
-    return replace(src, crop=crop)
+    return replace(image_source(d, cfg, latents, original, lam), crop=crop)
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
             whole = image_source(d, cfg, latents, sig.data, preset.lam)
             row = {"image": name, "size": args.size, "quality": preset.quality, "iters": iters,
                    "optimizer": preset.optimizer}
-            for key, src in (("band", banded(whole, d, cfg, latents, sig.data, preset.lam)), ("whole", whole)):
+            for key, src in (("band", banded(d, cfg, latents, sig.data, preset.lam)), ("whole", whole)):
                 t0 = time.perf_counter()
                 best = code_plane(src, weights, None)
                 bpp = 8 * len(best.data) / (d.width * d.height)
