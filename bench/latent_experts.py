@@ -1,73 +1,94 @@
-"""K = 1 against K > 1 experts at equal multiply-adds per pixel, format 3, on image crops.
+"""K = 1 against K > 1 experts at equal multiply-adds per pixel, format 3, on Kodak crops.
 
-For each crop and lambda, fits one expert of width S1 and K experts of a width chosen so
-the decoder's MAC per pixel (manager + one expert) is no larger, with everything else
-equal, and reports rate, PSNR and the rate-distortion cost of the written streams.
+For each quality, fits the crops (side by side, one stack) with the preset's one expert and
+with K experts narrowed so the decoder's MAC per pixel (manager + one expert) is no larger,
+everything else equal, and codes every fit into a real stream. A lambda puts the two at
+different rates, so they are compared by curves: the BD-rate of K experts against one, per
+crop over the qualities (four or more), and its mean. One JSON line per crop and fit is
+appended to ``--out``; the summary is printed last.
 
-    python bench/latent_experts.py ../shared/data/kodak --images 23 --size 256 --iters 600 --out bench/results/latent_experts_cpu.json
+    python bench/latent_experts.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
+        --qualities 1,3,5,7 --iters 600 --out bench/results/latent_experts_cpu.jsonl
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
+import time
+from dataclasses import replace
 
 import numpy as np
-from PIL import Image
+import torch
 
+from optimizer_ablation import crop_parser, kodak_crops, settings
+
+from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.results import git_commit, machine_name
-from nxcodec.codec import EncodeOptions, encode_signal
-from nxcodec.fit import presets
-from nxcodec.fit.latent_code import config_for
+from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.fit.latent_code import code_image
+from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name
 
 
-def equal_mac_width(base, k: int, mgr_width: int, channels: int) -> int:
+def equal_mac_width(base: LatentConfig, k: int, mgr_width: int, channels: int) -> int:
     """The widest expert such that K experts with a manager cost no more MAC per pixel than ``base``."""
     target = base.mac_per_pixel(channels)
-    best = 1
-    for s in range(1, 65):
-        cfg = base.__class__(**{**base.__dict__, "n_experts": k, "mgr_width": mgr_width, "syn_width": s})
-        if cfg.mac_per_pixel(channels) <= target:
-            best = s
-    return best
+    fits = [s for s in range(1, 65)
+            if replace(base, n_experts=k, mgr_width=mgr_width, syn_width=s).mac_per_pixel(channels) <= target]
+    return max(fits, default=1)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", type=Path)
-    ap.add_argument("--images", default="23", help="Kodak numbers, comma-separated [23].")
-    ap.add_argument("--size", type=int, default=256, help="Centre crop side [256].")
-    ap.add_argument("--qualities", default="3,5", help="Presets whose lambda and sizes are used [3,5].")
-    ap.add_argument("--experts", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=600)
-    ap.add_argument("--out", type=Path, required=True)
+    ap = crop_parser(__doc__.splitlines()[0], "600")
+    ap.set_defaults(qualities="1,3,5,7")
+    ap.add_argument("--experts", type=int, default=2, help="K of the multi-expert fits [2].")
+    ap.add_argument("--mgr-width", type=int, default=8, help="Hidden width of their manager [8].")
     args = ap.parse_args()
-    commit = git_commit()  # the commit this run starts from
     image = for_name("image")
+    names, signals, target = kodak_crops(args)
+    d = signals[0].descriptor
     rows = []
-    for num in args.images.split(","):
-        im = np.asarray(Image.open(args.src / f"kodim{int(num):02d}.png").convert("RGB"))
-        h, w = im.shape[:2]
-        crop = im[(h - args.size) // 2 : (h + args.size) // 2, (w - args.size) // 2 : (w + args.size) // 2].copy()
-        sig = image.from_array(crop)
-        for q in (int(v) for v in args.qualities.split(",")):
-            base = config_for(presets.latent_preset(q), sig.descriptor)
-            wide = equal_mac_width(base, args.experts, 8, 3)
-            multi = base.__class__(**{**base.__dict__, "n_experts": args.experts, "mgr_width": 8, "syn_width": wide})
-            for cfg in (base, multi):
-                res = encode_signal(image, sig, EncodeOptions(quality=q, iters=args.iters, device="cpu", config=cfg,
-                                                              format=6))
-                lam = presets.latent_preset(q).lam
-                mse01 = 10 ** (-res.metrics["psnr"] / 10)
-                rows.append({"image": num, "quality": q, "experts": cfg.n_experts, "syn_width": cfg.syn_width,
-                             "mac_per_pixel": cfg.mac_per_pixel(3), "bpp": res.rate, "psnr": res.metrics["psnr"],
-                             "cost": mse01 + lam * res.rate})
-                print(rows[-1], flush=True)
-    summary = {"machine": machine_name("cpu"), "commit": commit, "iters": args.iters, "size": args.size,
-               "rows": rows}
-    args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    for iters, preset, base in settings(args, d):
+        multi = replace(base, n_experts=args.experts, mgr_width=args.mgr_width,
+                        syn_width=equal_mac_width(base, args.experts, args.mgr_width, d.channels))
+        for cfg in (base, multi):
+            model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+            t0 = time.perf_counter()
+            fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+            seconds = time.perf_counter() - t0
+            for j, (name, sig) in enumerate(zip(names, signals)):
+                weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
+                latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
+                best = code_image(d, cfg, weights, latents, sig.data, preset.lam, None)
+                bpp = 8 * len(best.data) / (d.width * d.height)
+                psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
+                rows.append({"image": name, "size": args.size, "quality": preset.quality, "iters": iters,
+                             "experts": cfg.n_experts, "syn_width": cfg.syn_width,
+                             "mac_per_pixel": round(cfg.mac_per_pixel(d.channels), 1), "bytes": len(best.data),
+                             "bpp": round(bpp, 4), "psnr": round(psnr, 3),
+                             "cost": 10 ** (-psnr / 10) + preset.lam * bpp, "fit_seconds": round(seconds, 1),
+                             "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
+                             "threads": torch.get_num_threads()})
+                print(json.dumps(rows[-1]), flush=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+    summarise(rows, args.experts)
+
+
+def summarise(rows: list[dict], k: int) -> None:
+    """Print, per crop and fit length, the BD-rate and BD-PSNR of K experts against one over the qualities."""
+    print(f"| crop | iterations | BD-rate, K = {k} vs 1 | BD-PSNR |\n|---|---|---|---|")
+    rates = []
+    for name, iters in sorted({(r["image"], r["iters"]) for r in rows}):
+        curve = {n: sorted((r["quality"], r["bpp"], r["psnr"]) for r in rows
+                           if (r["image"], r["iters"], r["experts"]) == (name, iters, n)) for n in (1, k)}
+        if len(curve[1]) < 4:
+            continue
+        ref, test = ([p[1] for p in curve[1]], [p[2] for p in curve[1]]), ([p[1] for p in curve[k]], [p[2] for p in curve[k]])
+        rates.append(bd_rate(*ref, *test))
+        print(f"| {name} | {iters} | {rates[-1]:+.1f}% | {bd_psnr(*ref, *test):+.2f} dB |")
+    if rates:
+        print(f"| mean | | {np.nanmean(rates):+.1f}% | |")
 
 
 if __name__ == "__main__":
