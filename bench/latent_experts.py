@@ -80,13 +80,16 @@ def summarise(rows: list[dict], k: int) -> None:
     print(f"| crop | iterations | BD-rate, K = {k} vs 1 | BD-PSNR |\n|---|---|---|---|")
     rates = []
     for name, iters in sorted({(r["image"], r["iters"]) for r in rows}):
-        curve = {n: sorted((r["quality"], r["bpp"], r["psnr"]) for r in rows
-                           if (r["image"], r["iters"], r["experts"]) == (name, iters, n)) for n in (1, k)}
-        if len(curve[1]) < 4:
+        def curve(n: int) -> tuple[list[float], list[float]]:
+            points = sorted((r["quality"], r["bpp"], r["psnr"]) for r in rows
+                            if (r["image"], r["iters"], r["experts"]) == (name, iters, n))
+            return [p[1] for p in points], [p[2] for p in points]
+
+        one, many = curve(1), curve(k)
+        if min(len(one[0]), len(many[0])) < 4:  # a BD measure needs four points per curve
             continue
-        ref, test = ([p[1] for p in curve[1]], [p[2] for p in curve[1]]), ([p[1] for p in curve[k]], [p[2] for p in curve[k]])
-        rates.append(bd_rate(*ref, *test))
-        print(f"| {name} | {iters} | {rates[-1]:+.1f}% | {bd_psnr(*ref, *test):+.2f} dB |")
+        rates.append(bd_rate(*one, *many))
+        print(f"| {name} | {iters} | {rates[-1]:+.1f}% | {bd_psnr(*one, *many):+.2f} dB |")
     if rates:
         print(f"| mean | | {np.nanmean(rates):+.1f}% | |")
 
