@@ -128,11 +128,14 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # 16 (crop, seed) pairs at qualities 3 and 5 (on average 4% at quality 3, 7% at 5), and with 1500 iterations on 7
 # of 8 crops (1% and 5.5%). SOAP for the context models too ("soap") did as well at quality 5 but lost at quality 3
 # with 500 iterations (+6% on average: 7 to 12% more bits).
+# Quality 1's lambda is set so full-size Kodak codes under 0.1 bpp: with 2.0e-2, its lambda until this was
+# measured, kodim01 and kodim02 at full size coded to 0.192 and 0.099 bpp (bench/results/kodak_full2_cpu_q1q9);
+# quality 2 sits between it and quality 3 on a geometric ladder.
 LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 2.0e-2, 0.05, 2000, 8, 12, optimizer=SYNTHESIS_SOAP),
-        LatentPreset(2, 1.0e-2, 0.10, 2000, 8, 16, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(1, 6.0e-2, 0.05, 2000, 8, 12, optimizer=SYNTHESIS_SOAP),
+        LatentPreset(2, 1.7e-2, 0.10, 2000, 8, 16, optimizer=SYNTHESIS_SOAP),
         LatentPreset(3, 5.0e-3, 0.18, 2000, 12, 16, optimizer=SYNTHESIS_SOAP),
         LatentPreset(4, 2.5e-3, 0.30, 2000, 12, 16, refine_width=6, optimizer=SYNTHESIS_SOAP),
         LatentPreset(5, 1.3e-3, 0.50, 2000, 12, 24, refine_width=6, optimizer=SYNTHESIS_SOAP),
