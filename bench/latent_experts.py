@@ -13,21 +13,18 @@ appended to ``--out``; the summary is printed last.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from optimizer_ablation import crop_parser, kodak_crops, settings
+from optimizer_ablation import append_row, coded_crops, crop_parser, kodak_crops, settings
 
 from nxcodec.bench.bdrate import bd_psnr, bd_rate
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import code_image
 from nxcodec.latent.stream import LatentConfig
-from nxcodec.signals import for_name
 
 
 def equal_mac_width(base: LatentConfig, k: int, mgr_width: int, channels: int) -> int:
@@ -44,7 +41,6 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=2, help="K of the multi-expert fits [2].")
     ap.add_argument("--mgr-width", type=int, default=8, help="Hidden width of their manager [8].")
     args = ap.parse_args()
-    image = for_name("image")
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
     rows = []
@@ -56,22 +52,13 @@ def main() -> None:
             t0 = time.perf_counter()
             fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
             seconds = time.perf_counter() - t0
-            for j, (name, sig) in enumerate(zip(names, signals)):
-                weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
-                latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
-                best = code_image(d, cfg, weights, latents, sig.data, preset.lam, None)
-                bpp = 8 * len(best.data) / (d.width * d.height)
-                psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
+            for name, coded in coded_crops(model, cfg, names, signals, preset.lam):
                 rows.append({"image": name, "size": args.size, "quality": preset.quality, "iters": iters,
                              "experts": cfg.n_experts, "syn_width": cfg.syn_width,
-                             "mac_per_pixel": round(cfg.mac_per_pixel(d.channels), 1), "bytes": len(best.data),
-                             "bpp": round(bpp, 4), "psnr": round(psnr, 3),
-                             "cost": 10 ** (-psnr / 10) + preset.lam * bpp, "fit_seconds": round(seconds, 1),
-                             "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
-                             "threads": torch.get_num_threads()})
-                print(json.dumps(rows[-1]), flush=True)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(rows[-1]) + "\n")
+                             "mac_per_pixel": round(cfg.mac_per_pixel(d.channels), 1), **coded,
+                             "fit_seconds": round(seconds, 1), "seed": args.seed, "commit": git_commit(),
+                             "machine": machine_name("cpu"), "threads": torch.get_num_threads()})
+                append_row(args.out, rows[-1])
     summarise(rows, args.experts)
 
 

@@ -64,6 +64,29 @@ def settings(args: argparse.Namespace, d) -> Iterator[tuple[int, presets.LatentP
             yield iters, preset, config_for(preset, d)
 
 
+def coded_crops(model: LatentModel, cfg: LatentConfig, names: list[str], signals: list, lam: float
+                ) -> Iterator[tuple[str, dict]]:
+    """Code each crop of a fitted stack into a real stream: its name, and the stream's bytes, bpp, PSNR and
+    rate-distortion cost (MSE on [0, 1] + ``lam`` x bpp, the loss the fit minimises)."""
+    image = for_name("image")
+    d = signals[0].descriptor
+    for j, (name, sig) in enumerate(zip(names, signals)):
+        weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
+        latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
+        best = code_image(d, cfg, weights, latents, sig.data, lam, None)
+        bpp = 8 * len(best.data) / (d.width * d.height)
+        psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
+        yield name, {"bytes": len(best.data), "bpp": round(bpp, 4), "psnr": round(psnr, 3),
+                     "cost": 10 ** (-psnr / 10) + lam * bpp}
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Print ``row`` and append it to the JSON lines file ``path``."""
+    print(json.dumps(row), flush=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = crop_parser(__doc__.splitlines()[0], "500,1500")
     ap.add_argument("--optimizers", default="adam,soap",
@@ -73,7 +96,6 @@ def main() -> None:
     ap.add_argument("--latent-lr", type=float, default=LatentSchedule.latent_lr,
                     help=f"The latents' learning rate [{LatentSchedule.latent_lr}].")
     args = ap.parse_args()
-    image = for_name("image")
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
@@ -83,20 +105,12 @@ def main() -> None:
             schedule = LatentSchedule(iters=iters, optimizer=name, lr=args.lr, latent_lr=args.latent_lr)
             fit(model, target, preset.lam, schedule, seed=args.seed)
             seconds = time.perf_counter() - t0
-            for j, (img, sig) in enumerate(zip(names, signals)):
-                weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
-                latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
-                best = code_image(d, cfg, weights, latents, sig.data, preset.lam, None)
-                bpp = 8 * len(best.data) / (d.width * d.height)
-                psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
-                row = {"image": img, "size": args.size, "quality": preset.quality, "iters": iters, "optimizer": name,
-                       "bpp": round(bpp, 4), "psnr": round(psnr, 3),
-                       "cost": 10 ** (-psnr / 10) + preset.lam * bpp, "fit_seconds": round(seconds, 1),
-                       "seed": args.seed, "lr": args.lr, "latent_lr": args.latent_lr, "commit": git_commit(),
-                       "machine": machine_name("cpu"), "threads": torch.get_num_threads()}
-                print(json.dumps(row), flush=True)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+            for img, coded in coded_crops(model, cfg, names, signals, preset.lam):
+                append_row(args.out, {"image": img, "size": args.size, "quality": preset.quality, "iters": iters,
+                                      "optimizer": name, **coded, "fit_seconds": round(seconds, 1),
+                                      "seed": args.seed, "lr": args.lr, "latent_lr": args.latent_lr,
+                                      "commit": git_commit(), "machine": machine_name("cpu"),
+                                      "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ bpp) and search time.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from optimizer_ablation import crop_parser, kodak_crops, settings
+from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import PlaneSource, code_plane, crop_latents, image_source
@@ -52,15 +51,12 @@ def main() -> None:
             for key, src in (("band", banded(d, cfg, latents, sig.data, preset.lam)), ("whole", whole)):
                 t0 = time.perf_counter()
                 best = code_plane(src, weights, None)
-                bpp = 8 * len(best.data) / (d.width * d.height)
                 psnr = image.metrics(sig.data, best.samples.reshape(sig.data.shape))["psnr"]
                 row[key] = {"bytes": len(best.data), "psnr": round(psnr, 3), "cost": best.cost,
                             "seconds": round(time.perf_counter() - t0, 2)}
             row.update({"seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
                         "threads": torch.get_num_threads()})
-            print(json.dumps(row), flush=True)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_row(args.out, row)
 
 
 if __name__ == "__main__":
