@@ -254,8 +254,9 @@ def test_lambda_follows_the_rate_by_the_measured_elasticity():
 
 def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_at_a_lower_presets_lambda(monkeypatch):
     noise = 0.05 * np.random.default_rng(0).standard_normal((8000, 1)).astype(np.float32)
-    signal = AUDIO.from_array(tones(1.0, 8000) + noise, 8000)  # 17.2 and 13.3 kbps at lambdas 1e-3 and 3e-3 (30 its)
+    signal = AUDIO.from_array(tones(1.0, 8000) + noise, 8000)  # over 14 kbps at quality 2's lambda, under at 1's (30 its)
     fits, sizes = spy_rounds(monkeypatch)
+    monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # no round for coming in well under (tested above)
     table = presets.AUDIO_LATENT_PRESETS
     target = 14.0  # the preset for 0.9 x 14 kbps is quality 2
     assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 2

@@ -80,6 +80,24 @@ def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypat
     assert 8 * len(trimmed.data) <= allowed and trimmed.mse >= free.mse
 
 
+def test_each_layer_may_take_its_own_precision_when_that_lowers_the_cost(fitted, monkeypatch):
+    """The per-layer search starts from the best coding with one precision per kind and only ever lowers its cost, and
+    the stream decodes to what was measured."""
+    target, cfg, weights, latents = fitted
+    src = latent_audio.plane_source(target, cfg, latents, 3e-3)
+    layered = latent_code.code_plane(src, weights, None)
+    layers = latent_code._layers(weights)
+    assert "upsample" not in sum(layers, []) and ["arm_a.0.weight", "arm_a.0.bias"] in layers
+    monkeypatch.setattr(latent_code, "_layers", lambda w: [])
+    uniform = latent_code.code_plane(src, weights, None)
+    assert layered.cost < uniform.cost
+    body, _ = stream.read_body(layered.data, 0, len(layered.data), target.shape, 1)
+    codes = {n: entry[1] for n, entry in body.table.items()}
+    fixed = {codes[n] for n in codes if n.startswith(stream.FIXED_POINT) and n.endswith("weight")}
+    assert len(fixed) > 1  # the context models' layers no longer share one step
+    assert np.array_equal(audio.plane_values(body, *target.shape), layered.samples)
+
+
 def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_reported(monkeypatch):
     from conftest import real_image
     from nxcodec.codec import EncodeOptions, encode_signal

@@ -1,10 +1,10 @@
 """Encoding images on latent grids (format version 6, the layout of version 3): fit, quantize the networks, write, and report.
 
 Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image's
-networks are then quantized: the fixed-point networks (context models, manager) with one
-power-of-two step for the whole image, the float networks with a step per tensor set
-relative to its spread; both precisions are chosen by the rate-distortion cost of the
-coding, its size counted from the coder's frequency tables (a walk of the decoder's
+networks are then quantized: the fixed-point networks (context models, manager) with
+power-of-two steps, the float networks with a step per tensor set relative to its spread;
+the precisions, first one of each kind for the whole image and then each layer's own, are
+chosen by the rate-distortion cost of the coding, its size counted from the coder's frequency tables (a walk of the decoder's
 context model, without the range coder) and its distortion from the decoder's
 synthesis, on the whole image (on a band of rows of a tall audio plane). Only the chosen
 coding is written, and its exact size is what a rate target checks; a target then raises
@@ -73,17 +73,22 @@ def quantize(w: np.ndarray, code: int) -> CodedTensor | None:
 
 def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int,
                       finer: dict[str, int] | None = None) -> "OrderedDict[str, CodedTensor]":
-    """Every tensor at its precision, made coarser where the coder's range would be exceeded; the fixed-point
-    tensors of ``finer`` with that many more fractional bits."""
+    """Every tensor at its precision, made coarser where the coder's range would be exceeded.
+
+    ``fixed`` is the fractional bits of the fixed-point tensors, ``precision`` sets the float tensors' steps
+    (their spread / 2**precision); ``finer`` moves single tensors off these by that many bits (negative:
+    coarser), as :func:`code_plane`'s per-layer search and :func:`finer_for` choose.
+    """
     out: OrderedDict[str, CodedTensor] = OrderedDict()
     for name, w in weights.items():
+        extra = (finer or {}).get(name, 0)
         if name.startswith(FIXED_POINT):
-            code, coarser = 4 * min(fixed + (finer or {}).get(name, 0), MAX_SHIFT), 4
+            code, coarser = 4 * min(max(fixed + extra, 0), MAX_SHIFT), 4
         elif name == "upsample":
             code, coarser = UPSAMPLE_CODE, 1
         else:
             spread = float(w.std()) if w.size > 1 else float(np.abs(w).max())
-            code, coarser = code_for_step(max(spread, 1e-6) / 2**precision), 1
+            code, coarser = code_for_step(max(spread, 1e-6) / 2.0 ** (precision + extra)), 1
         code = min(code, MAX_STEP_CODE - MAX_STEP_CODE % coarser)
         qt = quantize(w, code)
         while qt is None:
@@ -261,7 +266,9 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
     """The best coding over the precision choices; under a rate target, the best one that fits.
 
     The fixed-point precision is chosen first (each one a walk of the context model), then
-    the float precision (the same latents: only the synthesis is redone). They are compared
+    the float precision (the same latents: only the synthesis is redone), then each layer's
+    precision is moved off these a bit at a time while that lowers the cost (coarser first).
+    They are compared
     on sizes counted from the frequency tables, on a band of a tall plane
     (:func:`search_band`); only the chosen coding is written, and its exact size decides.
     When it does not fit, wider dead zones and then coarser float networks are tried, in
@@ -282,17 +289,29 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
         return fits(t.n_bytes), -t.cost
 
     band, scale = search_band(src)
+    finer = dict(src.finer)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        t = _trial(src, quantize_networks(weights, f, 5, src.finer), 0.5, on=band, scale=scale)
+        t = _trial(src, quantize_networks(weights, f, 5, finer), 0.5, on=band, scale=scale)
         if best is None or key(t) > key(best):
             best, fixed = t, f
     walked, precision = best, 5
     for p in FLOAT_PRECISIONS:
         if p != 5:
-            t = _trial(src, quantize_networks(weights, fixed, p, src.finer), 0.5, walked, on=band, scale=scale)
+            t = _trial(src, quantize_networks(weights, fixed, p, finer), 0.5, walked, on=band, scale=scale)
             if key(t) > key(best):
                 best, precision = t, p
+    for layer in _layers(weights):  # then each layer its own precision, a bit at a time
+        for move in (-1, 1):
+            while True:
+                moved = {**finer, **{n: finer.get(n, 0) + move for n in layer}}
+                t = _trial(src, quantize_networks(weights, fixed, precision, moved), 0.5,
+                           None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale)
+                if key(t) <= key(best):
+                    break
+                best, finer = t, moved
+            if finer.get(layer[0], 0) != src.finer.get(layer[0], 0):
+                break
     c = _finish(src, best.coded, 0.5)
     if fits(len(c.data)):
         return c
@@ -304,10 +323,20 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
         if fits(walked.n_bytes) and fits(len((c := _finish(src, best.coded, dz)).data)):
             return c
     for p in range(precision - 1, -1, -1):
-        t = _trial(src, quantize_networks(weights, fixed, p, src.finer), DEAD_ZONES[-1], walked, measure=False)
+        t = _trial(src, quantize_networks(weights, fixed, p, finer), DEAD_ZONES[-1], walked, measure=False)
         if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
+
+
+def _layers(weights: dict[str, np.ndarray]) -> list[list[str]]:
+    """The coded tensors grouped by layer (a weight with its bias), in stream order; the upsampling taps, which
+    keep one fixed step, are left out."""
+    layers: dict[str, list[str]] = {}
+    for name in weights:
+        if name != "upsample":
+            layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
+    return list(layers.values())
 
 
 def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
