@@ -301,17 +301,9 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
             t = _trial(src, quantize_networks(weights, fixed, p, finer), 0.5, walked, on=band, scale=scale)
             if key(t) > key(best):
                 best, precision = t, p
-    for layer in _layers(weights):  # then each layer its own precision, a bit at a time
-        for move in (-1, 1):
-            while True:
-                moved = {**finer, **{n: finer.get(n, 0) + move for n in layer}}
-                t = _trial(src, quantize_networks(weights, fixed, precision, moved), 0.5,
-                           None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale)
-                if key(t) <= key(best):
-                    break
-                best, finer = t, moved
-            if finer.get(layer[0], 0) != src.finer.get(layer[0], 0):
-                break
+    best, finer = _each_layer(weights, finer, best, lambda moved, layer, best: _trial(
+        src, quantize_networks(weights, fixed, precision, moved), 0.5,
+        None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale), key)
     c = _finish(src, best.coded, 0.5)
     if fits(len(c.data)):
         return c
@@ -339,6 +331,26 @@ def _layers(weights: dict[str, np.ndarray]) -> list[list[str]]:
     return list(layers.values())
 
 
+def _each_layer(weights: dict[str, np.ndarray], finer: dict[str, int], best: Any,
+                attempt: Callable[[dict[str, int], list[str], Any], Any], key: Callable[[Any], Any]) -> tuple[Any, dict]:
+    """Move each layer's precision (:func:`_layers`) off ``finer`` a bit at a time, coarser first, while the
+    coding ``attempt(moved, layer, best)`` gives ranks higher by ``key`` than the best so far; returns the best
+    coding and its moves. Measured on Kodak crops, the context models' hidden layers end 2 to 5 bits coarser than
+    their output layers, which decide the precision they would otherwise all share."""
+    start = dict(finer)
+    for layer in _layers(weights):
+        for move in (-1, 1):
+            while True:
+                moved = {**finer, **{n: finer.get(n, 0) + move for n in layer}}
+                c = attempt(moved, layer, best)
+                if key(c) <= key(best):
+                    break
+                best, finer = c, moved
+            if finer.get(layer[0], 0) != start.get(layer[0], 0):
+                break
+    return best, finer
+
+
 def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: float | None,
                  trim: bool = True) -> Candidate:
     """:func:`code_plane` for a writer: the same choices, each candidate written by ``write`` and measured."""
@@ -353,17 +365,19 @@ def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: fl
         c = write(quantize_networks(weights, fixed, p), 0.5) if p != 5 else best
         if (fits(c), -c.cost) > (fits(best), -best.cost):
             best, precision = c, p
+    best, finer = _each_layer(weights, {}, best, lambda moved, layer, best: write(
+        quantize_networks(weights, fixed, precision, moved), 0.5), lambda c: (fits(c), -c.cost))
     if fits(best):
         return best
     if not trim:
         raise OverTarget(8 * len(best.data))
-    coded = quantize_networks(weights, fixed, precision)
+    coded = quantize_networks(weights, fixed, precision, finer)
     for dz in DEAD_ZONES[1:]:
         c = write(coded, dz)
         if fits(c):
             return c
     for p in range(precision - 1, -1, -1):
-        c = write(quantize_networks(weights, fixed, p), DEAD_ZONES[-1])
+        c = write(quantize_networks(weights, fixed, p, finer), DEAD_ZONES[-1])
         if fits(c):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
