@@ -4,9 +4,9 @@ Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image'
 networks are then quantized: the fixed-point networks (context models, manager) with
 power-of-two steps, the float networks with a step per tensor set relative to its spread;
 the precisions, first one of each kind for the whole image and then each layer's own, are
-chosen by the rate-distortion cost of the coding, its size counted from the coder's frequency tables (a walk of the decoder's
-context model, without the range coder) and its distortion from the decoder's
-synthesis, on the whole image (on a band of rows of a tall audio plane). Only the chosen
+chosen by the rate-distortion cost of the coding, its size counted from the coder's
+frequency tables (a walk of the decoder's context model, without the range coder) and its
+distortion from the decoder's synthesis, on the whole image (on a band of rows of a tall audio plane). Only the chosen
 coding is written, and its exact size is what a rate target checks; a target then raises
 the dead zone of the latent quantizer until the file fits. Audio planes (format 4) are
 coded the same way.
@@ -268,8 +268,7 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
     The fixed-point precision is chosen first (each one a walk of the context model), then
     the float precision (the same latents: only the synthesis is redone), then each layer's
     precision is moved off these a bit at a time while that lowers the cost (coarser first).
-    They are compared
-    on sizes counted from the frequency tables, on a band of a tall plane
+    They are compared on sizes counted from the frequency tables, on a band of a tall plane
     (:func:`search_band`); only the chosen coding is written, and its exact size decides.
     When it does not fit, wider dead zones and then coarser float networks are tried, in
     that order (with ``trim``; without, :class:`OverTarget` at once, for a caller that would
