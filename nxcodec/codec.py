@@ -6,7 +6,7 @@ rate-distortion, fine-tune under quantization; then it writes each stream and de
 once to report what a user will get. Sections whose networks have the same shape are
 fitted side by side as one stack (several images, or the windows of many clips; see
 :func:`~nxcodec.model.stack.family`). Images are written as format 6 (latent grids,
-``nxcodec.fit.latent_code``) unless format 2 is asked for. ``decode_networks`` is the
+``nxcodec.fit.latent_image``) unless format 2 is asked for. ``decode_networks`` is the
 whole decoder of versions 1 and 2: parse, rebuild each section's network from the
 stream, evaluate it on the grid in chunks.
 """
@@ -62,6 +62,10 @@ class EncodeOptions:
     progress: bool = False
     config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 6 and 8) instead of the preset's
     format: int | None = None  # stream version to write (None: the modality's default, or the config's format)
+    # Processes that code the fitted images of a stack (format 6): None, one per image up to one per core for large
+    # images. Spawned processes import the caller's main script, so a script that asks for them needs the
+    # ``if __name__ == "__main__":`` guard; the default, 1, codes them in this process.
+    coding_workers: int | None = 1
 
 
 @dataclass
@@ -107,6 +111,8 @@ def check_options(opts: EncodeOptions) -> None:
         raise UsageError(f"iterations must be an integer of at least 1, not {opts.iters!r}")
     if not isinstance(opts.seed, int):
         raise UsageError(f"the seed must be an integer, not {opts.seed!r}")
+    if opts.coding_workers is not None and (not isinstance(opts.coding_workers, int) or opts.coding_workers < 1):
+        raise UsageError(f"coding workers must be an integer of at least 1 or None, not {opts.coding_workers!r}")
 
 
 def out_of_gpu_memory(doing: str, hint: str) -> ResourceError:

@@ -19,14 +19,9 @@ import numpy as np
 import torch
 
 from nxcodec.entropy import MAX_SYMBOL, LaplacePrior, fit_prior
-from nxcodec.steps import MAX_STEP_CODE, STEP_MANTISSAS, QuantizedTensor, dequantize, step_from_code  # noqa: F401
+from nxcodec.steps import (MAX_STEP_CODE, STEP_MANTISSAS, QuantizedTensor, code_for_step, dequantize,  # noqa: F401
+                           step_from_code)
 
-
-
-def code_for_step(step: float) -> int:
-    """The step code whose step is nearest to ``step`` in log scale."""
-    code = round(-4 * math.log2(max(step, 1e-30)))
-    return int(min(max(code, 0), MAX_STEP_CODE))
 
 
 def quantize(w: np.ndarray | torch.Tensor, code: int) -> np.ndarray | None:

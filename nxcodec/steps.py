@@ -6,6 +6,7 @@ rebuilds every step exactly from one byte; a weight is ``float32(q) * step``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,12 @@ def step_from_code(code: int) -> np.float32:
     if not 0 <= code <= MAX_STEP_CODE:
         raise ValueError(f"step code {code} out of range")
     return np.float32(np.ldexp(STEP_MANTISSAS[code % 4], -(code // 4)))
+
+
+def code_for_step(step: float) -> int:
+    """The step code whose step is nearest to ``step`` in log scale."""
+    code = round(-4 * math.log2(max(step, 1e-30)))
+    return int(min(max(code, 0), MAX_STEP_CODE))
 
 
 def dequantize(q: np.ndarray, code: int) -> np.ndarray:

@@ -157,3 +157,60 @@ def test_a_miss_steps_down_as_far_as_its_overshoot_calls_for():
 
     presets.step_down(table, table[7], 1.0, [0, 1], attempt, "image")
     assert tried == [(7, [0, 1]), (6, [1]), (3, [0])]  # the higher quality first
+
+
+def test_images_coded_in_worker_processes_code_as_in_this_one():
+    """A fitted stack's images are coded in parallel processes (large images, several at once): the same streams as
+    one after another, and a coding over its target comes back as the OverTarget the encoder steps down on."""
+    from conftest import real_image
+
+    image = for_name("image")
+    arrays = [real_image((48, 40)), real_image((48, 40))[::-1].copy()]
+    d = image.from_array(arrays[0]).descriptor
+    cfg = latent_code.config_for(presets.latent_preset(5), d)
+    model = LatentModel(cfg, 2, (d.height, d.width), d.channels, seed=0)
+    target = torch.stack([image.targets(image.from_array(a)) for a in arrays])
+    with torch.random.fork_rng():
+        fit(model, target, 1e-3, LatentSchedule(iters=20, race=()), seed=0)
+    jobs = [(d, cfg, {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()},
+             [lat[j].detach().numpy().astype(np.float64) for lat in model.latents], arrays[j], 1e-3, bits, False)
+            for j, bits in ((0, None), (1, None), (1, 800.0))]
+
+    alone = latent_code.code_images(jobs, workers=1)
+    parallel = latent_code.code_images(jobs, workers=2)
+    for a, b in zip(alone[:2], parallel[:2]):
+        assert a.data == b.data and np.array_equal(a.samples, b.samples)
+        assert np.array_equal(stream.decode(b.data)[1], b.samples)
+    assert isinstance(parallel[2], latent_code.OverTarget) and parallel[2].bits == alone[2].bits > 800
+
+
+def test_only_several_large_images_are_coded_in_parallel():
+    assert latent_code.coding_workers(1, 768 * 512) == 1
+    assert latent_code.coding_workers(24, 64 * 64) == 1
+    assert 1 <= latent_code.coding_workers(24, 768 * 512) <= 24
+    assert latent_code.coding_workers(2, 768 * 512) <= 2
+
+
+@pytest.mark.parametrize("asked, used", [(1, 1), (2, 2), (None, 1)])  # None: one per core, but not for small images
+def test_the_encoder_codes_a_stack_in_as_many_processes_as_asked(monkeypatch, asked, used):
+    from conftest import real_image
+    from nxcodec.codec import EncodeOptions, encode_signals
+    from nxcodec.fit import latent_image
+
+    seen = []
+    real = latent_image.code_images
+    monkeypatch.setattr(latent_image, "code_images", lambda jobs, workers: seen.append(workers) or real(jobs, 1))
+    image = for_name("image")
+    arrays = [real_image((40, 32)), real_image((40, 32))[::-1].copy()]
+    results = encode_signals(image, [image.from_array(a) for a in arrays],
+                             EncodeOptions(quality=5, iters=5, device="cpu", format=6, coding_workers=asked))
+    assert seen == [used] and len(results) == 2
+
+
+def test_coding_workers_out_of_range_are_refused_before_any_work():
+    from nxcodec.codec import EncodeOptions, check_options
+    from nxcodec.errors import UsageError
+
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(UsageError, match="coding workers"):
+            check_options(EncodeOptions(coding_workers=bad))

@@ -95,7 +95,7 @@ def _nxcodec_points(names: list[str], images: list[Image.Image], quality: int, c
     """Encode several images together at one quality; decode each on the fitting device and measure it."""
     mod = for_name("image")
     arrays = [np.asarray(im) for im in images]
-    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device)
+    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device, coding_workers=None)
     device = str(resolve_device(cfg.device))
     points = []
     coded = encode_and_decode(mod, [mod.from_array(a) for a in arrays], opts, device)

@@ -1,7 +1,8 @@
-"""Encoding images on latent grids (format version 6, the layout of version 3): fit, quantize the networks, write, and report.
+"""Coding fitted latent-grid signals (images as format version 6, the layout of version 3): quantize the networks,
+choose their precisions, write.
 
-Images of one size are fitted side by side (``nxcodec.fit.latent``). Each image's
-networks are then quantized: the fixed-point networks (context models, manager) with
+Images are fitted by ``nxcodec.fit.latent_image`` (audio and shapes by their own modules),
+and each fitted image's networks are then quantized here: the fixed-point networks (context models, manager) with
 power-of-two steps, the float networks with a step per tensor set relative to its spread;
 the precisions, first one of each kind for the whole image and then each layer's own, are
 chosen by the rate-distortion cost of the coding, its size counted from the coder's
@@ -15,26 +16,27 @@ coded the same way.
 from __future__ import annotations
 
 import math
-import time
+import os
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from multiprocessing import get_context
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
 
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
-from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.latent import context, stream, tables
 from nxcodec.latent.context import MAX_SHIFT, max_levels
 from nxcodec.latent.stream import FIXED_POINT, CodedTensor, LatentConfig
-from nxcodec.quant import code_for_step
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
-from nxcodec.steps import MAX_STEP_CODE, step_from_code
+from nxcodec.steps import MAX_STEP_CODE, code_for_step, step_from_code
+from nxcodec.workers import exit_with_parent
 
 FIXED_PRECISIONS = (5, 6, 7, 8, 9)  # fractional bits of the fixed-point weights
 FLOAT_PRECISIONS = (3, 4, 5, 6, 7)  # float steps are spread / 2**p
@@ -44,6 +46,8 @@ DEAD_ZONES = tuple(0.5 + 0.05 * i for i in range(11))  # latent rounding offsets
 STACK_PIXELS_GPU = 1 << 25  # images fitted together on a GPU: about 80 Kodak images
 STACK_PIXELS_CPU = 1 << 20
 SMALL_FIT = 1 << 17  # pixels under which a CPU fit runs on one thread (its ops are too small to share: 2.5x faster)
+PARALLEL_CODING_PIXELS = 1 << 16  # images from this size on are coded in worker processes when several wait (a
+# 256x256 image takes about a second to code, a worker process a fraction of one to start)
 
 
 def fit_weight_prior(q: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -133,6 +137,9 @@ class OverTarget(NxcError):
     def __init__(self, bits: int) -> None:
         super().__init__(f"over the rate target before trimming ({bits} bits)")
         self.bits = bits  # the size of that coding
+
+    def __reduce__(self) -> tuple:  # so that a worker process can return it
+        return OverTarget, (self.bits,)
 
 
 class Candidate:
@@ -410,82 +417,49 @@ def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndar
     return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
 
 
-def _groups(descs: list[ImageDescriptor], limit: int) -> list[list[int]]:
-    by_size: dict[tuple[int, int, int], list[int]] = {}
-    for i, d in enumerate(descs):
-        by_size.setdefault((d.height, d.width, d.channels), []).append(i)
-    out = []
-    for idx in by_size.values():
-        per = max(1, limit // (descs[idx[0]].width * descs[idx[0]].height))
-        out += [idx[a : a + per] for a in range(0, len(idx), per)]
-    return out
+def coding_workers(n_images: int, pixels: int) -> int:
+    """How many processes code ``n_images`` fitted images of ``pixels`` pixels each: one per image, at most one per
+    core, and none beside this one for a single or a small image."""
+    if n_images < 2 or pixels < PARALLEL_CODING_PIXELS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(n_images, cores))
 
 
-def encode_images(modality, signals_: list, opts) -> list:
-    """Encode images as version 6 streams; same-sized images are fitted side by side."""
-    from nxcodec.codec import EncodeResult, device_name, resolve_device
+def code_images(jobs: list[tuple], workers: int = 1) -> list[Candidate | NxcError]:
+    """For each job, :func:`code_image` of its arguments, or the ``NxcError`` (``OverTarget`` included) it raised.
 
-    t0 = time.perf_counter()
-    device = resolve_device(opts.device)
-    descs: list[ImageDescriptor] = [s.descriptor for s in signals_]
-    preset = presets.choose_latent_preset(presets.LATENT_PRESETS, opts.quality, opts.rate)
-    limit = STACK_PIXELS_GPU if device.type == "cuda" else STACK_PIXELS_CPU
-    results: list = [None] * len(signals_)
-    presets.step_down(presets.LATENT_PRESETS, preset, opts.rate, _groups(descs, limit),
-                      lambda groups, p: [([i], over) for i, over in _encode_groups(modality, signals_, descs, groups, p,
-                                                                                    opts, device, results)], "image")
-    seconds = (time.perf_counter() - t0) / len(signals_)
-    out = []
-    for (best, float_samples, cfg), signal, d in zip(results, signals_, descs):
-        out.append(EncodeResult(
-            data=best.data, rate=modality.rate(d, len(best.data)), rate_unit=modality.rate_unit,
-            metrics=modality.metrics(signal.data, best.samples),
-            float_metrics=modality.metrics(signal.data, float_samples),
-            encode_seconds=seconds, device=device_name(device), configs=[cfg],
-            n_params=sum(t.ints.size for t in best.image.tensors.values()),
-        ))
-    return out
+    With ``workers`` > 1 the jobs run in that many spawned processes of one BLAS thread each: coding is numpy on one
+    core for seconds per image, and a stack fitted on a GPU (24 Kodak images at once) would otherwise be coded one
+    image after another while the host's other cores idle. The codings are the same either way (the fixed-point
+    arithmetic does not depend on threads or processes).
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [_code_job(job) for job in jobs]
+    with _one_blas_thread(), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
+                                                 initializer=exit_with_parent) as pool:
+        return list(pool.map(_code_job, jobs))
 
 
-def _encode_groups(modality, signals_: list, descs: list[ImageDescriptor], groups: list[list[int]],
-                   preset: presets.LatentPreset, opts, device: torch.device, results: list
-                   ) -> list[tuple[int, float | None]]:
-    """Fit and code each group of same-sized images; those that missed the rate target, with their overshoot.
+def _code_job(job: tuple) -> Candidate | NxcError:
+    try:
+        return code_image(*job)
+    except NxcError as exc:
+        return exc
 
-    A first coding over the target is not trimmed but fitted again lower (``presets.step_down``), except at
-    the lowest quality: hopper at ``--bpp 1 --iters 300`` lost 4 dB to trimming."""
-    iters = opts.iters if opts.iters is not None else preset.iters
-    missed = []
-    for g, idx in enumerate(groups):
-        d = descs[idx[0]]
-        cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, d)
-        target = torch.stack([modality.targets(signals_[i]) for i in idx]).to(device)
-        model = LatentModel(cfg, len(idx), (d.height, d.width), d.channels, seed=opts.seed).to(device)
-        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit image" + (f" {g + 1}" if g else ""),
-                                  optimizer=preset.optimizer)
-        threads = torch.get_num_threads()
-        if device.type == "cpu" and len(idx) * d.width * d.height < SMALL_FIT:
-            torch.set_num_threads(1)
-        try:
-            fit(model, target, preset.lam, schedule, seed=opts.seed)
-        finally:
-            torch.set_num_threads(threads)
-        with torch.no_grad():
-            grids, _ = model.quantized_latents("ste")
-            float_images = model.synthesize(grids)[2].clamp(-1, 1).cpu().numpy()
-        for j, i in enumerate(idx):
-            weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
-            latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            bits = None if opts.rate is None else modality.bits_allowed(d, opts.rate)
-            trim = preset.quality == min(presets.LATENT_PRESETS)
-            try:
-                best = code_image(d, cfg, weights, latents, signals_[i].data, preset.lam, bits, trim)
-            except OverTarget as over:
-                missed.append((i, over.bits / bits))
-                continue
-            except NxcError:
-                missed.append((i, None))
-                continue
-            float_samples = modality.to_samples(d, float_images[j]).reshape(signals_[i].data.shape)
-            results[i] = (best, float_samples, cfg)
-    return missed
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Processes started meanwhile give numpy's BLAS one thread (it reads these when it loads): several workers with a
+    thread per core each would fight over the cores."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v

@@ -57,7 +57,7 @@ class ImageModality(Modality):
     latent_format = 6
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
-        from nxcodec.fit.latent_code import encode_images
+        from nxcodec.fit.latent_image import encode_images
 
         return encode_images(self, signals_, opts)
 
