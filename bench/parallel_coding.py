@@ -6,7 +6,7 @@ that every count writes the same streams. One JSON line per coding is appended t
 ``--out``: workers, seconds, the streams' total bytes, the commit and the machine.
 
     python bench/parallel_coding.py ../shared/data/kodak --images 1,2,3,4 --size 512 --qualities 5 \\
-        --iters 100 --workers 1,2 --out bench/results/parallel_coding_cpu.jsonl
+        --iters 50 --workers 1,2 --out bench/results/parallel_coding_cpu.jsonl
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
                 append_row(args.out, {"images": names, "size": f"{d.width}x{d.height}", "quality": preset.quality,
                                       "iters": iters, "workers": workers, "seconds": round(seconds, 2),
                                       "bytes": sum(map(len, data)), "commit": git_commit(),
-                                      "machine": machine_name()})
+                                      "machine": machine_name("cpu")})
 
 
 if __name__ == "__main__":
