@@ -2,15 +2,16 @@
 choose their precisions, write.
 
 Images are fitted by ``nxcodec.fit.latent_image`` (audio and shapes by their own modules),
-and each fitted image's networks are then quantized here: the fixed-point networks (context models, manager) with
-power-of-two steps, the float networks with a step per tensor set relative to its spread;
-the precisions, first one of each kind for the whole image and then each layer's own, are
-chosen by the rate-distortion cost of the coding, its size counted from the coder's
-frequency tables (a walk of the decoder's context model, without the range coder) and its
-distortion from the decoder's synthesis, on the whole image (on a band of rows of a tall audio plane). Only the chosen
-coding is written, and its exact size is what a rate target checks; a target then raises
-the dead zone of the latent quantizer until the file fits. Audio planes (format 4) are
-coded the same way.
+and each fitted image's networks are then quantized here: the fixed-point networks
+(context models, manager) with power-of-two steps, the float networks with a step per
+tensor set relative to its spread; the precisions, first one of each kind for the whole
+image and then each layer's own, are chosen by the rate-distortion cost of the coding, its
+size counted from the coder's frequency tables (a walk of the decoder's context model,
+without the range coder) and its distortion from the decoder's synthesis, on the whole
+image (on a band of rows of a tall audio plane). Only the chosen coding is written, and
+its exact size is what a rate target checks; a target then raises the dead zone of the
+latent quantizer until the file fits. Audio planes (format 4) are coded the same way.
+Numpy only, so that a stack's images can be coded in worker processes without torch.
 """
 
 from __future__ import annotations
