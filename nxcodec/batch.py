@@ -130,8 +130,10 @@ def _error_record(job: Job, exc: BaseException, t0: float, device: str) -> Recor
     return Record(job.rel, size, "", 0, None, "", None, time.perf_counter() - t0, device, "error", message)
 
 
-def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list[Record]:
-    """Encode files together (networks of the same shape fitted side by side) into their outputs.
+def encode_group(jobs: list[Job], settings: EncodeSettings, device: str, coding_workers: int | None = 1
+                 ) -> list[Record]:
+    """Encode files together (networks of the same shape fitted side by side) into their outputs; the fitted
+    images are coded in ``coding_workers`` processes (``EncodeOptions.coding_workers``).
 
     Failures become error records, never exceptions: an unreadable file is recorded and
     the others go on; if fitting the group fails, each file is retried alone so that one
@@ -155,7 +157,7 @@ def encode_group(jobs: list[Job], settings: EncodeSettings, device: str) -> list
             records[i] = _error_record(job, exc, t0, device)
     for name, items in readable.items():
         opts = EncodeOptions(quality=settings.quality, rate=settings.rates.get(modalities[name].rate_unit),
-                             iters=settings.iters, device=device, seed=settings.seed)
+                             iters=settings.iters, device=device, seed=settings.seed, coding_workers=coding_workers)
         try:
             results = encode_signals(modalities[name], [sig for _, sig in items], opts)
         except Exception as exc:
@@ -260,10 +262,10 @@ def _init_worker(devices: "multiprocessing.Queue", threads: int) -> None:
 
 
 def process(kind: str, jobs: list[Job], settings: EncodeSettings, device: str,
-            limits: Limits | None = None) -> list[Record]:
+            limits: Limits | None = None, coding_workers: int | None = 1) -> list[Record]:
     """Encode a group of files, or decode one within ``limits`` (decoding is never grouped)."""
     if kind == "encode":
-        return encode_group(jobs, settings, device)
+        return encode_group(jobs, settings, device, coding_workers)
     return [decode_one(job, device, limits) for job in jobs]
 
 
@@ -446,6 +448,7 @@ def run_batch(
     on_start: Callable[[int, int], None] | None = None,
     ray_address: str | None = None,
     limits: Limits | None = None,
+    coding_workers: int | None = 1,
 ) -> BatchSummary:
     """Encode (``kind="encode"``) or decode (``"decode"``) every file of SRC into DST.
 
@@ -454,7 +457,9 @@ def run_batch(
     (``auto``, an address, or ``local`` for a fresh local instance) sends one task per file to
     Ray. ``limits`` bound what each stream of a decode batch may make the decoder do (a
     stream beyond them is recorded as an error). ``on_start(total, to_do)`` is called once
-    the work is known; ``on_record`` sees each record as it lands.
+    the work is known; ``on_record`` sees each record as it lands. ``coding_workers`` is
+    :class:`nxcodec.codec.EncodeOptions`'s, for a batch run in this process (one device, one
+    worker); workers of their own code in one process each.
     """
     settings = settings or EncodeSettings()
     if not src.is_dir():
@@ -463,16 +468,18 @@ def run_batch(
         check_settings(settings)
     if not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
+    if coding_workers is not None and not (isinstance(coding_workers, int) and coding_workers >= 1):
+        raise UsageError(f"coding workers must be a positive integer or None, not {coding_workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with DestinationLock(dst):
         return _run_batch(kind, src, dst, settings, resume, force, device, devices, workers, on_record, on_start,
-                          ray_address, limits)
+                          ray_address, limits, coding_workers)
 
 
 def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume: bool, force: bool, device: str,
                devices: list[str] | None, workers: int, on_record: Callable[[Record], None] | None,
                on_start: Callable[[int, int], None] | None, ray_address: str | None,
-               limits: Limits | None = None) -> BatchSummary:
+               limits: Limits | None = None, coding_workers: int | None = 1) -> BatchSummary:
     """:func:`run_batch` once the destination is locked."""
     manifest = dst / MANIFEST
     if manifest.exists() and not (resume or force):
@@ -511,7 +518,7 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
         _run_on_ray(kind, todo, settings, ray_address, land, limits)
     elif len(device_list) == 1:
         for group in groups:
-            for record in process(kind, group, settings, device_list[0], limits):
+            for record in process(kind, group, settings, device_list[0], limits, coding_workers):
                 land(record)
     elif todo:
         ctx = multiprocessing.get_context("spawn")

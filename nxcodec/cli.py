@@ -277,7 +277,7 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
 
     summary = run_batch(kind, src, dst, settings, resume=resume, force=force, device=device, devices=device_list,
                         workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address,
-                        limits=limits)
+                        limits=limits, coding_workers=None)
     if bar is not None:
         bar.close()
     ok = [r for r in summary.records if r["status"] == "ok"]

@@ -340,3 +340,37 @@ def test_batch_decode_applies_the_decoding_limits_to_every_stream(tmp_path):
     assert records["gray_k2_mgrenc_13x11.nxc"]["status"] == "ok"
     assert "over the limit of 200" in records["rgb_k4_24x16.nxc"]["error"]
     assert sorted(p.name for p in back.glob("*.png")) == ["gray_k2_mgrenc_13x11.png"]
+
+
+def test_the_command_line_codes_a_group_in_worker_processes_and_the_api_in_its_own(tmp_path, monkeypatch):
+    """``nxcodec batch`` lets a fitted group be coded in processes of their own (its main is guarded); a script
+    calling run_batch codes in its own process unless it asks (a spawned process imports the caller's script)."""
+    import nxcodec.codec
+
+    asked = []
+    real = nxcodec.codec.encode_signals
+
+    def spy(modality, signals_, opts):
+        asked.append(opts.coding_workers)
+        return real(modality, signals_, opts)
+
+    monkeypatch.setattr(nxcodec.codec, "encode_signals", spy)
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    res = CliRunner().invoke(main, ["batch", str(src), str(tmp_path / "cli"), "--iters", "5", "--group", "2"])
+    assert res.exit_code == 0, res.output
+    assert asked and set(asked) == {None}
+    asked.clear()
+    assert run_batch("encode", src, tmp_path / "api", EncodeSettings(iters=5, group=2)).ok == 2
+    assert asked and set(asked) == {1}
+
+
+def test_coding_workers_out_of_range_are_refused_before_any_file(tmp_path):
+    from nxcodec.errors import UsageError
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 1)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(UsageError, match="coding workers"):
+            run_batch("encode", src, dst, FAST, coding_workers=bad)
+    assert not dst.exists()
