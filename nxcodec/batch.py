@@ -349,14 +349,16 @@ def _flags(settings: dict) -> str:
     return " ".join(parts + [f"--seed {settings.get('seed')}"])
 
 
-def check_settings(settings: EncodeSettings) -> None:
-    """Refuse encode settings out of range (``UsageError``, one line) before any file is touched."""
+def check_settings(settings: EncodeSettings, coding_workers: int | None = 1) -> None:
+    """Refuse encode settings (and a count of coding processes) out of range (``UsageError``, one line) before any
+    file is touched."""
     from nxcodec.codec import EncodeOptions, check_options
 
     if not (isinstance(settings.group, int) and settings.group >= 1):
         raise UsageError(f"group must be a positive integer, not {settings.group!r}")
     for rate in [None, *settings.rates.values()]:
-        check_options(EncodeOptions(quality=settings.quality, rate=rate, iters=settings.iters, seed=settings.seed))
+        check_options(EncodeOptions(quality=settings.quality, rate=rate, iters=settings.iters, seed=settings.seed,
+                                    coding_workers=coding_workers))
 
 
 def check_resume_settings(previous: dict[str, dict], settings: EncodeSettings, dst: Path) -> None:
@@ -465,11 +467,9 @@ def run_batch(
     if not src.is_dir():
         raise InputError(f"{src}: not a directory")
     if kind == "encode":
-        check_settings(settings)
+        check_settings(settings, coding_workers)
     if not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
-    if coding_workers is not None and not (isinstance(coding_workers, int) and coding_workers >= 1):
-        raise UsageError(f"coding workers must be a positive integer or None, not {coding_workers!r}")
     dst.mkdir(parents=True, exist_ok=True)
     with DestinationLock(dst):
         return _run_batch(kind, src, dst, settings, resume, force, device, devices, workers, on_record, on_start,
