@@ -73,7 +73,8 @@ def main() -> None:
     for f in files:
         a, b = np.load(f + ".gpu.npy").astype(int), np.load(f + ".cpu.npy").astype(int)
         diff = np.abs(a - b)
-        rows.append({"stream": Path(f).name, "integers_equal": recorded[f][0] == cpu[f][0],
+        rows.append({"stream": Path(f).name, "integers_sha256": recorded[f][0], "experts_sha256": recorded[f][1],
+                     "integers_equal": recorded[f][0] == cpu[f][0],
                      "experts_equal": recorded[f][1] == cpu[f][1], "max_sample_diff": int(diff.max()),
                      "fraction_differing": float(np.mean(diff > 0))})
         print(rows[-1])
