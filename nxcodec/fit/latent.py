@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from nxcodec.fit.matmul import stack_matmul
 from nxcodec.fit.soap import StackSOAP
 from nxcodec.latent import builtin, tables
 from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
@@ -98,7 +99,7 @@ def _mlp_params(m: int, fan_in: int, width: int, layers: int, out: int, gen: tor
 def _mlp(x: torch.Tensor, layers: list[list[torch.Tensor]], relu_max: float | None = None) -> torch.Tensor:
     """Per-image MLP: ``x`` (M, ..., N, fan_in), weights (M, ..., fan_in, out)."""
     for i, (w, b) in enumerate(layers):
-        x = x @ w + b.unsqueeze(-2)
+        x = stack_matmul(x, w) + b.unsqueeze(-2)
         if i < len(layers) - 1:
             x = x.clamp(0, relu_max) if relu_max else torch.relu(x)
     return x
@@ -218,7 +219,7 @@ class LatentModel(torch.nn.Module):
     # --- forward ----------------------------------------------------------------------------
     def _arm(self, key: str, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log2 scale of each latent from its context ``ctx`` (M, n, inputs)."""
-        return self._arm_from_first(key, ctx @ self.nets[key][0][0])
+        return self._arm_from_first(key, stack_matmul(ctx, self.nets[key][0][0]))
 
     def _arm_from_first(self, key: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_arm` given the context times the first layer's weight (M, n, width), before its bias."""
@@ -271,9 +272,9 @@ class LatentModel(torch.nn.Module):
 
         def pass_b(grid: torch.Tensor) -> torch.Tensor:
             same = self._same_context(grid).reshape(self.m, n, -1)
-            return torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1) @ self.nets["arm_b"][0][0]
+            return stack_matmul(torch.cat([same[:, idx_b], coarse[:, idx_b]], dim=-1), self.nets["arm_b"][0][0])
 
-        return coarse[:, idx_a] @ self.nets["arm_a"][0][0], pass_b
+        return stack_matmul(coarse[:, idx_a], self.nets["arm_a"][0][0]), pass_b
 
     def matrix_views(self) -> dict[int, tuple[int, int]]:
         """(rows, columns) of every weight that is a matrix per signal (and expert), by ``id``: what SOAP
