@@ -196,3 +196,16 @@ def test_bench_fits_the_meshes_of_a_quality_together_and_resumes(tmp_path, monke
     assert sorted(table) == ["ball0", "ball1"] and all(len(rows) == 1 for rows in table.values())
     monkeypatch.setattr(bench_shape, "_baseline_point", fail)
     bench_shape.run(cfg, log=lambda line: None)
+
+
+def test_git_commit_names_the_tree_or_the_commit_a_device_caller_gives(monkeypatch):
+    from nxcodec.bench.results import git_commit
+
+    monkeypatch.delenv("NXCODEC_COMMIT", raising=False)
+    git_commit.cache_clear()
+    own = git_commit()
+    assert own == "unknown" or own.split("+")[0].isalnum()
+    monkeypatch.setenv("NXCODEC_COMMIT", "652b565")
+    git_commit.cache_clear()
+    assert git_commit() == "652b565"
+    git_commit.cache_clear()

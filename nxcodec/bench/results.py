@@ -81,7 +81,11 @@ def git_commit() -> str:
     Changes under ``bench/results/`` (what runs write) do not count.
     Read once per process: a run records the commit it started from, even if the tree
     changes while it runs (benchmarks call this before measuring anything).
+    ``NXCODEC_COMMIT``, where set, is taken instead: a device machine receives the working tree with a
+    ``.git`` that may be older than it, so the caller names the commit it sent (with ``+dirty`` if need be).
     """
+    if os.environ.get("NXCODEC_COMMIT"):
+        return os.environ["NXCODEC_COMMIT"]
     here = Path(__file__).parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
