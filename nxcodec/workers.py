@@ -4,7 +4,9 @@
 of a pool. When the parent is killed (SIGKILL, the out-of-memory killer) such a worker
 would wait forever on its task queue, holding its memory (about 300 MB with torch loaded);
 :func:`exit_with_parent`, called in the pool's initializer, ends it as soon as the parent
-has gone.
+has gone. Workers that only compute and return (baselines, the coding of fitted images) also leave Ctrl-C to
+the parent (:func:`compute_worker`): it stops the pool and reports the interruption in one line, where each worker
+would print a traceback of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 
 
@@ -26,3 +29,10 @@ def exit_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def compute_worker() -> None:
+    """Initializer of a pool whose workers write nothing: :func:`exit_with_parent`, and ignore SIGINT (a terminal's
+    Ctrl-C reaches every process of the group; the parent handles it and the pool ends with it)."""
+    exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -28,7 +28,7 @@ from nxcodec.bench.results import read_points
 from nxcodec.codec import EncodeOptions, EncodeResult, decode_stream, encode_signals
 from nxcodec.errors import NxcError
 from nxcodec.signals import Modality, Signal
-from nxcodec.workers import exit_with_parent
+from nxcodec.workers import compute_worker
 
 
 def on_gpu(device: str) -> bool:
@@ -104,8 +104,8 @@ def grouped_rounds(levels: Iterable[Any], items: list[Path], size: int, measured
 
 
 def _init_worker() -> None:
-    """A baseline worker: one thread, and gone with the benchmark that started it."""
-    exit_with_parent()
+    """A baseline worker: one thread, gone with the benchmark that started it, Ctrl-C left to the benchmark."""
+    compute_worker()
     torch.set_num_threads(1)
 
 

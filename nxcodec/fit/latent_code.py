@@ -37,7 +37,7 @@ from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, code_for_step, step_from_code
-from nxcodec.workers import exit_with_parent
+from nxcodec.workers import compute_worker
 
 FIXED_PRECISIONS = (5, 6, 7, 8, 9)  # fractional bits of the fixed-point weights
 FLOAT_PRECISIONS = (3, 4, 5, 6, 7)  # float steps are spread / 2**p
@@ -437,9 +437,12 @@ def code_images(jobs: list[tuple], workers: int = 1) -> list[Candidate | NxcErro
     """
     if workers <= 1 or len(jobs) <= 1:
         return [_code_job(job) for job in jobs]
-    with _one_blas_thread(), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"),
-                                                 initializer=exit_with_parent) as pool:
-        return list(pool.map(_code_job, jobs))
+    with _one_blas_thread():
+        pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=compute_worker)
+        try:
+            return list(pool.map(_code_job, jobs))
+        finally:  # on an interruption, the codings not yet started are dropped, not waited for
+            pool.shutdown(cancel_futures=True)
 
 
 def _code_job(job: tuple) -> Candidate | NxcError:
