@@ -36,7 +36,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
     | tee -a "$res/kodak/run.log"
   echo "gpu_kodak: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
   kill "$monitor"
-  rm -f "$res"/gpu_cpu_decode/*.npy
+  rm -f "$res"/gpu_cpu_decode/*.cpu.npy
   [ -f "$res/kodak/bdrate.md" ] && cat "$res/kodak/bdrate.md"
   grep -h "nxcodec q" "$res/kodak/run.log" 2>/dev/null | tail -30
 } 2>&1 | tee "$res/call.log"
