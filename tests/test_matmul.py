@@ -1,32 +1,55 @@
-"""The fitted networks' matrix product: its chunked weight gradient equals the plain one."""
+"""The fitted networks' matrix product: cut into row chunks (as on a GPU), it gives the plain product's values
+and gradients."""
 
 import pytest
 import torch
 
-from nxcodec.fit.matmul import MIN_ROWS, stack_matmul
+from nxcodec.fit import matmul
+from nxcodec.fit.matmul import MAX_CHUNKS, MIN_ROWS, chunk_count, rows_matmul, stack_matmul, weight_grad
+
+
+def test_chunks_divide_the_rows_and_are_never_too_short():
+    assert chunk_count(768 * 512) == MAX_CHUNKS  # a Kodak image
+    assert chunk_count(500 * 333) == 150  # 1110 rows each
+    assert chunk_count(MIN_ROWS * 2 - 1) == 1
+    assert chunk_count(1_000_003) == 1  # prime: no equal cut
+    for rows in (4096, 65536, 98304, 166500, 250000):
+        c = chunk_count(rows)
+        assert rows % c == 0 and rows // c >= MIN_ROWS and c <= MAX_CHUNKS
 
 
 @pytest.mark.parametrize("x_shape, w_shape", [
-    ((3, 1, 5 * MIN_ROWS + 17, 7), (3, 2, 7, 5)),  # experts: x broadcast over them, rows left over after the chunks
-    ((2, 4 * MIN_ROWS, 9), (2, 9, 4)),  # rows an exact multiple of the chunk
-    ((2, 100, 3), (2, 3, 2)),  # too few rows to cut
+    ((3, 1, 6 * MIN_ROWS, 7), (3, 2, 7, 5)),  # experts: x broadcast over them
+    ((2, 4 * MIN_ROWS, 9), (2, 9, 3)),
 ])
-def test_gradients_match_plain_matmul(x_shape, w_shape):
+def test_a_chunked_product_and_its_gradients_match_the_plain_ones(x_shape, w_shape):
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(*x_shape, dtype=torch.float64, generator=gen, requires_grad=True)
-    w = torch.randn(*w_shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(*x_shape, dtype=torch.float64, generator=gen)
+    w = torch.randn(*w_shape, dtype=torch.float64, generator=gen)
     out_shape = torch.broadcast_shapes(x_shape[:-2], w_shape[:-2]) + (x_shape[-2], w_shape[-1])
     g = torch.randn(out_shape, dtype=torch.float64, generator=gen)
-    out = stack_matmul(x, w)
-    (out * g).sum().backward()
+    chunks = chunk_count(x_shape[-2])
+    assert chunks > 1
+    torch.testing.assert_close(rows_matmul(x, w, chunks), x @ w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rows_matmul(g, w.mT, chunks), g @ w.mT, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weight_grad(x, g, chunks).sum_to_size(w.shape), (x.mT @ g).sum_to_size(w.shape),
+                               rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("cut", [False, True])  # True: rows cut as on a GPU
+def test_the_autograd_product_gives_torchs_gradients(monkeypatch, cut):
+    if cut:
+        monkeypatch.setattr(matmul, "_chunks_for", lambda x: chunk_count(x.shape[-2]))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 3 * MIN_ROWS, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(2, 3, 3 * MIN_ROWS, 5, dtype=torch.float64, generator=gen)
+    (stack_matmul(x, w) * g).sum().backward()
     grads = x.grad.clone(), w.grad.clone()
     x.grad = w.grad = None
-    ref = x @ w
-    (ref * g).sum().backward()
-    assert torch.equal(out, ref)
-    torch.testing.assert_close(grads[0], x.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grads[1], w.grad, rtol=1e-12, atol=1e-10)
-    assert grads[1].shape == w.shape and grads[0].shape == x.shape
+    ((x @ w) * g).sum().backward()
+    torch.testing.assert_close(grads[0], x.grad)
+    torch.testing.assert_close(grads[1], w.grad)
 
 
 def test_no_gradient_asked_for_a_frozen_weight():
