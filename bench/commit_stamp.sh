@@ -6,8 +6,9 @@
 #   there (the GPU scripts do it):  export NXCODEC_COMMIT=$(bench/commit_stamp.sh read)
 #
 # "write" records HEAD (with +dirty if the code has uncommitted changes) and the hash of the working tree's
-# files (bench/results left out). "read" prints that commit when the tree it runs in hashes the same, the
-# commit with +dirty when it does not, and nothing when there is no stamp (git_commit() then asks git).
+# files (bench/results left out). "read", where the local .git does not know that commit, prints it when the
+# tree it runs in hashes the same and the commit with +dirty when not; otherwise (no stamp, or a .git that knows
+# the commit) nothing, and git_commit() asks git.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tree_hash() {
@@ -26,6 +27,8 @@ case "${1:-}" in
   read)
     [ -f .bench-commit ] || exit 0
     read -r commit tree <.bench-commit
+    # where git knows the stamped commit, this .git is current enough for git_commit() to ask it
+    git cat-file -e "${commit%+dirty}^{commit}" 2>/dev/null && exit 0
     if [ "$(tree_hash)" = "$tree" ]; then echo "$commit"; else echo "${commit%+dirty}+dirty"; fi ;;
   *) echo "usage: $0 write|read" >&2; exit 2 ;;
 esac

@@ -14,6 +14,7 @@ set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: $0 AUDIO_DIR MESH_DIR OUT_DIR" >&2; exit 2; }
 audio=$1 meshes=$2 out=$3
 cd "$(dirname "$0")/.."
+export NXCODEC_COMMIT=${NXCODEC_COMMIT:-$(bench/commit_stamp.sh read 2>/dev/null)}  # the tree's commit (bench/commit_stamp.sh)
 start=$(date +%s)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if ! python3 -c "import constriction, soundfile, trimesh, DracoPy, fast_simplification" 2>/dev/null; then

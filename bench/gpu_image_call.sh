@@ -14,6 +14,7 @@ set -uo pipefail
 src=$1 out=$2 budget=$3
 shift 3
 cd "$(dirname "$0")/.."
+export NXCODEC_COMMIT=${NXCODEC_COMMIT:-$(bench/commit_stamp.sh read 2>/dev/null)}  # the tree's commit (bench/commit_stamp.sh)
 start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
 res=$(mktemp -d)

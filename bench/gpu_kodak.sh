@@ -4,7 +4,8 @@
 #
 #   bench/gpu_kodak.sh KODAK_DIR OUT_DIR [extra `nxcodec bench image` options]
 #
-# On a machine without a package index, first fill .whl/ here (where pip works):
+# Before a device call, run bench/commit_stamp.sh write here and carry .bench-commit, so the results name the
+# commit that ran. On a machine without a package index, first fill .whl/ here (where pip works):
 #   ../shared/gpu/fetch-wheels.sh pytorch-msssim pillow==13.0.0
 # and bring .whl/ along; the script installs from it into /tmp/nxcodec-site when a package is missing.
 # nxcodec's images are fitted side by side (all 24 in one stack per quality); the baselines run
@@ -14,6 +15,7 @@ set -euo pipefail
 src=$1 out=$2
 shift 2
 cd "$(dirname "$0")/.."
+export NXCODEC_COMMIT=${NXCODEC_COMMIT:-$(bench/commit_stamp.sh read 2>/dev/null)}  # the tree's commit (bench/commit_stamp.sh)
 start=$(date +%s)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if ! python3 -c "import constriction, soundfile, trimesh, pytorch_msssim, tqdm" 2>/dev/null; then
