@@ -18,7 +18,7 @@ import numpy as np
 from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import code_images
+from nxcodec.fit.latent_code import code_in_parallel
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for workers in (int(v) for v in args.workers.split(",")):
                 t0 = time.perf_counter()
-                coded = code_images(jobs, workers)
+                coded = code_in_parallel(jobs, workers)
                 seconds = time.perf_counter() - t0
                 data = [c.data for c in coded]
                 if streams is not None and data != streams:

@@ -222,7 +222,7 @@ def spy_rounds(monkeypatch) -> tuple[list, list]:
         real_fit(model, target, lams, schedule, seed, device)
 
     monkeypatch.setattr(latent_audio, "_fit", spy_fit)
-    return fits, spy_codings(monkeypatch, latent_audio, "_code")
+    return fits, spy_codings(monkeypatch, latent_audio, "code_audio_plane")
 
 
 def test_a_plane_well_under_its_share_is_fitted_on_at_a_lower_lambda_and_stays_under_the_target(monkeypatch):

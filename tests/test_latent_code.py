@@ -37,7 +37,7 @@ def fitted():
 @pytest.mark.parametrize("fixed, dead_zone", [(5, 0.5), (7, 0.5), (9, 0.8)])
 def test_table_bit_count_matches_the_coder(fitted, fixed, dead_zone):
     target, cfg, weights, latents = fitted
-    src = latent_audio.plane_source(target, cfg, latents, 1e-4)
+    src = latent_code.audio_plane_source(target, cfg, latents, 1e-4)
     coded = latent_code.quantize_networks(weights, fixed, 5)
     bits, grids = latent_code.walk(src, coded, dead_zone)
     body, want = stream.write_body(cfg, 1, coded, latents, dead_zone)
@@ -53,13 +53,13 @@ def test_a_band_is_the_plane_cut_at_whole_rows_of_every_grid():
                for l in range(levels)]
     cfg = latent_audio.config_for(presets.AUDIO_LATENT_PRESETS[5], rows, cols)
     cfg = stream.LatentConfig(**{**cfg.__dict__, "levels": levels})
-    src = latent_audio.plane_source(np.zeros((rows, cols)), cfg, latents, 1e-4)
+    src = latent_code.audio_plane_source(np.zeros((rows, cols)), cfg, latents, 1e-4)
     band, scale = latent_code.search_band(src)
     a = (rows - latent_code.SEARCH_ROWS) // 2 // 4 * 4
     assert scale == rows / latent_code.SEARCH_ROWS
     for level, (lat, cut) in enumerate(zip(latents, band.latents)):
         assert np.array_equal(cut, lat[a >> level : (a + latent_code.SEARCH_ROWS) >> level])
-    small = latent_audio.plane_source(np.zeros((200, cols)), cfg, [lat[: -(-200 >> l)] for l, lat in
+    small = latent_code.audio_plane_source(np.zeros((200, cols)), cfg, [lat[: -(-200 >> l)] for l, lat in
                                                                      enumerate(latents)], 1e-4)
     assert latent_code.search_band(small) == (small, 1.0)  # under two bands: the whole plane
 
@@ -67,7 +67,7 @@ def test_a_band_is_the_plane_cut_at_whole_rows_of_every_grid():
 def test_code_plane_writes_what_it_measured_and_meets_a_target(fitted, monkeypatch):
     target, cfg, weights, latents = fitted
     monkeypatch.setattr(latent_code, "SEARCH_ROWS", 16)  # a band of 16 of the 65 rows
-    src = latent_audio.plane_source(target, cfg, latents, 1e-4)
+    src = latent_code.audio_plane_source(target, cfg, latents, 1e-4)
     assert latent_code.search_band(src)[1] > 1
     free = latent_code.code_plane(src, weights, None)
     body, _ = stream.read_body(free.data, 0, len(free.data), target.shape, 1)
@@ -84,7 +84,7 @@ def test_each_layer_may_take_its_own_precision_when_that_lowers_the_cost(fitted,
     """The per-layer search starts from the best coding with one precision per kind and only ever lowers its cost, and
     the stream decodes to what was measured."""
     target, cfg, weights, latents = fitted
-    src = latent_audio.plane_source(target, cfg, latents, 3e-3)
+    src = latent_code.audio_plane_source(target, cfg, latents, 3e-3)
     layered = latent_code.code_plane(src, weights, None)
     layers = latent_code._layers(weights)
     assert "upsample" not in sum(layers, []) and ["arm_a.0.weight", "arm_a.0.bias"] in layers
@@ -176,12 +176,39 @@ def test_images_coded_in_worker_processes_code_as_in_this_one():
              [lat[j].detach().numpy().astype(np.float64) for lat in model.latents], arrays[j], 1e-3, bits, False)
             for j, bits in ((0, None), (1, None), (1, 800.0))]
 
-    alone = latent_code.code_images(jobs, workers=1)
-    parallel = latent_code.code_images(jobs, workers=2)
+    alone = latent_code.code_in_parallel(jobs, workers=1)
+    parallel = latent_code.code_in_parallel(jobs, workers=2)
     for a, b in zip(alone[:2], parallel[:2]):
         assert a.data == b.data and np.array_equal(a.samples, b.samples)
         assert np.array_equal(stream.decode(b.data)[1], b.samples)
     assert isinstance(parallel[2], latent_code.OverTarget) and parallel[2].bits == alone[2].bits > 800
+
+
+def test_audio_planes_coded_in_worker_processes_code_as_in_this_one(fitted):
+    target, cfg, weights, latents = fitted
+    jobs = [(target, cfg, weights, latents, 1e-4, None, False, 1.0),
+            (target[::-1].copy(), cfg, weights, latents, 3e-3, None, True, 1.0),
+            (target, cfg, weights, latents, 1e-4, 400.0, False, 1.0)]  # far under what it needs: over its target
+    alone = latent_code.code_in_parallel(jobs, 1, latent_code.code_audio_plane)
+    parallel = latent_code.code_in_parallel(jobs, 2, latent_code.code_audio_plane)
+    for a, b in zip(alone[:2], parallel[:2]):
+        assert a.data == b.data and np.array_equal(a.samples, b.samples)
+    assert isinstance(parallel[2], latent_code.OverTarget) and parallel[2].bits == alone[2].bits > 400
+
+
+@pytest.mark.parametrize("asked, used", [(1, 1), (2, 2)])
+def test_the_audio_encoder_codes_a_stack_of_planes_in_as_many_processes_as_asked(monkeypatch, asked, used):
+    from nxcodec.codec import EncodeOptions, encode_signals
+
+    seen = []
+    real = latent_code.code_in_parallel
+    monkeypatch.setattr(latent_audio, "code_in_parallel",
+                        lambda jobs, workers, coder: seen.append((len(jobs), workers)) or real(jobs, 1, coder))
+    t = np.arange(24000) / 8000
+    x = 0.3 * np.sin(2 * np.pi * 330 * t)[:, None] * np.array([[1.0, 0.5]])  # stereo: two planes in one stack
+    results = encode_signals(AUDIO, [AUDIO.from_array(x.astype(np.float32), 8000)],
+                             EncodeOptions(quality=5, iters=5, device="cpu", format=6, coding_workers=asked))
+    assert seen and seen[0][0] == 2 and all(w == used for _, w in seen) and len(results) == 1
 
 
 def test_only_several_large_images_are_coded_in_parallel():
@@ -198,8 +225,8 @@ def test_the_encoder_codes_a_stack_in_as_many_processes_as_asked(monkeypatch, as
     from nxcodec.fit import latent_image
 
     seen = []
-    real = latent_image.code_images
-    monkeypatch.setattr(latent_image, "code_images", lambda jobs, workers: seen.append(workers) or real(jobs, 1))
+    real = latent_image.code_in_parallel
+    monkeypatch.setattr(latent_image, "code_in_parallel", lambda jobs, workers: seen.append(workers) or real(jobs, 1))
     image = for_name("image")
     arrays = [real_image((40, 32)), real_image((40, 32))[::-1].copy()]
     results = encode_signals(image, [image.from_array(a) for a in arrays],

@@ -218,7 +218,7 @@ def _point(data: np.ndarray, rate: int, decoded: np.ndarray, n_bytes: int, enc_s
 def nxcodec_points(names: list[str], signals: list, kbps: float, cfg: AudioBenchConfig) -> list[dict]:
     """Encode several clips together at one rate target; decode each on the fitting device and measure it."""
     audio = for_name("audio")
-    opts = EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device)
+    opts = EncodeOptions(rate=kbps, iters=cfg.iters, device=cfg.device, coding_workers=None)
     points = []
     coded = encode_and_decode(audio, signals, opts, str(resolve_device(cfg.device)))
     for name, signal, (res, decoded, decode_seconds) in zip(names, signals, coded):

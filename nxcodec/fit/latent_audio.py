@@ -21,12 +21,11 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets, rate_model
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, Candidate, OverTarget,
-                                     PlaneSource, code_plane, crop_latents, finer_for, lanes_for, levels_for)
-from nxcodec.latent import audio, mdct, stream, tables
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, OverTarget, code_audio_plane,
+                                     code_in_parallel, coding_workers, lanes_for, levels_for)
+from nxcodec.latent import audio, mdct, tables
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
-from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
@@ -185,28 +184,6 @@ def coefficients(plane: Plane, d: AudioLatentDescriptor, samples: np.ndarray) ->
     return mdct.forward(shifted, d.hop, 1, b - a + 1)  # ... so its frame 1 is the clip's frame a
 
 
-def plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float,
-                 gain: float = 1.0) -> PlaneSource:
-    """A fitted plane as :func:`code_plane` codes it: bodies, scored on the binary64 synthesis; ``gain`` is the
-    plane's ``input_gain`` in the fit."""
-    def measure(grids: list[np.ndarray], coded) -> tuple[np.ndarray, float]:
-        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
-        return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
-
-    def write(coded, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
-        return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
-
-    def crop(a: int, b: int) -> PlaneSource:
-        return plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)
-
-    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop, finer=finer_for(gain))
-
-
-def _code(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          lam: float, bits_allowed: float | None, trim: bool = True, gain: float = 1.0) -> Candidate:
-    return code_plane(plane_source(target, cfg, latents, lam, gain), weights, bits_allowed, trim)
-
-
 def lambda_for(lam: float, bits: float, allowed: float) -> float:
     """The lambda expected to code at ``RATE_AIM`` of ``allowed`` bits a plane that took ``bits`` at ``lam``
     (at most a factor 16 either way: the elasticity is a median, not a law)."""
@@ -325,24 +302,26 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                 grids, _ = model.quantized_latents("ste")
                 floats = model.synthesize(grids)[2].cpu().numpy().astype(np.float64)
             again = []  # planes to fit on from here
+            todo = [j for j, i in enumerate(idx) if planes[i].clip not in failed and (i not in coded or i in under)]
+            # A first coding over its share is not trimmed (trimming cost bach 2.2 dB more than a fit one quality
+            # lower, at 16 kbps): its clip is fitted again lower (presets.step_down). A later coding is trimmed at
+            # once: it only replaces the plane's coding if better.
+            jobs = {j: (targets[j], cfg, {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()},
+                     [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents], lams[j], bits[j],
+                     idx[j] in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS), float(model.input_gain[j]))
+                    for j in todo}
+            workers = opts.coding_workers or coding_workers(len(jobs), rows * cols)
+            codings = dict(zip(todo, code_in_parallel(list(jobs.values()), workers, code_audio_plane)))
             for j, i in enumerate(idx):
                 p = planes[i]
-                if p.clip in failed or (i in coded and i not in under):
+                if j not in codings or p.clip in failed:  # a plane of a clip that failed meanwhile is not kept
                     continue
-                weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
-                latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-                # A first coding over its share is not trimmed (trimming cost bach 2.2 dB more than a fit one
-                # quality lower, at 16 kbps): its clip is fitted again lower (presets.step_down).
-                # A later coding is trimmed at once: it only replaces the plane's coding if better.
-                trim = i in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS)
-                try:
-                    best = _code(targets[j], cfg, weights, latents, lams[j], bits[j], trim=trim,
-                                 gain=float(model.input_gain[j]))
-                except NxcError as e:
+                best = codings[j]
+                if isinstance(best, NxcError):
                     if i in coded:
                         under.discard(i)
                     else:
-                        over = e.bits / bits[j] if isinstance(e, OverTarget) else None
+                        over = best.bits / bits[j] if isinstance(best, OverTarget) else None
                         worst = failed.get(p.clip, 0.0)
                         failed[p.clip] = None if over is None or worst is None else max(worst, over)
                     continue
@@ -350,7 +329,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                     under.discard(i)
                     continue
                 coded[i] = (best.data, floats[j].reshape(p.size).astype(np.float32), cfg,
-                            sum(t.size for t in weights.values()), best.mse)
+                            sum(t.size for t in jobs[j][2].values()), best.mse)
                 if bits[j] is not None and 8 * len(best.data) < RATE_UNDER * bits[j]:
                     under.add(i)  # well under its share: fit on at a lower lambda, keep the best that fits
                     lams[j] = lambda_for(lams[j], 8 * len(best.data), bits[j])

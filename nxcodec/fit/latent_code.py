@@ -418,36 +418,64 @@ def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndar
     return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
 
 
+def audio_plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float,
+                       gain: float = 1.0) -> PlaneSource:
+    """A fitted audio plane (MDCT coefficients) as :func:`code_plane` codes it: bodies, scored on the binary64
+    synthesis; ``gain`` is the plane's ``input_gain`` in the fit."""
+    def measure(grids: list[np.ndarray], coded: Tensors) -> tuple[np.ndarray, float]:
+        values = synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(target.shape)
+        return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
+
+    def write(coded: Tensors, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
+        return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
+
+    def crop(a: int, b: int) -> PlaneSource:
+        return audio_plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)
+
+    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop, finer=finer_for(gain))
+
+
+def code_audio_plane(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray],
+                     latents: list[np.ndarray], lam: float, bits_allowed: float | None, trim: bool = True,
+                     gain: float = 1.0) -> Candidate:
+    """The best body of one fitted audio plane (see :func:`code_plane`)."""
+    return code_plane(audio_plane_source(target, cfg, latents, lam, gain), weights, bits_allowed, trim)
+
+
 def coding_workers(n_images: int, pixels: int) -> int:
-    """How many processes code ``n_images`` fitted images of ``pixels`` pixels each: one per image, at most one per
-    core, and none beside this one for a single or a small image."""
+    """How many processes code ``n_images`` fitted images (or audio planes) of ``pixels`` samples each: one per
+    image, at most one per core, and none beside this one for a single or a small image."""
     if n_images < 2 or pixels < PARALLEL_CODING_PIXELS:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(n_images, cores))
 
 
-def code_images(jobs: list[tuple], workers: int = 1) -> list[Candidate | NxcError]:
-    """For each job, :func:`code_image` of its arguments, or the ``NxcError`` (``OverTarget`` included) it raised.
+def code_in_parallel(jobs: list[tuple], workers: int = 1, coder: Callable[..., Candidate] | None = None
+                     ) -> list[Candidate | NxcError]:
+    """For each job, ``coder`` (default :func:`code_image`; :func:`code_audio_plane`) of its arguments, or the
+    ``NxcError`` (``OverTarget`` included) it raised.
 
     With ``workers`` > 1 the jobs run in that many spawned processes of one BLAS thread each: coding is numpy on one
     core for seconds per image, and a stack fitted on a GPU (24 Kodak images at once) would otherwise be coded one
     image after another while the host's other cores idle. The codings are the same either way (the fixed-point
-    arithmetic does not depend on threads or processes).
+    arithmetic does not depend on threads or processes). ``coder`` must be a module-level function of a module
+    without torch, which each worker imports.
     """
+    coder = coder or code_image
     if workers <= 1 or len(jobs) <= 1:
-        return [_code_job(job) for job in jobs]
+        return [_code_job(coder, job) for job in jobs]
     with _one_blas_thread():
         pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=compute_worker)
         try:
-            return list(pool.map(_code_job, jobs))
+            return list(pool.map(_code_job, [coder] * len(jobs), jobs))
         finally:  # on an interruption, the codings not yet started are dropped, not waited for
             pool.shutdown(cancel_futures=True)
 
 
-def _code_job(job: tuple) -> Candidate | NxcError:
+def _code_job(coder: Callable[..., Candidate], job: tuple) -> Candidate | NxcError:
     try:
-        return code_image(*job)
+        return coder(*job)
     except NxcError as exc:
         return exc
 

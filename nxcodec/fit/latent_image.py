@@ -17,7 +17,7 @@ import torch
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, OverTarget, code_images,
+from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_GPU, OverTarget, code_in_parallel,
                                      coding_workers, config_for)
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals.imagefile import ImageDescriptor
@@ -94,7 +94,7 @@ def _encode_groups(modality, signals_: list, descs: list[ImageDescriptor], group
                  signals_[i].data, preset.lam, bits, trim) for j, i in enumerate(idx)]
         del model, target
         workers = opts.coding_workers or coding_workers(len(jobs), d.width * d.height)
-        codings = code_images(jobs, workers)
+        codings = code_in_parallel(jobs, workers)
         for j, (i, best) in enumerate(zip(idx, codings)):
             if isinstance(best, OverTarget):
                 missed.append((i, best.bits / bits))
