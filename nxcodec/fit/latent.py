@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from nxcodec.fit.host_memory import keep_freed_memory
 from nxcodec.fit.matmul import stack_matmul
 from nxcodec.fit.soap import StackSOAP
 from nxcodec.latent import builtin, tables
@@ -491,6 +492,8 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     """
     torch.manual_seed(seed)
     params = list(model.parameters())
+    if params[0].device.type == "cpu":
+        keep_freed_memory()
     latent_ids = {id(p) for p in model.latents}
     context_ids = {id(t) for key in ("arm_a", "arm_b") for layer in model.nets[key] for t in layer}
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
