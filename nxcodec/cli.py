@@ -19,6 +19,7 @@ from nxcodec.api import encode_file
 from nxcodec.decoder import decode_stream, is_latent, output_kind
 from nxcodec.errors import InputError, NxcError, OutputError
 from nxcodec.fit.presets import DEFAULT_QUALITY
+from nxcodec.host_memory import keep_freed_memory
 from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
 from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
@@ -103,6 +104,7 @@ def rate_target(modality: signals.Modality, **targets: float | None) -> float | 
 @click.version_option(__version__, prog_name="nxcodec")
 def main() -> None:
     """nxcodec: compress a file by overfitting a mixture-of-experts neural network to it."""
+    keep_freed_memory()  # every command decodes, codes or fits large arrays (nxcodec.host_memory)
 
 
 device_option = click.option(

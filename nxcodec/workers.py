@@ -17,6 +17,8 @@ import os
 import signal
 import threading
 
+from nxcodec.host_memory import keep_freed_memory
+
 
 def exit_with_parent() -> None:
     """In a spawned or forked child: exit at once (status 1) when the parent process ends, whatever ends it."""
@@ -32,7 +34,9 @@ def exit_with_parent() -> None:
 
 
 def compute_worker() -> None:
-    """Initializer of a pool whose workers write nothing: :func:`exit_with_parent`, and ignore SIGINT (a terminal's
-    Ctrl-C reaches every process of the group; the parent handles it and the pool ends with it)."""
+    """Initializer of a pool whose workers write nothing: :func:`exit_with_parent`, ignore SIGINT (a terminal's
+    Ctrl-C reaches every process of the group; the parent handles it and the pool ends with it), and keep freed
+    memory for reuse (:mod:`nxcodec.host_memory`)."""
     exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()

@@ -10,7 +10,7 @@ import pytest
 CHILD = textwrap.dedent("""
     import ctypes, sys
     import numpy as np
-    from nxcodec.fit.host_memory import keep_freed_memory
+    from nxcodec.host_memory import keep_freed_memory
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",

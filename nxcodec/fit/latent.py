@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nxcodec.fit.host_memory import keep_freed_memory
+from nxcodec.host_memory import keep_freed_memory
 from nxcodec.fit.matmul import stack_matmul
 from nxcodec.fit.soap import StackSOAP
 from nxcodec.latent import builtin, tables

@@ -1,10 +1,14 @@
-"""Fits on the CPU without a page fault per large tensor: glibc's malloc is told to keep freed blocks for reuse.
+"""Large arrays without a page fault each: glibc's malloc is told to keep freed blocks for reuse.
+
+Set by a fit on the CPU, by nxcodec's command line (every command handles large arrays: decoding a full-size
+Kodak image allocates tens of megabytes per layer too) and by its worker processes; not by merely importing
+nxcodec, since it changes the whole process's allocator.
 
 A fit allocates and frees tensors of tens of megabytes in every iteration (a full-size Kodak image's hidden
 activations are 393k x 24 floats, 38 MB). glibc serves a block above its mmap threshold from a fresh mapping
 and unmaps it when freed, so each such tensor's pages fault in again, one by one: on this project's CPU a ReLU
 over that activation took 12 ms, 2.3 ms once the blocks were kept, and a whole iteration of a full-size image
-at quality 5 went from 494-511 ms to 389-422 ms. Raising the mmap threshold and the trim threshold keeps those
+at quality 5 from 464-498 ms to 349-489 ms (bench/results/fit_speed_cpu). Raising the mmap threshold and the trim threshold keeps those
 blocks in the heap: the process keeps its peak memory instead of returning it between iterations, which a fit
 reaches again at every iteration anyway.
 """
