@@ -6,9 +6,9 @@ nxcodec, since it changes the whole process's allocator.
 
 A fit allocates and frees tensors of tens of megabytes in every iteration (a full-size Kodak image's hidden
 activations are 393k x 24 floats, 38 MB). glibc serves a block above its mmap threshold from a fresh mapping
-and unmaps it when freed, so each such tensor's pages fault in again, one by one: on this project's CPU a ReLU
-over that activation took 12 ms, 2.3 ms once the blocks were kept, and a whole iteration of a full-size image
-at quality 5 from 464-498 ms to 349-489 ms (bench/results/fit_speed_cpu). Raising the mmap threshold and the trim threshold keeps those
+and unmaps it when freed, so each such tensor's pages fault in again, one by one: on this project's CPU an
+iteration of a full-size image at quality 5 went from 464-498 ms to 349-489 ms once the blocks were kept
+(bench/results/fit_speed_cpu). Raising the mmap threshold and the trim threshold keeps those
 blocks in the heap: the process keeps its peak memory instead of returning it between iterations, which a fit
 reaches again at every iteration anyway.
 """
