@@ -57,3 +57,34 @@ def test_no_gradient_asked_for_a_frozen_weight():
     w = torch.randn(2, 4, 3)
     stack_matmul(x, w).sum().backward()
     assert x.grad is not None and w.grad is None
+
+
+@pytest.mark.parametrize("experts", [1, 2])
+def test_a_fit_with_its_products_cut_as_on_a_gpu_follows_the_uncut_one(monkeypatch, experts):
+    """The fitting code's shapes (experts broadcast, context models, a 64x64 image of 4096 rows) through the cut
+    products: the same losses up to the order of the sums."""
+    from conftest import real_image
+    from dataclasses import replace
+
+    from nxcodec.fit import presets
+    from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+    from nxcodec.fit.latent_code import config_for
+    from nxcodec.signals import for_name
+
+    image = for_name("image")
+    signal = image.from_array(real_image((64, 64)))
+    d = signal.descriptor
+    cfg = replace(config_for(presets.latent_preset(5), d), n_experts=experts, mgr_width=8 if experts > 1 else 0)
+    target = image.targets(signal).unsqueeze(0).double()
+
+    def losses() -> list[float]:
+        model = LatentModel(cfg, 1, (d.height, d.width), d.channels, seed=0).double()
+        with torch.random.fork_rng():
+            return fit(model, target, 1e-3, LatentSchedule(iters=8, race=()), seed=0)
+
+    whole = losses()
+    used = []
+    monkeypatch.setattr(matmul, "_chunks_for", lambda x: used.append(chunk_count(x.shape[-2])) or used[-1])
+    cut = losses()
+    assert max(used) == 4  # the finest grid's and the pixels' products were cut
+    assert cut == pytest.approx(whole, rel=1e-9)
