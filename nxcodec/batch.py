@@ -133,7 +133,7 @@ def _error_record(job: Job, exc: BaseException, t0: float, device: str) -> Recor
 def encode_group(jobs: list[Job], settings: EncodeSettings, device: str, coding_workers: int | None = 1
                  ) -> list[Record]:
     """Encode files together (networks of the same shape fitted side by side) into their outputs; the fitted
-    images and audio planes are coded in ``coding_workers`` processes (``EncodeOptions.coding_workers``).
+    images, audio planes and meshes are coded in ``coding_workers`` processes (``EncodeOptions.coding_workers``).
 
     Failures become error records, never exceptions: an unreadable file is recorded and
     the others go on; if fitting the group fails, each file is retried alone so that one

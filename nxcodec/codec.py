@@ -62,9 +62,9 @@ class EncodeOptions:
     progress: bool = False
     config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 6 and 8) instead of the preset's
     format: int | None = None  # stream version to write (None: the modality's default, or the config's format)
-    # Processes that code the fitted images or audio planes of a stack (format 6): None, one per image or plane up
-    # to one per core, for large ones. Spawned processes import the caller's main script, so a script that asks for them needs the
-    # ``if __name__ == "__main__":`` guard; the default, 1, codes them in this process.
+    # Processes that code the fitted images, audio planes or meshes of a stack (formats 6 and 8): None, one each up
+    # to one per core, for large ones. Spawned processes import the caller's main script, so a script that asks
+    # for them needs the ``if __name__ == "__main__":`` guard; the default, 1, codes them in this process.
     coding_workers: int | None = 1
 
 

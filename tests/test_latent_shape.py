@@ -444,8 +444,18 @@ def test_a_shape_over_its_target_is_fitted_again_lower_not_trimmed(small_presets
     q1, q2 = presets.SHAPE_LATENT_PRESETS[1], presets.SHAPE_LATENT_PRESETS[2]
     monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 1, replace(q1, rate=0.5 * target, lam=0.4))
     monkeypatch.setitem(presets.SHAPE_LATENT_PRESETS, 2, replace(q2, rate=0.9 * target))
-    calls = spy_codings(monkeypatch, fit_shape, "_code")
+    calls = spy_codings(monkeypatch, fit_shape, "code_shape")
     res = encode_signal(SHAPES, torus, EncodeOptions(quality=5, rate=target, iters=20, device="cpu"))
     assert len(res.data) <= target * 1000
     assert calls[0][:3] == (q2.lam, False, None)  # over at quality 2: not trimmed
     assert calls[-1][:2] == (0.4, True) and calls[-1][2] <= target * 8000  # fitted again at quality 1
+
+
+def test_shapes_of_a_stack_coded_in_worker_processes_code_as_in_this_one(small_presets):
+    from nxcodec.codec import encode_signals
+
+    torus = SHAPES.read(TORUS)
+    box = SHAPES.from_array(trimesh.creation.box(extents=(1.0, 0.6, 0.4)))
+    streams = {workers: [r.data for r in encode_signals(SHAPES, [torus, box], EncodeOptions(
+        quality=3, iters=10, device="cpu", coding_workers=workers))] for workers in (1, 2)}
+    assert streams[1] == streams[2] and len(streams[2]) == 2

@@ -121,7 +121,7 @@ def _nxcodec_points(paths: list[Path], quality: int, cfg: ShapeBenchConfig) -> l
     """Fit the meshes together at one quality (one stack on a GPU); decode each on the CPU and measure it."""
     shape = for_name("shape")
     signals = [shape.read(p) for p in paths]
-    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device)
+    opts = EncodeOptions(quality=quality, iters=cfg.iters, device=cfg.device, coding_workers=None)
     points = []
     for path, (res, decoded, decode_seconds) in zip(paths, encode_and_decode(shape, signals, opts, "cpu")):
         points.append({"mesh": path.stem, "codec": "nxcodec", "quality": quality, "bytes": len(res.data),

@@ -31,7 +31,10 @@ import numpy as np
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.latent import context, stream, tables
+from nxcodec.latent import shape as shape_stream
 from nxcodec.latent.context import MAX_SHIFT, max_levels
+from nxcodec.latent.occupancy import Occupancy
+from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import FIXED_POINT, CodedTensor, LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import imagefile
@@ -442,6 +445,20 @@ def code_audio_plane(target: np.ndarray, cfg: LatentConfig, weights: dict[str, n
     return code_plane(audio_plane_source(target, cfg, latents, lam, gain), weights, bits_allowed, trim)
 
 
+def code_shape(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray],
+               latents: list[np.ndarray], occupancy: Occupancy, points: np.ndarray, targets: np.ndarray, lam: float,
+               bits_allowed: float | None, trim: bool = True) -> Candidate:
+    """The best version 8 stream of one fitted shape (see :func:`code_plane`), scored by the mean absolute
+    distance error at ``points`` against ``targets``."""
+    def write(coded: Tensors, dead_zone: float) -> Candidate:
+        data, volume = shape_stream.write(d, cfg, coded, latents, occupancy, dead_zone)
+        values = shape_stream.Field(volume)(points)
+        l1 = float(np.mean(np.abs(values - targets)))
+        return Candidate(data, volume, values, l1, l1 + lam * len(data) / 1000)
+
+    return code_plane(write, weights, bits_allowed, trim)
+
+
 def coding_workers(n_images: int, pixels: int) -> int:
     """How many processes code ``n_images`` fitted images (or audio planes) of ``pixels`` samples each: one per
     image, at most one per core, and none beside this one for a single or a small image."""
@@ -453,8 +470,8 @@ def coding_workers(n_images: int, pixels: int) -> int:
 
 def code_in_parallel(jobs: list[tuple], workers: int = 1, coder: Callable[..., Candidate] | None = None
                      ) -> list[Candidate | NxcError]:
-    """For each job, ``coder`` (default :func:`code_image`; :func:`code_audio_plane`) of its arguments, or the
-    ``NxcError`` (``OverTarget`` included) it raised.
+    """For each job, ``coder`` (default :func:`code_image`; :func:`code_audio_plane`, :func:`code_shape`) of its
+    arguments, or the ``NxcError`` (``OverTarget`` included) it raised.
 
     With ``workers`` > 1 the jobs run in that many spawned processes of one BLAS thread each: coding is numpy on one
     core for seconds per image, and a stack fitted on a GPU (24 Kodak images at once) would otherwise be coded one

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
-from nxcodec.fit.latent_code import Candidate, OverTarget, code_plane
+from nxcodec.fit.latent_code import Candidate, OverTarget, code_in_parallel, code_shape, coding_workers
 from nxcodec.latent import builtin
 from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.latent import shape as latent_shape
@@ -177,18 +177,6 @@ class _Coded:
     cfg: LatentConfig
 
 
-def _code(d: ShapeLatentDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
-          occupancy: Occupancy, points: np.ndarray, targets: np.ndarray, lam: float, bits_allowed: float | None,
-          trim: bool = True) -> Candidate:
-    def write(coded, dead_zone: float) -> Candidate:
-        data, image = latent_shape.write(d, cfg, coded, latents, occupancy, dead_zone)
-        values = latent_shape.Field(image)(points)
-        l1 = float(np.mean(np.abs(values - targets)))
-        return Candidate(data, image, values, l1, l1 + lam * len(data) / 1000)
-
-    return code_plane(write, weights, bits_allowed, trim)
-
-
 def with_truncation(signal: Signal, trunc: float) -> Signal:
     """``signal`` with the preset's truncation in its descriptor: the targets, the occupancy map and the stream
     follow it (the samples' distances are shared)."""
@@ -273,20 +261,22 @@ def _encode_group(modality, signals_: list, todo: list[int], preset: presets.Sha
         with torch.no_grad():
             grids, _ = model.quantized_latents("ste")
             floats = model.synthesize(grids, points[:, pick.to(device)])[2]
+        jobs = []
         for j, i in enumerate(idx):
             d = ShapeLatentDescriptor(group[j].descriptor, preset.grid_log2)
-            weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()}
-            latents = [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            p = points[j, pick.to(device)].cpu().numpy()
-            t = targets[j, pick.to(device), 0].cpu().numpy().astype(np.float64)
             bits = None if opts.rate is None else modality.bits_allowed(signals_[i].descriptor, opts.rate)
-            try:
-                best = _code(d, cfg, weights, latents, occupancies[j], p, t, preset.lam, bits,
-                             trim=preset.quality == min(presets.SHAPE_LATENT_PRESETS))
-            except OverTarget as over:
-                missed.append((i, over.bits / bits))
+            jobs.append((d, cfg, {n: w.detach().cpu().numpy() for n, w in model.coded_tensors(j).items()},
+                         [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents], occupancies[j],
+                         points[j, pick.to(device)].cpu().numpy(),
+                         targets[j, pick.to(device), 0].cpu().numpy().astype(np.float64), preset.lam, bits,
+                         preset.quality == min(presets.SHAPE_LATENT_PRESETS)))
+        workers = opts.coding_workers or coding_workers(len(jobs), model.latents[0][0].numel())
+        for j, (i, job, best) in enumerate(zip(idx, jobs, code_in_parallel(jobs, workers, code_shape))):
+            t, bits = job[6], job[8]
+            if isinstance(best, OverTarget):
+                missed.append((i, best.bits / bits))
                 continue
-            except NxcError:
+            if isinstance(best, NxcError):
                 missed.append((i, None))
                 continue
             float_l1 = float((floats[j, :, 0].cpu().double() - torch.from_numpy(t)).abs().mean())
