@@ -10,8 +10,9 @@ size counted from the coder's frequency tables (a walk of the decoder's context 
 without the range coder) and its distortion from the decoder's synthesis, on the whole
 image (on a band of rows of a tall audio plane). Only the chosen coding is written, and
 its exact size is what a rate target checks; a target then raises the dead zone of the
-latent quantizer until the file fits. Audio planes (format 4) are coded the same way.
-Numpy only, so that a stack's images can be coded in worker processes without torch.
+latent quantizer until the file fits. Audio planes (format 4) and shapes (format 8, scored by
+their distance error) are coded the same way. Numpy only, so that a stack's signals can be
+coded in worker processes without torch (:func:`code_in_parallel`).
 """
 
 from __future__ import annotations
