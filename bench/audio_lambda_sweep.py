@@ -19,7 +19,7 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from nxcodec.bench.audio import load_clip
 from nxcodec.bench.results import git_commit
-from nxcodec.fit import latent_audio, presets, rate_model
+from nxcodec.fit import latent_audio, latent_code, presets, rate_model
 from nxcodec.fit.latent import LatentModel, fit
 from nxcodec.latent import audio
 from nxcodec.signals import for_name
@@ -55,8 +55,8 @@ for name in clips:
             weights = {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(i).items()}
             params += sum(w.size for w in weights.values())
             latents = [lat[i].detach().cpu().numpy().astype(np.float64) for lat in model.latents]
-            bodies.append(latent_audio._code(targets[j], cfg, weights, latents, lam, None,
-                                             gain=float(model.input_gain[i])).data)
+            bodies.append(latent_code.code_audio_plane(targets[j], cfg, weights, latents, lam, None,
+                                                       gain=float(model.input_gain[i])).data)
         data = audio.write(d, bodies)
         code_s = time.perf_counter() - t1
         decoded = audio.decode(data)[1]

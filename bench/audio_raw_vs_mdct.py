@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.fit.latent_audio import _code
+from nxcodec.fit.latent_code import code_audio_plane
 from nxcodec.latent import mdct
 from nxcodec.latent.stream import LatentConfig
 
@@ -34,7 +34,7 @@ for kind in ("raw", "mdct"):
     fit(m, torch.tensor(plane.reshape(1, -1, 1), dtype=torch.float32), lam, LatentSchedule(iters=300))
     weights = {k: v.detach().numpy() for k, v in m.coded_tensors(0).items()}
     lat = [l[0].detach().numpy().astype(np.float64) for l in m.latents]
-    c = _code(plane, cfg, weights, lat, lam, None)
+    c = code_audio_plane(plane, cfg, weights, lat, lam, None)
     vals = c.samples
     y = vals.reshape(-1)[: len(x)] if kind == "raw" else np.concatenate([mdct.Inverse(1024).push(vals)])[: len(x)]
     mse = np.mean((np.clip(y, -1, 1) - x) ** 2)

@@ -21,7 +21,7 @@ tree_hash() {
 case "${1:-}" in
   write)
     commit=$(git rev-parse --short HEAD)
-    git diff --quiet HEAD -- . ':(exclude)bench/results' || commit+="+dirty"
+    [ -z "$(git status --porcelain -- . ':(exclude)bench/results')" ] || commit+="+dirty"  # untracked files too
     echo "$commit $(tree_hash)" >.bench-commit
     cat .bench-commit ;;
   read)

@@ -95,6 +95,7 @@ def main() -> None:
     rows = []
     for n in (int(v) for v in args.stacks.split(",")):
         desc, target = _stack(paths, n, args.size, device)
+        n = target.shape[0]  # fewer where the folder has fewer images
         for opt in args.optimizers.split(","):
             s = time_fit(desc, target, preset, opt, args.iters, device)
             rows.append({"stack": n, "optimizer": opt, "s_per_iter": s, "s_per_iter_per_image": s / n})

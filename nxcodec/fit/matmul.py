@@ -15,12 +15,15 @@ whole.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 MAX_CHUNKS = 256
 MIN_ROWS = 1024  # rows per chunk at the least: shorter products are not worth a batch entry of their own
 
 
+@functools.lru_cache(maxsize=None)
 def chunk_count(rows: int) -> int:
     """The largest number of chunks, at most ``MAX_CHUNKS``, that divides ``rows`` into equal chunks of at least
     ``MIN_ROWS`` rows; 1 (no cut) where there is none."""
