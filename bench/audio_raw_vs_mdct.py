@@ -19,23 +19,29 @@ from nxcodec.fit.latent_code import code_audio_plane
 from nxcodec.latent import mdct
 from nxcodec.latent.stream import LatentConfig
 
-clip, lam = sys.argv[1], float(sys.argv[2])
-x, sr = sf.read(f'../shared/data/audio/{clip}.wav', dtype='float64')
-x = x[: 3 * sr]
-for kind in ("raw", "mdct"):
-    if kind == "raw":
-        n = -(-len(x) // 1024) * 1024
-        plane = np.zeros(n); plane[: len(x)] = x; plane = plane.reshape(-1, 1024)
-    else:
-        plane = mdct.forward(x, 1024)
-    cfg = LatentConfig(5, 16, 2, 1, 0, 16, 2, 0, 4)
-    m = LatentModel(cfg, 1, plane.shape, 1, seed=0)
-    t = time.time()
-    fit(m, torch.tensor(plane.reshape(1, -1, 1), dtype=torch.float32), lam, LatentSchedule(iters=300))
-    weights = {k: v.detach().numpy() for k, v in m.coded_tensors(0).items()}
-    lat = [l[0].detach().numpy().astype(np.float64) for l in m.latents]
-    c = code_audio_plane(plane, cfg, weights, lat, lam, None)
-    vals = c.samples
-    y = vals.reshape(-1)[: len(x)] if kind == "raw" else np.concatenate([mdct.Inverse(1024).push(vals)])[: len(x)]
-    mse = np.mean((np.clip(y, -1, 1) - x) ** 2)
-    print(clip, kind, f"lam {lam}: {8*len(c.data)/3/1000:.2f} kbps PSNR {10*np.log10(4/mse):.2f} dB ({time.time()-t:.0f}s)", flush=True)
+
+def main() -> None:
+    clip, lam = sys.argv[1], float(sys.argv[2])
+    x, sr = sf.read(f'../shared/data/audio/{clip}.wav', dtype='float64')
+    x = x[: 3 * sr]
+    for kind in ("raw", "mdct"):
+        if kind == "raw":
+            n = -(-len(x) // 1024) * 1024
+            plane = np.zeros(n); plane[: len(x)] = x; plane = plane.reshape(-1, 1024)
+        else:
+            plane = mdct.forward(x, 1024)
+        cfg = LatentConfig(5, 16, 2, 1, 0, 16, 2, 0, 4)
+        m = LatentModel(cfg, 1, plane.shape, 1, seed=0)
+        t = time.time()
+        fit(m, torch.tensor(plane.reshape(1, -1, 1), dtype=torch.float32), lam, LatentSchedule(iters=300))
+        weights = {k: v.detach().numpy() for k, v in m.coded_tensors(0).items()}
+        lat = [l[0].detach().numpy().astype(np.float64) for l in m.latents]
+        c = code_audio_plane(plane, cfg, weights, lat, lam, None)
+        vals = c.samples
+        y = vals.reshape(-1)[: len(x)] if kind == "raw" else np.concatenate([mdct.Inverse(1024).push(vals)])[: len(x)]
+        mse = np.mean((np.clip(y, -1, 1) - x) ** 2)
+        print(clip, kind, f"lam {lam}: {8*len(c.data)/3/1000:.2f} kbps PSNR {10*np.log10(4/mse):.2f} dB ({time.time()-t:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
