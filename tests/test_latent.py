@@ -414,3 +414,30 @@ def test_a_small_input_gain_codes_the_fixed_point_first_layers_finer():
         assert fine[name].code == plain[name].code
     errors = [np.abs(c["arm_a.0.weight"].values() - weights["arm_a.0.weight"]).max() for c in (fine, plain)]
     assert errors[0] <= 2.0**-11 < errors[1]
+
+
+@pytest.mark.parametrize("size", [(9, 7), (16, 16), (5, 12), (1, 3)])
+def test_the_fits_contexts_are_the_specs_neighbours(size):
+    """The fit's context gathers (an unfold on 2-D grids) give each position the grid's value at every SAME offset
+    and the coarser grid's at every COARSE offset around ``i // 2``, zero outside (SPEC.md's context positions)."""
+    h, w = size
+    coarse, same = context.OFFSETS[2]
+    cfg = LatentConfig(levels=2, arm_width=8, arm_layers=2, n_experts=1, mgr_width=0, syn_width=8, syn_layers=1,
+                       refine_width=0, lanes_log2=0)
+    model = LatentModel(cfg, 2, size, 3)
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.randn(2, h, w, dtype=torch.float64, generator=gen)
+    coarser = torch.randn(2, (h + 1) // 2, (w + 1) // 2, dtype=torch.float64, generator=gen)
+    want_same = torch.zeros(2, h, w, len(same), dtype=torch.float64)
+    want_coarse = torch.zeros(2, h, w, len(coarse), dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            for k, (dy, dx) in enumerate(same):
+                if 0 <= i + dy < h and 0 <= j + dx < w:
+                    want_same[:, i, j, k] = grid[:, i + dy, j + dx]
+            for k, (ay, ax) in enumerate(coarse):
+                y, x = i // 2 + ay, j // 2 + ax
+                if 0 <= y < coarser.shape[1] and 0 <= x < coarser.shape[2]:
+                    want_coarse[:, i, j, k] = coarser[:, y, x]
+    assert torch.equal(model._same_context(grid), want_same)
+    assert torch.equal(model._coarse_context(coarser, size), want_coarse)
