@@ -416,10 +416,12 @@ def test_a_small_input_gain_codes_the_fixed_point_first_layers_finer():
     assert errors[0] <= 2.0**-11 < errors[1]
 
 
+@pytest.mark.parametrize("unfold", [False, True])  # True: as on a GPU
 @pytest.mark.parametrize("size", [(9, 7), (16, 16), (5, 12), (1, 3)])
-def test_the_fits_contexts_are_the_specs_neighbours(size):
-    """The fit's context gathers (an unfold on 2-D grids) give each position the grid's value at every SAME offset
+def test_the_fits_contexts_are_the_specs_neighbours(monkeypatch, size, unfold):
+    """The fit's context gathers (slices, or an unfold on a GPU) give each position the grid's value at every SAME offset
     and the coarser grid's at every COARSE offset around ``i // 2``, zero outside (SPEC.md's context positions)."""
+    monkeypatch.setattr(fit_latent, "few_kernels", lambda t: unfold)
     h, w = size
     coarse, same = context.OFFSETS[2]
     cfg = LatentConfig(levels=2, arm_width=8, arm_layers=2, n_experts=1, mgr_width=0, syn_width=8, syn_layers=1,
@@ -441,3 +443,16 @@ def test_the_fits_contexts_are_the_specs_neighbours(size):
                     want_coarse[:, i, j, k] = coarser[:, y, x]
     assert torch.equal(model._same_context(grid), want_same)
     assert torch.equal(model._coarse_context(coarser, size), want_coarse)
+
+
+@pytest.mark.parametrize("unfold", [False, True])  # True: as on a GPU
+@pytest.mark.parametrize("dim, size", [(2, 13), (3, 14), (2, 2)])
+def test_the_fits_upsampling_is_the_decoders(monkeypatch, dim, size, unfold):
+    monkeypatch.setattr(fit_latent, "few_kernels", lambda t: unfold)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64, generator=gen)
+    taps = torch.randn(2, 4, dtype=torch.float64, generator=gen)
+    got = fit_latent.upsample2(x, taps, dim, size)
+    for m in range(2):
+        want = synthesis.upsample2(x[m].numpy(), taps[m].numpy(), dim - 1, size)
+        np.testing.assert_allclose(got[m].numpy(), want, rtol=1e-12, atol=1e-12)

@@ -106,16 +106,33 @@ def _mlp(x: torch.Tensor, layers: list[list[torch.Tensor]], relu_max: float | No
     return x
 
 
+def few_kernels(t: torch.Tensor) -> bool:
+    """Whether to gather neighbours by an unfold rather than a slice per neighbour: on a GPU, whose fit of a Kodak
+    image launched 5,600 kernels an iteration (bench/results/fit_speed_h200), about 800 of them the slices'
+    backward (a zeroed grid, a copy and an add each). On a CPU the slices measured faster (four 256x256 crops,
+    bench/results/fit_speed_cpu: 208 ms an iteration with slices, 229 with unfolds)."""
+    return t.is_cuda
+
+
 def upsample2(x: torch.Tensor, taps: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """Torch twin of :func:`nxcodec.latent.synthesis.upsample2` for ``x`` (M, ...), taps (M, 4)."""
+    """Torch twin of :func:`nxcodec.latent.synthesis.upsample2` for ``x`` (M, ...), taps (M, 4).
+
+    Where :func:`few_kernels`, both outputs of each input sample come from the window of five edge-padded samples
+    around it (an unfold), times a (5, 2) matrix of the taps."""
     x = x.movedim(dim, -1)
     n = x.shape[-1]
     p = torch.cat([x[..., :1].expand(*x.shape[:-1], 2), x, x[..., -1:].expand(*x.shape[:-1], 2)], dim=-1)
-    k = [taps[:, i].view(-1, *([1] * (x.dim() - 1))) for i in range(4)]
-    even = k[0] * p[..., 0:n] + k[1] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[3] * p[..., 3 : n + 3]
-    odd = k[3] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[1] * p[..., 3 : n + 3] + k[0] * p[..., 4 : n + 4]
-    out = torch.stack([even, odd], dim=-1).reshape(*x.shape[:-1], 2 * n)[..., :size]
-    return out.movedim(-1, dim)
+    if few_kernels(x):
+        zero = torch.zeros_like(taps[:, :1])
+        # column 0: output 2i = k0 p[i] + ... + k3 p[i + 3]; column 1: output 2i + 1 = k3 p[i + 1] + ... + k0 p[i + 4]
+        mix = torch.stack([torch.cat([taps, zero], 1), torch.cat([zero, taps.flip(1)], 1)], dim=-1)  # (M, 5, 2)
+        out = p.unfold(-1, 5, 1) @ mix.view(-1, *([1] * (x.dim() - 2)), 5, 2)  # (..., n, 2)
+    else:
+        k = [taps[:, i].view(-1, *([1] * (x.dim() - 1))) for i in range(4)]
+        even = k[0] * p[..., 0:n] + k[1] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[3] * p[..., 3 : n + 3]
+        odd = k[3] * p[..., 1 : n + 1] + k[2] * p[..., 2 : n + 2] + k[1] * p[..., 3 : n + 3] + k[0] * p[..., 4 : n + 4]
+        out = torch.stack([even, odd], dim=-1)
+    return out.reshape(*x.shape[:-1], 2 * n)[..., :size].movedim(-1, dim)
 
 
 def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -238,9 +255,8 @@ class LatentModel(torch.nn.Module):
         """``padded[:, pad + stride * offset + i]`` for every position ``i`` of ``size`` (one slice per axis)."""
         return padded[(slice(None), *(slice(pad + stride * o, pad + stride * o + n) for o, n in zip(offset, size)))]
 
-    # On 2-D grids the contexts are gathered by one unfold (im2col) instead of a slice per offset: the same values,
-    # but one kernel backward (col2im) where each slice's backward was a zeroed grid, a copy and an add, about
-    # 800 of the 5,600 kernels an iteration of a Kodak image launched on a GPU.
+    # On 2-D grids on a GPU (few_kernels) the contexts are gathered by one unfold (im2col) instead of a slice per
+    # offset: the same values, one kernel backward (col2im) instead of a zeroed grid, a copy and an add per offset.
     def _coarse_context(self, coarser: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor:
         """(M, *size, n): the coarser grid ``P[i // 2 + a]`` around each parent, zero outside."""
         coarse, _ = OFFSETS[self.dims]
@@ -249,7 +265,7 @@ class LatentModel(torch.nn.Module):
         up = F.pad(coarser, (1, 1) * self.dims)
         for axis in range(1, self.dims + 1):
             up = up.repeat_interleave(2, axis)  # up[i] = P[i // 2 - 1]
-        if self.dims == 2:  # COARSE_OFFSETS are the 3x3 block in raster order: up[i + 2 ky, j + 2 kx]
+        if self.dims == 2 and few_kernels(up):  # COARSE_OFFSETS: the 3x3 block in raster order, up[i + 2ky, j + 2kx]
             cols = F.unfold(up[:, None, : size[0] + 4, : size[1] + 4], 3, dilation=2)  # (M, 9, positions)
             return cols.transpose(1, 2).reshape(self.m, *size, len(coarse))
         return torch.stack([self._shifted(up, 2, a, size, 2) for a in coarse], dim=-1)
@@ -257,7 +273,7 @@ class LatentModel(torch.nn.Module):
     def _same_context(self, grid: torch.Tensor) -> torch.Tensor:
         _, same = OFFSETS[self.dims]
         p = F.pad(grid, (2, 2) * self.dims)
-        if self.dims == 2:  # of the 5x5 block around each position, the offsets' in their order
+        if self.dims == 2 and few_kernels(p):  # of the 5x5 block around each position, the offsets' in their order
             cols = F.unfold(p[:, None], 5)  # (M, 25, positions): p[i + ky, j + kx] at ky * 5 + kx
             pick = torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in same], device=grid.device)
             return cols.index_select(1, pick).transpose(1, 2).reshape(self.m, *grid.shape[1:], len(same))
