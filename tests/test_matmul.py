@@ -10,6 +10,8 @@ from nxcodec.fit.matmul import MAX_CHUNKS, MIN_ROWS, chunk_count, rows_matmul, s
 
 def test_chunks_divide_the_rows_and_are_never_too_short():
     assert chunk_count(768 * 512) == MAX_CHUNKS  # a Kodak image
+    assert chunk_count(768 * 512, 100) == 96  # a product already of many batch entries: fewer chunks
+    assert chunk_count(768 * 512, 0) == 1  # of too many to cut at all
     assert chunk_count(500 * 333) == 150  # 1110 rows each
     assert chunk_count(MIN_ROWS * 2 - 1) == 1
     assert chunk_count(1_000_003) == 1  # prime: no equal cut
@@ -39,7 +41,7 @@ def test_a_chunked_product_and_its_gradients_match_the_plain_ones(x_shape, w_sha
 @pytest.mark.parametrize("cut", [False, True])  # True: rows cut as on a GPU
 def test_the_autograd_product_gives_torchs_gradients(monkeypatch, cut):
     if cut:
-        monkeypatch.setattr(matmul, "_chunks_for", lambda x: chunk_count(x.shape[-2]))
+        monkeypatch.setattr(matmul, "_chunks_for", lambda x, batch: chunk_count(x.shape[-2]))
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 1, 3 * MIN_ROWS, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
@@ -85,7 +87,7 @@ def test_a_fit_with_its_products_cut_as_on_a_gpu_follows_the_uncut_one(monkeypat
 
     whole = losses()
     used = []
-    monkeypatch.setattr(matmul, "_chunks_for", lambda x: used.append(chunk_count(x.shape[-2])) or used[-1])
+    monkeypatch.setattr(matmul, "_chunks_for", lambda x, batch: used.append(chunk_count(x.shape[-2])) or used[-1])
     monkeypatch.setattr(latent, "few_kernels", lambda t: True)  # the GPU's context and upsampling gathers too
     cut = losses()
     assert max(used) == 4  # the finest grid's and the pixels' products were cut

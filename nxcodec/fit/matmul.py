@@ -16,6 +16,7 @@ whole.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -23,11 +24,14 @@ MAX_CHUNKS = 256
 MIN_ROWS = 1024  # rows per chunk at the least: shorter products are not worth a batch entry of their own
 
 
+MAX_BATCH = 65535  # batch entries of one product at the most: the grid limit of some GPU kernels
+
+
 @functools.lru_cache(maxsize=None)
-def chunk_count(rows: int) -> int:
-    """The largest number of chunks, at most ``MAX_CHUNKS``, that divides ``rows`` into equal chunks of at least
+def chunk_count(rows: int, most: int = MAX_CHUNKS) -> int:
+    """The largest number of chunks, at most ``most``, that divides ``rows`` into equal chunks of at least
     ``MIN_ROWS`` rows; 1 (no cut) where there is none."""
-    for chunks in range(min(MAX_CHUNKS, rows // MIN_ROWS), 1, -1):
+    for chunks in range(min(most, rows // MIN_ROWS), 1, -1):
         if rows % chunks == 0:
             return chunks
     return 1
@@ -53,19 +57,21 @@ class _StackMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        return rows_matmul(x, w, _chunks_for(x))
+        ctx.chunks = _chunks_for(x, math.prod(torch.broadcast_shapes(x.shape[:-2], w.shape[:-2])))
+        return rows_matmul(x, w, ctx.chunks)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, w = ctx.saved_tensors
-        chunks = _chunks_for(x)
+        chunks = ctx.chunks
         gx = rows_matmul(g, w.mT, chunks).sum_to_size(x.shape) if ctx.needs_input_grad[0] else None
         gw = weight_grad(x, g, chunks).sum_to_size(w.shape) if ctx.needs_input_grad[1] else None
         return gx, gw
 
 
-def _chunks_for(x: torch.Tensor) -> int:
-    return chunk_count(x.shape[-2]) if x.is_cuda else 1
+def _chunks_for(x: torch.Tensor, batch: int) -> int:
+    """Chunks for the rows of ``x`` in a product of ``batch`` entries before the cut: on a GPU only."""
+    return chunk_count(x.shape[-2], min(MAX_CHUNKS, MAX_BATCH // max(batch, 1))) if x.is_cuda else 1
 
 
 def stack_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
