@@ -41,7 +41,7 @@ def test_a_chunked_product_and_its_gradients_match_the_plain_ones(x_shape, w_sha
 @pytest.mark.parametrize("cut", [False, True])  # True: rows cut as on a GPU
 def test_the_autograd_product_gives_torchs_gradients(monkeypatch, cut):
     if cut:
-        monkeypatch.setattr(matmul, "_chunks_for", lambda x, batch: chunk_count(x.shape[-2]))
+        monkeypatch.setattr(matmul, "_chunks_for", lambda x, w: chunk_count(x.shape[-2]))
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 1, 3 * MIN_ROWS, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)

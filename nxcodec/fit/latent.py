@@ -19,6 +19,7 @@ image. Latents are fitted by Adam; networks by Adam or, as Cool-chic 5, by SOAP
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -27,9 +28,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nxcodec.host_memory import keep_freed_memory
 from nxcodec.fit.matmul import stack_matmul
 from nxcodec.fit.soap import StackSOAP
+from nxcodec.host_memory import keep_freed_memory
 from nxcodec.latent import builtin, tables
 from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
@@ -112,6 +113,13 @@ def few_kernels(t: torch.Tensor) -> bool:
     backward (a zeroed grid, a copy and an add each). On a CPU the slices measured faster (four 256x256 crops,
     bench/results/fit_speed_cpu: 208 ms an iteration with slices, 229 with unfolds)."""
     return t.is_cuda
+
+
+@functools.lru_cache(maxsize=None)
+def _same_in_block(device: torch.device) -> torch.Tensor:
+    """Where each same-grid context offset sits in the 5x5 block an unfold gathers (at ``(dy + 2) * 5 + dx + 2``),
+    on ``device``: made once, not copied to the GPU at every gather."""
+    return torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in OFFSETS[2][1]], device=device)
 
 
 def upsample2(x: torch.Tensor, taps: torch.Tensor, dim: int, size: int) -> torch.Tensor:
@@ -275,8 +283,8 @@ class LatentModel(torch.nn.Module):
         p = F.pad(grid, (2, 2) * self.dims)
         if self.dims == 2 and few_kernels(p):  # of the 5x5 block around each position, the offsets' in their order
             cols = F.unfold(p[:, None], 5)  # (M, 25, positions): p[i + ky, j + kx] at ky * 5 + kx
-            pick = torch.tensor([(dy + 2) * 5 + dx + 2 for dy, dx in same], device=grid.device)
-            return cols.index_select(1, pick).transpose(1, 2).reshape(self.m, *grid.shape[1:], len(same))
+            picked = cols.index_select(1, _same_in_block(grid.device))
+            return picked.transpose(1, 2).reshape(self.m, *grid.shape[1:], len(same))
         return torch.stack([self._shifted(p, 2, d, grid.shape[1:]) for d in same], dim=-1)
 
     @staticmethod

@@ -22,8 +22,6 @@ import torch
 
 MAX_CHUNKS = 256
 MIN_ROWS = 1024  # rows per chunk at the least: shorter products are not worth a batch entry of their own
-
-
 MAX_BATCH = 65535  # batch entries of one product at the most: the grid limit of some GPU kernels
 
 
@@ -57,7 +55,7 @@ class _StackMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        ctx.chunks = _chunks_for(x, math.prod(torch.broadcast_shapes(x.shape[:-2], w.shape[:-2])))
+        ctx.chunks = _chunks_for(x, w)
         return rows_matmul(x, w, ctx.chunks)
 
     @staticmethod
@@ -69,9 +67,13 @@ class _StackMatmul(torch.autograd.Function):
         return gx, gw
 
 
-def _chunks_for(x: torch.Tensor, batch: int) -> int:
-    """Chunks for the rows of ``x`` in a product of ``batch`` entries before the cut: on a GPU only."""
-    return chunk_count(x.shape[-2], min(MAX_CHUNKS, MAX_BATCH // max(batch, 1))) if x.is_cuda else 1
+def _chunks_for(x: torch.Tensor, w: torch.Tensor) -> int:
+    """Chunks for the rows of ``x`` in ``x @ w``: on a GPU only, and no more than keep the product's batch entries
+    within ``MAX_BATCH``."""
+    if not x.is_cuda:
+        return 1
+    batch = math.prod(torch.broadcast_shapes(x.shape[:-2], w.shape[:-2]))
+    return chunk_count(x.shape[-2], min(MAX_CHUNKS, MAX_BATCH // max(batch, 1)))
 
 
 def stack_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
