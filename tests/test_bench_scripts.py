@@ -18,3 +18,21 @@ def test_every_bench_script_imports_without_running():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(SCRIPTS) > 20
+
+
+def test_preset_variants_are_typed_as_the_preset_and_unknown_fields_refused():
+    code = ("import sys\n"
+            f"sys.path[:0] = [{str(ROOT / 'bench')!r}, {str(ROOT)!r}]\n"
+            "from preset_ablation import parse_variant\n"
+            "assert parse_variant('base') == ('base', {})\n"
+            "assert parse_variant('r:refine_width=6+lam=0.01+optimizer=adam') == "
+            "('r', {'refine_width': 6, 'lam': 0.01, 'optimizer': 'adam'})\n"
+            "for bad in ('x:widht=3', 'x:quality=2'):\n"
+            "    try:\n"
+            "        parse_variant(bad)\n"
+            "    except SystemExit as e:\n"
+            "        assert 'not a preset field' in str(e)\n"
+            "    else:\n"
+            "        raise AssertionError(bad)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
