@@ -105,7 +105,7 @@ def main() -> None:
     paths = sorted(args.src.glob("*.png"))[: args.images]
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     results = encode_signals(image, [image.from_array(a) for a in arrays],
-                             EncodeOptions(quality=args.quality, iters=args.iters, device=args.device, format=6))
+                             EncodeOptions(quality=args.quality, iters=args.iters, device=args.device, format=9))
     recorded, files = {}, []
     for path, res in zip(paths, results):
         f = args.out / f"{path.stem}.nxc"

@@ -34,12 +34,13 @@ from nxcodec.signals import for_name
 def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
     """Each latent's ideal code length in bits, grid by grid (finest first), as the decoder would read it (0 for
     the latents a version 7 stream does not code)."""
-    scale_tables = tables.scale_tables()
+    scales = tables.COARSE  # shape streams (versions 5 to 8)
+    scale_tables = scales.tables()
     bits = [np.zeros(g.shape) for g in image.grids]
 
     def charge(level: int, pos, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         r = (image.grids[level][pos] - mu) // context.ONE
-        limit = tables.residual_limit(scale)
+        limit = scales.residual_limit(scale)
         freq = np.empty(r.size)
         for s in np.unique(scale):
             mine = scale == s
@@ -49,7 +50,7 @@ def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
 
     masks = None if image.occupancy is None else image.occupancy.latent_masks(image.descriptor.grid_log2,
                                                                                image.config.levels)
-    walk_latents(image.config, image.descriptor.grid, *context_models(image.config, image.tensors), charge, masks)
+    walk_latents(image.config, image.descriptor.grid, *context_models(image.config, image.tensors), charge, scales, masks)
     return bits
 
 

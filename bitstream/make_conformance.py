@@ -9,19 +9,19 @@ SHA-256 of the decoded integer weights, which must match exactly.
 
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
-    python bitstream/make_conformance.py v6         # the version 6 image and audio streams, into conformance/v6/
+    python bitstream/make_conformance.py v9         # the version 9 image and audio streams, into conformance/v9/
     python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
-and 8 one for shapes (``v7/shape``, ``v8/shape``; ``v6/shape`` and ``v7/shape`` were written
-by earlier writers). An image
+and 8 one for shapes (``v7/shape``, ``v8/shape``), version 9 one for images and one for audio
+(``v9/image``, ``v9/audio``); ``v6/`` and ``v7/shape`` were written by earlier writers. An image
 case records, instead of the weights' digest, the SHA-256 of every decoded integer
 (tensors, then latent grids finest first) and of the expert map; an audio case records
 that digest for each of its planes, in stream order; a shape case records the digest of
 its integers (with, in versions 7 and 8, the occupancy map), of the experts chosen at fixed points, and the field's
 values there. The
-version 3, 4 and 5 streams (``v3/``, ``v4/``, ``v5/``, the same records) were written by
+version 3, 4, 5 and 6 streams (``v3/`` to ``v6/``, the same records) were written by
 earlier writers and are kept as they are: this script no longer writes those versions.
 """
 
@@ -175,15 +175,15 @@ def escape_case() -> tuple[str, bytes]:
 
 
 def latent_main() -> None:
-    """Regenerate the version 6 image cases into conformance/v6/image/."""
+    """Regenerate the version 9 image cases into conformance/v9/image/."""
     from nxcodec.latent import stream
 
-    out_dir = HERE / "v6" / "image"
+    out_dir = HERE / "v9" / "image"
     out_dir.mkdir(parents=True, exist_ok=True)
     image = for_name("image")
     manifest = []
     streams = [(name, encode_signal(image, image.from_array(array), EncodeOptions(
-        iters=300, device="cpu", seed=7, config=config, format=6)).data) for name, array, config in latent_cases()]
+        iters=300, device="cpu", seed=7, config=config, format=9)).data) for name, array, config in latent_cases()]
     for name, data in streams + [escape_case()]:
         latents = stream.decode_latents(data)
         decoded, experts = stream.reconstruct(latents)
@@ -215,12 +215,12 @@ def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int]]:
 
 
 def audio_main() -> None:
-    """Regenerate the version 6 audio cases into conformance/v6/audio/."""
+    """Regenerate the version 9 audio cases into conformance/v9/audio/."""
     from nxcodec.fit import latent_audio
     from nxcodec.latent import audio
     from nxcodec.signals.audiofile import AudioFiles
 
-    out_dir = HERE / "v6" / "audio"
+    out_dir = HERE / "v9" / "audio"
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = for_name("audio")
     manifest = []
@@ -228,7 +228,7 @@ def audio_main() -> None:
         latent_audio.SEGMENT_COEFFICIENTS = segment
         pcm = (np.clip(np.rint(array * 32768), -32768, 32767)).astype(np.int16)
         res = encode_signal(clips, clips.from_array(pcm, 8000), EncodeOptions(iters=200, device="cpu", seed=7,
-                                                                               config=config, format=6))
+                                                                               config=config, format=9))
         header = audio.read_header(res.data)
         descriptor, decoded = audio.decode(res.data)
         (out_dir / f"{name}.nxc").write_bytes(res.data)
@@ -320,7 +320,7 @@ def shape_case() -> dict:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["v6"]:
+    if sys.argv[1:] == ["v9"]:
         latent_main()
         audio_main()
     elif sys.argv[1:] == ["v8"]:

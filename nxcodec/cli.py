@@ -124,8 +124,8 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
-@click.option("--format", "fmt", type=click.Choice(["2", "6", "8"]),
-              help="Stream version: the default codes latent grids (6: images, and MDCT planes for audio; 8: 3-D "
+@click.option("--format", "fmt", type=click.Choice(["2", "8", "9"]),
+              help="Stream version: the default codes latent grids (9: images, and MDCT planes for audio; 8: 3-D "
                    "grids, an occupancy map and built-in context models for shapes); 2 writes coordinate networks. "
                    "Older versions are read, not written.")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")

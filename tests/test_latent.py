@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from conftest import CONFORMANCE, conformance_cases, real_image, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v3", "v6/image")
+CASES = conformance_cases("v3", "v6/image", "v9/image")
 IMAGE = for_name("image")
 
 
@@ -69,7 +70,7 @@ def test_residuals_beyond_their_tables_range_escape_instead_of_being_clamped():
     d = ImageDescriptor(21, 19, 1, 8)
     far = {(0, 3, 4): 5000.4, (0, 5, 5): -777.0, (0, 9, 2): 17.0, (1, 2, 2): 40000.0, (2, 1, 1): -2.0e6}
     data, recorded = random_stream(7, d, small_config(), far)
-    assert data[4] == stream.VERSION == stream.ESCAPE_VERSION
+    assert data[4] == stream.VERSION >= stream.ESCAPE_VERSION
     decoded = stream.decode_latents(data)
     assert decoded.digest() == recorded.digest()
     for (level, *at), value in far.items():
@@ -85,18 +86,19 @@ def test_the_escape_conformance_stream_holds_latents_beyond_every_tables_range()
     data = (CONFORMANCE / case["stream"]).read_bytes()
     assert data[4] == 6
     grids = stream.decode_latents(data).grids
-    assert max(int(np.abs(g).max()) for g in grids) > (tables.residual_limit(tables.N_SCALES - 1) + 1024) * context.ONE
+    assert max(int(np.abs(g).max()) for g in grids) > (tables.COARSE.residual_limit(tables.COARSE.n - 1) + 1024) * context.ONE
 
 
+@pytest.mark.parametrize("scales", [tables.COARSE, tables.FINE])
 @pytest.mark.parametrize("values", [[], [0], [1, 2, 3], [4095, 4096, 8191, 8192, 2**15 - 1], list(range(200))])
-def test_escapes_round_trip_through_the_coder_at_their_stated_cost(values):
+def test_escapes_round_trip_through_the_coder_at_their_stated_cost(values, scales):
     e = np.array(values, dtype=np.int64)
-    parts = stream.escape_symbols(e)
-    coder_tables = stream._coder_tables([])
+    parts = stream.escape_symbols(e, scales.n)
+    coder_tables = stream._coder_tables([], scales)
     symbols = np.concatenate([s for s, _ in parts]).astype(np.int64)
     models = np.concatenate([m for _, m in parts]).astype(np.int64)
     decoder = rans.Decoder(rans.encode(symbols, models, coder_tables, 2), coder_tables, 2)
-    assert np.array_equal(stream.read_escapes(decoder, e.size), e)
+    assert np.array_equal(stream.read_escapes(decoder, e.size, scales.n), e)
     decoder.finish()
     ideal = sum(tables.PREC - np.log2(coder_tables.freq[coder_tables.base[m] + s]) for s, m in zip(symbols, models))
     assert ideal == pytest.approx(float(np.sum(tables.escape_bits(e))))
@@ -148,7 +150,7 @@ def test_context_predictions_in_blocks_match_a_latent_by_latent_reading_of_the_s
         pos = context.pass_positions(shape, parity)
         pos = tuple(p[::2] for p in pos)  # a subset, as a shape's occupancy mask keeps
         for coarse in (coarser, None):
-            mu, scale = context.predict(net, grid, coarse, pos, parity)
+            mu, scale = context.predict(net, grid, coarse, pos, parity, tables.FINE.n)
             rows = []
             for p in zip(*(q.tolist() for q in pos)):
                 same = [at(grid, tuple(a + b for a, b in zip(p, o))) for o in same_offsets] if parity else []
@@ -156,7 +158,8 @@ def test_context_predictions_in_blocks_match_a_latent_by_latent_reading_of_the_s
                 up = [0 if coarse is None else at(coarse, tuple(a + b for a, b in zip(parent, o)))
                       for o in coarse_offsets]
                 rows.append(same + up)
-            want_mu, want_scale = context.means_and_scales(context.fixed_mlp(np.array(rows, dtype=np.int64), net))
+            want_mu, want_scale = context.means_and_scales(context.fixed_mlp(np.array(rows, dtype=np.int64), net),
+                                                           tables.FINE.n)
             assert np.array_equal(mu, want_mu) and np.array_equal(scale, want_scale)
 
 
@@ -164,21 +167,52 @@ def test_ties_route_to_the_lowest_expert():
     assert context.route(np.array([[3, 7, 7], [5, 5, 5], [-1, -2, -1]])).tolist() == [1, 0, 0]
 
 
-def test_scale_tables_follow_the_rule_and_sum_to_two_to_the_sixteen():
-    for s in range(tables.N_SCALES):
-        f = tables.scale_table(s)
-        theta, rho, a = tables.SCALES[s]
+@pytest.mark.parametrize("case", [c for c in CASES if c["folder"] == "v9/image" and "escapes" not in c["stream"]],
+                         ids=lambda c: c["stream"])
+def test_version_9_conformance_images_code_latents_under_the_finer_tables(case):
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    image = stream.decode_latents(data)
+    used = []
+
+    def charge(level, pos, mu, scale):
+        used.append(scale)
+        return (image.grids[level][pos] - mu) // context.ONE  # the decoded residuals: the walk rebuilds the grids
+
+    grids = stream.walk_latents(image.config, image.grids[0].shape, *stream.context_models(image.config, image.tensors),
+                                charge, stream.scales_of(data[4]))
+    assert data[4] == 9 and all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
+    assert int(np.concatenate(used).min()) < len(tables.FINE_SCALES)
+
+
+@pytest.mark.parametrize("scales", [tables.COARSE, tables.FINE])
+def test_scale_tables_follow_the_rule_and_sum_to_two_to_the_sixteen(scales):
+    for s in range(scales.n):
+        f = scales.table(s)
+        theta, rho, a = scales.rows[s]
         assert f.size == 2 * a + 1 and f.sum() == 1 << 16 and f.min() >= 1
         assert np.array_equal(f, f[::-1])  # symmetric around residual 0
         assert f[a] == f.max()
+        b = 2.0 ** (scales.log2_bmin + s / tables.SCALES_PER_OCTAVE)  # the rule the rows were rounded from
+        p0, p1 = 1 - math.exp(-0.5 / b), 0.5 * (math.exp(-0.5 / b) - math.exp(-1.5 / b))
+        assert (theta, rho, a) == (round(math.exp(-1 / b) * 65536), round(p1 / p0 * 65536),
+                                   min(2047, max(16, math.ceil(24 * b))))
 
 
-def test_spec_lists_the_scale_table_of_the_code():
+def test_version_9_tables_extend_version_6s_below_and_make_a_certain_zero_nearly_free():
+    assert tables.FINE.rows[-tables.COARSE.n :] == tables.COARSE.rows
+    assert tables.FINE.log2_bmin == tables.COARSE.log2_bmin - len(tables.FINE_SCALES) / tables.SCALES_PER_OCTAVE
+    zero_bits = [tables.PREC - math.log2(sc.table(0)[sc.residual_limit(0)]) for sc in (tables.COARSE, tables.FINE)]
+    assert 0.026 < zero_bits[0] < 0.028 and zero_bits[1] < 0.001
+    assert stream.scales_of(6) is tables.COARSE and stream.scales_of(9) is tables.FINE
+
+
+@pytest.mark.parametrize("marker, rows", [("scale-table", tables.SCALES), ("fine-scale-table", tables.FINE_SCALES)])
+def test_spec_lists_the_scale_tables_of_the_code(marker, rows):
     text = (ROOT / "bitstream" / "SPEC.md").read_text()
-    block = text.split("<!-- scale-table -->")[1]
-    rows = [tuple(int(v) for v in line.strip("| ").split("|")[1:]) for line in block.splitlines()
-            if line.startswith("| ") and line[2].isdigit()]
-    assert rows == list(tables.SCALES)
+    block = text.split(f"<!-- {marker} -->")[1]
+    listed = [tuple(int(v) for v in line.strip("| ").split("|")[1:]) for line in block.splitlines()
+              if line.startswith("| ") and line[2].isdigit()]
+    assert listed == list(rows)
 
 
 def test_torch_and_numpy_synthesis_agree():
@@ -214,7 +248,7 @@ def test_torch_and_numpy_synthesis_agree():
 def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
     array = real_image((80, 64))
     res = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=120, device="cpu"))
-    assert res.data[4] == 6
+    assert res.data[4] == 9
     d, decoded = stream.decode(res.data)
     assert decoded.shape == array.shape and decoded.dtype == np.uint8
     assert res.metrics["psnr"] == pytest.approx(IMAGE.metrics(array, decoded)["psnr"])
@@ -231,7 +265,7 @@ def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
 
 def test_images_of_one_size_are_fitted_together_and_decode_to_their_own():
     a, b = real_image((40, 32)), real_image((40, 32))[::-1].copy()
-    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=6)
+    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=9)
     from nxcodec.codec import encode_signals
 
     res = encode_signals(IMAGE, [IMAGE.from_array(a), IMAGE.from_array(b)], opts)

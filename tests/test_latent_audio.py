@@ -17,7 +17,7 @@ from nxcodec.errors import StreamError
 from nxcodec.fit import latent_audio, presets
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
-from nxcodec.latent import audio, context, mdct, stream
+from nxcodec.latent import audio, context, mdct, stream, tables
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import for_name
@@ -25,7 +25,7 @@ from nxcodec.signals import for_name
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v4", "v6/audio")
+CASES = conformance_cases("v4", "v6/audio", "v9/audio")
 AUDIO = for_name("audio")
 
 
@@ -68,7 +68,7 @@ def random_planes(seed: int, d: audio.AudioLatentDescriptor, cfg: LatentConfig) 
             weights["arm_a.out.bias"] = weights["arm_b.out.bias"] = np.array([0.0, 10.0], dtype=np.float32)
             coded = quantize_networks(weights, 7, 5)
             latents = [rng.normal(0, 3, s) for s in context.level_sizes((b - a, d.hop), cfg.levels)]
-            body, grids = stream.write_body(cfg, 1, coded, latents)
+            body, grids = stream.write_body(cfg, 1, coded, latents, tables.FINE)
             bodies.append(body)
             values.append(synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(b - a, d.hop))
     return audio.write(d, bodies), values
@@ -107,7 +107,7 @@ def test_descriptor_layout_segments_and_stereo_coding():
 def test_encode_decode_round_trip_beats_silence_and_meets_a_rate(tmp_path):
     signal = AUDIO.from_array(tones(1.0, 8000), 8000)
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=150, device="cpu", seed=1))
-    assert res.data[4] == 6 and res.data[5] == 2
+    assert res.data[4] == 9 and res.data[5] == 2
     decoded = decode_stream(res.data)[1]
     silence = AUDIO.metrics(signal.data, np.zeros_like(signal.data))["psnr"]
     assert AUDIO.metrics(signal.data, decoded)["psnr"] == pytest.approx(res.metrics["psnr"], abs=1e-6)
@@ -130,14 +130,14 @@ def test_segment_seams_do_not_click(monkeypatch):
     assert near.mean() < 3 * err.mean()
 
 
-def test_cli_encodes_audio_as_version_6_and_info_describes_it(tmp_path):
+def test_cli_encodes_audio_as_version_9_and_info_describes_it(tmp_path):
     src = tmp_path / "clip.wav"
     sf.write(src, tones(1.0, 8000, 2), 8000, subtype="PCM_16")
     run = CliRunner().invoke(main, ["encode", str(src), "--iters", "30", "--device", "cpu"])
     assert run.exit_code == 0, run.output
     stream_path = tmp_path / "clip.wav.nxc"
     info = CliRunner().invoke(main, ["info", str(stream_path)])
-    assert "nxc version 6" in info.output and "mid/side" in info.output and "kbps" in info.output
+    assert "nxc version 9" in info.output and "mid/side" in info.output and "kbps" in info.output
     dec = CliRunner().invoke(main, ["decode", str(stream_path)])
     assert dec.exit_code == 0, dec.output
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
@@ -146,7 +146,7 @@ def test_cli_encodes_audio_as_version_6_and_info_describes_it(tmp_path):
 
 def test_clips_under_a_second_default_to_format_2():
     assert AUDIO.default_format(AUDIO.from_array(tones(0.99, 8000), 8000).descriptor) == 2
-    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 6
+    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 9
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])

@@ -22,7 +22,7 @@ from nxcodec.errors import StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.latent_code import quantize, quantize_networks
 from nxcodec.fit.latent_shape import ShapeModel, with_truncation
-from nxcodec.latent import builtin, context, occupancy, stream
+from nxcodec.latent import builtin, context, occupancy, stream, tables
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.shape import ShapeLatentDescriptor
@@ -100,7 +100,8 @@ def test_a_stream_with_the_built_in_context_models_codes_none_and_decodes_with_t
     assert len(data) < len(own_data) - 5 * 9  # no table entries and no integers of the ten context-model tensors
     image = latent_shape.decode_latents(data)
     assert image.config.builtin_context and image.digest() == recorded.digest()
-    mu, scale = context.means_and_scales(context.fixed_mlp(np.zeros((1, 27), dtype=np.int64), builtin.layers("arm_a")))
+    mu, scale = context.means_and_scales(context.fixed_mlp(np.zeros((1, 27), dtype=np.int64), builtin.layers("arm_a")),
+                                         tables.COARSE.n)
     assert 0 <= scale[0] < 52  # the decoder's pass A model is the built-in one, evaluated as 9.4 says
 
 

@@ -37,8 +37,6 @@ from nxcodec.latent.stream import LatentConfig
 
 BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
 HIDDEN_MAX = 4096.0
-# The largest residual magnitude per scale index: the table's edge plus the largest escape (version 6).
-RESIDUAL_LIMITS = torch.tensor([a + tables.MAX_ESCAPE for _, _, a in tables.SCALES], dtype=torch.float32)
 MU_MAX = 1024.0
 
 
@@ -165,12 +163,20 @@ def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
     return torch.where(a < 0.5, centre_bits, tail_bits)
 
 
+@functools.lru_cache(maxsize=None)
+def _residual_limits(scales: tables.ScaleSet, device: torch.device) -> torch.Tensor:
+    """The largest residual magnitude per scale index: the table's edge plus the largest escape (version 6 on)."""
+    return torch.tensor([a + tables.MAX_ESCAPE for _, _, a in scales.rows], dtype=torch.float32, device=device)
+
+
 class LatentModel(torch.nn.Module):
     """The latents and networks of ``M`` signals of one size, in float.
 
     ``shape`` is the finest grid: an image's (height, width), or a volume's three sides
     (shapes, whose synthesis is :class:`nxcodec.fit.latent_shape.ShapeModel`'s).
     """
+
+    scales = tables.FINE  # the latent tables the streams are coded with (images and audio: version 9)
 
     def __init__(self, cfg: LatentConfig, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__()
@@ -254,7 +260,7 @@ class LatentModel(torch.nn.Module):
         if len(layers) > 1:
             out = _mlp(out.clamp(0, HIDDEN_MAX), layers[1:], HIDDEN_MAX)
         mu = out[..., 0].clamp(-MU_MAX, MU_MAX)
-        log2_scale = tables.LOG2_BMIN + out[..., 1].clamp(0, tables.N_SCALES - 1) / tables.SCALES_PER_OCTAVE
+        log2_scale = self.scales.log2_bmin + out[..., 1].clamp(0, self.scales.n - 1) / tables.SCALES_PER_OCTAVE
         return mu, log2_scale
 
     @staticmethod
@@ -347,8 +353,8 @@ class LatentModel(torch.nn.Module):
             out[level] = coarser = grid
         return out, bits
 
-    @staticmethod
-    def _quantize(y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _quantize(self, y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean-shifted quantization: ``round(y - mu) + mu``, with noise in place of rounding in the
         noise phase; in the hard phase the residual is clamped to the coder's range, escapes included."""
         v = y - mu
@@ -362,8 +368,8 @@ class LatentModel(torch.nn.Module):
         if mode == "noise":
             r = v + torch.rand_like(v) - 0.5
         else:  # hard rounding, straight-through gradient
-            index = torch.round((log2_scale - tables.LOG2_BMIN) * tables.SCALES_PER_OCTAVE).long()
-            limit = RESIDUAL_LIMITS.to(v.device)[index.clamp(0, tables.N_SCALES - 1)]
+            index = torch.round((log2_scale - self.scales.log2_bmin) * tables.SCALES_PER_OCTAVE).long()
+            limit = _residual_limits(self.scales, v.device)[index.clamp(0, self.scales.n - 1)]
             r = v + (torch.maximum(torch.minimum(torch.round(v), limit), -limit) - v).detach()
         return r + mu, laplace_bits(r, log2_scale)
 

@@ -98,9 +98,10 @@ def start_from_coefficients(model: LatentModel, targets: list[np.ndarray], lams:
             w_out[j, :, 0, :], w_out[j, :, 1, :] = step * rms, -step * rms
             b_out[j] = 0
             spread /= math.sqrt(2)  # a Laplace of that variance
-            index = (math.log2(max(spread, 2.0**tables.LOG2_BMIN)) - tables.LOG2_BMIN) * tables.SCALES_PER_OCTAVE
+            bmin = model.scales.log2_bmin
+            index = (math.log2(max(spread, 2.0**bmin)) - bmin) * tables.SCALES_PER_OCTAVE
             for key in ("arm_a", "arm_b"):
-                model.nets[key][-1][1][j, 1] = min(index, tables.N_SCALES - 1)
+                model.nets[key][-1][1][j, 1] = min(index, model.scales.n - 1)
 
 
 def first_schedule(iters: int, progress: bool = False, desc: str = "fit audio", optimizer: str = "adam"

@@ -190,12 +190,15 @@ def crop_latents(latents: list[np.ndarray], a: int, b: int) -> list[np.ndarray]:
     return [lat[a >> level : -(-b >> level)] for level, lat in enumerate(latents)]
 
 
+SCALES = tables.FINE  # the latent tables of what is coded here: images and audio planes, version 9
+
+
 @lru_cache(maxsize=1)
 def _latent_bits() -> np.ndarray:
     """``[scale, residual + A]``: the bits the coder spends on a latent residual, ``16 - log2(frequency)``."""
-    out = np.full((tables.N_SCALES, 2 * int(tables.residual_limit(tables.N_SCALES - 1)) + 1), np.inf)
-    for s in range(tables.N_SCALES):
-        f = tables.scale_table(s)
+    out = np.full((SCALES.n, 2 * int(SCALES.residual_limit(SCALES.n - 1)) + 1), np.inf)
+    for s in range(SCALES.n):
+        f = SCALES.table(s)
         out[s, : f.size] = tables.PREC - np.log2(f)
     return out
 
@@ -218,11 +221,12 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
         nonlocal bits
         v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
         q, symbol, escapes = stream.split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone),
-                                                    tables.residual_limit(scale))
+                                                    SCALES.residual_limit(scale))
         bits += float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
         return q
 
-    grids = stream.walk_latents(src.config, src.latents[0].shape, *stream.context_models(src.config, coded), choose)
+    grids = stream.walk_latents(src.config, src.latents[0].shape, *stream.context_models(src.config, coded), choose,
+                                SCALES)
     return bits, grids
 
 
@@ -418,7 +422,7 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
                original: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    """The best version 6 stream of one fitted image (see :func:`code_plane`)."""
+    """The best version 9 stream of one fitted image (see :func:`code_plane`)."""
     return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
 
 
@@ -431,7 +435,7 @@ def audio_plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.n
         return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
 
     def write(coded: Tensors, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
-        return *stream.write_body(cfg, 1, coded, latents, dead_zone), None
+        return *stream.write_body(cfg, 1, coded, latents, SCALES, dead_zone), None
 
     def crop(a: int, b: int) -> PlaneSource:
         return audio_plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)

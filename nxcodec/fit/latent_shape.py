@@ -30,7 +30,7 @@ from nxcodec.errors import NxcError
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _kmeans_labels, expert_loss, optimise
 from nxcodec.fit.latent_code import Candidate, OverTarget, code_in_parallel, code_shape, coding_workers
-from nxcodec.latent import builtin
+from nxcodec.latent import builtin, tables
 from nxcodec.latent import occupancy as occupancy_map
 from nxcodec.latent import shape as latent_shape
 from nxcodec.latent.context import COARSE_OFFSETS_3D, SAME_OFFSETS_3D
@@ -49,6 +49,8 @@ INIT_SCALE = 2.0  # latents start at this many units x the truncated distance (0
 
 class ShapeModel(LatentModel):
     """The latents and networks of ``M`` shapes with grids of ``2**grid_log2 + 1`` vertices per axis."""
+
+    scales = tables.COARSE  # version 8: the built-in context models were fitted to these tables
 
     def __init__(self, cfg: LatentConfig, m: int, grid_log2: int, seed: int = 0) -> None:
         super().__init__(cfg, m, ((1 << grid_log2) + 1,) * 3, 1, seed)

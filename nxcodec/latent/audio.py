@@ -25,8 +25,8 @@ from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, decode_bod
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
 
-VERSION = 6  # written; version 4 (no escapes) is still read
-VERSIONS = (4, 6)
+VERSION = 9  # written; versions 4 (no escapes) and 6 (coarser latent tables) are still read
+VERSIONS = (4, 6, 9)
 MODALITY_AUDIO = 2
 STEREO_NONE, STEREO_MID_SIDE = 0, 1
 MAX_PLANE = 1 << 22  # coefficients in one segment's plane: bounds the decoder's working memory
@@ -120,7 +120,7 @@ def read_header(data: bytes) -> AudioHeader:
     bodies = []
     for a, b in d.segments():
         for _ in range(d.channels):
-            body, pos = read_body(data, pos, end, (b - a, d.hop), 1)
+            body, pos = read_body(data, pos, end, (b - a, d.hop), 1, data[4])
             bodies.append(body)
     if pos != end:
         raise StreamError("payload length does not match the stream size")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nxcodec.latent.tables import N_SCALES
 
 FRAC_BITS = 8
 ONE = 1 << FRAC_BITS
@@ -80,10 +79,10 @@ def fixed_mlp(x: np.ndarray, layers: list[FixedLayer]) -> np.ndarray:
     return h.astype(np.int64)
 
 
-def means_and_scales(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The context model's two outputs as a clamped mean (fixed point) and a scale index."""
+def means_and_scales(out: np.ndarray, n_scales: int) -> tuple[np.ndarray, np.ndarray]:
+    """The context model's two outputs as a clamped mean (fixed point) and a scale index below ``n_scales``."""
     mu = np.clip(out[:, 0], -MU_MAX, MU_MAX)
-    scale = np.clip((out[:, 1] + (ONE >> 1)) >> FRAC_BITS, 0, N_SCALES - 1)
+    scale = np.clip((out[:, 1] + (ONE >> 1)) >> FRAC_BITS, 0, n_scales - 1)
     return mu, scale
 
 
@@ -124,8 +123,9 @@ def _source(grid: np.ndarray, pos: Positions, offsets, pad: int) -> tuple[np.nda
 
 
 def predict(net: list[FixedLayer], grid: np.ndarray, coarser: np.ndarray | None, pos: Positions,
-            parity: int) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and scale index of every latent at ``pos`` of pass ``parity`` (0: A, 1: B) of ``grid``.
+            parity: int, n_scales: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and scale index (below ``n_scales``, the version's tables) of every latent at ``pos`` of pass
+    ``parity`` (0: A, 1: B) of ``grid``.
 
     Pass A reads the coarser grid's values around each parent ``pos // 2``; pass B reads the
     pass A neighbours of its own grid, then the same coarser values. Values outside a grid,
@@ -147,7 +147,7 @@ def predict(net: list[FixedLayer], grid: np.ndarray, coarser: np.ndarray | None,
                 flat, index, steps = source
                 ctx[:, col : col + k] = flat[index[a:b, None] + steps]
             col += k
-        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(ctx, net))
+        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(ctx, net), n_scales)
     return mu, scale
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import occupancy as occupancy_map
+from nxcodec.latent import tables
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.stream import (MAGIC, PREFIX, CodedTensor, Header, LatentConfig, decode_body, describe_config,
@@ -94,7 +95,7 @@ def read_header(data: bytes) -> ShapeHeader:
     occupancy, occ_start = None, pos
     if data[4] >= 7:
         occupancy, pos = occupancy_map.read(data, pos, len(data) - 4, d.grid_log2)
-    body, end = read_body(data, pos, len(data) - 4, d.grid, 1)
+    body, end = read_body(data, pos, len(data) - 4, d.grid, 1, data[4])
     if body.config.flags and data[4] < BUILTIN_VERSION:
         raise StreamError("latent config has flags, which this stream's version does not define")
     if body.config.levels > d.grid_log2 + 1:
@@ -271,7 +272,7 @@ def write(d: ShapeLatentDescriptor, config: LatentConfig, tensors: "OrderedDict[
     if not 1 <= occupancy.log2 <= d.grid_log2:
         raise ValueError("the occupancy map is finer than the latent grid")
     masks = occupancy.latent_masks(d.grid_log2, config.levels)
-    body, grids = write_body(config, 1, tensors, latents, dead_zone, masks)
+    body, grids = write_body(config, 1, tensors, latents, tables.COARSE, dead_zone, masks)
     desc = pack(d)
     return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_SHAPE, len(desc)) + desc + occupancy_map.write(occupancy)
                     + body), LatentShape(d, config, tensors, grids, occupancy)

@@ -1,9 +1,9 @@
-"""Latent image streams (versions 3 and 6): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12).
+"""Latent image streams (versions 3, 6 and 9): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12, 15).
 
 After the common prefix (magic, version, modality 1, the image descriptor) a stream
 holds a latent config, a tensor table, and one rANS payload with every network integer
 followed by every latent residual. Version 6 adds escapes, which code a residual beyond
-its table's range instead of clamping it; audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
+its table's range instead of clamping it, and version 9 finer latent tables; audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
 the encoder (which chooses the residuals) and the decoder (which reads them), so the two
 cannot disagree on a context, a mean or a table.
 """
@@ -30,9 +30,10 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
-VERSION = 6  # what latent streams of every modality are written as (SPEC.md section 12)
+VERSION = 9  # what latent images and audio are written as (SPEC.md section 15; shapes: nxcodec.latent.shape)
 ESCAPE_VERSION = 6  # the first version whose residuals may escape their table's range
-IMAGE_VERSIONS = (3, 4, 6)
+FINE_VERSION = 9  # the first version with the finer scale tables (SPEC.md 15)
+IMAGE_VERSIONS = (3, 4, 6, 9)
 MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
@@ -200,11 +201,17 @@ def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
 Residuals = Callable[[int, Positions, np.ndarray, np.ndarray], np.ndarray]
 
 
+def scales_of(version: int) -> tables.ScaleSet:
+    """The latent tables of a stream version: the finer set from version 9 on."""
+    return tables.FINE if version >= FINE_VERSION else tables.COARSE
+
+
 def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[FixedLayer], arm_b: list[FixedLayer],
-                 residuals: Residuals, masks: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                 residuals: Residuals, scales: tables.ScaleSet, masks: list[np.ndarray] | None = None
+                 ) -> list[np.ndarray]:
     """Build the grids of latents of ``shape`` in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
 
-    For each pass, the context model gives every latent a mean and a scale index;
+    For each pass, the context model gives every latent a mean and a scale index (one of ``scales``);
     ``residuals(level, positions, mean, scale)`` supplies the integer residuals (the
     encoder chooses them, the decoder reads them), and a latent's value is
     ``residual * 2**FRAC_BITS + mean``. With ``masks`` (one bool array per grid, version 7 and 8
@@ -221,7 +228,7 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
                 pos = tuple(p[masks[level][pos]] for p in pos)
             if pos[0].size == 0:
                 continue
-            mu, scale = predict(net, grid, coarser, pos, parity)
+            mu, scale = predict(net, grid, coarser, pos, parity, scales.n)
             grid[pos] = residuals(level, pos, mu, scale) * context.ONE + mu
         grids[level] = coarser = grid
     return grids
@@ -235,6 +242,7 @@ class Body:
     table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
     payload: bytes
     escape: bool = True  # residuals at a table's edge are followed by escapes (version 6)
+    scales: tables.ScaleSet = tables.FINE  # the latent tables (the finer set from version 9)
 
     @property
     def size(self) -> int:
@@ -242,9 +250,11 @@ class Body:
         return LatentConfig.SIZE + len(self.table) * _TENSOR.size + 4 + len(self.payload)
 
 
-def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels: int) -> tuple[Body, int]:
-    """Parse and check the body of latents of ``shape`` at ``data[pos:end]``; returns it and where it ends.
-    Whether its residuals carry escapes follows from the stream's version byte, ``data[4]``.
+def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels: int, version: int
+              ) -> tuple[Body, int]:
+    """Parse and check the body of latents of ``shape`` at ``data[pos:end]`` of a stream of ``version``; returns it
+    and where it ends. Whether its residuals carry escapes, and which latent tables they use, follow from the
+    version.
 
     The limits hold before anything is decoded: the config against the plane, every step
     code and prior, and the payload length against the bytes that are there.
@@ -273,16 +283,18 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     pos += 4
     if pos + length > end:
         raise StreamError("payload length exceeds the stream")
-    return Body(config, table, data[pos : pos + length], data[4] >= ESCAPE_VERSION), pos + length
+    return Body(config, table, data[pos : pos + length], version >= ESCAPE_VERSION, scales_of(version)), pos + length
 
 
-ESCAPE_MODEL = tables.N_SCALES  # an escape's bit length; the uniform table of b bits is ESCAPE_MODEL + 1 + b
-WEIGHT_MODEL = ESCAPE_MODEL + 2 + tables.ESCAPE_CHUNK  # tensor t's table is WEIGHT_MODEL + t
+# The coder's models are the latent tables (``scales.n`` of them), then an escape's bit length (model
+# ``scales.n``), the uniform tables of b bits (``scales.n + 1 + b``), then tensor t's table (``weight_model + t``).
+def weight_model(scales: tables.ScaleSet) -> int:
+    return scales.n + 2 + tables.ESCAPE_CHUNK
 
 
-def _coder_tables(weight_tables: list[np.ndarray]) -> rans.Tables:
+def _coder_tables(weight_tables: list[np.ndarray], scales: tables.ScaleSet) -> rans.Tables:
     """The coder's models: the latent scales, the escape tables, then each tensor's table."""
-    return rans.Tables(tables.scale_tables() + tables.escape_tables() + weight_tables)
+    return rans.Tables(scales.tables() + tables.escape_tables() + weight_tables)
 
 
 def _escape_parts(k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -293,25 +305,26 @@ def _escape_parts(k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return below, below > tables.ESCAPE_CHUNK, low, low > 0
 
 
-def escape_symbols(e: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(symbols, models) that code the escapes ``e`` of one pass, in the order of SPEC.md 12: every bit length,
-    then every high chunk, then every low chunk (the uniform table of b bits is model ESCAPE_MODEL + 1 + b)."""
+def escape_symbols(e: np.ndarray, first: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(symbols, models) that code the escapes ``e`` of one pass, in the order of SPEC.md 12: every bit length
+    (model ``first``, the number of latent tables), then every high chunk, then every low chunk (the uniform
+    table of b bits is model ``first + 1 + b``)."""
     k = tables.bit_length(e)
     below, high, low, has_low = _escape_parts(k)
     rest = e - np.where(k > 0, np.left_shift(1, below), 0)
     chunk = tables.ESCAPE_CHUNK
-    return [(k, np.full(k.size, ESCAPE_MODEL, dtype=np.int64)),
-            (rest[high] >> chunk, ESCAPE_MODEL + 1 + below[high] - chunk),
-            (rest[has_low] & ((1 << low[has_low]) - 1), ESCAPE_MODEL + 1 + low[has_low])]
+    return [(k, np.full(k.size, first, dtype=np.int64)),
+            (rest[high] >> chunk, first + 1 + below[high] - chunk),
+            (rest[has_low] & ((1 << low[has_low]) - 1), first + 1 + low[has_low])]
 
 
-def read_escapes(decoder: rans.Decoder, n: int) -> np.ndarray:
-    """Decode ``n`` escapes coded by :func:`escape_symbols`."""
-    k = decoder.decode(np.full(n, ESCAPE_MODEL, dtype=np.int64))
+def read_escapes(decoder: rans.Decoder, n: int, first: int) -> np.ndarray:
+    """Decode ``n`` escapes coded by :func:`escape_symbols` (``first``: the model of their bit lengths)."""
+    k = decoder.decode(np.full(n, first, dtype=np.int64))
     below, high, low, has_low = _escape_parts(k)
     rest = np.zeros(n, dtype=np.int64)
-    rest[high] = decoder.decode(ESCAPE_MODEL + 1 + below[high] - tables.ESCAPE_CHUNK) << tables.ESCAPE_CHUNK
-    rest[has_low] += decoder.decode(ESCAPE_MODEL + 1 + low[has_low])
+    rest[high] = decoder.decode(first + 1 + below[high] - tables.ESCAPE_CHUNK) << tables.ESCAPE_CHUNK
+    rest[has_low] += decoder.decode(first + 1 + low[has_low])
     return np.where(k > 0, np.left_shift(1, below) + rest, 0)
 
 
@@ -329,24 +342,25 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
                 ) -> tuple["OrderedDict[str, CodedTensor]", list[np.ndarray]]:
     """Entropy-decode one body into its integer tensors and latent grids (finest first, the finest of ``shape``;
     with ``masks``, only the latents they keep)."""
-    shift = WEIGHT_MODEL
+    scales = body.scales
+    shift = weight_model(scales)
     weight_tables = [tables.weight_table(lo, hi, mu, decay) for _, _, lo, hi, mu, decay in body.table.values()]
     try:
-        decoder = rans.Decoder(body.payload, _coder_tables(weight_tables), 1 << body.config.lanes_log2)
+        decoder = rans.Decoder(body.payload, _coder_tables(weight_tables, scales), 1 << body.config.lanes_log2)
         tensors: OrderedDict[str, CodedTensor] = OrderedDict()
         for t, (name, (dims, code, lo, hi, mu, decay)) in enumerate(body.table.items()):
             ints = decoder.decode(np.full(math.prod(dims), shift + t, dtype=np.int64)) + lo
             tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(dims))
 
         def read(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-            limit = tables.residual_limit(scale)
+            limit = scales.residual_limit(scale)
             r = decoder.decode(scale) - limit
             if body.escape:
                 edge = np.abs(r) == limit
-                r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)))
+                r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)), scales.n)
             return r
 
-        grids = walk_latents(body.config, shape, *context_models(body.config, tensors), read, masks)
+        grids = walk_latents(body.config, shape, *context_models(body.config, tensors), read, scales, masks)
         decoder.finish()
     except rans.CorruptStream as exc:
         raise StreamError(f"payload does not decode: {exc}") from None
@@ -354,9 +368,10 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
 
 
 def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
-               latents: list[np.ndarray], dead_zone: float = 0.5, masks: list[np.ndarray] | None = None
-               ) -> tuple[bytes, list[np.ndarray]]:
-    """Code one plane with escapes (version 6): the encoder's float latents (in latent units, finest first) are
+               latents: list[np.ndarray], scales: tables.ScaleSet, dead_zone: float = 0.5,
+               masks: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
+    """Code one plane with escapes (version 6 on) under the latent tables ``scales`` (``tables.FINE`` for
+    version 9, ``tables.COARSE`` before): the encoder's float latents (in latent units, finest first) are
     quantized in decode order.
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
@@ -370,7 +385,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     if list(shapes) != list(tensors) or any(tensors[n].ints.shape != s for n, s in shapes.items()):
         raise ValueError("tensors do not match the latent config")
     symbols, models = [], []
-    shift = WEIGHT_MODEL
+    shift = weight_model(scales)
     for t, qt in enumerate(tensors.values()):
         tables.check_weight_prior(qt.lo, qt.hi, qt.mu, qt.decay)
         symbols.append(qt.ints.ravel() - qt.lo)
@@ -378,19 +393,19 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
 
     def choose(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         target = latents[level][pos] * context.ONE
-        limit = tables.residual_limit(scale)
+        limit = scales.residual_limit(scale)
         v = (target - mu) / context.ONE
         q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit)
         symbols.append(symbol)
         models.append(scale)
-        for sym, mod in escape_symbols(escapes):
+        for sym, mod in escape_symbols(escapes, scales.n):
             symbols.append(sym)
             models.append(mod)
         return q
 
-    grids = walk_latents(config, shape, *context_models(config, tensors), choose, masks)
+    grids = walk_latents(config, shape, *context_models(config, tensors), choose, scales, masks)
     weight_tables = [qt.table() for qt in tensors.values()]
-    payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables),
+    payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables, scales),
                           1 << config.lanes_log2)
     out = bytearray(config.pack())
     for qt in tensors.values():
@@ -446,7 +461,7 @@ def _prefix(data: bytes) -> tuple[ImageDescriptor, int]:
 def read_header(data: bytes) -> Header:
     """Parse and check everything but the payload: the limits hold before anything is decoded."""
     d, pos = _prefix(data)
-    body, end = read_body(data, pos, len(data) - 4, (d.height, d.width), d.channels)
+    body, end = read_body(data, pos, len(data) - 4, (d.height, d.width), d.channels, data[4])
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
     sizes = {"header": PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
@@ -505,9 +520,9 @@ def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:
 
 def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentImage]:
-    """Code an image as a version 3 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
+    """Code an image as a version 9 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
     if latents[0].shape != (d.height, d.width):
         raise ValueError("latents do not match the image")
-    body, grids = write_body(config, d.channels, tensors, latents, dead_zone)
+    body, grids = write_body(config, d.channels, tensors, latents, tables.FINE, dead_zone)
     out = PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))) + imagefile.pack(d) + body
     return with_crc(out), LatentImage(d, config, tensors, grids)

@@ -1,13 +1,15 @@
-"""Integer frequency tables of format versions 3 to 7 (bitstream/SPEC.md sections 9.5 and 12).
+"""Integer frequency tables of format versions 3 to 9 (bitstream/SPEC.md sections 9.5, 12 and 15).
 
 Every table sums to exactly 2**16 and is built from integers by one rule, so the range
-coder sees the same probabilities on every machine. Latent residuals use one of
-``N_SCALES`` fixed tables (a discrete Laplace per scale index); network weights use a
-two-sided geometric table per tensor whose four parameters are in the stream.
+coder sees the same probabilities on every machine. Latent residuals use one of a
+version's fixed tables (a discrete Laplace per scale index: ``COARSE`` up to version 8,
+``FINE`` from version 9); network weights use a two-sided geometric table per tensor
+whose four parameters are in the stream.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +41,39 @@ SCALES = (
 N_SCALES = len(SCALES)
 LOG2_BMIN = -3.0
 SCALES_PER_OCTAVE = 4
+# Version 9 (SPEC.md 15) puts six finer scales below these, by the same rule: b = 2**(s / 4 - 4.5) for its index
+# s = 0 .. 57, its s + 6 being the index above. Below b = 1/8 a zero residual cost at least 0.027 bit, and a
+# low-rate image is mostly zeros (kodim02 at quality 1: 58% of the latent bits); at the finest, 0.0007 bit.
+FINE_SCALES = ((0, 0, 16), (0, 2, 16), (0, 11, 16), (0, 39, 16), (1, 115, 16), (5, 284, 16))
+
+
+@dataclass(frozen=True)
+class ScaleSet:
+    """The latent tables of a format version: the (theta, rho, A) of every scale index, smallest scale first, and
+    the log2 of that smallest scale."""
+
+    rows: tuple[tuple[int, int, int], ...]
+    log2_bmin: float
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    def table(self, s: int) -> np.ndarray:
+        """The frequencies of residuals -A..A (index r + A) for scale index ``s``."""
+        return _laplace_table(*self.rows[s])
+
+    def tables(self) -> list[np.ndarray]:
+        """Every latent table, in index order."""
+        return [self.table(s) for s in range(self.n)]
+
+    def residual_limit(self, s: np.ndarray | int) -> np.ndarray:
+        """A: the largest residual magnitude a scale index allows."""
+        return np.asarray([a for _, _, a in self.rows], dtype=np.int64)[s]
+
+
+COARSE = ScaleSet(SCALES, LOG2_BMIN)  # versions 3 to 8
+FINE = ScaleSet(FINE_SCALES + SCALES, LOG2_BMIN - len(FINE_SCALES) / SCALES_PER_OCTAVE)  # version 9
 
 
 def normalise(raw: np.ndarray, centre: int) -> np.ndarray:
@@ -62,22 +97,10 @@ def _geometric(first: int, decay: int, length: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def scale_table(s: int) -> np.ndarray:
-    """The frequencies of residuals -A..A (index r + A) for scale index ``s``."""
-    theta, rho, a = SCALES[s]
+def _laplace_table(theta: int, rho: int, a: int) -> np.ndarray:
     side = _geometric((G0 * rho) >> 16, theta, a)  # residuals 1..A
     raw = np.concatenate([side[::-1], [G0], side])
     return normalise(raw, a)
-
-
-def scale_tables() -> list[np.ndarray]:
-    """All ``N_SCALES`` latent tables, in index order."""
-    return [scale_table(s) for s in range(N_SCALES)]
-
-
-def residual_limit(s: np.ndarray | int) -> np.ndarray:
-    """A: the largest residual magnitude a scale index allows."""
-    return np.asarray([a for _, _, a in SCALES], dtype=np.int64)[s]
 
 
 # Version 6 escapes (SPEC.md 12): a residual at a table's edge, +-A, stands for +-(A + e) with e >= 0 coded

@@ -124,8 +124,8 @@ class AudioModality(Modality):
     id = 2
     name = "audio"
     extensions = EXTENSIONS
-    formats = (2, 6)  # 2: coordinate networks per window; 6: MDCT planes on latent grids (SPEC.md sections 10, 12)
-    latent_format = 6
+    formats = (2, 9)  # 2: coordinate networks per window; 9: MDCT planes on latent grids (SPEC.md sections 10, 12, 15)
+    latent_format = 9
     rate_unit = "kbps"
     coord_dim = 1
     default_extension = ".wav"

@@ -53,8 +53,8 @@ class ImageModality(Modality):
     rate_unit = "bpp"
     coord_dim = 2
     default_extension = ".png"
-    formats = (2, 6)  # 2: one coordinate network; 6: latent grids (bitstream/SPEC.md sections 9, 12)
-    latent_format = 6
+    formats = (2, 9)  # 2: one coordinate network; 9: latent grids (bitstream/SPEC.md sections 9, 12, 15)
+    latent_format = 9
 
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_image import encode_images
