@@ -95,7 +95,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
-    if data[4] in (4, 6) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
+    if data[4] in (4, 6, 9) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
         from nxcodec.latent import audio
 
         for body in audio.read_header(data).bodies:
@@ -121,7 +121,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
             out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
             pos += 9
         return out + [(pos, 4)]
-    if data[4] in (3, 4, 6):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
+    if data[4] in (3, 4, 6, 9):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
         from nxcodec.latent.stream import LatentConfig
 
         out += [(pos + i, 1) for i in range(LatentConfig.SIZE)]
