@@ -172,11 +172,11 @@ def _read_section_header(r: _Reader) -> tuple[ModelConfig, list[tuple[int, Lapla
 def read_header(data: bytes) -> tuple[int, bytes, list, Layout]:
     """Modality, descriptor, each section's config and the part sizes, without decoding weights.
 
-    A latent image stream (version 3, 4 or 6 with modality 1) has one config (its
+    A latent image stream (version 3, 4, 6 or 9 with modality 1) has one config (its
     ``LatentConfig``) and no sections; a latent audio stream is refused here (it has
     planes, not sections: ``nxcodec.latent.audio.read_header`` reads it).
     """
-    if len(data) > 5 and data[:4] == MAGIC and data[4] in (3, 4, 6) and data[5] == 1:
+    if len(data) > 5 and data[:4] == MAGIC and data[4] in (3, 4, 6, 9) and data[5] == 1:
         from nxcodec.latent import stream as latent_stream
 
         h = latent_stream.read_header(data)

@@ -490,3 +490,12 @@ def test_the_fits_upsampling_is_the_decoders(monkeypatch, dim, size, unfold):
     for m in range(2):
         want = synthesis.upsample2(x[m].numpy(), taps[m].numpy(), dim - 1, size)
         np.testing.assert_allclose(got[m].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
+def test_the_container_reads_every_latent_image_version_as_one_config(case):
+    from nxcodec import container
+
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    modality, _, configs, layout = container.read_header(data)
+    assert modality == 1 and configs == [stream.read_header(data).config] and layout.total == len(data)
