@@ -35,6 +35,9 @@ CONFORMANCE = ROOT / "bitstream" / "conformance"
     ((CONFORMANCE / "gray_k2_mgrenc_13x11.nxc").read_bytes(), (13, 11), "L"),
     ((CONFORMANCE / "rgba_k1_sine_24x16.nxc").read_bytes(), (24, 16), "RGBA"),
     (None, (20, 12), "I;16"),
+    ((CONFORMANCE / "v9" / "image" / "rgb_k2_refine_48x32.nxc").read_bytes(), (48, 32), "RGB"),  # latent grids
+    ((CONFORMANCE / "v9" / "image" / "gray16_k3_21x17.nxc").read_bytes(), (21, 17), "I;16"),
+    ((CONFORMANCE / "v6" / "image" / "gray_k1_37x29.nxc").read_bytes(), (37, 29), "L"),
 ])
 def test_every_image_kind_opens_with_its_mode_and_pixels(data, size, mode):
     if data is None:  # no conformance stream is 16-bit: encode one (a short fit)
