@@ -166,7 +166,7 @@ def laplace_bits(r: torch.Tensor, log2_scale: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=None)
 def _residual_limits(scales: tables.ScaleSet, device: torch.device) -> torch.Tensor:
     """The largest residual magnitude per scale index: the table's edge plus the largest escape (version 6 on)."""
-    return torch.tensor([a + tables.MAX_ESCAPE for _, _, a in scales.rows], dtype=torch.float32, device=device)
+    return torch.tensor(scales.limits + tables.MAX_ESCAPE, dtype=torch.float32, device=device)
 
 
 class LatentModel(torch.nn.Module):

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 FRAC_BITS = 8
 ONE = 1 << FRAC_BITS
 MU_MAX = 1 << (FRAC_BITS + 10)  # |mean| <= 1024

@@ -10,7 +10,7 @@ whose four parameters are in the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -67,9 +67,14 @@ class ScaleSet:
         """Every latent table, in index order."""
         return [self.table(s) for s in range(self.n)]
 
+    @cached_property
+    def limits(self) -> np.ndarray:
+        """A of every scale index (built once: the coder looks it up for every pass)."""
+        return np.asarray([a for _, _, a in self.rows], dtype=np.int64)
+
     def residual_limit(self, s: np.ndarray | int) -> np.ndarray:
         """A: the largest residual magnitude a scale index allows."""
-        return np.asarray([a for _, _, a in self.rows], dtype=np.int64)[s]
+        return self.limits[s]
 
 
 COARSE = ScaleSet(SCALES, LOG2_BMIN)  # versions 3 to 8
