@@ -186,7 +186,7 @@ def decode_one(job: Job, device: str, limits: Limits | None = None) -> Record:
 
     t0 = time.perf_counter()
     try:
-        decoded, array = decode_stream(job.source.read_bytes(), device, limits)
+        decoded, array = decode_stream(job.source.read_bytes(), device, limits, streamed=True)
         out = job.output.parent / Path(decoded_name(job.output.name, decoded.modality)).name
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)

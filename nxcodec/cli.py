@@ -210,9 +210,9 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     check_writable(output, force)  # before the work of decoding
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded, array = decode_stream(data, device, limits, **options)
-    seconds = time.perf_counter() - t0
+    decoded, array = decode_stream(data, device, limits, streamed=True, **options)  # audio decodes as it is written
     write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
+    seconds = time.perf_counter() - t0
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
 
 

@@ -87,9 +87,13 @@ def check_latent_limits(data: bytes, limits: Limits, **options: Any) -> None:
         raise StreamError(f"decoding the stream would take {work:.3g} multiply-adds, over this decoder's limit")
 
 
-def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None,
+def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None, streamed: bool = False,
                   **options: Any) -> tuple[Decoded, Any]:
     """Decode a stream to the signal's array (``StreamError`` for any defect).
+
+    With ``streamed``, a stream whose reader can decode block by block (latent audio:
+    ``decode_streamed``) gives an object the modality's writer consumes block by block,
+    so a long clip is written in one segment's memory.
 
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
     ``limits`` bound what the stream may make the decoder do (the spec's by default):
@@ -109,8 +113,9 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
         options = {k: v for k, v in options.items() if k in allowed}
         if "max_faces" in allowed:
             options["max_faces"] = min(options.get("max_faces") or limits.max_faces, limits.max_faces)
+        lazy = streamed and hasattr(reader, "decode_streamed")
         check_latent_limits(data, limits, **options)
-        descriptor, array = reader.decode(data, **options)
+        descriptor, array = reader.decode_streamed(data, **options) if lazy else reader.decode(data, **options)
         return Decoded(output_kind(data), descriptor), array
     from nxcodec.codec import decode_networks
 

@@ -21,6 +21,7 @@ from nxcodec.latent import audio, context, mdct, stream, tables
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import for_name
+from nxcodec.signals.audio import MetricSums, audio_metrics
 
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
@@ -86,9 +87,75 @@ def test_the_decoder_rebuilds_every_plane_and_joins_segments_like_the_encoder(st
     for (rows, cols, body), want in zip(header.planes(), values):
         assert np.allclose(audio.plane_values(body, rows, cols), want, rtol=0, atol=1e-12)
     decoded = decode_stream(data)[1]
-    expected = np.clip(latent_audio._samples(d, [v.astype(np.float64) for v in values]), -1, 1)
+    joiner = audio.Joiner(d)  # what the encoder joins its fitted planes with
+    expected = np.clip(np.concatenate([joiner.push(values[k : k + 2]) for k in range(0, len(values), 2)]), -1, 1)
     assert decoded.shape == (1500, 2)
     assert np.allclose(decoded, expected, rtol=0, atol=1e-6)
+
+
+def random_stream(sample_format: int = 0) -> tuple[audio.AudioLatentDescriptor, bytes, list[np.ndarray]]:
+    d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=2, sample_format=sample_format,
+                                    hop_log2=6, stereo=audio.STEREO_MID_SIDE, segment=9)
+    cfg = LatentConfig(levels=3, arm_width=8, arm_layers=1, n_experts=1, mgr_width=0, syn_width=4, syn_layers=1,
+                       refine_width=0, lanes_log2=1)
+    return d, *random_planes(5, d, cfg)
+
+
+def test_the_cli_decoder_writes_audio_segment_by_segment_never_holding_the_clip(tmp_path, monkeypatch):
+    d, data, _ = random_stream()
+    (tmp_path / "a.nxc").write_bytes(data)
+    whole = audio.decode(data)[1]
+    monkeypatch.setattr(audio.DecodedClip, "array", lambda self: pytest.fail("the whole clip was assembled"))
+    run = CliRunner().invoke(main, ["decode", str(tmp_path / "a.nxc"), "-o", str(tmp_path / "a.wav")])
+    assert run.exit_code == 0, run.output
+    got, rate = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert rate == 8000 and got.shape == (1500, 2) and len(d.segments()) == 3
+    assert np.array_equal(got, whole)
+
+
+def test_an_error_in_a_later_segment_leaves_no_output(tmp_path, monkeypatch):
+    _, data, _ = random_stream()
+    (tmp_path / "a.nxc").write_bytes(data)
+    calls = []
+    real = audio.plane_values
+
+    def failing(body, rows, cols):
+        calls.append(1)
+        if len(calls) > 2:  # the first segment is written, the second fails
+            raise StreamError("latent payload is corrupt")
+        return real(body, rows, cols)
+
+    monkeypatch.setattr(audio, "plane_values", failing)
+    run = CliRunner().invoke(main, ["decode", str(tmp_path / "a.nxc"), "-o", str(tmp_path / "a.wav")])
+    assert run.exit_code != 0 and "corrupt" in run.output and "Traceback" not in run.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nxc"]  # no partial or temporary file
+
+
+def test_metrics_fed_block_by_block_equal_the_whole_clips():
+    rng = np.random.default_rng(0)
+    for frames in (700, 5000):  # under one segmental-SNR segment (silent: NaN), and several with a partial last one
+        x = rng.normal(0, 0.1, (frames, 2))
+        x[:1500] *= 1e-6  # a silent start: segments skipped
+        y = x + rng.normal(0, 0.01, x.shape)
+        sums = MetricSums()
+        for a in range(0, frames, 333):
+            sums.add(x[a : a + 333], y[a : a + 333])
+        got, want = sums.result(), audio_metrics(x, y)
+        assert got.keys() == want.keys()
+        assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+
+
+def test_fitted_planes_are_measured_in_stream_order_whatever_order_they_come_in():
+    d, _, values = random_stream(sample_format=4)
+    joiner = audio.Joiner(d)
+    joined = np.concatenate([joiner.push(values[k : k + 2]) for k in range(0, len(values), 2)])
+    original = np.clip(joined + np.random.default_rng(1).normal(0, 0.01, joined.shape), -1, 1).astype(np.float32)
+    join = latent_audio.FloatJoin(d, original)
+    for k in (4, 1, 0, 5, 3, 2):  # a clip's last segment can be fitted in an earlier group than the rest
+        join.put(k, values[k])
+    assert join.next == 6 and not join.waiting
+    want = audio_metrics(original, np.clip(joined, -1, 1).astype(np.float32))
+    assert join.sums.result() == pytest.approx(want, rel=1e-9)
 
 
 def test_descriptor_layout_segments_and_stereo_coding():

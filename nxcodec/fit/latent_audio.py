@@ -26,6 +26,7 @@ from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_G
 from nxcodec.latent import audio, mdct, tables
 from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
+from nxcodec.signals.audio import MetricSums
 from nxcodec.signals.audiofile import quantize_samples
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
@@ -202,14 +203,37 @@ def _groups(planes: list[Plane], limit: int) -> list[list[int]]:
     return out
 
 
-def _samples(d: AudioLatentDescriptor, coefficients: list[np.ndarray]) -> np.ndarray:
-    """Samples ``(frames, channels)`` from every plane's coefficients (stream order), as the decoder joins them."""
-    inverse = [mdct.Inverse(d.hop) for _ in range(d.channels)]
-    blocks = []
-    for s in range(len(d.segments())):
-        planes = audio.unmix(coefficients[s * d.channels : (s + 1) * d.channels], d.stereo)
-        blocks.append(np.stack([inv.push(c) for inv, c in zip(inverse, planes)], axis=1))
-    return np.concatenate(blocks)[: d.frames]
+class FloatJoin:
+    """A clip's fitted (float) reconstruction, measured as its planes come in: planes are joined in stream order
+    (one waiting until those before it arrive) and each segment's samples are measured and dropped, so the float
+    metrics never need the whole clip's planes or samples."""
+
+    def __init__(self, d: AudioLatentDescriptor, original: np.ndarray) -> None:
+        self.d, self.original = d, original
+        self.joiner = audio.Joiner(d)
+        self.sums = MetricSums()
+        self.waiting: dict[int, np.ndarray] = {}  # planes by their index in the clip
+        self.next = 0  # the clip's next plane to join
+
+    def put(self, k: int, plane: np.ndarray) -> None:
+        """The ``k``-th plane of the clip (stream order) as fitted."""
+        self.waiting[k] = plane
+        channels = self.d.channels
+        while all(self.next + c in self.waiting for c in range(channels)):
+            block = quantize_samples(self.joiner.push([self.waiting.pop(self.next + c) for c in range(channels)]),
+                                     self.d.sample_format)
+            self.sums.add(self.original[self.joiner.done - len(block) : self.joiner.done], block)
+            self.next += channels
+
+
+def stream_metrics(data: bytes, original: np.ndarray) -> dict[str, float]:
+    """The metrics of a stream as the decoder writes it, decoded and measured segment by segment."""
+    sums = MetricSums()
+    pos = 0
+    for block in audio.decode_streamed(data)[1].blocks():
+        sums.add(original[pos : pos + len(block)], block)
+        pos += len(block)
+    return sums.result()
 
 
 def encode_audio(modality, signals_: list, opts) -> list:
@@ -227,11 +251,10 @@ def encode_audio(modality, signals_: list, opts) -> list:
                                                     results), "clip")
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
-    for (data, float_samples, configs, n_params), signal in zip(results, signals_):
-        decoded = audio.decode(data)[1]
+    for (data, float_metrics, configs, n_params), signal in zip(results, signals_):
         out.append(EncodeResult(
             data=data, rate=modality.rate(signal.descriptor, len(data)), rate_unit=modality.rate_unit,
-            metrics=modality.metrics(signal.data, decoded), float_metrics=modality.metrics(signal.data, float_samples),
+            metrics=stream_metrics(data, signal.data), float_metrics=float_metrics,
             encode_seconds=seconds, device=device_name(device), configs=configs, n_params=n_params,
         ))
     return out
@@ -281,7 +304,9 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                for p in planes}
     plan = None if opts.rate is None else _rate_plan(modality, signals_, descs, planes, configs, opts.rate)
 
-    coded: dict[int, tuple[bytes, np.ndarray, LatentConfig, int, float]] = {}  # by plane, with the coding's mse
+    coded: dict[int, tuple[bytes, np.ndarray | None, LatentConfig, int, float]] = {}  # by plane, with the coding's mse
+    first = {clip: min(i for i, p in enumerate(planes) if p.clip == clip) for clip in clips}
+    joins = {clip: FloatJoin(descs[clip], signals_[clip].data) for clip in clips}
     failed: dict[int, float | None] = {}  # clips with a plane that missed its share of the target: overshoot
     for g, idx in enumerate(_groups(planes, limit)):
         rows, cols = planes[idx[0]].size
@@ -293,7 +318,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         start_from_coefficients(model, targets, lams)
         model = model.to(device)
         desc = "fit audio" + (f" {g + 1}" if g else "")
-        schedule = first = first_schedule(iters, opts.progress, desc, preset.optimizer)
+        schedule = start = first_schedule(iters, opts.progress, desc, preset.optimizer)
         bits = [None if plan is None else plan[i][1] for i in idx]
         under: set[int] = set()  # coded planes well under their share, fitted on at a lower lambda
         for attempt in range(RATE_ROUNDS):
@@ -339,14 +364,17 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
                     under.discard(i)
             if not again or last:
                 break
-            schedule = replace(first.held_at_end(), iters=max(1, round(iters * REFIT_ITERS)), lr=first.lr * REFIT_LR,
-                               latent_lr=first.latent_lr * REFIT_LR, context_lr=CONTEXT_LR * REFIT_LR)
+            schedule = replace(start.held_at_end(), iters=max(1, round(iters * REFIT_ITERS)), lr=start.lr * REFIT_LR,
+                               latent_lr=start.latent_lr * REFIT_LR, context_lr=CONTEXT_LR * REFIT_LR)
+        for i in idx:  # the group's codings are final: measure their fitted samples and let them go
+            clip = planes[i].clip
+            if clip not in failed:
+                joins[clip].put(i - first[clip], coded[i][1])
+                coded[i] = (coded[i][0], None, *coded[i][2:])
     for clip in clips:
         if clip in failed:
             continue
         own = [i for i, p in enumerate(planes) if p.clip == clip]
-        d = descs[clip]
-        data = audio.write(d, [coded[i][0] for i in own])
-        float_samples = quantize_samples(_samples(d, [coded[i][1] for i in own]), d.sample_format)
-        results[clip] = (data, float_samples, [coded[i][2] for i in own], sum(coded[i][3] for i in own))
+        data = audio.write(descs[clip], [coded[i][0] for i in own])
+        results[clip] = (data, joins[clip].sums.result(), [coded[i][2] for i in own], sum(coded[i][3] for i in own))
     return sorted(failed.items())

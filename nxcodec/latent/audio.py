@@ -182,30 +182,71 @@ def mix(channels: list[np.ndarray], stereo: int) -> list[np.ndarray]:
     return [(left + right) / math.sqrt(2.0), (left - right) / math.sqrt(2.0)]
 
 
+class Joiner:
+    """Samples from planes, segment by segment in clip order, as the decoder joins them (SPEC.md 10.3).
+
+    Each channel keeps its inverse MDCT's half frame between segments, so only one
+    segment's planes and samples are held at a time. The encoder joins its fitted planes
+    with the same code.
+    """
+
+    def __init__(self, d: AudioLatentDescriptor) -> None:
+        self.d = d
+        self.inverse = [mdct.Inverse(d.hop) for _ in range(d.channels)]
+        self.done = 0
+
+    def push(self, planes: list[np.ndarray]) -> np.ndarray:
+        """The next segment's samples ``(n, channels)`` in float64 from its ``channels`` planes (stream order)."""
+        block = np.stack([inv.push(np.asarray(c, dtype=np.float64))
+                          for inv, c in zip(self.inverse, unmix(planes, self.d.stereo))], axis=1)
+        block = block[: self.d.frames - self.done]
+        self.done += len(block)
+        return block
+
+
 def decode_blocks(header: AudioHeader) -> Iterator[np.ndarray]:
     """The clip's samples ``(n, channels)`` in float64, one segment at a time, in order."""
     d = header.descriptor
-    inverse = [mdct.Inverse(d.hop) for _ in range(d.channels)]
+    joiner = Joiner(d)
     planes = header.planes()
-    done = 0
     for _ in d.segments():
-        coefficients = [plane_values(body, rows, cols) for rows, cols, body in (next(planes) for _ in range(d.channels))]
-        block = np.stack([inv.push(c) for inv, c in zip(inverse, unmix(coefficients, d.stereo))], axis=1)
-        block = block[: d.frames - done]
-        done += len(block)
-        yield block
+        yield joiner.push([plane_values(body, rows, cols) for rows, cols, body in (next(planes) for _ in range(d.channels))])
+
+
+@dataclass
+class DecodedClip:
+    """A decoded clip that is not held in memory: :meth:`blocks` decodes it segment by segment as it is read,
+    so writing it to a file takes one segment's memory however long the clip."""
+
+    header: AudioHeader
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The samples ``(n, channels)``, float32 on the sample format's grid, one segment at a time."""
+        fmt = self.header.descriptor.sample_format
+        for block in decode_blocks(self.header):
+            yield audiofile.quantize_samples(block, fmt)
+
+    def array(self) -> np.ndarray:
+        """The whole clip ``(frames, channels)`` in float32."""
+        d = self.header.descriptor
+        out = np.empty((d.frames, d.channels), dtype=np.float32)
+        pos = 0
+        for block in self.blocks():
+            out[pos : pos + len(block)] = block
+            pos += len(block)
+        return out
+
+
+def decode_streamed(data: bytes) -> tuple[AudioLatentDescriptor, DecodedClip]:
+    """A latent audio stream to its descriptor and a :class:`DecodedClip` (header checked, nothing decoded yet)."""
+    header = read_header(data)
+    return header.descriptor, DecodedClip(header)
 
 
 def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
-    """A latent audio stream (version 4 or 6) to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
-    header = read_header(data)
-    d = header.descriptor
-    out = np.empty((d.frames, d.channels), dtype=np.float32)
-    pos = 0
-    for block in decode_blocks(header):
-        out[pos : pos + len(block)] = audiofile.quantize_samples(block, d.sample_format)
-        pos += len(block)
-    return d, out
+    """A latent audio stream to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
+    d, clip = decode_streamed(data)
+    return d, clip.array()
 
 
 def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:

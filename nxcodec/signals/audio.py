@@ -285,29 +285,57 @@ class AudioModality(Modality):
 
 def audio_metrics(original: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
     """PSNR on [-1, 1] samples (peak-to-peak 2, as COIN++), SNR and segmental SNR, all in dB."""
-    x = np.asarray(original, dtype=np.float64).reshape(len(original), -1)
-    y = np.asarray(decoded, dtype=np.float64).reshape(len(decoded), -1)
-    err = x - y
-    mse = float(np.mean(err**2))
-    signal = float(np.sum(x**2))
-    noise = float(np.sum(err**2))
-    snr = math.inf if noise == 0 else (10.0 * math.log10(signal / noise) if signal > 0 else -math.inf)
-    return {"psnr": psnr_from_mse(mse, 2.0), "mse": mse, "snr": snr, "seg_snr": segmental_snr(x, y)}
+    sums = MetricSums()
+    sums.add(original, decoded)
+    return sums.result()
 
 
-def segmental_snr(x: np.ndarray, y: np.ndarray, segment: int = SEGMENT) -> float:
-    """Mean over segments of ``segment`` frames of their SNR clamped to [-10, 35] dB; silent segments skipped."""
-    n = len(x) // segment
-    if n == 0:
-        segs_x, segs_y = x[None], y[None]
-    else:
-        segs_x = x[: n * segment].reshape(n, -1)
-        segs_y = y[: n * segment].reshape(n, -1)
-    s = np.sum(segs_x**2, axis=1)
-    e = np.sum((segs_x - segs_y) ** 2, axis=1)
-    keep = s > segs_x.shape[1] * 1e-8  # below -80 dBFS RMS counts as silence
-    if not np.any(keep):
-        return math.nan
-    lo, hi = SEG_SNR_RANGE
-    snr = 10.0 * np.log10(np.maximum(s[keep], 1e-30) / np.maximum(e[keep], 1e-30))
-    return float(np.mean(np.clip(snr, lo, hi)))
+class MetricSums:
+    """:func:`audio_metrics` of a clip fed block by block in order, so a long clip is measured in a block's memory.
+
+    The segmental SNR is the mean over segments of ``SEGMENT`` frames of their SNR clamped
+    to ``SEG_SNR_RANGE``, silent segments (below -80 dBFS RMS) skipped; a clip shorter
+    than one segment is one segment, a longer one's last partial segment is left out.
+    """
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.signal = 0.0  # sum of squared samples
+        self.noise = 0.0  # sum of squared errors
+        self.segments = 0  # whole segments seen
+        self.seg_sum = 0.0  # clamped SNRs of the non-silent ones, and their count
+        self.seg_kept = 0
+        self.rest: tuple[np.ndarray, np.ndarray] | None = None  # frames of an unfinished segment
+
+    def add(self, original: np.ndarray, decoded: np.ndarray) -> None:
+        x = np.asarray(original, dtype=np.float64).reshape(len(original), -1)
+        y = np.asarray(decoded, dtype=np.float64).reshape(len(decoded), -1)
+        self.samples += x.size
+        self.signal += float(np.sum(x**2))
+        self.noise += float(np.sum((x - y) ** 2))
+        if self.rest is not None:
+            x, y = np.concatenate([self.rest[0], x]), np.concatenate([self.rest[1], y])
+        n = len(x) // SEGMENT
+        if n:
+            self._segments(x[: n * SEGMENT].reshape(n, -1), y[: n * SEGMENT].reshape(n, -1))
+        self.rest = x[n * SEGMENT :], y[n * SEGMENT :]
+
+    def _segments(self, x: np.ndarray, y: np.ndarray) -> None:
+        s = np.sum(x**2, axis=1)
+        e = np.sum((x - y) ** 2, axis=1)
+        keep = s > x.shape[1] * 1e-8
+        snr = 10.0 * np.log10(np.maximum(s[keep], 1e-30) / np.maximum(e[keep], 1e-30))
+        self.segments += len(x)
+        self.seg_sum += float(np.sum(np.clip(snr, *SEG_SNR_RANGE)))
+        self.seg_kept += int(np.sum(keep))
+
+    def result(self) -> dict[str, float]:
+        if self.segments == 0 and self.rest is not None and len(self.rest[0]):
+            self._segments(self.rest[0].reshape(1, -1), self.rest[1].reshape(1, -1))
+        mse = self.noise / self.samples
+        if self.noise == 0:
+            snr = math.inf
+        else:
+            snr = 10.0 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
+        seg = self.seg_sum / self.seg_kept if self.seg_kept else math.nan
+        return {"psnr": psnr_from_mse(mse, 2.0), "mse": mse, "snr": snr, "seg_snr": seg}

@@ -16,6 +16,7 @@ MAX_FRAMES = 1 << 27  # about 50 minutes at 44.1 kHz; the decoder refuses more b
 MAX_SAMPLES = 1 << 27  # frames x channels: the decoded array stays below 512 MiB of float32
 MAX_CHANNELS = 4
 MAX_RATE = 768_000
+WAV_MAX_DATA = (1 << 32) - (1 << 16)  # sample bytes a WAV file can declare (beyond, RF64: the 64-bit WAV)
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")  # what the encoder reads
 
 # Sample formats: code -> (soundfile subtype written by the decoder, integer bits or 0 for float).
@@ -42,13 +43,24 @@ def to_int(array: np.ndarray, bits: int) -> np.ndarray:
     return (q * (1 << (32 - bits))).astype(np.int32)  # 24/32-bit and 8-bit: left-aligned in int32
 
 
-def write(frames: int, channels: int, sample_rate: int, sample_format: int, array: np.ndarray, path: Path) -> None:
-    """Write ``(frames, channels)`` samples as a WAV file in the clip's own sample format."""
+def write(frames: int, channels: int, sample_rate: int, sample_format: int, samples: Any, path: Path) -> None:
+    """Write a clip as a WAV file (RF64 past 4 GiB) in its own sample format.
+
+    ``samples`` is the ``(frames, channels)`` array, or anything with a ``blocks()`` method
+    that yields it in order (a decoder that never holds the whole clip): written block by
+    block, memory stays that of one block.
+    """
     subtype, bits = FORMATS[sample_format]
-    data = array.reshape(frames, channels)
-    if bits:
-        data = to_int(data, bits)
-    sf.write(str(path), data, sample_rate, subtype=subtype, format="WAV")
+    width = bits // 8 if bits else (4 if subtype == "FLOAT" else 8)
+    container = "WAV" if frames * channels * width < WAV_MAX_DATA else "RF64"  # a WAV's sizes are 32-bit
+    blocks = samples.blocks() if hasattr(samples, "blocks") else [np.asarray(samples).reshape(frames, channels)]
+    written = 0
+    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=channels, subtype=subtype, format=container) as f:
+        for block in blocks:
+            f.write(to_int(block, bits) if bits else block)
+            written += len(block)
+    if written != frames:
+        raise ValueError(f"{written} frames were decoded where the clip declares {frames}")
 
 
 def layout(channels: int) -> str:
