@@ -57,12 +57,13 @@ def service_limits():
 def conformance_streams() -> list[tuple[str, bytes]]:
     """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio),
     version 5 (latent shapes), version 6 (all three with escapes), version 7 (shapes with an occupancy map), version 8
-    (shapes with the built-in context models), version 9 (images and audio with finer latent tables)."""
+    (shapes with the built-in context models), version 9 (images and audio with finer latent tables), version 10 (long
+    audio)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
              + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc"))
              + sorted((CONFORMANCE / "v5").glob("*.nxc")) + sorted((CONFORMANCE / "v6").glob("*/*.nxc"))
              + sorted((CONFORMANCE / "v7").glob("*/*.nxc")) + sorted((CONFORMANCE / "v8").glob("*/*.nxc"))
-             + sorted((CONFORMANCE / "v9").glob("*/*.nxc")))
+             + sorted((CONFORMANCE / "v9").glob("*/*.nxc")) + sorted((CONFORMANCE / "v10").glob("*/*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -95,7 +96,7 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
-    if data[4] in (4, 6, 9) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
+    if data[4] in (4, 6, 9, 10) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
         from nxcodec.latent import audio
 
         for body in audio.read_header(data).bodies:

@@ -11,11 +11,12 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
     python bitstream/make_conformance.py v9         # the version 9 image and audio streams, into conformance/v9/
     python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
+    python bitstream/make_conformance.py v10        # the version 9 audio streams as version 10, into conformance/v10/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
 and 8 one for shapes (``v7/shape``, ``v8/shape``), version 9 one for images and one for audio
-(``v9/image``, ``v9/audio``); ``v6/`` and ``v7/shape`` were written by earlier writers. An image
+(``v9/image``, ``v9/audio``), version 10 one for audio (``v10/audio``); ``v6/`` and ``v7/shape`` were written by earlier writers. An image
 case records, instead of the weights' digest, the SHA-256 of every decoded integer
 (tensors, then latent grids finest first) and of the expert map; an audio case records
 that digest for each of its planes, in stream order; a shape case records the digest of
@@ -244,6 +245,31 @@ def audio_main() -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def long_audio_main() -> None:
+    """Write conformance/v10/audio/: the version 9 audio cases as version 10 streams.
+
+    Version 10 is version 9 with longer clips allowed (SPEC.md section 16): the same bytes
+    with the version byte 10 and the CRC made again are valid version 10 streams of the
+    same planes and samples. (A clip long enough to need version 10 would take minutes to
+    decode and a WAV of over 256 MiB.)
+    """
+    import struct
+    import zlib
+
+    src, out_dir = HERE / "v9" / "audio", HERE / "v10" / "audio"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for case in json.loads((src / "manifest.json").read_text()):
+        old = (src / case["stream"]).read_bytes()
+        body = old[:4] + bytes([10]) + old[5:-4]
+        data = body + struct.pack("<I", zlib.crc32(body))
+        (out_dir / case["stream"]).write_bytes(data)
+        (out_dir / case["expected"]).write_bytes((src / case["expected"]).read_bytes())
+        manifest.append({**case, "stream_sha256": hashlib.sha256(data).hexdigest()})
+        print(f"{case['stream']}: {len(data)} bytes")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def shape_field_points() -> np.ndarray:
     """The binary32 points at which latent shape fields are checked: a seeded sample of the cube, plus its corners."""
     rng = np.random.default_rng(5)
@@ -323,6 +349,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["v9"]:
         latent_main()
         audio_main()
+    elif sys.argv[1:] == ["v10"]:
+        long_audio_main()
     elif sys.argv[1:] == ["v8"]:
         latent_shape_main()
     elif sys.argv[1:] == ["outputs"]:

@@ -162,8 +162,8 @@ def with_options(options):
 
 limit_options = [
     click.option("--max-samples", "--max-pixels", "max_samples", type=click.IntRange(min=1),
-                 help="Refuse a stream that decodes to more samples (an image's pixels, audio frames x channels) "
-                      "[default: 2^27]."),
+                 help="Refuse a stream that decodes to more samples in memory (an image's pixels, audio frames x "
+                      "channels; latent audio, written as it decodes, is bounded by --max-work) [default: 2^27]."),
     click.option("--max-work", type=click.FloatRange(min=1),
                  help="Refuse a stream whose networks need more multiply-adds in all, e.g. 1e12 [default: 2^46]."),
     click.option("--max-macs", type=click.IntRange(min=1),

@@ -320,6 +320,8 @@ def encode_signals(modality: Modality, signals_: list[Signal], opts: EncodeOptio
                          f"{' or '.join(map(str, modality.formats))}, not {opts.format}")
     formats = [opts.format or (2 if isinstance(opts.config, ModelConfig) else modality.default_format(s.descriptor))
                for s in signals_]
+    for signal, version in zip(signals_, formats):
+        modality.check_format(signal.descriptor, version)
     try:
         latent = [i for i, f in enumerate(formats) if f == modality.latent_format]
         others = [i for i, f in enumerate(formats) if f != modality.latent_format]

@@ -23,7 +23,7 @@ from nxcodec.steps import MAX_STEP_CODE, QuantizedTensor
 
 MAGIC = b"\x89NXC"
 VERSION = 2  # 2 adds audio (modality 2) and shape (modality 3) streams; version 1 (images) is still read
-NEWEST = 9  # versions 3 to 9 (latent grids) have their own body: nxcodec.latent
+NEWEST = 10  # versions 3 to 10 (latent grids) have their own body: nxcodec.latent
 MODALITIES_OF_VERSION = {1: (1,), 2: (1, 2, 3)}
 MAX_WIDTH = 1024  # any layer
 MAX_EXPERTS = 64

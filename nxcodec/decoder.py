@@ -1,7 +1,7 @@
 """Decoding any ``.nxc`` stream: the version byte (and the modality byte) pick the decoder.
 
 Latent streams (version 3 images, version 4 images and audio, version 5 shapes, version 6 all three, versions 7 and 8
-shapes, version 9 images and audio) decode
+shapes, version 9 images and audio, version 10 long audio) decode
 with numpy alone (``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
 Nothing here imports the fitting code.
 """
@@ -16,7 +16,7 @@ from nxcodec import signals
 from nxcodec.errors import InputError, StreamError
 from nxcodec.limits import Limits
 
-LATENT_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+LATENT_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)
 # (version, modality) -> the module that reads the stream and the class that writes what it decodes to.
 _LATENT = {
     (3, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
@@ -27,6 +27,7 @@ _LATENT = {
 _LATENT.update({(6, 1): _LATENT[3, 1], (6, 2): _LATENT[4, 2], (6, 3): _LATENT[5, 3]})  # the same layouts, with escapes
 _LATENT[7, 3] = _LATENT[8, 3] = _LATENT[5, 3]  # shapes with an occupancy map (8: and built-in context models)
 _LATENT.update({(9, 1): _LATENT[3, 1], (9, 2): _LATENT[4, 2]})  # images and audio with finer latent tables
+_LATENT[10, 2] = _LATENT[4, 2]  # audio longer than version 9 allows
 
 
 @dataclass
@@ -45,7 +46,7 @@ def stream_version(data: bytes) -> int:
 
 
 def is_latent(data: bytes) -> bool:
-    """Whether a stream is coded on latent grids (versions 3 to 9)."""
+    """Whether a stream is coded on latent grids (versions 3 to 10)."""
     return stream_version(data) in LATENT_VERSIONS
 
 
@@ -78,10 +79,13 @@ def output_kind(data: bytes) -> Any:
     return signals.for_id(container.read_header(data)[0])
 
 
-def check_latent_limits(data: bytes, limits: Limits, **options: Any) -> None:
-    """Refuse a latent stream beyond ``limits`` from its header alone (samples, MACs per sample, total work)."""
+def check_latent_limits(data: bytes, limits: Limits, streamed: bool = False, **options: Any) -> None:
+    """Refuse a latent stream beyond ``limits`` from its header alone (samples, MACs per sample, total work).
+
+    A ``streamed`` decode holds one segment, not the signal: ``max_samples`` (samples held in memory) does not
+    bound it; the work limits do."""
     samples, macs, work = latent_reader(data).work(data, **options)
-    if samples > limits.max_samples:
+    if samples > limits.max_samples and not streamed:
         raise StreamError(f"the stream decodes to {samples} samples, over this decoder's limit of {limits.max_samples}")
     if macs > limits.max_macs or work > limits.max_work:
         raise StreamError(f"decoding the stream would take {work:.3g} multiply-adds, over this decoder's limit")
@@ -93,7 +97,8 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
 
     With ``streamed``, a stream whose reader can decode block by block (latent audio:
     ``decode_streamed``) gives an object the modality's writer consumes block by block,
-    so a long clip is written in one segment's memory.
+    so a long clip is written in one segment's memory (and ``limits.max_samples``, on samples held in memory,
+    does not apply).
 
     ``options`` are the modality's decode-time choices (a shape's ``resolution``).
     ``limits`` bound what the stream may make the decoder do (the spec's by default):
@@ -114,7 +119,7 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
         if "max_faces" in allowed:
             options["max_faces"] = min(options.get("max_faces") or limits.max_faces, limits.max_faces)
         lazy = streamed and hasattr(reader, "decode_streamed")
-        check_latent_limits(data, limits, **options)
+        check_latent_limits(data, limits, lazy, **options)
         descriptor, array = reader.decode_streamed(data, **options) if lazy else reader.decode(data, **options)
         return Decoded(output_kind(data), descriptor), array
     from nxcodec.codec import decode_networks

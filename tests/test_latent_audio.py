@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +14,22 @@ from click.testing import CliRunner
 from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
-from nxcodec.errors import StreamError
+from nxcodec.errors import InputError, StreamError
+from nxcodec.limits import Limits
 from nxcodec.fit import latent_audio, presets
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
 from nxcodec.latent import audio, context, mdct, stream, tables
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
+from nxcodec.signals import audio as audio_signals
 from nxcodec.signals import for_name
 from nxcodec.signals.audio import MetricSums, audio_metrics
 
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v4", "v6/audio", "v9/audio")
+CASES = conformance_cases("v4", "v6/audio", "v9/audio", "v10/audio")
 AUDIO = for_name("audio")
 
 
@@ -158,6 +161,78 @@ def test_fitted_planes_are_measured_in_stream_order_whatever_order_they_come_in(
     assert join.sums.result() == pytest.approx(want, rel=1e-9)
 
 
+def test_clips_beyond_version_9s_limits_are_written_as_version_10_and_only_it_declares_them():
+    assert audio.version_for(1 << 26, 2) == 9 and audio.version_for((1 << 26) + 1, 2) == 10
+    assert audio.version_for((1 << 27) + 1, 1) == 10 and audio.version_for(1 << 31, 4) == 10
+    hours = audio.AudioLatentDescriptor(frames=3 * 3600 * 44100, sample_rate=44100, channels=2, sample_format=0,
+                                        hop_log2=10, stereo=0, segment=512)
+    assert audio.unpack(audio.pack(hours), 10) == hours
+    for version in (4, 6, 9):
+        with pytest.raises(StreamError, match="beyond the decoder's limits"):
+            audio.unpack(audio.pack(hours), version)
+    too_long = replace(hours, frames=(1 << 32) - 1, channels=4)  # over 2^33 samples
+    with pytest.raises(StreamError, match="beyond the decoder's limits"):
+        audio.unpack(audio.pack(too_long), 10)
+
+
+def test_samples_held_in_memory_do_not_limit_a_decode_written_as_it_goes(tmp_path):
+    data = (CONFORMANCE / "v10" / "audio" / "stereo_ms_3segments_8khz.nxc").read_bytes()
+    small = Limits(max_samples=1000)
+    with pytest.raises(StreamError, match="over this decoder's limit"):
+        decode_stream(data, limits=small)
+    decoded, clip = decode_stream(data, limits=small, streamed=True)
+    assert np.array_equal(clip.array(), decode_stream(data)[1])
+    with pytest.raises(StreamError, match="multiply-adds"):
+        decode_stream(data, limits=Limits(max_work=1000), streamed=True)
+
+
+def test_a_long_file_is_encoded_from_slices_no_longer_than_a_segment(tmp_path, monkeypatch):
+    monkeypatch.setattr(latent_audio, "SEGMENT_COEFFICIENTS", 1 << 12)  # 16 frames of 256: 0.5 s segments
+    path = tmp_path / "long.wav"
+    sf.write(path, tones(3.0, 8000, seed=4), 8000, subtype="PCM_16")
+    eager = encode_signal(AUDIO, AUDIO.read(path), EncodeOptions(iters=20, device="cpu", seed=0))
+    monkeypatch.setattr(audio_signals, "LAZY_SAMPLES", 1000)
+    lazy = AUDIO.read(path)
+    assert isinstance(lazy.data, audio_signals.ClipFile)
+    reads = []
+    real = audio_signals.ClipFile.__getitem__
+
+    def spy(self, key):
+        out = real(self, key)
+        reads.append(len(out))
+        return out
+
+    monkeypatch.setattr(audio_signals.ClipFile, "__getitem__", spy)
+    monkeypatch.setattr(audio_signals.ClipFile, "__array__", lambda *a, **k: pytest.fail("the whole clip was read"))
+    got = encode_signal(AUDIO, lazy, EncodeOptions(iters=20, device="cpu", seed=0))
+    assert got.data == eager.data and got.metrics == eager.metrics and got.float_metrics == eager.float_metrics
+    assert reads and max(reads) <= 17 * 256 < 24000  # a segment's frames and the half frame before them
+
+
+def test_a_clip_file_checks_what_it_reads(tmp_path):
+    path = tmp_path / "a.wav"
+    x = np.random.default_rng(0).normal(0, 0.3, (5000, 2))
+    sf.write(path, x, 8000, subtype="FLOAT")
+    clip = audio_signals.ClipFile(path, 5000, 2)
+    whole = sf.read(path, dtype="float32", always_2d=True)[0]
+    assert np.array_equal(clip[100:300], np.clip(whole[100:300], -1, 1)) and clip[4990:6000].shape == (10, 2)
+    assert np.array_equal(np.asarray(clip), np.clip(whole, -1, 1)) and np.array_equal(clip[:, 1], np.clip(whole[:, 1], -1, 1))
+    x[2000, 0] = np.nan
+    sf.write(path, x, 8000, subtype="FLOAT")
+    with pytest.raises(InputError, match="NaN"):
+        clip[1000:3000]
+    sf.write(path, x[:4000], 8000, subtype="FLOAT")
+    with pytest.raises(InputError, match="changed"):
+        clip[3000:5000]
+
+
+def test_format_2_refuses_a_clip_longer_than_it_holds(tmp_path):
+    long = audio_signals.AudioModality()._signal(audio_signals.ClipFile(tmp_path / "none.wav", (1 << 27) + 1, 1), 8000, 0)
+    assert AUDIO.default_format(long.descriptor) == 9
+    with pytest.raises(InputError, match="longer than format 2 holds"):
+        encode_signal(AUDIO, long, EncodeOptions(iters=1, device="cpu", format=2))
+
+
 def test_descriptor_layout_segments_and_stereo_coding():
     clip = AUDIO.from_array(tones(3.0, 44100, 2), 44100)
     d = latent_audio.descriptor_for(clip.descriptor, clip.data)
@@ -235,19 +310,21 @@ def test_v4_decodes_without_torch():
     assert run.returncode == 0, run.stderr
 
 
-def test_corrupt_truncated_and_hostile_streams_are_refused():
-    data = (CONFORMANCE / CASES[-1]["stream"]).read_bytes()
+@pytest.mark.parametrize("version,too_long", [(9, {"frames": 1 << 27, "channels": 2}),
+                                              (10, {"frames": (1 << 32) - 1, "channels": 4})])
+def test_corrupt_truncated_and_hostile_streams_are_refused(version, too_long):
+    data = (CONFORMANCE / f"v{version}" / "audio" / "stereo_ms_3segments_8khz.nxc").read_bytes()
     for bad in (data[:-1], data[:40], data[:-5] + bytes(5)):
         with pytest.raises(StreamError):
             decode_stream(bad)
     at, size = stream.PREFIX.size, len(audio.pack(audio.read_header(data).descriptor))
 
     def patched(**fields) -> bytes:
-        d = audio.unpack(data[at : at + size])
+        d = audio.unpack(data[at : at + size], version)
         new = audio.pack(audio.AudioLatentDescriptor(**{**d.__dict__, **fields}))
         return stream.with_crc(data[:at] + new + data[at + size : -4])
 
-    for fields, message in (({"frames": 1 << 27, "channels": 2}, "beyond the decoder's limits"),
+    for fields, message in ((too_long, "beyond the decoder's limits"),
                             ({"hop_log2": 13}, "hop"), ({"stereo": 1, "channels": 1}, "stereo"),
                             ({"hop_log2": 12, "segment": 2048}, "segment"), ({"frames": 1 << 26}, "truncated|fewer bytes")):
         with pytest.raises(StreamError, match=message):

@@ -121,19 +121,25 @@ def hop_log2_for(sample_rate: int) -> int:
     return int(np.clip(round(math.log2(sample_rate / FRAMES_PER_SECOND)), mdct.MIN_HOP_LOG2, mdct.MAX_HOP_LOG2))
 
 
-def stereo_for(samples: np.ndarray, block: int = 1024) -> int:
+def stereo_for(samples: np.ndarray, block: int = 1024, chunk: int = 1 << 18) -> int:
     """Mid/side when it concentrates the energy: a smaller sum of log block energies over both channels (a rate
-    proxy: a coefficient costs about half a bit per doubling of its variance), else the channels as they are."""
+    proxy: a coefficient costs about half a bit per doubling of its variance), else the channels as they are.
+    Read ``chunk`` frames at a time, so a long clip needs no copy of itself."""
     if samples.shape[1] != 2:
         return audio.STEREO_NONE
     n = len(samples) // block * block or len(samples)
-    x = samples[:n].astype(np.float64)
+    size = min(block, n)
+    step = max(size, chunk // size * size)
 
     def cost(channels: list[np.ndarray]) -> float:
-        return float(sum(np.sum(np.log2(np.mean(c.reshape(-1, min(block, n)) ** 2, axis=1) + 1e-8)) for c in channels))
+        return float(sum(np.sum(np.log2(np.mean(c.reshape(-1, size) ** 2, axis=1) + 1e-8)) for c in channels))
 
-    lr, ms = [x[:, 0], x[:, 1]], audio.mix([x[:, 0], x[:, 1]], audio.STEREO_MID_SIDE)
-    return audio.STEREO_MID_SIDE if cost(ms) < cost(lr) - 1.0 else audio.STEREO_NONE
+    lr = ms = 0.0
+    for a in range(0, n, step):
+        x = samples[a : min(a + step, n)].astype(np.float64)
+        lr += cost([x[:, 0], x[:, 1]])
+        ms += cost(audio.mix([x[:, 0], x[:, 1]], audio.STEREO_MID_SIDE))
+    return audio.STEREO_MID_SIDE if ms < lr - 1.0 else audio.STEREO_NONE
 
 
 def descriptor_for(d, samples: np.ndarray, hop_log2: int | None = None, segment_coefficients: int | None = None

@@ -1,4 +1,5 @@
-"""Latent audio streams (versions 4 and 6): a clip as MDCT planes coded on latent grids (SPEC.md sections 10, 12).
+"""Latent audio streams (versions 4, 6, 9 and 10): a clip as MDCT planes coded on latent grids (SPEC.md sections 10,
+12, 15 and 16).
 
 A clip's samples go through the MDCT (``nxcodec.latent.mdct``), one channel at a time
 (mid and side in place of left and right when the stream says so). The frames are cut
@@ -25,8 +26,9 @@ from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, decode_bod
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
 
-VERSION = 9  # written; versions 4 (no escapes) and 6 (coarser latent tables) are still read
-VERSIONS = (4, 6, 9)
+VERSION = 9  # written for clips within its limits; versions 4 (no escapes) and 6 (coarser latent tables) are read
+LONG_VERSION = 10  # version 9 for longer clips (SPEC.md section 16): written for clips beyond version 9's limits
+VERSIONS = (4, 6, 9, 10)
 MODALITY_AUDIO = 2
 STEREO_NONE, STEREO_MID_SIDE = 0, 1
 MAX_PLANE = 1 << 22  # coefficients in one segment's plane: bounds the decoder's working memory
@@ -69,14 +71,28 @@ def pack(d: AudioLatentDescriptor) -> bytes:
     return _DESC.pack(d.frames, d.sample_rate, d.channels, d.sample_format, d.hop_log2, d.stereo, d.segment)
 
 
-def unpack(data: bytes) -> AudioLatentDescriptor:
-    """Parse and bound-check an audio descriptor (``StreamError`` if invalid)."""
+def length_limits(version: int) -> tuple[int, int]:
+    """The most frames and frames x channels a stream of ``version`` may declare (SPEC.md 10.2 and 16)."""
+    if version >= LONG_VERSION:
+        return audiofile.LONG_MAX_FRAMES, audiofile.LONG_MAX_SAMPLES
+    return audiofile.MAX_FRAMES, audiofile.MAX_SAMPLES
+
+
+def version_for(frames: int, channels: int) -> int:
+    """The version a clip is written as: the oldest that holds it, so that older decoders read what they can."""
+    max_frames, max_samples = length_limits(VERSION)
+    return VERSION if frames <= max_frames and frames * channels <= max_samples else LONG_VERSION
+
+
+def unpack(data: bytes, version: int = VERSION) -> AudioLatentDescriptor:
+    """Parse and bound-check an audio descriptor of a ``version`` stream (``StreamError`` if invalid)."""
     if len(data) != _DESC.size:
         raise StreamError("audio descriptor has the wrong size")
     d = AudioLatentDescriptor(*_DESC.unpack(data))
     if not 1 <= d.channels <= audiofile.MAX_CHANNELS or d.sample_format not in audiofile.FORMATS:
         raise StreamError("declared channels or sample format are invalid")
-    if not (1 <= d.frames <= audiofile.MAX_FRAMES and d.frames * d.channels <= audiofile.MAX_SAMPLES):
+    max_frames, max_samples = length_limits(version)
+    if not (1 <= d.frames <= max_frames and d.frames * d.channels <= max_samples):
         raise StreamError(f"declared length of {d.frames} frames x {d.channels} channels is beyond the decoder's limits")
     if not 1 <= d.sample_rate <= audiofile.MAX_RATE:
         raise StreamError(f"declared sample rate {d.sample_rate} Hz is beyond the decoder's limits")
@@ -107,7 +123,7 @@ class AudioHeader:
 
 def _prefix(data: bytes) -> tuple[AudioLatentDescriptor, int]:
     desc, end = read_prefix(data, VERSIONS, MODALITY_AUDIO, "latent audio")
-    return unpack(desc), end
+    return unpack(desc, data[4]), end
 
 
 def read_header(data: bytes) -> AudioHeader:
@@ -250,8 +266,10 @@ def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
 
 
 def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:
-    """A version 6 audio stream from its descriptor and the bodies of its planes, in stream order."""
+    """An audio stream from its descriptor and the bodies of its planes, in stream order: version 9, or 10 for a
+    clip beyond version 9's limits."""
     if len(bodies) != len(d.segments()) * d.channels:
         raise ValueError("one body per segment and channel is needed")
     desc = pack(d)
-    return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_AUDIO, len(desc)) + desc + b"".join(bodies))
+    version = version_for(d.frames, d.channels)
+    return with_crc(PREFIX.pack(MAGIC, version, MODALITY_AUDIO, len(desc)) + desc + b"".join(bodies))

@@ -17,6 +17,7 @@ import math
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -27,7 +28,8 @@ from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
 from nxcodec.model import ENCODING_SINE, ModelConfig
 from nxcodec.signals import audiofile
-from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, MAX_CHANNELS, MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
+from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, LONG_MAX_FRAMES, LONG_MAX_SAMPLES, MAX_CHANNELS,
+                                       MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
                                        quantize_samples)
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
 
@@ -37,6 +39,8 @@ OVERLAP = 512  # frames crossfaded between neighbouring windows (11.6 ms at 44.1
 MAX_SECTIONS = 4096  # as the container
 SEGMENT = 1024  # frames per segment of the segmental SNR
 LATENT_MIN_SECONDS = 1.0  # shorter clips are written as format 2 unless asked otherwise
+LAZY_SAMPLES = 1 << 24  # a file's clip over this many samples (64 MiB of float32) is read as it is sliced ...
+SEEKABLE = ("WAV", "WAVEX", "RF64", "W64", "FLAC", "AIFF")  # ... where its file seeks to a sample exactly
 SEG_SNR_RANGE = (-10.0, 35.0)  # per-segment SNR clamp, as usual for segmental SNR
 
 _SUBTYPE_CODE = {"PCM_16": 0, "PCM_24": 1, "PCM_32": 2, "PCM_U8": 3, "PCM_S8": 3, "FLOAT": 4, "DOUBLE": 5}
@@ -111,6 +115,52 @@ class AudioDescriptor:
         return [(i * hop, min(i * hop + self.window, self.frames)) for i in range(n)]
 
 
+def _checked(data: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [-1, 1] (``InputError`` for NaN or infinities)."""
+    if not np.all(np.isfinite(data)):
+        raise InputError("audio holds NaN or infinite samples")
+    return np.clip(data, -1.0, 1.0).astype(np.float32)
+
+
+class ClipFile:
+    """A long clip's samples, read from its file when sliced.
+
+    ``clip[a:b]`` reads frames ``a..b-1`` as float32 ``(n, channels)`` in [-1, 1], checked
+    as :meth:`AudioModality.read` checks a whole clip; anything else (``np.asarray(clip)``,
+    other indices) reads the whole clip. The latent encoder only slices, so its memory
+    holds what it works on, however long the file.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, path: Path, frames: int, channels: int) -> None:
+        self.path = path
+        self.shape = (frames, channels)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not (isinstance(key, slice) and key.step in (None, 1)):
+            return np.asarray(self)[key]
+        start, stop, _ = key.indices(self.shape[0])
+        n = max(0, stop - start)
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                f.seek(start)
+                data = f.read(n, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise InputError(f"{self.path}: cannot read audio ({exc})") from None
+        if data.shape != (n, self.shape[1]):
+            raise InputError(f"{self.path}: the file changed while it was read")
+        return _checked(data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 def choose_window(frames: int, overlap: int, max_window: int) -> int:
     """The nominal window: equal windows of at most ``max_window`` frames (longer for very long clips)."""
     if frames <= max_window:
@@ -141,14 +191,26 @@ class AudioModality(Modality):
         tables and networks, more than a fraction of a second is worth at the rates people use."""
         return self.latent_format if d.frames >= LATENT_MIN_SECONDS * d.sample_rate else 2
 
+    def check_format(self, d: AudioDescriptor, version: int) -> None:
+        """Format 2 holds at most ``MAX_SAMPLES`` samples (its decoder holds the clip); latent audio is written and
+        read segment by segment, up to ``LONG_MAX_SAMPLES``."""
+        if version != self.latent_format and (d.frames > MAX_FRAMES or d.frames * d.channels > MAX_SAMPLES):
+            raise InputError(f"audio of {d.frames} frames x {d.channels} channels is longer than format {version} "
+                             f"holds ({MAX_SAMPLES} samples); format {self.latent_format} holds it")
+
     def encode_latent(self, signals_: list[Signal], opts) -> list:
         from nxcodec.fit.latent_audio import encode_audio
 
         return encode_audio(self, signals_, opts)
 
     def read(self, path: Path) -> Signal:
+        """The clip of an audio file; one over ``LAZY_SAMPLES`` samples in a ``SEEKABLE`` file is read as the
+        encoder slices it (:class:`ClipFile`), so encoding it holds the slices, not the clip."""
         try:
             info = sf.info(str(path))
+            if info.frames * info.channels > LAZY_SAMPLES and info.format in SEEKABLE:
+                return self._signal(ClipFile(Path(path), info.frames, info.channels), info.samplerate,
+                                    self._format_of(info))
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
@@ -156,10 +218,14 @@ class AudioModality(Modality):
             raise InputError(f"{path}: is a directory") from None
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot read audio ({exc})") from None
+        return self._signal(data, int(rate), self._format_of(info))
+
+    @staticmethod
+    def _format_of(info: Any) -> int:
         fmt = _SUBTYPE_CODE.get(info.subtype, 0)  # lossy inputs (MP3, Vorbis, Opus) come back as 16-bit PCM
         if info.format not in ("WAV", "WAVEX", "FLAC", "RF64", "W64") and fmt in (4, 5):
             fmt = 0
-        return self._signal(data, int(rate), fmt)
+        return fmt
 
     def from_array(self, array: np.ndarray, sample_rate: int = 44100) -> Signal:
         """A float array ``(frames,)`` or ``(frames, channels)`` in [-1, 1], or int16 PCM."""
@@ -180,15 +246,16 @@ class AudioModality(Modality):
             raise InputError("audio is empty")
         if channels > MAX_CHANNELS:
             raise InputError(f"audio with {channels} channels is not supported (at most {MAX_CHANNELS})")
-        if frames > MAX_FRAMES or frames * channels > MAX_SAMPLES:
-            raise InputError(f"audio of {frames} frames x {channels} channels exceeds the limit of {MAX_SAMPLES} samples")
+        if frames > LONG_MAX_FRAMES or frames * channels > LONG_MAX_SAMPLES:
+            raise InputError(f"audio of {frames} frames x {channels} channels exceeds the limit of "
+                             f"{LONG_MAX_SAMPLES} samples")
         if not 1 <= rate <= MAX_RATE:
             raise InputError(f"sample rate {rate} Hz is not supported (1..{MAX_RATE})")
-        if not np.all(np.isfinite(data)):
-            raise InputError("audio holds NaN or infinite samples")
         window = choose_window(frames, OVERLAP, MAX_WINDOW)
         desc = AudioDescriptor(frames, rate, channels, fmt, window, OVERLAP if frames > window else 0)
-        return Signal(desc, np.clip(data, -1.0, 1.0).astype(np.float32))
+        if isinstance(data, ClipFile):
+            return Signal(desc, data)  # checked slice by slice as it is read
+        return Signal(desc, _checked(data))
 
     def pack_descriptor(self, d: AudioDescriptor) -> bytes:
         return _DESC.pack(d.frames, d.sample_rate, d.channels, d.sample_format, d.window, d.overlap)

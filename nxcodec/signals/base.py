@@ -75,6 +75,9 @@ class Modality(ABC):
         """The stream version written for this signal when the user does not choose one."""
         return 2
 
+    def check_format(self, descriptor: Any, version: int) -> None:
+        """Raise ``InputError`` if the signal cannot be written as stream ``version`` (all can, unless overridden)."""
+
     def encode_latent(self, signals_: list["Signal"], opts: Any) -> list[Any]:
         """Fit and code signals as latent-grid streams (``latent_format``): one ``EncodeResult`` each."""
         raise NotImplementedError(f"{self.name} has no latent-grid format")
