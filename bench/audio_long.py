@@ -1,13 +1,21 @@
-"""Long audio in bounded memory: encode and decode a generated clip through the CLI, timed, with peak memory.
+"""Long audio in bounded memory: encode and decode generated clips through the CLI, timed, with peak memory.
 
-Generates a deterministic stereo clip (decaying partials, a melody, noise; ``--seconds``
-long at ``--rate`` Hz, 16-bit WAV), runs ``nxcodec encode`` with a short fit
-(``--iters``) and ``nxcodec decode`` in child processes, and records each one's wall
-time and peak resident memory, the decoder's real-time factor, and the sizes. Fitting
-is cut short on purpose: what is measured is everything around the fit (MDCT, coding,
-the stream written and decoded), and whether memory grows with the clip.
+For each length in ``--seconds`` (comma-separated), generates a deterministic stereo clip
+(decaying partials, a melody, noise; 16-bit WAV at ``--rate`` Hz), runs ``nxcodec encode``
+with a short fit (``--iters``) and ``nxcodec decode`` in child processes, and records each
+one's wall time and peak resident memory, the decoder's real-time factor, the sizes and
+the stream version. Fitting is cut short on purpose: what is measured is everything
+around the fit (MDCT, coding, the stream written and decoded), and whether memory grows
+with the clip.
 
-    python bench/audio_long.py --seconds 120 --iters 3 --out bench/results/audio_long_cpu.json
+``--decode-segments`` (comma-separated counts) adds decode-only rows: a mono 44.1 kHz
+stream of that many 12-second segments, every plane the same coded body (a 7-level
+plane of 2^19 coefficients, sparse latents, fixed seed), decoded by ``nxcodec decode``.
+It reaches lengths whose encode would take hours on a CPU, version 10's included (more
+than 2^27 samples: 256 segments and up).
+
+    python bench/audio_long.py --seconds 60,240,960 --iters 1 --decode-segments 24,300 \
+        --out bench/results/audio_long_cpu_v10.json
 """
 
 from __future__ import annotations
@@ -50,35 +58,75 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+def synthetic_stream(segments: int) -> bytes:
+    """A mono 44.1 kHz latent audio stream of ``segments`` equal segments, every plane one fixed coded body."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import audio, context, stream, tables
+    from nxcodec.latent.stream import LatentConfig
+
+    cfg = LatentConfig(levels=7, arm_width=16, arm_layers=2, n_experts=1, mgr_width=0, syn_width=16, syn_layers=2,
+                       refine_width=0, lanes_log2=3)
+    rows, hop_log2 = 512, 10
+    rng = np.random.default_rng(0)
+    weights = {n: rng.normal(0, 0.3, s).astype(np.float32) for n, s in cfg.tensor_shapes(1).items()}
+    for name in weights:
+        if name.startswith("arm") and ".out." in name:  # context models predicting mean 0 at the smallest scale
+            weights[name][:] = 0 if name.endswith("weight") else np.array([0.0, -1000.0])
+    latents = [rng.integers(-2, 3, size) * (rng.random(size) < 0.01)
+               for size in context.level_sizes((rows, 1 << hop_log2), cfg.levels)]
+    body, _ = stream.write_body(cfg, 1, quantize_networks(weights, 7, 5), [g.astype(np.float64) for g in latents],
+                                tables.FINE)
+    frames = segments * rows * (1 << hop_log2) - (1 << hop_log2)  # exactly ``segments`` segments of ``rows`` frames
+    d = audio.AudioLatentDescriptor(frames, 44100, 1, 0, hop_log2, audio.STEREO_NONE, rows)
+    return audio.write(d, [body] * segments)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=120.0, help="Clip length [120].")
+    ap.add_argument("--seconds", default="120", help="Clip lengths in seconds, comma-separated [120].")
     ap.add_argument("--rate", type=int, default=44100, help="Sample rate [44100].")
     ap.add_argument("--iters", type=int, default=3, help="Fitting iterations (kept short on purpose) [3].")
     ap.add_argument("--quality", type=int, default=5, help="nxcodec quality (no rate target: a 3-iteration fit "
                     "cannot meet one, its context model has not learnt to predict small scales yet) [5].")
     ap.add_argument("--device", default="cpu", help="Fitting device [cpu].")
+    ap.add_argument("--decode-segments", default="", help="Decode-only rows: synthetic streams of this many "
+                    "12 s segments, comma-separated [none].")
     ap.add_argument("--out", type=Path, required=True, help="JSON to write.")
     args = ap.parse_args()
     commit = git_commit()
+    nx = [sys.executable, "-m", "nxcodec"]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         wav, nxc, dec = Path(tmp) / "long.wav", Path(tmp) / "long.nxc", Path(tmp) / "long.decoded.wav"
-        sf.write(wav, clip(args.seconds, args.rate), args.rate, subtype="PCM_16")
-        nx = [sys.executable, "-m", "nxcodec"]
-        enc_s, enc_mb = run(nx + ["encode", str(wav), "-o", str(nxc), "--quality", str(args.quality), "--iters",
-                                  str(args.iters), "--device", args.device])
-        dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec)])
-        info = sf.info(str(dec))
-        result = {
-            "machine": machine_name(args.device), "commit": commit, "seconds": args.seconds, "rate": args.rate, "channels": 2,
-            "iters": args.iters, "quality": args.quality, "stream_bytes": nxc.stat().st_size,
-            "kbps": 8 * nxc.stat().st_size / args.seconds / 1000, "wav_bytes": wav.stat().st_size,
-            "encode_seconds": enc_s, "encode_peak_mb": enc_mb, "decode_seconds": dec_s, "decode_peak_mb": dec_mb,
-            "decode_realtime_factor": args.seconds / dec_s, "decoded_frames": info.frames,
-        }
+        for seconds in (float(x) for x in args.seconds.split(",") if x):
+            sf.write(wav, clip(seconds, args.rate), args.rate, subtype="PCM_16")
+            enc_s, enc_mb = run(nx + ["encode", str(wav), "-o", str(nxc), "--quality", str(args.quality), "--iters",
+                                      str(args.iters), "--device", args.device, "--force"])
+            dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec), "--force"])
+            rows.append({
+                "kind": "encode+decode", "seconds": seconds, "rate": args.rate, "channels": 2,
+                "version": nxc.read_bytes()[4], "stream_bytes": nxc.stat().st_size,
+                "kbps": 8 * nxc.stat().st_size / seconds / 1000, "wav_bytes": wav.stat().st_size,
+                "encode_seconds": enc_s, "encode_peak_mb": enc_mb, "decode_seconds": dec_s, "decode_peak_mb": dec_mb,
+                "decode_realtime_factor": seconds / dec_s, "decoded_frames": sf.info(str(dec)).frames,
+            })
+            print(json.dumps(rows[-1]), flush=True)
+        wav.unlink(missing_ok=True)
+        for segments in (int(x) for x in args.decode_segments.split(",") if x):
+            data = synthetic_stream(segments)
+            nxc.write_bytes(data)
+            dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec), "--force"])
+            frames = sf.info(str(dec)).frames
+            rows.append({"kind": "decode", "segments": segments, "seconds": frames / 44100, "rate": 44100,
+                         "channels": 1, "version": data[4], "stream_bytes": len(data), "decode_seconds": dec_s,
+                         "decode_peak_mb": dec_mb, "decode_realtime_factor": frames / 44100 / dec_s,
+                         "decoded_frames": frames})
+            print(json.dumps(rows[-1]), flush=True)
+            dec.unlink()
+    result = {"machine": machine_name(args.device), "commit": commit, "iters": args.iters, "quality": args.quality,
+              "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
