@@ -34,6 +34,8 @@ import soundfile as sf
 
 from nxcodec.bench.results import git_commit, machine_name
 
+POLL = 0.05  # seconds between memory samples
+
 
 def clip(seconds: float, rate: int) -> np.ndarray:
     """``(frames, 2)`` float samples: a note every half second over a drone, with a little noise."""
@@ -47,15 +49,45 @@ def clip(seconds: float, rate: int) -> np.ndarray:
     return np.stack([left, right], axis=1) + noise
 
 
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and all its descendants now (Linux /proc; 0 once it has gone)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24 of stat: rss in pages
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total
+
+
 def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process."""
+    """Wall seconds and peak resident memory (MB) of one child process and its workers together.
+
+    The memory is sampled every ``POLL`` s over the process tree. (The child's ``ru_maxrss``
+    would not do: Linux carries the parent's high-water mark into a child started by
+    vfork or fork and exec, so it grew with the clip this script generated.)
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(POLL)
     seconds = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({status})")
-    return seconds, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
+    return seconds, peak / 2**20
 
 
 def synthetic_stream(segments: int) -> bytes:

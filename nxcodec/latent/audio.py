@@ -213,8 +213,8 @@ class Joiner:
 
     def push(self, planes: list[np.ndarray]) -> np.ndarray:
         """The next segment's samples ``(n, channels)`` in float64 from its ``channels`` planes (stream order)."""
-        block = np.stack([inv.push(np.asarray(c, dtype=np.float64))
-                          for inv, c in zip(self.inverse, unmix(planes, self.d.stereo))], axis=1)
+        planes = unmix([np.asarray(c, dtype=np.float64) for c in planes], self.d.stereo)
+        block = np.stack([inv.push(c) for inv, c in zip(self.inverse, planes)], axis=1)
         block = block[: self.d.frames - self.done]
         self.done += len(block)
         return block
