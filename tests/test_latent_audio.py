@@ -146,6 +146,7 @@ def test_metrics_fed_block_by_block_equal_the_whole_clips():
         got, want = sums.result(), audio_metrics(x, y)
         assert got.keys() == want.keys()
         assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+        assert sums.result() == pytest.approx(got, rel=0, nan_ok=True)  # asking twice changes nothing
 
 
 def test_fitted_planes_are_measured_in_stream_order_whatever_order_they_come_in():

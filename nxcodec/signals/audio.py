@@ -384,25 +384,27 @@ class MetricSums:
             x, y = np.concatenate([self.rest[0], x]), np.concatenate([self.rest[1], y])
         n = len(x) // SEGMENT
         if n:
-            self._segments(x[: n * SEGMENT].reshape(n, -1), y[: n * SEGMENT].reshape(n, -1))
+            count, total, kept = _segment_snrs(x[: n * SEGMENT].reshape(n, -1), y[: n * SEGMENT].reshape(n, -1))
+            self.segments, self.seg_sum, self.seg_kept = self.segments + count, self.seg_sum + total, self.seg_kept + kept
         self.rest = x[n * SEGMENT :], y[n * SEGMENT :]
 
-    def _segments(self, x: np.ndarray, y: np.ndarray) -> None:
-        s = np.sum(x**2, axis=1)
-        e = np.sum((x - y) ** 2, axis=1)
-        keep = s > x.shape[1] * 1e-8
-        snr = 10.0 * np.log10(np.maximum(s[keep], 1e-30) / np.maximum(e[keep], 1e-30))
-        self.segments += len(x)
-        self.seg_sum += float(np.sum(np.clip(snr, *SEG_SNR_RANGE)))
-        self.seg_kept += int(np.sum(keep))
-
     def result(self) -> dict[str, float]:
-        if self.segments == 0 and self.rest is not None and len(self.rest[0]):
-            self._segments(self.rest[0].reshape(1, -1), self.rest[1].reshape(1, -1))
+        seg_sum, seg_kept = self.seg_sum, self.seg_kept
+        if self.segments == 0 and self.rest is not None and len(self.rest[0]):  # a clip shorter than a segment
+            _, seg_sum, seg_kept = _segment_snrs(self.rest[0].reshape(1, -1), self.rest[1].reshape(1, -1))
         mse = self.noise / self.samples
         if self.noise == 0:
             snr = math.inf
         else:
             snr = 10.0 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
-        seg = self.seg_sum / self.seg_kept if self.seg_kept else math.nan
+        seg = seg_sum / seg_kept if seg_kept else math.nan
         return {"psnr": psnr_from_mse(mse, 2.0), "mse": mse, "snr": snr, "seg_snr": seg}
+
+
+def _segment_snrs(x: np.ndarray, y: np.ndarray) -> tuple[int, float, int]:
+    """Segments (one per row), the sum of the non-silent ones' clamped SNRs in dB, and how many those are."""
+    s = np.sum(x**2, axis=1)
+    e = np.sum((x - y) ** 2, axis=1)
+    keep = s > x.shape[1] * 1e-8  # below -80 dBFS RMS counts as silence
+    snr = 10.0 * np.log10(np.maximum(s[keep], 1e-30) / np.maximum(e[keep], 1e-30))
+    return len(x), float(np.sum(np.clip(snr, *SEG_SNR_RANGE))), int(np.sum(keep))
