@@ -176,6 +176,22 @@ def test_clips_beyond_version_9s_limits_are_written_as_version_10_and_only_it_de
         audio.unpack(audio.pack(too_long), 10)
 
 
+def test_a_clip_beyond_version_9s_limits_is_encoded_as_version_10_and_decodes(tmp_path, monkeypatch):
+    from nxcodec.signals import audiofile
+
+    monkeypatch.setattr(audiofile, "MAX_SAMPLES", 10_000)  # version 9's cap, scaled down to a 1.5 s clip
+    src = tmp_path / "clip.wav"
+    sf.write(src, tones(1.5, 8000), 8000, subtype="PCM_16")
+    run = CliRunner().invoke(main, ["encode", str(src), "--iters", "20", "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    data = (tmp_path / "clip.wav.nxc").read_bytes()
+    assert data[4] == 10
+    dec = CliRunner().invoke(main, ["decode", str(tmp_path / "clip.wav.nxc")])
+    assert dec.exit_code == 0, dec.output
+    out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="float32")
+    assert rate == 8000 and np.array_equal(out[:, None] if out.ndim == 1 else out, audio.decode(data)[1])
+
+
 def test_samples_held_in_memory_do_not_limit_a_decode_written_as_it_goes(tmp_path):
     data = (CONFORMANCE / "v10" / "audio" / "stereo_ms_3segments_8khz.nxc").read_bytes()
     small = Limits(max_samples=1000)
