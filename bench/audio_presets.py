@@ -4,9 +4,9 @@ usage: python bench/audio_presets.py [SWEEP.jsonl] [SPAN.jsonl]
 
 Two files of bench/audio_lambda_sweep.py rows (defaults under bench/results/):
 
-- the sweep (``audio_lambda_sweep_v6_cpu.jsonl``): three clips at many lambdas, the shape of the
+- the sweep (``audio_lambda_sweep_v9_cpu.jsonl``): three clips at many lambdas, the shape of the
   rate curve;
-- the span (``audio_quality_span_v6_cpu.jsonl``): the other seven benchmark clips (and, at
+- the span (``audio_quality_span_v9_cpu.jsonl``): the other seven benchmark clips (and, at
   some lambdas, the three again) at a few lambdas near the ends of the range; with the sweep's
   rows it gives the level of the curve on all ten clips.
 
@@ -49,8 +49,8 @@ def interp(x: float, xs: list[float], ys: list[float]) -> float:
 
 
 def main() -> None:
-    sweep_path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "audio_lambda_sweep_v6_cpu.jsonl"
-    span_path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / "audio_quality_span_v6_cpu.jsonl"
+    sweep_path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "audio_lambda_sweep_v9_cpu.jsonl"
+    span_path = Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / "audio_quality_span_v9_cpu.jsonl"
     sweep, span = mean_rates([sweep_path], 3), mean_rates([sweep_path, span_path], 10)
     log_lams = [math.log(l) for l in sweep]
     log_rates = [math.log(r) for r in sweep.values()]

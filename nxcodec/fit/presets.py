@@ -200,23 +200,23 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
     return max(fitting, key=lambda p: p.quality) if fitting else table[1]
 
 
-# Audio as MDCT planes (formats 4 and 6): one latent per coefficient at the finest grid, the
+# Audio as MDCT planes (formats 4, 6 and 9): one latent per coefficient at the finest grid, the
 # context model predicts each one's scale. ``rate`` is the estimated mean rate of a first fit (no
-# target, started from the transform, version 6's escapes) over the middle 3 s of the ten
+# target, started from the transform, version 9's tables) over the middle 3 s of the ten
 # benchmark clips (44.1 kHz), 1000-iteration CPU fits with bench/audio_lambda_sweep.py. The shape
 # of the rate curve comes from three clips (bach, orchestra, female speech) at nine lambdas
-# (bench/results/audio_lambda_sweep_v6_cpu.jsonl, commits e6b4f7e and 5963362; mean kbps):
-#   lambda 1e-2:   7.7     1e-4:  22.1     1e-5:  43.8     1e-6:  97.1     1e-7: 247.5
-#          1e-3:  12.5     3e-5:  31.2     3e-6:  60.0     3e-7: 151.1
-# its level on all ten clips from four lambdas near the ends (bench/results/audio_quality_span_v6_cpu.jsonl,
-# commits 857efb9, 4fc375c and b449563; ten-clip mean kbps, and its ratio to the three clips'):
-#   lambda 1e-2: 6.8 (0.89)   4.5e-3: 7.6 (0.83)   4.7e-7: 96.5 (0.75)   2.3e-7: 148.2 (0.87)
-# ``python bench/audio_presets.py`` derives the table from those two files: the three-clip curve
-# times the ratio (interpolated in log lambda), quality q aiming at 8 * sqrt(2)**(q - 1) kbps.
-# One clip's rate is up to 1.7x the ten-clip mean at one lambda (orchestra, 258 kbps at 2.3e-7),
-# and in the sweep PSNR rises with the rate on every clip (31.1 to 72.6 dB). Under a rate target these rates do
-# not set the lambda (the rate model does, nxcodec.fit.rate_model): they pick the networks and the
-# steps down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
+# (bench/results/audio_lambda_sweep_v9_cpu.jsonl, commit d6730f8; mean kbps):
+#   lambda 1e-2:   5.3     1e-4:  20.4     1e-5:  41.3     1e-6:  75.1     1e-7: 227.4
+#          1e-3:  10.3     3e-5:  29.9     3e-6:  54.3     3e-7: 162.1
+# its level on all ten clips from the two ends of the previous table (bench/results/audio_quality_span_v9_cpu.jsonl,
+# commit d6730f8; ten-clip mean kbps, and its ratio to the three clips'):
+#   lambda 3.4e-3: 5.3 (0.73)   2.9e-7: 124.5 (0.76)
+# ``python bench/audio_presets.py`` derives the table from those two files: the three-clip curve times the ratio
+# (interpolated in log lambda), quality q aiming at 8 * sqrt(2)**(q - 1) kbps. Version 9's finer
+# tables made the low rates cheaper: version 6's table (from the *_v6_cpu.jsonl files) gave quality 1 3.4e-3, which
+# now codes at 5.3 kbps. One clip's rate is up to 2x the ten-clip mean at one lambda (orchestra, 247 kbps at 2.9e-7).
+# Under a rate target these rates do not set the lambda (the rate model does, nxcodec.fit.rate_model): they pick
+# the networks and the steps down after a miss. An expert of 16x2 beat one of 8x1 by 2.8 dB on bach (format 4).
 # The networks stay on Adam: SOAP (as the image presets) lowered the rate-distortion cost of bach, orchestra and
 # female speech at lambdas 1.5e-4 and 1.2e-5 by 1.8% on average for the synthesis alone and 2.3% for every
 # network, but mostly on one fit (bach at 1.2e-5, -13% and -12%), and raised it on one or two of the six
@@ -224,15 +224,15 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
 AUDIO_LATENT_PRESETS = {
     p.quality: p
     for p in (
-        LatentPreset(1, 3.4e-3, 8.0, 1000, 16, 16),
-        LatentPreset(2, 6.6e-4, 11.3, 1000, 16, 16),
-        LatentPreset(3, 1.5e-4, 16.1, 1000, 16, 16),
-        LatentPreset(4, 4.1e-5, 22.6, 1000, 16, 16),
-        LatentPreset(5, 1.2e-5, 32.4, 1000, 16, 16),
-        LatentPreset(6, 3.3e-6, 45.1, 1000, 16, 16),
-        LatentPreset(7, 1.4e-6, 63.9, 1000, 16, 16),
-        LatentPreset(8, 5.6e-7, 90.7, 1000, 16, 16),
-        LatentPreset(9, 2.9e-7, 127.8, 1000, 16, 16),
+        LatentPreset(1, 8.3e-4, 8.0, 1000, 16, 16),
+        LatentPreset(2, 2.6e-4, 11.3, 1000, 16, 16),
+        LatentPreset(3, 8.4e-5, 16.0, 1000, 16, 16),
+        LatentPreset(4, 2.8e-5, 22.7, 1000, 16, 16),
+        LatentPreset(5, 8.6e-6, 32.0, 1000, 16, 16),
+        LatentPreset(6, 2.1e-6, 45.5, 1000, 16, 16),
+        LatentPreset(7, 8.3e-7, 64.0, 1000, 16, 16),
+        LatentPreset(8, 4.8e-7, 91.1, 1000, 16, 16),
+        LatentPreset(9, 2.7e-7, 127.3, 1000, 16, 16),
     )
 }
 
