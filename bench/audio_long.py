@@ -14,7 +14,7 @@ plane of 2^19 coefficients, sparse latents, fixed seed), decoded by ``nxcodec de
 It reaches lengths whose encode would take hours on a CPU, version 10's included (more
 than 2^27 samples: 256 segments and up).
 
-    python bench/audio_long.py --seconds 60,240,960 --iters 1 --decode-segments 24,300 \
+    python bench/audio_long.py --seconds 60,300,900 --iters 1 --decode-segments 24,300 \
         --out bench/results/audio_long_cpu_v10.json
 """
 
