@@ -1,4 +1,4 @@
-"""The Python API: ``encode(path_or_array) -> bytes`` and ``decode(bytes) -> array``.
+"""The Python API: ``encode(path_or_array) -> bytes``, ``decode(bytes) -> array`` and ``decode_file``.
 
 Importing it loads no torch: decoding a format 3 image needs numpy only, and the encoder
 is imported when something is encoded.
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from nxcodec import signals
-from nxcodec.decoder import decode_stream
+from nxcodec.decoder import decode_stream, decode_to_file
 from nxcodec.errors import InputError
+from nxcodec.io import read_stream
 from nxcodec.limits import Limits
 
 if TYPE_CHECKING:
@@ -69,3 +70,18 @@ def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np
     a stream beyond them raises :class:`nxcodec.errors.StreamError` before any work.
     """
     return decode_stream(data, device, limits)[1]
+
+
+def decode_file(source: str | Path, output: str | Path, force: bool = False, device: str = "cpu",
+                limits: Limits | None = None, resolution: int | None = None) -> Path:
+    """Decode the stream file ``source`` into the signal file ``output``, as ``nxcodec decode`` does.
+
+    The output's extension picks its format (``.png``, ``.wav``, ``.ply`` ...); an existing
+    output is replaced only with ``force``, and a failed decode leaves nothing under its name.
+    Audio is written segment by segment, so unlike :func:`decode` this takes clips of any
+    length a stream may declare. ``resolution`` is a shape's marching-cubes grid.
+    """
+    output = Path(output)
+    options = {"resolution": resolution} if resolution is not None else {}
+    decode_to_file(read_stream(Path(source)), output, force, device, limits, **options)
+    return output

@@ -16,13 +16,13 @@ import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
-from nxcodec.decoder import decode_stream, is_latent, output_kind
-from nxcodec.errors import InputError, NxcError, OutputError
+from nxcodec.decoder import decode_stream, decode_to_file, is_latent, output_kind
+from nxcodec.errors import InputError, NxcError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory
 from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
-from nxcodec.io import check_writable, write_atomic, write_bytes_atomic
+from nxcodec.io import check_writable, read_stream, write_atomic, write_bytes_atomic
 
 SAMPLE = Path(__file__).parent / "samples" / "hopper.png"
 DEMO_CPU_ITERS = 500  # the presets' 2000 take about 8 minutes for the sample on 2 CPU cores
@@ -48,17 +48,6 @@ def user_errors(fn: Callable) -> Callable:
             _fail("out of memory")
 
     return wrapper
-
-
-def _read_stream(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def describe(cfg) -> str:
@@ -200,18 +189,11 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
     lower them (for a service that decodes strangers' files).
     """
     limits = _limits(max_samples, max_work, max_macs, max_faces, max_table_work)
-    data = _read_stream(source)
-    modality = output_kind(data)
-    kinds = modality.output_extensions
-    output = output or decoded_path(source, modality)
-    if output.suffix.lower() not in kinds:
-        raise OutputError(f"{output}: a decoded {modality.name} is written as "
-                          f"{' or '.join(kinds)}; name the output accordingly")
-    check_writable(output, force)  # before the work of decoding
+    data = read_stream(source)
+    output = output or decoded_path(source, output_kind(data))
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded, array = decode_stream(data, device, limits, streamed=True, **options)  # audio decodes as it is written
-    write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
+    decoded = decode_to_file(data, output, force, device, limits, **options)
     seconds = time.perf_counter() - t0
     click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
 
@@ -221,7 +203,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
 @user_errors
 def info(source: Path) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
-    data = _read_stream(source)
+    data = read_stream(source)
     if is_latent(data):
         _info_latent(source, data)
         return

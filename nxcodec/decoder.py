@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nxcodec import signals
-from nxcodec.errors import InputError, StreamError
+from nxcodec.errors import InputError, OutputError, StreamError
+from nxcodec.io import check_writable, write_atomic
 from nxcodec.limits import Limits
 
 LATENT_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)
@@ -125,3 +127,21 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
     from nxcodec.codec import decode_networks
 
     return decode_networks(data, device, limits, **options)
+
+
+def decode_to_file(data: bytes, output: Path, force: bool = False, device: str = "cpu",
+                   limits: Limits | None = None, **options: Any) -> Decoded:
+    """Decode a stream into the signal file ``output`` (its extension picks the format), atomically.
+
+    The output's name and folder are checked before any decoding, and nothing is left under
+    its name if decoding fails. Audio is written segment by segment as it decodes, so a clip
+    of any length the stream may declare takes one segment's memory.
+    """
+    kind = output_kind(data)
+    if output.suffix.lower() not in kind.output_extensions:
+        raise OutputError(f"{output}: a decoded {kind.name} is written as "
+                          f"{' or '.join(kind.output_extensions)}; name the output accordingly")
+    check_writable(output, force)
+    decoded, array = decode_stream(data, device, limits, streamed=True, **options)
+    write_atomic(output, lambda tmp: decoded.modality.write_as(decoded.descriptor, array, tmp, output.suffix), force)
+    return decoded

@@ -1,7 +1,8 @@
 """Safe output: write to a temporary file beside the target, then rename.
 
 A crash or an error never leaves a partial file under the output's name, and an existing
-file is only replaced when the caller says so.
+file is only replaced when the caller says so. Reading a stream file fails with a one-line
+``InputError``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,19 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from nxcodec.errors import OutputError
+from nxcodec.errors import InputError, OutputError
+
+
+def read_stream(path: Path) -> bytes:
+    """The bytes of a stream file, or an ``InputError`` that says why not."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def check_writable(path: Path, force: bool) -> None:

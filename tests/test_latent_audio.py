@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+import nxcodec
 from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.decoder import decode_stream
@@ -201,6 +202,26 @@ def test_samples_held_in_memory_do_not_limit_a_decode_written_as_it_goes(tmp_pat
     assert np.array_equal(clip.array(), decode_stream(data)[1])
     with pytest.raises(StreamError, match="multiply-adds"):
         decode_stream(data, limits=Limits(max_work=1000), streamed=True)
+
+
+def test_decode_file_writes_a_clip_beyond_what_decode_may_hold_and_loses_nothing(tmp_path):
+    src = CONFORMANCE / "v10" / "audio" / "stereo_ms_3segments_8khz.nxc"
+    small = nxcodec.Limits(max_samples=1000)
+    with pytest.raises(StreamError, match="over this decoder's limit"):
+        nxcodec.decode(src.read_bytes(), limits=small)
+    out = tmp_path / "clip.wav"
+    assert nxcodec.decode_file(src, out, limits=small) == out
+    samples, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == 8000 and np.array_equal(samples, nxcodec.decode(src.read_bytes()))
+    with pytest.raises(nxcodec.OutputError, match="already exists"):
+        nxcodec.decode_file(src, out)
+    with pytest.raises(nxcodec.OutputError, match="written as .wav"):
+        nxcodec.decode_file(src, tmp_path / "clip.png")
+    with pytest.raises(nxcodec.InputError, match="no such file"):
+        nxcodec.decode_file(tmp_path / "missing.nxc", tmp_path / "other.wav")
+    with pytest.raises(StreamError, match="multiply-adds"):
+        nxcodec.decode_file(src, tmp_path / "other.wav", limits=nxcodec.Limits(max_work=1000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav"]
 
 
 def test_a_long_file_is_encoded_from_slices_no_longer_than_a_segment(tmp_path, monkeypatch):
