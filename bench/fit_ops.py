@@ -4,13 +4,16 @@ Counts every tensor operation that is not a view (torch's dispatcher, on the CPU
 forward pass, the backward pass and the optimizer step of one iteration on the first Kodak image cropped to
 SIZE x SIZE with the given number of grids; ``--gpu-path`` takes the fit's GPU branches (unfold gathers).
 
-    python bench/fit_ops.py ../shared/data/kodak --size 256 --levels 7 [--gpu-path]
+    python bench/fit_ops.py ../shared/data/kodak --size 256 --levels 7 [--gpu-path] [--out results.jsonl]
+
+``--out`` appends one JSON line: every operation's count by pass, with the commit and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fit_speed import _stack
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import latent as fit_latent
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, _optimizer
@@ -49,7 +53,9 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=7)
     ap.add_argument("--quality", type=int, default=5)
     ap.add_argument("--gpu-path", action="store_true", help="take the fit's GPU branches")
+    ap.add_argument("--out", type=Path, help="append the counts as one JSON line to this file")
     args = ap.parse_args()
+    commit = git_commit()
     if args.gpu_path:
         fit_latent.few_kernels = lambda t: True
     desc, target = _stack(sorted(args.src.glob("*.png")), 1, args.size, torch.device("cpu"))
@@ -77,8 +83,15 @@ def main() -> None:
         value.backward()
     with Count() as step:
         opt.step()
-    for name, c in (("forward", forward), ("backward", backward), ("optimizer", step)):
-        print(f"{name:9s} {sum(c.counts.values()):5d}  " + ", ".join(f"{k} {v}" for k, v in c.counts.most_common(8)))
+    passes = {"forward": forward.counts, "backward": backward.counts, "optimizer": step.counts}
+    for name, counts in passes.items():
+        print(f"{name:9s} {sum(counts.values()):5d}  " + ", ".join(f"{k} {v}" for k, v in counts.most_common(8)))
+    if args.out:
+        record = {"commit": commit, "machine": machine_name("cpu"), "size": args.size, "levels": args.levels,
+                  "quality": args.quality, "gpu_path": args.gpu_path,
+                  **{name: {"total": sum(c.values()), "ops": dict(c.most_common())} for name, c in passes.items()}}
+        with args.out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
