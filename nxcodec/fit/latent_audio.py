@@ -41,7 +41,7 @@ RATE_MARGIN = 0.9
 # the log, and a plane over its share costs its clip a second fit.
 RATE_FIRST = 0.8
 NET_BITS_PER_PARAMETER = 8.5  # a plane's coded networks and header, per parameter (7.2 to 9.2 on those fits)
-RATE_UNDER = 0.85  # a plane coded under this part of its share is fitted on at a lower lambda
+RATE_UNDER = 0.65  # a plane coded under this part of its share is fitted on at a lower lambda
 REFIT_ITERS = 0.25  # a continued fit runs this part of the first fit's iterations
 REFIT_LR = 0.3  # at this part of its learning rates
 RATE_AIM = 0.95  # a continued fit aims its plane at this part of its share
