@@ -2,18 +2,22 @@
 
 The raw clip is laid out as a (rows, 1024) raster plane (consecutive samples along a
 row); the MDCT plane is frames x 1024 coefficients (hop 1024). Both are fitted for 300
-iterations at one lambda on the first 3 s and coded by the format 4 plane coder; the
-rate counts the plane's whole body.
+iterations at one lambda on the first 3 s and coded by the audio plane coder; the
+rate counts the plane's whole body. ``--out`` appends one JSON line per plane, with the
+commit and the machine.
 
-    python bench/audio_raw_vs_mdct.py siren_gt_bach 1.6e-4
+    python bench/audio_raw_vs_mdct.py siren_gt_bach 1.6e-4 --out results.jsonl
 """
-import sys
+import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import code_audio_plane
 from nxcodec.latent import mdct
@@ -21,7 +25,12 @@ from nxcodec.latent.stream import LatentConfig
 
 
 def main() -> None:
-    clip, lam = sys.argv[1], float(sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("clip", help="a clip of ../shared/data/audio, without .wav")
+    ap.add_argument("lam", type=float, help="the fit's lambda")
+    ap.add_argument("--out", type=Path, help="append one JSON line per plane to this file")
+    args = ap.parse_args()
+    clip, lam, commit = args.clip, args.lam, git_commit()
     x, sr = sf.read(f'../shared/data/audio/{clip}.wav', dtype='float64')
     x = x[: 3 * sr]
     for kind in ("raw", "mdct"):
@@ -40,7 +49,13 @@ def main() -> None:
         vals = c.samples
         y = vals.reshape(-1)[: len(x)] if kind == "raw" else np.concatenate([mdct.Inverse(1024).push(vals)])[: len(x)]
         mse = np.mean((np.clip(y, -1, 1) - x) ** 2)
-        print(clip, kind, f"lam {lam}: {8*len(c.data)/3/1000:.2f} kbps PSNR {10*np.log10(4/mse):.2f} dB ({time.time()-t:.0f}s)", flush=True)
+        kbps, psnr, seconds = 8 * len(c.data) / 3 / 1000, 10 * np.log10(4 / mse), time.time() - t
+        print(clip, kind, f"lam {lam}: {kbps:.2f} kbps PSNR {psnr:.2f} dB ({seconds:.0f}s)", flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps({"clip": clip, "plane": kind, "lam": lam, "iters": 300, "seconds_of_audio": 3,
+                                    "kbps": kbps, "psnr": psnr, "fit_and_code_s": seconds, "commit": commit,
+                                    "machine": machine_name("cpu")}) + "\n")
 
 
 if __name__ == "__main__":
