@@ -17,7 +17,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np, torch
 from nxcodec.bench.audio import load_clip
-from nxcodec.bench.results import git_commit
+from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import latent_audio, latent_code, presets, rate_model
 from nxcodec.fit.latent import LatentModel, fit
 from nxcodec.latent import audio
@@ -32,7 +32,7 @@ def main() -> None:
     A = for_name("audio")
     DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "audio"  # ../shared/data/audio
     preset = presets.AUDIO_LATENT_PRESETS[5]
-    commit = git_commit()
+    commit, machine = git_commit(), machine_name("cpu")
     for name in clips:
         sig = load_clip(DATA / f"{name}.wav", seconds)
         d = latent_audio.descriptor_for(sig.descriptor, sig.data)
@@ -69,7 +69,8 @@ def main() -> None:
                    "kbps": 8 * len(data) * d.sample_rate / d.frames / 1000, "psnr": m["psnr"], "seg_snr": m["seg_snr"],
                    "model_kbps": model_bits * d.sample_rate / d.frames / 1000, "params": params,
                    "cost": mse + lam * 8 * len(data) / (d.frames * d.channels), "optimizer": optimizer,
-                   "fit_s_all_lams": fit_s, "code_s": code_s, "commit": commit}
+                   "fit_s_all_lams": fit_s, "code_s": code_s, "commit": commit,
+                   "machine": machine}
             print(json.dumps(row), flush=True)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
