@@ -135,7 +135,7 @@ def _read_prefix(data: bytes) -> tuple[_Reader, int, bytes, int]:
                           f"nxcodec.decoder)")
     if version < 1:
         raise StreamError(f"unknown stream version {version}")
-    if len(data) < _PREFIX.size + 4 or zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
+    if len(data) < _PREFIX.size + 4 or zlib.crc32(memoryview(data)[:-4]) != _U32.unpack(data[-4:])[0]:
         raise StreamError("stream is corrupt or truncated (CRC mismatch)")
     if modality not in MODALITIES_OF_VERSION[version]:
         raise StreamError(f"a version {version} stream cannot hold modality {modality}")

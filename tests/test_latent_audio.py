@@ -117,6 +117,15 @@ def test_the_cli_decoder_writes_audio_segment_by_segment_never_holding_the_clip(
     assert np.array_equal(got, whole)
 
 
+def test_the_planes_of_a_decoded_stream_hold_views_of_it_not_copies():
+    _, data, _ = random_stream()
+    bodies = audio.read_header(data).bodies
+    assert len(bodies) == 6
+    for body in bodies:  # a long clip's decode holds the stream once, not once more in its planes
+        assert isinstance(body.payload, memoryview) and body.payload.obj is data
+    assert sum(len(b.payload) for b in bodies) < len(data)
+
+
 def test_an_error_in_a_later_segment_leaves_no_output(tmp_path, monkeypatch):
     _, data, _ = random_stream()
     (tmp_path / "a.nxc").write_bytes(data)

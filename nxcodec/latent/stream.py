@@ -240,7 +240,7 @@ class Body:
 
     config: LatentConfig
     table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
-    payload: bytes
+    payload: bytes | memoryview  # a decoded stream's is a view into it: its planes hold no copy of it
     escape: bool = True  # residuals at a table's edge are followed by escapes (version 6)
     scales: tables.ScaleSet = tables.FINE  # the latent tables (the finer set from version 9)
 
@@ -283,7 +283,8 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     pos += 4
     if pos + length > end:
         raise StreamError("payload length exceeds the stream")
-    return Body(config, table, data[pos : pos + length], version >= ESCAPE_VERSION, scales_of(version)), pos + length
+    payload = memoryview(data)[pos : pos + length]
+    return Body(config, table, payload, version >= ESCAPE_VERSION, scales_of(version)), pos + length
 
 
 # The coder's models are the latent tables (``scales.n`` of them), then an escape's bit length (model
@@ -416,7 +417,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
 
 def check_crc(data: bytes) -> None:
     """The last four bytes are the CRC-32 of everything before them."""
-    if len(data) < 4 or zlib.crc32(data[:-4]) != _U32.unpack(data[-4:])[0]:
+    if len(data) < 4 or zlib.crc32(memoryview(data)[:-4]) != _U32.unpack(data[-4:])[0]:
         raise StreamError("stream is corrupt or truncated (CRC mismatch)")
 
 
