@@ -6,7 +6,8 @@ with a short fit (``--iters``) and ``nxcodec decode`` in child processes, and re
 one's wall time and peak resident memory, the decoder's real-time factor, the sizes and
 the stream version. Fitting is cut short on purpose: what is measured is everything
 around the fit (MDCT, coding, the stream written and decoded), and whether memory grows
-with the clip.
+with the clip. ``--iters 0`` runs the presets' fit instead, a user's encode (with
+``--kbps``, under a rate target): how long a one-minute clip takes on a GPU.
 
 ``--decode-segments`` (comma-separated counts) adds decode-only rows: a mono 44.1 kHz
 stream of that many 12-second segments, every plane the same coded body (a 7-level
@@ -16,6 +17,7 @@ than 2^27 samples: 256 segments and up).
 
     python bench/audio_long.py --seconds 60,300,900 --iters 1 --decode-segments 24,300 \
         --out bench/results/audio_long_cpu_v10.json
+    python bench/audio_long.py --seconds 60 --iters 0 --kbps 32 --device cuda --out OUT.json
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import soundfile as sf
 
 from nxcodec.bench.results import git_commit, machine_name
+from nxcodec.signals.audio import audio_metrics
 
 POLL = 0.05  # seconds between memory samples
 
@@ -90,6 +93,13 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return seconds, peak / 2**20
 
 
+def quality(original: Path, decoded: Path) -> dict[str, float]:
+    """PSNR (peak-to-peak 2), SNR and segmental SNR of the decoded clip, in dB."""
+    a, b = (sf.read(str(p), dtype="float64", always_2d=True)[0] for p in (original, decoded))
+    m = audio_metrics(a, b)
+    return {"psnr_db": m["psnr"], "snr_db": m["snr"], "seg_snr_db": m["seg_snr"]}
+
+
 def synthetic_stream(segments: int) -> bytes:
     """A mono 44.1 kHz latent audio stream of ``segments`` equal segments, every plane one fixed coded body."""
     from nxcodec.fit.latent_code import quantize_networks
@@ -117,9 +127,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", default="120", help="Clip lengths in seconds, comma-separated [120].")
     ap.add_argument("--rate", type=int, default=44100, help="Sample rate [44100].")
-    ap.add_argument("--iters", type=int, default=3, help="Fitting iterations (kept short on purpose) [3].")
-    ap.add_argument("--quality", type=int, default=5, help="nxcodec quality (no rate target: a 3-iteration fit "
-                    "cannot meet one, its context model has not learnt to predict small scales yet) [5].")
+    ap.add_argument("--iters", type=int, default=3, help="Fitting iterations (kept short on purpose); 0: the "
+                    "presets' own, what a user's encode runs [3].")
+    ap.add_argument("--quality", type=int, default=5, help="nxcodec quality, when no --kbps is given [5].")
+    ap.add_argument("--kbps", type=float, default=None, help="Rate target instead of --quality (a fit of a few "
+                    "iterations cannot meet one: its context model has not learnt to predict small scales yet).")
     ap.add_argument("--device", default="cpu", help="Fitting device [cpu].")
     ap.add_argument("--decode-segments", default="", help="Decode-only rows: synthetic streams of this many "
                     "12 s segments, comma-separated [none].")
@@ -127,13 +139,15 @@ def main() -> None:
     args = ap.parse_args()
     commit = git_commit()
     nx = [sys.executable, "-m", "nxcodec"]
+    target = ["--quality", str(args.quality)] if args.kbps is None else ["--kbps", str(args.kbps)]
+    iters = ["--iters", str(args.iters)] if args.iters else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         wav, nxc, dec = Path(tmp) / "long.wav", Path(tmp) / "long.nxc", Path(tmp) / "long.decoded.wav"
         for seconds in (float(x) for x in args.seconds.split(",") if x):
             sf.write(wav, clip(seconds, args.rate), args.rate, subtype="PCM_16")
-            enc_s, enc_mb = run(nx + ["encode", str(wav), "-o", str(nxc), "--quality", str(args.quality), "--iters",
-                                      str(args.iters), "--device", args.device, "--force"])
+            enc_s, enc_mb = run(nx + ["encode", str(wav), "-o", str(nxc), *target, *iters, "--device", args.device,
+                                      "--force"])
             dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec), "--force"])
             rows.append({
                 "kind": "encode+decode", "seconds": seconds, "rate": args.rate, "channels": 2,
@@ -141,6 +155,7 @@ def main() -> None:
                 "kbps": 8 * nxc.stat().st_size / seconds / 1000, "wav_bytes": wav.stat().st_size,
                 "encode_seconds": enc_s, "encode_peak_mb": enc_mb, "decode_seconds": dec_s, "decode_peak_mb": dec_mb,
                 "decode_realtime_factor": seconds / dec_s, "decoded_frames": sf.info(str(dec)).frames,
+                **quality(wav, dec),
             })
             print(json.dumps(rows[-1]), flush=True)
         wav.unlink(missing_ok=True)
@@ -155,8 +170,8 @@ def main() -> None:
                          "decoded_frames": frames})
             print(json.dumps(rows[-1]), flush=True)
             dec.unlink()
-    result = {"machine": machine_name(args.device), "commit": commit, "iters": args.iters, "quality": args.quality,
-              "runs": rows}
+    result = {"machine": machine_name(args.device), "commit": commit, "iters": args.iters or "presets'",
+              **({"quality": args.quality} if args.kbps is None else {"kbps_target": args.kbps}), "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
