@@ -145,8 +145,8 @@ def test_what_misses_a_rate_target_is_refitted_one_quality_lower_until_quality_1
 def test_a_miss_steps_down_as_far_as_its_overshoot_calls_for():
     from nxcodec.fit import presets
 
-    table = presets.LATENT_PRESETS  # typical bpp 0.085, 0.14, 0.18, 0.30, 0.50, 0.75, 1.00, ...
-    assert presets.quality_after_miss(table, 7, 4.03) == 3  # 1.00 / 4.03 = 0.25 bpp: quality 3 (0.18)
+    table = presets.LATENT_PRESETS  # typical bpp 0.043, 0.13, 0.31, 0.47, 0.70, 1.01, 1.41, ...
+    assert presets.quality_after_miss(table, 7, 4.03) == 3  # 1.41 / 4.03 = 0.35 bpp: quality 3 (0.31)
     assert presets.quality_after_miss(table, 5, 1.1) == 4  # a near miss: one lower
     assert presets.quality_after_miss(table, 5, 1.0001) == 4  # never the same quality again
     assert presets.quality_after_miss(table, 5, 50.0) == 1
