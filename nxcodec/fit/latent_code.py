@@ -407,8 +407,7 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
     for 4000 iterations lost 0.74 dB to a float precision that a band of 128 rows had scored best), and the search
     costs a fraction of a second per image, against minutes of fitting."""
     def measure(grids: list[np.ndarray], coded: Tensors) -> tuple[np.ndarray, float]:
-        values = synthesize(grids, stream.float_synthesis(coded), d.channels)[0]
-        samples = imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels)
+        samples = stream.image_samples(d, grids, stream.float_synthesis(coded))[0]
         mse = float(np.mean((samples.astype(np.float64) - original.astype(np.float64)) ** 2)) / d.peak**2
         return samples, mse
 

@@ -506,11 +506,16 @@ def decode_latents(data: bytes) -> LatentImage:
     return LatentImage(h.descriptor, h.config, tensors, grids)
 
 
+def image_samples(d: ImageDescriptor, grids: list[np.ndarray], syn: Synthesis) -> tuple[np.ndarray, np.ndarray]:
+    """The stored samples ``(H, W, C)`` of an image's latents and each pixel's expert ``(H, W)``: synthesized in
+    binary32, or binary64 for 16 bits per sample, whose step binary32's rounding would move (SPEC.md 9.7)."""
+    values, choice = synthesize(grids, syn, d.channels, np.float64 if d.bit_depth == 16 else np.float32)
+    return imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels), choice.reshape(d.height, d.width)
+
+
 def reconstruct(image: LatentImage) -> tuple[np.ndarray, np.ndarray]:
     """The decoded image ``(H, W, C)`` and each pixel's expert ``(H, W)``."""
-    d = image.descriptor
-    values, choice = synthesize(image.grids, float_synthesis(image.tensors), d.channels)
-    return imagefile.to_samples(d, values).reshape(d.height, d.width, d.channels), choice.reshape(d.height, d.width)
+    return image_samples(image.descriptor, image.grids, float_synthesis(image.tensors))
 
 
 def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:

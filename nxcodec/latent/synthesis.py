@@ -1,4 +1,4 @@
-"""From decoded latents to pixels, in float32 numpy (SPEC.md section 9.8).
+"""From decoded latents to pixels, in float numpy (SPEC.md section 9.7).
 
 Every grid is brought to full resolution by repeated 2x upsampling with one learned
 4-tap filter (mirrored for the odd phase, edges replicated), the grids are stacked as
@@ -101,8 +101,8 @@ def synthesize(grids: list[np.ndarray], syn: Synthesis, channels: int,
                dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Network outputs ``(rows * cols, channels)`` in raster order, and each pixel's expert.
 
-    Images are synthesized in binary32 (SPEC.md 9.7), audio planes in binary64 (10.3): a
-    16-bit sample step is too fine for binary32's rounding to leave samples unchanged.
+    8-bit images are synthesized in binary32 (SPEC.md 9.7), 16-bit images and audio planes in binary64 (9.7,
+    10.3): a 16-bit sample step is too fine for binary32's rounding to leave samples unchanged.
     """
     rows, cols = grids[0].shape
     n = rows * cols

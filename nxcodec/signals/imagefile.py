@@ -53,8 +53,9 @@ def unpack(data: bytes) -> ImageDescriptor:
 
 
 def to_samples(d: ImageDescriptor, values: np.ndarray) -> np.ndarray:
-    """Network outputs in [-1, 1] to stored samples: ``round((clip(v) + 1) * peak / 2)``, half to even."""
-    v = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * (d.peak / 2.0))
+    """Network outputs in [-1, 1] to stored samples: ``round((clip(v) + 1) * peak / 2)`` in binary64, half to even
+    (SPEC.md 7: binary32 arithmetic here would round some 16-bit samples the other way)."""
+    v = np.rint((np.clip(np.asarray(values, dtype=np.float64), -1.0, 1.0) + 1.0) * (d.peak / 2.0))
     return v.astype(np.uint8 if d.bit_depth == 8 else np.uint16)
 
 
