@@ -287,6 +287,21 @@ def test_conformance_streams_decode_to_their_integers_experts_and_pixels(case):
     assert list(decoded.shape) == case["shape"] and diff.max() <= 1 and np.mean(diff > 0) <= 0.005
 
 
+def test_samples_are_rounded_in_binary64_and_16_bit_images_synthesized_in_it(monkeypatch):
+    """SPEC.md 9.7: binary32 arithmetic would round about one 16-bit sample in 800 the other way, and binary32
+    synthesis differences between machines move about one in 250; 8-bit images stay in binary32."""
+    from nxcodec.signals.imagefile import ImageDescriptor, to_samples
+
+    v = np.array([[0.34012371301651]], dtype=np.float32)  # (v + 1) x 32767.5 is 43912 in binary32 arithmetic
+    assert to_samples(ImageDescriptor(1, 1, 1, 16), v).item() == round((float(v[0, 0]) + 1) * 32767.5) == 43913
+    dtypes = []
+    real = stream.synthesize
+    monkeypatch.setattr(stream, "synthesize", lambda *a: dtypes.append(a[3]) or real(*a))
+    for name in ("gray16_k3_21x17.nxc", "gray_k1_37x29.nxc"):
+        stream.decode((CONFORMANCE / "v9" / "image" / name).read_bytes())
+    assert dtypes == [np.float64, np.float32]
+
+
 DECODE_SCRIPT = """
 import sys, hashlib
 sys.modules['torch'] = None  # import torch fails, as on a machine without it
