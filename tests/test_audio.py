@@ -8,6 +8,7 @@ import os
 import struct
 import zlib
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from nxcodec.errors import InputError, StreamError
 from nxcodec.model import ModelConfig
 from nxcodec.signals import for_name
 from nxcodec.signals import audio as audio_mod
+from nxcodec.signals.audiofile import FORMATS, quantize_samples, write
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT.parent / "shared" / "data" / "audio"
@@ -133,8 +135,29 @@ def test_round_trip_preserves_rate_channels_and_format(tmp_path, rate, channels,
     audio.write(desc.descriptor, decoded, out)
     a, b = sf.info(str(path)), sf.info(str(out))
     assert (b.frames, b.samplerate, b.channels, b.subtype) == (a.frames, a.samplerate, a.channels, a.subtype)
-    back, _ = sf.read(str(out), dtype="float32", always_2d=True)
+    back, _ = sf.read(str(out), dtype="float64", always_2d=True)
     np.testing.assert_array_equal(back, decoded)  # the WAV holds the decoded samples exactly
+
+
+@pytest.mark.parametrize("sample_format", [0, 1, 2, 3])
+def test_pcm_files_hold_the_integers_of_the_spec(tmp_path, sample_format):
+    """SPEC.md 2a: a PCM sample is clip(round(clip(v, -1, 1) x 2^(b-1)), -2^(b-1), 2^(b-1) - 1), rounding half to
+    even. For 32-bit PCM the integers need more than binary32's 24-bit significand (0.3 x 2^31 = 644245094.4 is
+    644245120 in binary32)."""
+    bits = FORMATS[sample_format][1]
+    v = np.array([0.3, -0.7, 1 / 3, -1 / 3, 0.123456789, 0.5 / (1 << (bits - 1)), 1.5 / (1 << (bits - 1)),
+                  1.0, -1.0, 1.7, -2.0, 0.9999999999, -0.9999999999, 0.0])
+    half = 1 << (bits - 1)
+    expected = []
+    for x in v.tolist():  # exact integer arithmetic: x is a binary64, x * 2^(b-1) exact as a fraction
+        t = Fraction(min(max(x, -1.0), 1.0)) * half
+        expected.append(min(max(round(t), -half), half - 1))  # Python's round is half to even
+    samples = quantize_samples(v[:, None], sample_format)
+    path = tmp_path / "pcm.wav"
+    write(len(v), 1, 8000, sample_format, samples, path)
+    back, _ = sf.read(str(path), dtype="int32", always_2d=True)  # soundfile left-aligns every PCM in int32
+    assert (back[:, 0].astype(np.int64) >> (32 - bits)).tolist() == expected
+    np.testing.assert_array_equal(samples[:, 0].astype(np.float64) * half, expected)  # what decode returns, exactly
 
 
 @pytest.mark.parametrize("fmt,subtype,expected", [("FLAC", "PCM_24", "PCM_24"), ("OGG", "VORBIS", "PCM_16"),

@@ -237,15 +237,15 @@ class DecodedClip:
     header: AudioHeader
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """The samples ``(n, channels)``, float32 on the sample format's grid, one segment at a time."""
+        """The samples ``(n, channels)`` on the sample format's grid, a segment at a time."""
         fmt = self.header.descriptor.sample_format
         for block in decode_blocks(self.header):
             yield audiofile.quantize_samples(block, fmt)
 
     def array(self) -> np.ndarray:
-        """The whole clip ``(frames, channels)`` in float32."""
+        """The whole clip ``(frames, channels)``, as :meth:`blocks`."""
         d = self.header.descriptor
-        out = np.empty((d.frames, d.channels), dtype=np.float32)
+        out = np.empty((d.frames, d.channels), dtype=audiofile.sample_dtype(d.sample_format))
         pos = 0
         for block in self.blocks():
             out[pos : pos + len(block)] = block
@@ -260,7 +260,7 @@ def decode_streamed(data: bytes) -> tuple[AudioLatentDescriptor, DecodedClip]:
 
 
 def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
-    """A latent audio stream to its descriptor and samples ``(frames, channels)`` (float32 on the format's grid)."""
+    """A latent audio stream to its descriptor and samples ``(frames, channels)`` on the format's grid."""
     d, clip = decode_streamed(data)
     return d, clip.array()
 

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 MAX_FRAMES = 1 << 27  # about 50 minutes at 44.1 kHz; the decoder refuses more before allocating
-MAX_SAMPLES = 1 << 27  # frames x channels: the decoded array stays below 512 MiB of float32
+MAX_SAMPLES = 1 << 27  # frames x channels: a decoded array of at most 512 MiB (1 GiB for 32-bit PCM, held in binary64)
 # Latent audio version 10 (SPEC.md section 16) is written and read segment by segment, never held whole: a clip
 # may be as long as its u32 frame count says (27 hours at 44.1 kHz), up to 2^33 samples in all (27 hours of stereo).
 LONG_MAX_FRAMES = (1 << 32) - 1
@@ -27,19 +27,27 @@ EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")  # what the enco
 FORMATS = {0: ("PCM_16", 16), 1: ("PCM_24", 24), 2: ("PCM_32", 32), 3: ("PCM_U8", 8), 4: ("FLOAT", 0), 5: ("DOUBLE", 0)}
 
 
+def sample_dtype(sample_format: int) -> np.dtype:
+    """The float type that holds every value of a sample format exactly: binary32 has a 24-bit
+    significand, enough for PCM up to 24 bits and for the float formats (SPEC.md 2a rounds them
+    to binary32); 32-bit PCM needs binary64."""
+    return np.dtype(np.float64 if FORMATS[sample_format][1] == 32 else np.float32)
+
+
 def quantize_samples(values: np.ndarray, sample_format: int) -> np.ndarray:
-    """Float samples to the values the format can hold, as float32 in [-1, 1] (SPEC.md, modality 2)."""
+    """Float samples to the values the format can hold, in [-1, 1] (SPEC.md, modality 2), as
+    :func:`sample_dtype`: exact, so :func:`to_int` gives back the format's integers."""
     bits = FORMATS[sample_format][1]
     v = np.clip(values, -1.0, 1.0)
     if bits == 0:
         return v.astype(np.float32)
     scale = float(1 << (bits - 1))
     q = np.clip(np.rint(np.asarray(v, dtype=np.float64) * scale), -scale, scale - 1)
-    return (q / scale).astype(np.float32)
+    return (q / scale).astype(sample_dtype(sample_format))
 
 
 def to_int(array: np.ndarray, bits: int) -> np.ndarray:
-    """float32 samples on the format's grid to the integers soundfile writes exactly."""
+    """Samples on the format's grid (from :func:`quantize_samples`) to the integers soundfile writes exactly."""
     scale = float(1 << (bits - 1))
     q = np.clip(np.rint(array.astype(np.float64) * scale), -scale, scale - 1)
     if bits == 16:
