@@ -87,7 +87,7 @@ def test_the_decoder_rebuilds_every_plane_and_joins_segments_like_the_encoder(st
                        refine_width=0, lanes_log2=1)
     data, values = random_planes(3, d, cfg)
     header = audio.read_header(data)
-    assert len(header.bodies) == len(d.segments()) * 2 == 6
+    assert len(header.bodies) == d.segment_count * 2 == 6
     for (rows, cols, body), want in zip(header.planes(), values):
         assert np.allclose(audio.plane_values(body, rows, cols), want, rtol=0, atol=1e-12)
     decoded = decode_stream(data)[1]
@@ -113,7 +113,7 @@ def test_the_cli_decoder_writes_audio_segment_by_segment_never_holding_the_clip(
     run = CliRunner().invoke(main, ["decode", str(tmp_path / "a.nxc"), "-o", str(tmp_path / "a.wav")])
     assert run.exit_code == 0, run.output
     got, rate = sf.read(tmp_path / "a.wav", dtype="float32")
-    assert rate == 8000 and got.shape == (1500, 2) and len(d.segments()) == 3
+    assert rate == 8000 and got.shape == (1500, 2) and d.segment_count == 3
     assert np.array_equal(got, whole)
 
 
@@ -284,7 +284,7 @@ def test_descriptor_layout_segments_and_stereo_coding():
     clip = AUDIO.from_array(tones(3.0, 44100, 2), 44100)
     d = latent_audio.descriptor_for(clip.descriptor, clip.data)
     assert (d.hop, d.stereo) == (1024, audio.STEREO_MID_SIDE)  # two near copies: the side is tiny
-    assert d.segments() == [(0, mdct.frame_count(clip.descriptor.frames, 1024))]
+    assert list(d.segments()) == [(0, mdct.frame_count(clip.descriptor.frames, 1024))]
     apart = np.stack([clip.data[:, 0], np.random.default_rng(0).normal(0, 0.1, len(clip.data))], axis=1)
     assert latent_audio.stereo_for(apart) == audio.STEREO_NONE  # unrelated channels: mixing them only costs
     d = latent_audio.descriptor_for(clip.descriptor, clip.data, segment_coefficients=1 << 15)  # 32 frames at most
@@ -312,9 +312,9 @@ def test_segment_seams_do_not_click(monkeypatch):
     signal = AUDIO.from_array(x, 8000)
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=120, device="cpu", seed=0))
     d = audio.read_header(res.data).descriptor
-    assert len(d.segments()) >= 4
+    assert d.segment_count >= 4
     err = (decode_stream(res.data)[1][:, 0] - x[:, 0]) ** 2
-    seams = [a * d.hop - d.hop for a, _ in d.segments()[1:]]  # the samples where two segments' frames overlap
+    seams = [a * d.hop - d.hop for a, _ in list(d.segments())[1:]]  # the samples where two segments' frames overlap
     near = np.concatenate([err[s - d.hop : s + d.hop] for s in seams])
     assert near.mean() < 3 * err.mean()
 
@@ -378,13 +378,34 @@ def test_corrupt_truncated_and_hostile_streams_are_refused(version, too_long):
             decode_stream(patched(**fields))
 
 
+def test_a_stream_declaring_millions_of_segments_is_refused_without_listing_them():
+    """A 26-hour clip of one-frame segments (2^26 of them per channel) declared in a stream of a few hundred bytes:
+    the segment count is arithmetic, so the refusal costs no memory in proportion to it."""
+    import tracemalloc
+
+    data = (CONFORMANCE / "v10" / "audio" / "stereo_ms_3segments_8khz.nxc").read_bytes()
+    at, size = stream.PREFIX.size, len(audio.pack(audio.read_header(data).descriptor))
+    d = audio.unpack(data[at : at + size], 10)
+    hostile = replace(d, frames=(1 << 32) - 1, hop_log2=mdct.MIN_HOP_LOG2, segment=1)
+    assert hostile.segment_count == -(-mdct.frame_count(hostile.frames, hostile.hop) // 1) > 1 << 26
+    bad = stream.with_crc(data[:at] + audio.pack(hostile) + data[at + size : -4])
+    tracemalloc.start()
+    try:
+        with pytest.raises(StreamError, match="truncated"):
+            decode_stream(bad)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
 @pytest.mark.parametrize("frames", [255, 5000, 5120])
 def test_planes_from_slices_of_the_clip_equal_the_whole_clips_transform(frames):
     x = np.random.default_rng(frames).normal(0, 0.1, (frames, 2)).astype(np.float32)
     d = audio.AudioLatentDescriptor(frames, 8000, 2, 4, 8, audio.STEREO_MID_SIDE, 5)
     whole = [mdct.forward(c, d.hop) for c in audio.mix([x[:, 0].astype(float), x[:, 1].astype(float)], d.stereo)]
     planes = latent_audio.planes_of(0, d)
-    assert len(planes) == 2 * len(d.segments())
+    assert len(planes) == 2 * d.segment_count
     for p in planes:
         a, b = p.frames
         assert np.allclose(latent_audio.coefficients(p, d, x), whole[p.channel][a:b], rtol=0, atol=1e-12)

@@ -286,7 +286,7 @@ def _rate_plan(modality, signals_: list, descs: list[AudioLatentDescriptor], pla
     for clip in sorted({p.clip for p in planes}):
         d = descs[clip]
         own = [i for i, p in enumerate(planes) if p.clip == clip]
-        header = 8 * len(audio.write(d, [b""] * len(d.segments()) * d.channels))
+        header = 8 * len(audio.write(d, [b""] * d.segment_count * d.channels))
         allowed = modality.bits_allowed(signals_[clip].descriptor, rate) - header
         models = [rate_model.PlaneRate(coefficients(planes[i], d, signals_[clip].data)) for i in own]
         nets = [NET_BITS_PER_PARAMETER * sum(math.prod(s) for s in configs[planes[i].size].tensor_shapes(1).values())

@@ -55,16 +55,22 @@ class AudioLatentDescriptor:
     def subtype(self) -> str:
         return audiofile.FORMATS[self.sample_format][0]
 
-    def segments(self) -> list[tuple[int, int]]:
-        """MDCT frame ranges ``[start, stop)`` of the segments, in order."""
+    @property
+    def segment_count(self) -> int:
+        """How many segments the clip has: known from the descriptor alone, before any is listed."""
+        return -(-mdct.frame_count(self.frames, self.hop) // self.segment)
+
+    def segments(self) -> Iterator[tuple[int, int]]:
+        """MDCT frame ranges ``[start, stop)`` of the segments, in order, one at a time: a stream of a few
+        bytes may declare billions of them, so nothing lists them all."""
         total = mdct.frame_count(self.frames, self.hop)
-        return [(a, min(a + self.segment, total)) for a in range(0, total, self.segment)]
+        return ((a, min(a + self.segment, total)) for a in range(0, total, self.segment))
 
     def describe(self) -> str:
         coding = ", mid/side" if self.stereo == STEREO_MID_SIDE else ""
         return (f"audio {self.frames / self.sample_rate:.3f} s ({self.frames} frames) {self.sample_rate} Hz "
                 f"{audiofile.layout(self.channels)} {self.subtype}, MDCT hop {self.hop}{coding}, "
-                f"{len(self.segments())} segment(s) of {self.segment} MDCT frames")
+                f"{self.segment_count} segment(s) of {self.segment} MDCT frames")
 
 
 def pack(d: AudioLatentDescriptor) -> bytes:
@@ -130,7 +136,7 @@ def read_header(data: bytes) -> AudioHeader:
     """Parse and check every plane's config and table before anything is decoded."""
     d, pos = _prefix(data)
     end = len(data) - 4
-    planes = len(d.segments()) * d.channels
+    planes = d.segment_count * d.channels
     if planes * (LatentConfig.SIZE + 4) > end - pos:
         raise StreamError("stream is truncated (fewer bytes than its planes need)")
     bodies = []
@@ -225,7 +231,7 @@ def decode_blocks(header: AudioHeader) -> Iterator[np.ndarray]:
     d = header.descriptor
     joiner = Joiner(d)
     planes = header.planes()
-    for _ in d.segments():
+    for _ in range(d.segment_count):
         yield joiner.push([plane_values(body, rows, cols) for rows, cols, body in (next(planes) for _ in range(d.channels))])
 
 
@@ -268,7 +274,7 @@ def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
 def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:
     """An audio stream from its descriptor and the bodies of its planes, in stream order: version 9, or 10 for a
     clip beyond version 9's limits."""
-    if len(bodies) != len(d.segments()) * d.channels:
+    if len(bodies) != d.segment_count * d.channels:
         raise ValueError("one body per segment and channel is needed")
     desc = pack(d)
     version = version_for(d.frames, d.channels)
