@@ -233,7 +233,6 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray) -> Mesh:
     return Mesh(np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64))
 
 
-
 def check_resolution(resolution: int) -> None:
     """Refuse a marching-cubes resolution outside [MIN_RESOLUTION, MAX_RESOLUTION]."""
     if not isinstance(resolution, int) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
