@@ -124,6 +124,15 @@ def test_descriptor_and_section_count_are_checked_before_any_payload_is_decoded(
     assert "channels" in refused(container.write(container.Stream(2, bytes(bad), parsed.sections)))
 
 
+def test_the_sample_limit_counts_an_image_s_pixels_in_every_format():
+    """--max-pixels is pixels (SPEC.md section 1) whether the stream is a coordinate network or latent grids: an RGB
+    image of 48 x 32 decodes under a limit of 1536, not three times that."""
+    for name in ("v9/image/rgb_k2_refine_48x32.nxc", "v3/rgb_k2_refine_48x32.nxc"):
+        data = (CONFORMANCE / name).read_bytes()
+        assert "1536 samples, over" in refused(data, Limits(max_samples=1535))
+        assert decode_stream(data, limits=Limits(max_samples=1536))[1].shape == (32, 48, 3)
+
+
 def test_lowered_limits_refuse_conformance_streams_and_the_defaults_decode_them():
     image = (CONFORMANCE / "rgb_k4_24x16.nxc").read_bytes()
     assert decode_stream(image)[1].shape == (16, 24, 3)

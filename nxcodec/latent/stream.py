@@ -471,11 +471,12 @@ def read_header(data: bytes) -> Header:
 
 
 def work(data: bytes) -> tuple[int, float, float]:
-    """Samples, multiply-adds per pixel and in all that decoding the stream would take (header only)."""
+    """Samples held (pixels, as section 1 counts them for every image), multiply-adds per pixel and in all that
+    decoding the stream would take (header only)."""
     h = read_header(data)
     d = h.descriptor
     macs = h.config.mac_per_pixel(d.channels)
-    return d.width * d.height * d.channels, macs, macs * d.width * d.height
+    return d.width * d.height, macs, macs * d.width * d.height
 
 
 def describe_config(cfg: LatentConfig) -> str:
