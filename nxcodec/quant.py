@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nxcodec.entropy import MAX_SYMBOL, LaplacePrior, fit_prior
+from nxcodec.entropy import MAX_SYMBOL, fit_prior
 from nxcodec.steps import (MAX_STEP_CODE, STEP_MANTISSAS, QuantizedTensor, code_for_step, dequantize,  # noqa: F401
                            step_from_code)
 

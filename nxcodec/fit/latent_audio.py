@@ -1,4 +1,4 @@
-"""Encoding audio as format version 6 (the layout of version 4): MDCT planes fitted on latent grids, side by side.
+"""Encoding audio as format version 9 (the layout of version 4): MDCT planes fitted on latent grids, side by side.
 
 Every clip is cut into MDCT segments (``nxcodec.latent.audio``); each segment of each
 channel is a one-channel plane, fitted exactly like a latent image (``nxcodec.fit.latent``).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ from nxcodec.latent.audio import AudioLatentDescriptor
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals.audio import MetricSums
 from nxcodec.signals.audiofile import quantize_samples
+
+if TYPE_CHECKING:
+    from nxcodec.codec import EncodeOptions, EncodeResult
+    from nxcodec.signals.base import Modality, Signal
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
 RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes well under their share
@@ -243,8 +248,8 @@ def stream_metrics(data: bytes, original: np.ndarray) -> dict[str, float]:
     return sums.result()
 
 
-def encode_audio(modality, signals_: list, opts) -> list:
-    """Encode clips as version 6 streams; planes of one size are fitted side by side."""
+def encode_audio(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
+    """Encode clips as version 9 streams (10 past its limits); planes of one size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Coding fitted latent-grid signals (images as format version 6, the layout of version 3): quantize the networks,
+"""Coding fitted latent-grid signals (images as format version 9, the layout of version 3): quantize the networks,
 choose their precisions, write.
 
 Images are fitted by ``nxcodec.fit.latent_image`` (audio and shapes by their own modules),
@@ -400,7 +400,7 @@ def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: fl
 
 def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray], original: np.ndarray,
                  lam: float) -> PlaneSource:
-    """A fitted image as :func:`code_plane` codes it: whole version 6 streams, scored on their stored samples.
+    """A fitted image as :func:`code_plane` codes it: whole version 9 streams, scored on their stored samples.
 
     Its precisions are compared on the whole image, not on a band of rows (``crop`` is left unset): on a band the
     differences between precisions are not the image's (bench/precision_search.py: kodim01's 256x256 crop fitted

@@ -1,4 +1,4 @@
-"""Encoding images on latent grids (format version 6, the layout of version 3): fit side by side, code, report.
+"""Encoding images on latent grids (format version 9, the layout of version 3): fit side by side, code, report.
 
 Images of one size are fitted together (``nxcodec.fit.latent``), as many as a stack holds;
 each fitted image is then coded by ``nxcodec.fit.latent_code`` (network precisions chosen
@@ -10,6 +10,7 @@ missed it is fitted again at a lower quality (``presets.step_down``).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,9 +23,13 @@ from nxcodec.fit.latent_code import (SMALL_FIT, STACK_PIXELS_CPU, STACK_PIXELS_G
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals.imagefile import ImageDescriptor
 
+if TYPE_CHECKING:
+    from nxcodec.codec import EncodeOptions, EncodeResult
+    from nxcodec.signals.base import Modality, Signal
 
-def encode_images(modality, signals_: list, opts) -> list:
-    """Encode images as version 6 streams; same-sized images are fitted side by side."""
+
+def encode_images(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
+    """Encode images as version 9 streams; same-sized images are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

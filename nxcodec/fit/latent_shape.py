@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -38,6 +38,10 @@ from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.shape import ShapeLatentDescriptor
 from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
 from nxcodec.signals.base import Signal
+
+if TYPE_CHECKING:
+    from nxcodec.codec import EncodeOptions, EncodeResult
+    from nxcodec.signals.base import Modality
 
 BATCH_CPU = 1 << 14  # training samples per step
 BATCH_GPU = 1 << 17
@@ -193,7 +197,7 @@ def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occ
     return points[keep], targets[keep]
 
 
-def stack_shapes(modality, signals_: list, cfg: LatentConfig, preset: presets.ShapeLatentPreset, seed: int,
+def stack_shapes(modality: Modality, signals_: list[Signal], cfg: LatentConfig, preset: presets.ShapeLatentPreset, seed: int,
                  device: torch.device) -> tuple[ShapeModel, torch.Tensor, torch.Tensor, list[Occupancy]]:
     """Shapes of one grid size ready to be fitted side by side: a model whose coded latents are those around each
     shape's occupancy map and start from its distance, and as many training samples in occupied cells per shape
@@ -214,7 +218,7 @@ def stack_shapes(modality, signals_: list, cfg: LatentConfig, preset: presets.Sh
     return model.to(device), points, targets, occupancies
 
 
-def encode_shapes(modality, signals_: list, opts) -> list:
+def encode_shapes(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
     """Encode meshes as version 8 streams; shapes of one grid size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nxcodec.errors import InputError, StreamError
+
+if TYPE_CHECKING:
+    from nxcodec.signals.base import Modality
 
 
 _MODULES = {1: ("image", "ImageModality"), 2: ("audio", "AudioModality"), 3: ("shape", "ShapeModality")}

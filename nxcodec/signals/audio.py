@@ -17,7 +17,7 @@ import math
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +32,9 @@ from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, LONG_MAX_FRAMES, LON
                                        MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
                                        quantize_samples)
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
+
+if TYPE_CHECKING:
+    from nxcodec.codec import EncodeOptions, EncodeResult
 
 MAX_WINDOW = 1 << 16  # frames per section chosen by the encoder (1.49 s at 44.1 kHz)
 MAX_WINDOW_STREAM = 1 << 20  # the largest window a decoder accepts
@@ -198,7 +201,7 @@ class AudioModality(Modality):
             raise InputError(f"audio of {d.frames} frames x {d.channels} channels is longer than format {version} "
                              f"holds ({MAX_SAMPLES} samples); format {self.latent_format} holds it")
 
-    def encode_latent(self, signals_: list[Signal], opts) -> list:
+    def encode_latent(self, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
         from nxcodec.fit.latent_audio import encode_audio
 
         return encode_audio(self, signals_, opts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,6 +19,11 @@ from nxcodec.fit.presets import Shape
 from nxcodec.signals import imagefile
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
 from nxcodec.signals.imagefile import MAX_PIXELS, MAX_SIDE, ImageDescriptor
+
+if TYPE_CHECKING:
+    import torch
+
+    from nxcodec.codec import EncodeOptions, EncodeResult
 
 IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
 # Measured at equal parameter budgets (bench/param_split.py, bench/experts_count.py): on
@@ -56,7 +62,7 @@ class ImageModality(Modality):
     formats = (2, 9)  # 2: one coordinate network; 9: latent grids (bitstream/SPEC.md sections 9, 12, 15)
     latent_format = 9
 
-    def encode_latent(self, signals_: list[Signal], opts) -> list:
+    def encode_latent(self, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
         from nxcodec.fit.latent_image import encode_images
 
         return encode_images(self, signals_, opts)

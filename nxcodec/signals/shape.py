@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from nxcodec.signals.base import Field, Modality, Signal, evaluate
 from nxcodec.signals.meshfile import (DEFAULT_RESOLUTION, EXTENT, MAX_COORD, MAX_FACES, ShapeDescriptor,
                                       check_resolution, from_network, to_network)
 from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, face_geometry, sample_surface, shape_metrics
+
+if TYPE_CHECKING:
+    from nxcodec.codec import EncodeOptions, EncodeResult
 
 TRAIN_POINTS = 200_000  # the training set (and the "samples" the presets' budgets scale with)
 SURFACE_FRAC, NEAR_FRAC = 0.4, 0.4  # the rest is uniform in the cube
@@ -164,7 +167,7 @@ class ShapeModality(Modality):
     def default_format(self, d: ShapeDescriptor) -> int:
         return self.latent_format
 
-    def encode_latent(self, signals_: list[Signal], opts) -> list:
+    def encode_latent(self, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
         from nxcodec.fit.latent_shape import encode_shapes
 
         return encode_shapes(self, signals_, opts)
