@@ -11,6 +11,7 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
     python bitstream/make_conformance.py v9         # the version 9 image and audio streams, into conformance/v9/
     python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
+    python bitstream/make_conformance.py v9-audio NAME ...  # only these version 9 audio cases (e.g. a new one)
     python bitstream/make_conformance.py v10        # the version 9 audio streams as version 10, into conformance/v10/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
@@ -203,21 +204,28 @@ def latent_main() -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int]]:
-    """(name, clip, config, coefficients per segment): 8 kHz tones, mono whole and stereo in segments."""
+def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
+    """(name, clip, config, coefficients per segment, the input WAV's subtype): 8 kHz tones, mono whole, stereo in
+    segments, and three channels of 32-bit PCM (whose samples need binary64, SPEC.md 2a)."""
     t = np.arange(12000) / 8000
     partials = [0.2 / k * np.sin(2 * np.pi * 220 * k * t) * np.exp(-t / (0.5 + k)) for k in (1, 2, 3)]
     mono = (sum(partials[:2]) + 0.3 * partials[2] * (t > 0.7))[:8000, None]
     stereo = np.stack([sum(partials), 0.8 * sum(partials) - 0.3 * partials[2]], axis=1)  # correlated: mid/side
+    three = np.stack([sum(partials), partials[0] - partials[1], 0.5 * partials[2]], axis=1)[:4000]
     return [
-        ("mono_8khz_1s", mono, latent_config(levels=3, lanes_log2=0), 1 << 19),
+        ("mono_8khz_1s", mono, latent_config(levels=3, lanes_log2=0), 1 << 19, "PCM_16"),
         ("stereo_ms_3segments_8khz", stereo, latent_config(levels=3, n_experts=2, mgr_width=4, refine_width=2,
-                                                           lanes_log2=2), 1 << 12),
+                                                           lanes_log2=2), 1 << 12, "PCM_16"),
+        ("three_ch_pcm32_8khz", three, latent_config(levels=2, lanes_log2=1), 1 << 19, "PCM_32"),
     ]
 
 
-def audio_main() -> None:
-    """Regenerate the version 9 audio cases into conformance/v9/audio/."""
+def audio_main(only: list[str] | None = None) -> None:
+    """Regenerate the version 9 audio cases into conformance/v9/audio/ (``only``: just these, the others kept)."""
+    import tempfile
+
+    import soundfile as sf
+
     from nxcodec.fit import latent_audio
     from nxcodec.latent import audio
     from nxcodec.signals.audiofile import AudioFiles
@@ -225,12 +233,18 @@ def audio_main() -> None:
     out_dir = HERE / "v9" / "audio"
     out_dir.mkdir(parents=True, exist_ok=True)
     clips = for_name("audio")
-    manifest = []
-    for name, array, config, segment in audio_cases():
+    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
+    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
+    for name, array, config, segment, subtype in audio_cases():
+        if only and name not in only:
+            continue
         latent_audio.SEGMENT_COEFFICIENTS = segment
-        pcm = (np.clip(np.rint(array * 32768), -32768, 32767)).astype(np.int16)
-        res = encode_signal(clips, clips.from_array(pcm, 8000), EncodeOptions(iters=200, device="cpu", seed=7,
-                                                                               config=config, format=9))
+        bits = {"PCM_16": 16, "PCM_32": 32}[subtype]
+        pcm = np.clip(np.rint(array * 2.0 ** (bits - 1)), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        with tempfile.TemporaryDirectory() as tmp:  # through a file of these integers: the clip keeps its format
+            sf.write(Path(tmp) / "in.wav", pcm.astype(np.int16 if bits == 16 else np.int32), 8000, subtype=subtype)
+            signal = clips.read(Path(tmp) / "in.wav")
+        res = encode_signal(clips, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config, format=9))
         header = audio.read_header(res.data)
         descriptor, decoded = audio.decode(res.data)
         (out_dir / f"{name}.nxc").write_bytes(res.data)
@@ -374,6 +388,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["v9"]:
         latent_main()
         audio_main()
+    elif sys.argv[1:2] == ["v9-audio"]:
+        audio_main(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
         long_audio_main()
     elif sys.argv[1:] == ["v8"]:
