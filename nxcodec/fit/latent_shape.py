@@ -197,8 +197,8 @@ def occupied_samples(points: torch.Tensor, targets: torch.Tensor, occupancy: Occ
     return points[keep], targets[keep]
 
 
-def stack_shapes(modality: Modality, signals_: list[Signal], cfg: LatentConfig, preset: presets.ShapeLatentPreset, seed: int,
-                 device: torch.device) -> tuple[ShapeModel, torch.Tensor, torch.Tensor, list[Occupancy]]:
+def stack_shapes(modality: Modality, signals_: list[Signal], cfg: LatentConfig, preset: presets.ShapeLatentPreset,
+                 seed: int, device: torch.device) -> tuple[ShapeModel, torch.Tensor, torch.Tensor, list[Occupancy]]:
     """Shapes of one grid size ready to be fitted side by side: a model whose coded latents are those around each
     shape's occupancy map and start from its distance, and as many training samples in occupied cells per shape
     ((M, n, 3) points and (M, n, 1) targets on ``device``); with the maps."""
