@@ -10,14 +10,14 @@ import functools
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
 from nxcodec.decoder import decode_stream, decode_to_file, is_latent, output_kind
-from nxcodec.errors import InputError, NxcError
+from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory
 from nxcodec.limits import Limits
@@ -89,7 +89,30 @@ def rate_target(modality: signals.Modality, **targets: float | None) -> float | 
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """Click's group, with its usage errors (an unknown option, a value out of range, a missing argument) on one
+    line of stderr like every other error of the command line, instead of the usage text, a hint and the error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # no command: the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            _fail(f"{exc.format_message()}{where}", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nxcodec")
 def main() -> None:
     """nxcodec: compress a file by overfitting a mixture-of-experts neural network to it."""
@@ -99,24 +122,29 @@ def main() -> None:
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
 )
-force_option = click.option("--force", is_flag=True, help="Replace the output if it exists.")
+force_option = click.option("--force", is_flag=True, help="Replace the output if it exists [default: refuse].")
 
 
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(readable=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output .nxc [default: SOURCE's name plus .nxc, e.g. photo.png.nxc, as batch names them].")
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
-@click.option("--bpp", type=float, help="Rate target in bits per pixel (whole file, images); overrides --quality.")
-@click.option("--kbps", type=float, help="Rate target in kilobits per second (whole file, audio); overrides --quality.")
-@click.option("--kb", type=float, help="Size target in kilobytes (1000 bytes, whole file, shapes); overrides --quality.")
-@click.option("--iters", type=click.IntRange(min=1), help="Fitting iterations (overrides the preset's budget).")
+@click.option("--bpp", type=float,
+              help="Rate target in bits per pixel (whole file, images); overrides --quality [default: none].")
+@click.option("--kbps", type=float,
+              help="Rate target in kilobits per second (whole file, audio); overrides --quality [default: none].")
+@click.option("--kb", type=float,
+              help="Size target in kilobytes (1000 bytes, whole file, shapes); overrides --quality [default: none].")
+@click.option("--iters", type=click.IntRange(min=1),
+              help="Fitting iterations [default: the quality's preset, 1000 to 2000].")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
 @click.option("--format", "fmt", type=click.Choice(["2", "8", "9"]),
-              help="Stream version: the default codes latent grids (9: images, and MDCT planes for audio; 8: 3-D "
-                   "grids, an occupancy map and built-in context models for shapes); 2 writes coordinate networks. "
-                   "Older versions are read, not written.")
+              help="Stream version: 9 codes latent grids (images, and MDCT planes for audio), 8 3-D grids with an "
+                   "occupancy map and built-in context models (shapes), 2 coordinate networks. Older versions are "
+                   "read, not written [default: 9 for images, 8 for shapes, 9 for audio (10 past version 9's "
+                   "length); 2 for images under 4096 pixels and clips under a second].")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors
@@ -125,6 +153,8 @@ def encode(source: Path, output: Path | None, quality: int, bpp: float | None, k
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps, kb=kb)
     output = output or source.with_name(source.name + ".nxc")
+    if output.suffix.lower() != ".nxc":
+        raise OutputError(f"{output}: a stream is written as .nxc; name the output accordingly")
     check_writable(output, force)
     res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
                       progress=sys.stderr.isatty(), format=int(fmt) if fmt else None)
@@ -166,12 +196,14 @@ limit_options = [
 def _limits(max_samples: int | None, max_work: float | None, max_macs: int | None, max_faces: int | None,
             max_table_work: int | None) -> Limits:
     """The spec's decoding limits, lowered by the --max-* options given."""
+    if max_work is not None and not max_work >= 1:  # FloatRange lets NaN through
+        raise UsageError(f"--max-work must be a number of at least 1, not {max_work}")
     return Limits().lowered(max_samples=max_samples, max_work=None if max_work is None else int(min(max_work, 2.0**62)),
                             max_macs=max_macs, max_faces=max_faces, max_table_work=max_table_work)
 
 
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(readable=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output file; its extension by kind of stream: image .png; audio .wav; shape .ply or .obj or .stl "
                    "[default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
@@ -199,7 +231,7 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
 
 
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=click.Path(readable=False, path_type=Path))
 @user_errors
 def info(source: Path) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
@@ -282,16 +314,20 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
 
 
 batch_options = [
-    click.argument("src", type=click.Path(path_type=Path)),
+    click.argument("src", type=click.Path(readable=False, path_type=Path)),
     click.argument("dst", type=click.Path(path_type=Path)),
     click.option("--resume", is_flag=True, help="Finish an interrupted batch: skip verified outputs, redo the rest."),
-    click.option("--force", is_flag=True, help="Start over in a DST that already holds a batch."),
+    click.option("--force", is_flag=True,
+                 help="Start over in a DST that already holds a batch, and replace files in the way of its outputs "
+                      "[default: refuse both]."),
     click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Worker processes, all on --device."),
     device_option,
-    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers and --device)."),
+    click.option("--devices", help="One worker per device, e.g. cuda:0,cuda:1 (overrides --workers and --device) "
+                                   "[default: none]."),
     click.option("--ray", "ray_address", metavar="ADDRESS",
-                 help="Run on a Ray cluster: 'auto', an address, or 'local' for a local instance (pip install 'nxcodec[ray]')."),
+                 help="Run on a Ray cluster: 'auto', an address, or 'local' for a local instance "
+                      "(pip install 'nxcodec[ray]') [default: no Ray]."),
 ]
 
 

@@ -28,19 +28,27 @@ def read_stream(path: Path) -> bytes:
 
 
 def check_writable(path: Path, force: bool) -> None:
-    """Refuse early (before any work) an output that exists without ``force`` or has no folder."""
+    """Refuse early (before any work) an output that exists without ``force``, or whose folder is missing or
+    cannot be written in."""
     if path.is_dir():
         raise OutputError(f"{path}: is a directory")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists (use --force to replace it)")
     if not path.parent.exists():
         raise OutputError(f"{path.parent}: no such directory")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path.parent}: not a directory")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path.parent}: cannot write in this directory")
 
 
 def write_atomic(path: Path, writer: Callable[[Path], None], force: bool = False) -> None:
     """Call ``writer(tmp)`` to produce the file, then move it onto ``path`` in one step."""
     check_writable(path, force)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

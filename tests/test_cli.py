@@ -141,6 +141,14 @@ def test_corrupt_stream_fails_cleanly_and_leaves_nothing(tmp_path, nxc):
         (["decode", "fake.png"], "bad magic"),
         (["info", "fake.png"], "bad magic"),
         (["encode", "fake.png", "--device", "cuda:7"], ""),
+        (["encode", "fake.png", "--iters", "0"], "Invalid value for '--iters'"),
+        (["encode", "fake.png", "--no-such-option"], "No such option"),
+        (["encode"], "Missing argument 'SOURCE'"),
+        (["encode", "fake.png", "-o", "fake.png", "--force"], "a stream is written as .nxc"),
+        (["encode", "fake.png", "-o", "notes.txt/x.nxc"], "notes.txt: not a directory"),
+        (["decode", "missing.nxc", "--max-work", "nan"], "--max-work must be a number"),
+        (["batch", "missing", "notes.txt"], "not a directory"),
+        (["batch", ".", "notes.txt"], "notes.txt: cannot be the destination folder"),
     ],
 )
 def test_user_errors_are_one_line_on_stderr_with_status_2(tmp_path, args, message):
@@ -154,6 +162,38 @@ def test_user_errors_are_one_line_on_stderr_with_status_2(tmp_path, args, messag
     assert len(lines) == 1 and lines[0].startswith("nxcodec: error:")
     assert message in lines[0]
     assert "Traceback" not in proc.stderr
+    assert (tmp_path / "fake.png").read_bytes() == b"not really a png" and (tmp_path / "notes.txt").read_text() == "hello"
+
+
+def test_unreadable_inputs_and_unwritable_folders_are_one_line_before_any_work(tmp_path, nxc, png, monkeypatch):
+    """Simulated (the tests may run as root, who reads and writes anything): a file the user may not read, a
+    folder they may not write in."""
+    denied_read, denied_write = {nxc, png}, {tmp_path / "ro"}
+    (tmp_path / "ro").mkdir()
+    real_access, real_read = os.access, Path.read_bytes
+
+    def access(path, mode, *a, **k):
+        p = Path(path)
+        if (mode & os.R_OK and p in denied_read) or (mode & os.W_OK and p in denied_write):
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def read_bytes(self):
+        if self in denied_read:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    fitted = []
+    monkeypatch.setattr("nxcodec.cli.encode_file", lambda *a, **k: fitted.append(a))
+    for args, message in ((["info", nxc], "cannot read (Permission denied)"),
+                          (["decode", nxc, "-o", tmp_path / "x.png"], "cannot read (Permission denied)"),
+                          (["encode", png, "-o", tmp_path / "ro" / "x.nxc"], "ro: cannot write in this directory")):
+        res = run(*args)
+        assert res.exit_code == 2, res.output
+        assert message in res.output and "Usage" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not fitted and not list((tmp_path / "ro").iterdir())
 
 
 def test_outputs_get_the_usual_permissions(tmp_path, nxc):
