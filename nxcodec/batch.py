@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from nxcodec import signals
-from nxcodec.decoder import check_header
+from nxcodec.decoder import check_header, output_kind
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.io import write_atomic, write_bytes_atomic
 from nxcodec.limits import Limits
@@ -88,8 +88,14 @@ LOCK = ".nxcodec-batch.lock"
 
 
 def _walk(src: Path, dst: Path) -> Iterator[Path]:
+    """Every file under SRC, sorted, except under DST; a folder that cannot be read stops the run (``InputError``)
+    rather than leave its files out unnoticed."""
+
+    def refuse(exc: OSError) -> None:
+        raise InputError(f"{exc.filename}: cannot read this folder ({exc.strerror})")
+
     dst = dst.resolve()
-    for root, dirs, files in os.walk(src):
+    for root, dirs, files in os.walk(src, onerror=refuse):
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if (root_path / d).resolve() != dst)
         for name in sorted(files):
@@ -116,12 +122,39 @@ def decoded_name(rel: str, modality: signals.Modality) -> str:
 
 
 def decode_jobs(src: Path, dst: Path) -> list[Job]:
-    """Every ``.nxc`` under SRC; the output name is settled when the stream's modality is known."""
-    return [
-        Job(p, p.relative_to(src).as_posix(), dst / p.relative_to(src).as_posix())
-        for p in _walk(src, dst)
-        if p.suffix == NXC
-    ]
+    """Every ``.nxc`` under SRC, with its output named by the modality its header declares; a stream whose header
+    cannot be read keeps its own name as the output's, and fails when it is decoded."""
+    jobs = []
+    for p in _walk(src, dst):
+        if p.suffix != NXC:
+            continue
+        rel = p.relative_to(src).as_posix()
+        try:
+            name = decoded_name(rel, output_kind(p.read_bytes()))
+        except (NxcError, OSError):
+            name = rel
+        jobs.append(Job(p, rel, dst / name))
+    return jobs
+
+
+def unwritable(todo: list[Job], previous: dict[str, dict], force: bool) -> dict[int, str]:
+    """The jobs (by index) whose output must not be written, and why: a file there that this batch did not write
+    (without ``force``), or an output another job of the run also writes (``a.nxc`` and ``a.png.nxc`` both decode
+    to ``a.png``)."""
+    claimed: dict[Path, str] = {}
+    refused = {}
+    for i, job in enumerate(todo):
+        if job.output.suffix == NXC and job.source.suffix == NXC:
+            continue  # a stream whose header is unreadable: it fails when decoded and writes nothing
+        key = job.output.resolve()
+        ours = (previous.get(job.rel) or {}).get("output") == job.output.name
+        if key in claimed:
+            refused[i] = f"{job.output}: {claimed[key]} is decoded to the same file; rename one of them"
+        elif job.output.exists() and not (force or ours):
+            refused[i] = f"{job.output}: already exists (use --force to replace it)"
+        else:
+            claimed[key] = job.rel
+    return refused
 
 
 def _error_record(job: Job, exc: BaseException, t0: float, device: str) -> Record:
@@ -187,7 +220,7 @@ def decode_one(job: Job, device: str, limits: Limits | None = None) -> Record:
     t0 = time.perf_counter()
     try:
         decoded, array = decode_stream(job.source.read_bytes(), device, limits, streamed=True)
-        out = job.output.parent / Path(decoded_name(job.output.name, decoded.modality)).name
+        out = job.output
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, lambda tmp: decoded.modality.write(decoded.descriptor, array, tmp), force=True)
         return Record(job.rel, job.source.stat().st_size, out.name, out.stat().st_size, None, "", None,
@@ -273,9 +306,10 @@ def _run_in_worker(kind: str, jobs: list[Job], settings: EncodeSettings, limits:
     return process(kind, jobs, settings, _WORKER_DEVICE, limits)
 
 
-def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSettings,
+def _ray_task(kind: str, files: list[tuple[str, str, bytes]], settings: EncodeSettings,
               limits: Limits | None = None) -> list[tuple[bytes | None, dict]]:
-    """On a Ray worker: encode or decode a group of files' bytes; the output bytes and a partial record of each."""
+    """On a Ray worker: encode or decode a group of files (their names, their outputs' names and their bytes); the
+    output bytes and a partial record of each."""
     import tempfile
 
     import torch
@@ -283,11 +317,10 @@ def _ray_task(kind: str, files: list[tuple[str, bytes]], settings: EncodeSetting
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
-        for i, (name, payload) in enumerate(files):
+        for i, (name, out_name, payload) in enumerate(files):
             source = Path(tmp) / str(i) / Path(name).name
             source.parent.mkdir()
             source.write_bytes(payload)
-            out_name = source.name + NXC if kind == "encode" else source.name
             jobs.append(Job(source, name, source.parent / "out" / out_name))
             jobs[-1].output.parent.mkdir()
         out = []
@@ -316,7 +349,7 @@ def _run_on_ray(kind: str, todo: list[Job], settings: EncodeSettings, address: s
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3)(_ray_task)
     size = settings.group if kind == "encode" else 1
-    refs = {task.remote(kind, [(j.rel, j.source.read_bytes()) for j in group], settings, limits): group
+    refs = {task.remote(kind, [(j.rel, j.output.name, j.source.read_bytes()) for j in group], settings, limits): group
             for group in _chunks(todo, size)}
     pending = list(refs)
     while pending:
@@ -470,7 +503,12 @@ def run_batch(
         check_settings(settings, coding_workers)
     if not (isinstance(workers, int) and workers >= 1):
         raise UsageError(f"workers must be a positive integer, not {workers!r}")
-    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot be the destination folder ({exc.strerror})") from None
+    if not os.access(dst, os.W_OK | os.X_OK):
+        raise OutputError(f"{dst}: cannot write in this folder")
     with DestinationLock(dst):
         return _run_batch(kind, src, dst, settings, resume, force, device, devices, workers, on_record, on_start,
                           ray_address, limits, coding_workers)
@@ -493,11 +531,13 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
         check_resume_settings(previous, settings, dst)
     check = stream_is_valid if kind == "encode" else (lambda p: True)
     todo = [j for j in jobs if not is_done(j, previous.get(j.rel), check)]
+    skipped = len(jobs) - len(todo)
     if on_start:
         on_start(len(jobs), len(todo))
     t0 = time.perf_counter()
     done: dict[str, dict] = {j.rel: previous[j.rel] for j in jobs if j not in todo}
     ok = failed = 0
+    refused = unwritable(todo, previous, force)
 
     def land(record: Record) -> None:
         nonlocal ok, failed
@@ -506,6 +546,10 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
         ok, failed = (ok + 1, failed) if record.status == "ok" else (ok, failed + 1)
         if on_record:
             on_record(record)
+
+    for i in sorted(refused):
+        land(_error_record(todo[i], OutputError(refused[i]), t0, ""))
+    todo = [job for i, job in enumerate(todo) if i not in refused]
 
     if devices:
         device_list = devices
@@ -535,4 +579,4 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
                     for record in fut.result():
                         land(record)
     _write_summary(dst, list(done.values()))
-    return BatchSummary(len(jobs), len(jobs) - len(todo), ok, failed, time.perf_counter() - t0, list(done.values()))
+    return BatchSummary(len(jobs), skipped, ok, failed, time.perf_counter() - t0, list(done.values()))

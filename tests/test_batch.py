@@ -374,3 +374,59 @@ def test_coding_workers_out_of_range_are_refused_before_any_file(tmp_path):
         with pytest.raises(UsageError, match="coding workers"):
             run_batch("encode", src, dst, FAST, coding_workers=bad)
     assert not dst.exists()
+
+
+def test_batch_never_replaces_a_file_it_did_not_write_without_force(tmp_path):
+    import shutil
+
+    conformance = ROOT / "bitstream" / "conformance"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    shutil.copy(conformance / "rgb_k4_24x16.nxc", src / "a.png.nxc")
+    shutil.copy(conformance / "gray_k2_mgrenc_13x11.nxc", src / "b.nxc")
+    (dst / "a.png").write_bytes(b"MY PRECIOUS")  # the user's file, where a.png.nxc decodes to
+    summary = run_batch("decode", src, dst, device="cpu")
+    assert (summary.ok, summary.failed) == (1, 1)
+    assert (dst / "a.png").read_bytes() == b"MY PRECIOUS"
+    assert "already exists (use --force" in read_manifest(dst / "manifest.jsonl")["a.png.nxc"]["error"]
+    assert (dst / "b.png").is_file()
+    summary = run_batch("decode", src, dst, device="cpu", resume=True)  # its own b.png is not in the way
+    assert (summary.skipped, summary.failed) == (1, 1) and (dst / "a.png").read_bytes() == b"MY PRECIOUS"
+    summary = run_batch("decode", src, dst, device="cpu", force=True)
+    assert summary.ok == 2 and Image.open(dst / "a.png").size == (24, 16)
+
+
+def test_two_streams_that_decode_to_one_name_are_both_kept_apart(tmp_path):
+    import shutil
+
+    conformance = ROOT / "bitstream" / "conformance"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    shutil.copy(conformance / "rgb_k4_24x16.nxc", src / "a.nxc")
+    shutil.copy(conformance / "gray_k2_mgrenc_13x11.nxc", src / "a.png.nxc")  # both decode to a.png
+    summary = run_batch("decode", src, dst, device="cpu")
+    records = read_manifest(dst / "manifest.jsonl")
+    assert (summary.ok, summary.failed) == (1, 1)
+    assert "a.nxc is decoded to the same file" in records["a.png.nxc"]["error"]
+    assert Image.open(dst / "a.png").size == (24, 16)  # a.nxc's, not overwritten by the other
+
+
+def test_an_unusable_destination_or_an_unreadable_folder_is_one_line(tmp_path, monkeypatch):
+    from nxcodec import batch
+
+    src = tmp_path / "src"
+    make_tree(src, 1)
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(main, ["batch", str(src), str(tmp_path / "file"), "--iters", "5", "--device", "cpu"])
+    assert res.exit_code != 0 and "file: cannot be the destination folder" in res.output
+    assert "Traceback" not in res.output and (tmp_path / "file").read_text() == "x"
+
+    def unreadable(top, onerror):  # as os.walk reports a folder it may not list (root reads any, so simulated)
+        onerror(PermissionError(13, "Permission denied", str(Path(top) / "hidden")))
+        return iter(())
+
+    monkeypatch.setattr(batch.os, "walk", unreadable)
+    res = CliRunner().invoke(main, ["batch", str(src), str(tmp_path / "out"), "--iters", "5", "--device", "cpu"])
+    assert res.exit_code != 0 and "hidden: cannot read this folder (Permission denied)" in res.output
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
