@@ -289,7 +289,8 @@ def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, forc
             bar.update(1)
             bar.set_postfix_str(f"{rec.source} {rec.status}")
         elif rec.status != "ok":
-            click.echo(f"{rec.source}: {rec.error}", err=True)
+            named = rec.error.split(": ", 1)[0].endswith(rec.source)  # the reader's message names the file already
+            click.echo(rec.error if named else f"{rec.source}: {rec.error}", err=True)
 
     summary = run_batch(kind, src, dst, settings, resume=resume, force=force, device=device, devices=device_list,
                         workers=workers, on_record=on_record, on_start=on_start, ray_address=ray_address,

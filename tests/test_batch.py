@@ -430,3 +430,15 @@ def test_an_unusable_destination_or_an_unreadable_folder_is_one_line(tmp_path, m
     res = CliRunner().invoke(main, ["batch", str(src), str(tmp_path / "out"), "--iters", "5", "--device", "cpu"])
     assert res.exit_code != 0 and "hidden: cannot read this folder (Permission denied)" in res.output
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+def test_a_failed_file_is_named_once_on_the_command_line(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "bad.png").write_bytes(b"junk")
+    (src / "cut.nxc").write_bytes(b"NXC")
+    res = CliRunner().invoke(main, ["batch", str(src), str(tmp_path / "dst"), "--iters", "2", "--device", "cpu"])
+    line = next(x for x in res.output.splitlines() if "cannot read image" in x)
+    assert line.count("bad.png") == 2 and line.startswith(str(src / "bad.png"))  # the path, and PIL's quote of it
+    res = CliRunner().invoke(main, ["batch-decode", str(src), str(tmp_path / "back"), "--device", "cpu"])
+    assert "cut.nxc: not an nxcodec stream (bad magic)" in res.output.splitlines()
