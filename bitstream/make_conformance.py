@@ -228,7 +228,7 @@ def audio_main(only: list[str] | None = None) -> None:
 
     from nxcodec.fit import latent_audio
     from nxcodec.latent import audio
-    from nxcodec.signals.audiofile import AudioFiles
+    from nxcodec.signals.audiofile import FORMATS, AudioFiles, quantize_samples, to_int
 
     out_dir = HERE / "v9" / "audio"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,10 +239,10 @@ def audio_main(only: list[str] | None = None) -> None:
         if only and name not in only:
             continue
         latent_audio.SEGMENT_COEFFICIENTS = segment
-        bits = {"PCM_16": 16, "PCM_32": 32}[subtype]
-        pcm = np.clip(np.rint(array * 2.0 ** (bits - 1)), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        fmt, bits = next((code, bits) for code, (name, bits) in FORMATS.items() if name == subtype)
+        pcm = to_int(quantize_samples(array, fmt), bits)
         with tempfile.TemporaryDirectory() as tmp:  # through a file of these integers: the clip keeps its format
-            sf.write(Path(tmp) / "in.wav", pcm.astype(np.int16 if bits == 16 else np.int32), 8000, subtype=subtype)
+            sf.write(Path(tmp) / "in.wav", pcm, 8000, subtype=subtype)
             signal = clips.read(Path(tmp) / "in.wav")
         res = encode_signal(clips, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config, format=9))
         header = audio.read_header(res.data)

@@ -26,6 +26,7 @@ from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audio as audio_signals
 from nxcodec.signals import for_name
 from nxcodec.signals.audio import MetricSums, audio_metrics
+from nxcodec.signals.audiofile import FORMATS
 
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
@@ -346,7 +347,7 @@ def test_conformance_streams_decode_to_their_integers_and_samples(case):
     assert digests == case["plane_integers_sha256"]
     got = decode_stream(data)[1]
     want, _ = sf.read(CONFORMANCE / case["expected"], dtype="float64", always_2d=True)
-    bits = {"PCM_16": 16, "PCM_32": 32}[sf.info(CONFORMANCE / case["expected"]).subtype]
+    bits = dict(FORMATS.values())[sf.info(CONFORMANCE / case["expected"]).subtype]
     diff = np.abs(got.astype(np.float64) - want) * 2.0 ** (bits - 1)  # in code values of the file's format
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.005
 
