@@ -3,6 +3,8 @@ audio plane and on the whole of an image."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -145,7 +147,8 @@ def test_what_misses_a_rate_target_is_refitted_one_quality_lower_until_quality_1
 def test_a_miss_steps_down_as_far_as_its_overshoot_calls_for():
     from nxcodec.fit import presets
 
-    table = presets.LATENT_PRESETS  # typical bpp 0.043, 0.13, 0.31, 0.47, 0.70, 1.01, 1.41, ...
+    rates = (0.043, 0.13, 0.31, 0.47, 0.70, 1.01, 1.41, 1.88, 2.25)  # a ladder of typical rates, as the presets'
+    table = {q: replace(presets.LATENT_PRESETS[q], rate=r) for q, r in zip(range(1, 10), rates)}
     assert presets.quality_after_miss(table, 7, 4.03) == 3  # 1.41 / 4.03 = 0.35 bpp: quality 3 (0.31)
     assert presets.quality_after_miss(table, 5, 1.1) == 4  # a near miss: one lower
     assert presets.quality_after_miss(table, 5, 1.0001) == 4  # never the same quality again
