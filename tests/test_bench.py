@@ -139,6 +139,18 @@ def test_image_and_shape_summaries_list_the_points_nxcodec_could_not_code(tmp_pa
     assert "nxcodec could not code ball at quality 9 (too large)." in text
     assert "| ball | 1 | 900 |" in text and "| ball | 9 |" not in text
 
+def test_shape_plot_of_a_run_in_progress_draws_every_mesh_without_warnings(tmp_path):
+    """Points come in a mesh at a time: a mesh with none yet gets an empty row, not a legend warning."""
+    import warnings
+
+    point = {"mesh": "ball", "codec": "nxcodec", "quality": 1, "bytes": 900, "chamfer_l1": 0.002, "iou": 0.9}
+    out = tmp_path / "shape_rd.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bench_shape.plot_shapes([point], ["ball", "cube"], out)
+    assert Image.open(out).size[1] > Image.open(out).size[0] / 2  # two rows of plots
+
+
 def test_plot_draws_measured_and_published_curves(tmp_path):
     result = tmp_path / "nxcodec.json"
     result.write_text(json.dumps({"name": "nxcodec", "description": "", "results": {"bpp": REF[0], "psnr-rgb": REF[1]}}))

@@ -283,7 +283,8 @@ def plot_shapes(points: list[dict], names: list[str], output: Path) -> None:
             ax.grid(alpha=0.3)
         row[0].set_yscale("log")
         row[0].axvspan(2000, 20000, color="0.9", zorder=0)
-        row[0].legend(fontsize=7)
+        if row[0].get_legend_handles_labels()[0]:  # a mesh with no point yet (a run in progress) has no legend
+            row[0].legend(fontsize=7)
     fig.tight_layout()
     tmp = output.with_name(f".{output.name}.part.png")
     fig.savefig(tmp)
