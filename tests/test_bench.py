@@ -139,6 +139,7 @@ def test_image_and_shape_summaries_list_the_points_nxcodec_could_not_code(tmp_pa
     assert "nxcodec could not code ball at quality 9 (too large)." in text
     assert "| ball | 1 | 900 |" in text and "| ball | 9 |" not in text
 
+
 def test_shape_plot_of_a_run_in_progress_draws_every_mesh_without_warnings(tmp_path):
     """Points come in a mesh at a time: a mesh with none yet gets an empty row, not a legend warning."""
     import warnings
