@@ -220,6 +220,28 @@ def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
     ]
 
 
+def audio_escape_case() -> tuple[str, bytes]:
+    """Random networks over latents far beyond their tables' ranges, in two segments of a mono clip: audio planes
+    whose residuals escape, some with a high part (SPEC.md 12; escapes of 2**13 and more)."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import audio, context, stream, tables
+
+    rng = np.random.default_rng(13)
+    d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
+                                    stereo=audio.STEREO_NONE, segment=16)  # 25 MDCT frames: planes of 16 and 9 rows
+    config = latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=1)
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
+    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+    bodies = []
+    for (a, b), spikes in zip(d.segments(), ([(0, 3, 40, 12000.4), (0, 9, 2, -1.0e6), (1, 2, 7, -9000.0),
+                                               (2, 1, 3, 300.0)], [(0, 4, 60, -30000.0), (1, 0, 31, 70.0)])):
+        latents = [rng.normal(0, 3, size) for size in context.level_sizes((b - a, d.hop), config.levels)]
+        for level, row, col, value in spikes:
+            latents[level][row, col] = value
+        bodies.append(stream.write_body(config, 1, quantize_networks(weights, 7, 5), latents, tables.FINE)[0])
+    return "mono_escapes_2segments_8khz", audio.write(d, bodies)
+
+
 def audio_main(only: list[str] | None = None) -> None:
     """Regenerate the version 9 audio cases into conformance/v9/audio/ (``only``: just these, the others kept)."""
     import tempfile
@@ -235,9 +257,7 @@ def audio_main(only: list[str] | None = None) -> None:
     clips = for_name("audio")
     kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
     manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
-    for name, array, config, segment, subtype in audio_cases():
-        if only and name not in only:
-            continue
+    def fitted(name: str, array: np.ndarray, config: LatentConfig, segment: int, subtype: str) -> bytes:
         latent_audio.SEGMENT_COEFFICIENTS = segment
         fmt, bits = next((code, bits) for code, (name, bits) in FORMATS.items() if name == subtype)
         pcm = to_int(quantize_samples(array, fmt), bits)
@@ -245,18 +265,30 @@ def audio_main(only: list[str] | None = None) -> None:
             sf.write(Path(tmp) / "in.wav", pcm, 8000, subtype=subtype)
             signal = clips.read(Path(tmp) / "in.wav")
         res = encode_signal(clips, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config, format=9))
-        header = audio.read_header(res.data)
-        descriptor, decoded = audio.decode(res.data)
-        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        print(f"{name}: PSNR {res.metrics['psnr']:.2f} dB")
+        return res.data
+
+    escape_name, escape_data = audio_escape_case()  # written, not fitted: milliseconds
+    made = [(case[0], lambda case=case: fitted(*case)) for case in audio_cases()]
+    made.append((escape_name, lambda: escape_data))
+    for name, make in made:
+        if only and name not in only:
+            continue
+        data = make()
+        header = audio.read_header(data)
+        descriptor, decoded = audio.decode(data)
+        (out_dir / f"{name}.nxc").write_bytes(data)
         AudioFiles().write(descriptor, decoded, out_dir / f"{name}.wav")
         manifest.append({
             "stream": f"{name}.nxc",
             "expected": f"{name}.wav",
-            "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "stream_sha256": hashlib.sha256(data).hexdigest(),
             "plane_integers_sha256": [audio.plane_digest(b, r, c) for r, c, b in header.planes()],
             "shape": list(decoded.shape),
         })
-        print(f"{name}: {len(res.data)} bytes, {len(header.bodies)} planes, PSNR {res.metrics['psnr']:.2f} dB")
+        print(f"{name}: {len(data)} bytes, {len(header.bodies)} planes")
+    order = [name for name, _ in made]  # the cases' own order, whichever were made again
+    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

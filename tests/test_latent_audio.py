@@ -339,6 +339,24 @@ def test_clips_under_a_second_default_to_format_2():
     assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 9
 
 
+def test_the_audio_escape_case_codes_escapes_with_a_high_part(monkeypatch):
+    """v9/audio/mono_escapes_2segments_8khz is there for SPEC.md 12's high parts (escapes of 2**13 or more), in
+    two segments."""
+    seen = []
+    real = stream.read_escapes
+
+    def spy(decoder, n, first):
+        e = real(decoder, n, first)
+        seen.extend(e.tolist())
+        return e
+
+    monkeypatch.setattr(stream, "read_escapes", spy)
+    header = audio.read_header((CONFORMANCE / "v9" / "audio" / "mono_escapes_2segments_8khz.nxc").read_bytes())
+    for rows, cols, body in header.planes():
+        stream.decode_body(body, (rows, cols))
+    assert len(header.bodies) == 2 and sum(e >= 1 << 13 for e in seen) >= 2
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
 def test_conformance_streams_decode_to_their_integers_and_samples(case):
     data = (CONFORMANCE / case["stream"]).read_bytes()
