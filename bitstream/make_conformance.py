@@ -257,9 +257,10 @@ def audio_main(only: list[str] | None = None) -> None:
     clips = for_name("audio")
     kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
     manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
+
     def fitted(name: str, array: np.ndarray, config: LatentConfig, segment: int, subtype: str) -> bytes:
         latent_audio.SEGMENT_COEFFICIENTS = segment
-        fmt, bits = next((code, bits) for code, (name, bits) in FORMATS.items() if name == subtype)
+        fmt, bits = next((code, bits) for code, (sub, bits) in FORMATS.items() if sub == subtype)
         pcm = to_int(quantize_samples(array, fmt), bits)
         with tempfile.TemporaryDirectory() as tmp:  # through a file of these integers: the clip keeps its format
             sf.write(Path(tmp) / "in.wav", pcm, 8000, subtype=subtype)
