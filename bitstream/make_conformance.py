@@ -30,6 +30,7 @@ earlier writers and are kept as they are: this script no longer writes those ver
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -160,6 +161,14 @@ def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
     ]
 
 
+def random_networks(config: LatentConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One channel's networks of ``config`` drawn at random, with bicubic upsampling: for the escape cases, whose
+    latents, not networks, are the point."""
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
+    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+    return weights
+
+
 def escape_case() -> tuple[str, bytes]:
     """Random networks over latents far beyond their tables' ranges: a stream whose residuals escape (SPEC.md 12)."""
     from nxcodec.fit.latent_code import quantize_networks
@@ -168,8 +177,7 @@ def escape_case() -> tuple[str, bytes]:
 
     rng = np.random.default_rng(12)
     d, config = ImageDescriptor(19, 21, 1, 8), latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=2)
-    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
-    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+    weights = random_networks(config, rng)
     latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
     for level, row, col, value in [(0, 3, 4, 5000.4), (0, 7, 7, -70.0), (0, 12, 1, 300.0), (1, 2, 3, -20000.0),
                                    (2, 1, 1, 9000.0), (0, 15, 15, 1.0e6)]:
@@ -230,8 +238,7 @@ def audio_escape_case() -> tuple[str, bytes]:
     d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
                                     stereo=audio.STEREO_NONE, segment=16)  # 25 MDCT frames: planes of 16 and 9 rows
     config = latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=1)
-    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
-    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+    weights = random_networks(config, rng)
     bodies = []
     for (a, b), spikes in zip(d.segments(), ([(0, 3, 40, 12000.4), (0, 9, 2, -1.0e6), (1, 2, 7, -9000.0),
                                                (2, 1, 3, 300.0)], [(0, 4, 60, -30000.0), (1, 0, 31, 70.0)])):
@@ -269,10 +276,10 @@ def audio_main(only: list[str] | None = None) -> None:
         print(f"{name}: PSNR {res.metrics['psnr']:.2f} dB")
         return res.data
 
+    makers = {case[0]: functools.partial(fitted, *case) for case in audio_cases()}
     escape_name, escape_data = audio_escape_case()  # written, not fitted: milliseconds
-    made = [(case[0], lambda case=case: fitted(*case)) for case in audio_cases()]
-    made.append((escape_name, lambda: escape_data))
-    for name, make in made:
+    makers[escape_name] = lambda: escape_data
+    for name, make in makers.items():
         if only and name not in only:
             continue
         data = make()
@@ -288,7 +295,7 @@ def audio_main(only: list[str] | None = None) -> None:
             "shape": list(decoded.shape),
         })
         print(f"{name}: {len(data)} bytes, {len(header.bodies)} planes")
-    order = [name for name, _ in made]  # the cases' own order, whichever were made again
+    order = list(makers)  # the cases' own order, whichever were made again
     manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
