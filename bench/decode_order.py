@@ -1,0 +1,121 @@
+"""The latents' decode order within a grid: the format's two passes against a four-pass quadtree, on Kodak crops.
+
+Format 3 decodes each grid in two passes (SPEC.md 9.6): pass A, the positions whose
+coordinates sum to an even number, reads only the coarser grid; pass B reads the pass A
+latents around it as well. A quadtree order (as multistage spatial context models in learned
+image compression) decodes a quarter of the grid first, from the coarser grid alone, and
+the other three quarters in turn, each reading everything already decoded around it, so
+three quarters of the latents have a context in their own grid instead of half.
+
+Here the quadtree is built on the fit side only: pass 0 is (even, even) and reads the
+coarser grid through ``arm_a``; passes 1, 2 and 3 are (odd, odd), (even, odd) and (odd,
+even), and one context model reads the 24 values of the 5x5 window around the latent (those
+not decoded yet read 0), the 9 coarser values and a one-hot of the pass. Both orders are
+fitted from the same start with the preset's schedule and scored by the fit's own
+hard-rounded cost: MSE on [0, 1] + lambda x latent bits per pixel. The network bits are left
+out, which favours the quadtree, whose second context model reads 36 inputs instead of 21.
+One JSON line per crop, quality and order is appended to ``--out``.
+
+    python bench/decode_order.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
+        --qualities 3,5 --iters 600 --out bench/results/decode_order_cpu.jsonl
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from optimizer_ablation import append_row, crop_parser, kodak_crops
+from nxcodec.bench.results import git_commit, machine_name
+from nxcodec.fit import presets
+from nxcodec.fit.latent import LatentModel, LatentSchedule, _mlp_params, fit
+from nxcodec.fit.latent_code import config_for
+from nxcodec.latent.context import N_CONTEXT_A
+
+WINDOW = [(a, b) for a in range(-2, 3) for b in range(-2, 3) if (a, b) != (0, 0)]
+PASS_OF_PARITY = (0, 2, 3, 1)  # (row % 2) * 2 + col % 2 -> pass: (0,0) first, then (1,1), (0,1), (1,0)
+
+
+class QuadtreeModel(LatentModel):
+    """A 2-D latent model whose grids are decoded in the four passes of a 2x2 quadtree."""
+
+    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
+        super().__init__(cfg, m, shape, channels, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        arm = _mlp_params(m, len(WINDOW) + N_CONTEXT_A + 3, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True)
+        arm[-1][1][..., 1] = 12.0  # the scale output starts mid-range, as the model's own
+        self.nets["arm_b"] = [[torch.nn.Parameter(t) for t in layer] for layer in arm]
+        self._registered = torch.nn.ParameterList(
+            t for layers in self.nets.values() for layer in layers for t in layer)
+
+    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        bits = torch.zeros(self.m, device=self.latents[0].device)
+        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
+        coarser = None
+        for level in range(self.cfg.levels - 1, -1, -1):
+            y = self.latents[level]
+            h, w = y.shape[1:]
+            flat = y.reshape(self.m, -1)
+            coarse = self._coarse_context(coarser, (h, w)).to(y).reshape(self.m, h * w, -1)
+            rows = torch.arange(h).view(-1, 1).expand(h, w)
+            cols = torch.arange(w).view(1, -1).expand(h, w)
+            passes = torch.tensor(PASS_OF_PARITY)[((rows % 2) * 2 + cols % 2).reshape(-1)]
+            grid = torch.zeros_like(flat)
+            for k in range(4):
+                idx = torch.nonzero(passes == k).reshape(-1)
+                if idx.numel() == 0:
+                    continue
+                if k == 0:
+                    mu, log2_scale = self._arm("arm_a", coarse[:, idx])
+                else:  # the grid holds the passes before this one; the rest read 0
+                    p = F.pad(grid.view(self.m, h, w), (2, 2, 2, 2))
+                    window = torch.stack([p[:, 2 + a : 2 + a + h, 2 + b : 2 + b + w] for a, b in WINDOW], -1)
+                    flags = torch.zeros(self.m, idx.numel(), 3)
+                    flags[..., k - 1] = 1.0
+                    ctx = torch.cat([window.reshape(self.m, h * w, -1)[:, idx], coarse[:, idx], flags], -1)
+                    mu, log2_scale = self._arm("arm_b", ctx)
+                y_k, b_k = self._quantize(flat[:, idx], mu, log2_scale, mode)
+                grid = grid.index_copy(1, idx, y_k)
+                bits = bits + b_k.sum(1)
+            out[level] = coarser = grid.view(self.m, h, w)
+        return out, bits
+
+
+def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tuple[float, float, float]]:
+    """Per signal: latent bits per pixel, PSNR (dB) and MSE + ``lam`` x bpp, with the latents hard-rounded."""
+    with torch.no_grad():
+        grids, bits = model.quantized_latents("ste")
+        _, _, image = model.synthesize(grids)
+        mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4
+    pixels = model.height * model.width
+    return [(float(b) / pixels, -10 * math.log10(float(e)), float(e) + lam * float(b) / pixels)
+            for b, e in zip(bits, mse)]
+
+
+def main() -> None:
+    ap = crop_parser(__doc__.splitlines()[0], "600")
+    args = ap.parse_args()
+    names, signals, target = kodak_crops(args)
+    d = signals[0].descriptor
+    for iters in (int(v) for v in args.iters.split(",")):
+        for q in (int(v) for v in args.qualities.split(",")):
+            preset = presets.latent_preset(q)
+            cfg = config_for(preset, d)
+            for order, kind in (("two-pass", LatentModel), ("quadtree", QuadtreeModel)):
+                model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+                t0 = time.perf_counter()
+                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+                seconds = time.perf_counter() - t0
+                for name, (bpp, psnr, cost) in zip(names, hard_costs(model, target, preset.lam)):
+                    append_row(args.out, {"image": name, "size": args.size, "quality": q, "order": order,
+                                          "iters": iters, "latent_bpp": round(bpp, 4), "psnr": round(psnr, 3),
+                                          "cost": cost, "fit_seconds": round(seconds, 1), "seed": args.seed,
+                                          "commit": git_commit(), "machine": machine_name("cpu"),
+                                          "threads": torch.get_num_threads()})
+
+
+if __name__ == "__main__":
+    main()
