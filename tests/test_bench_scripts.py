@@ -36,3 +36,37 @@ def test_preset_variants_are_typed_as_the_preset_and_unknown_fields_refused():
             "        raise AssertionError(bad)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_quadtree_decode_order_reads_only_latents_decoded_before(monkeypatch):
+    """bench/decode_order.py's quadtree: a finest-grid latent of the last pass changes no other latent, and one of
+    the first pass changes the means of later passes around it (so the measured order is causal and used)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from decode_order import QuadtreeModel
+    from nxcodec.latent.stream import LatentConfig
+
+    cfg = LatentConfig(levels=3, arm_width=4, arm_layers=2, n_experts=1, mgr_width=0, syn_width=4, syn_layers=1,
+                       refine_width=0, lanes_log2=0)
+    model = QuadtreeModel(cfg, 1, (8, 8), 3, seed=1)
+    with torch.no_grad():
+        for level in model.latents:
+            level.copy_(torch.randn(level.shape, generator=torch.Generator().manual_seed(2)) * 3)
+        for layer in model.nets["arm_b"]:
+            layer[0].copy_(torch.randn(layer[0].shape, generator=torch.Generator().manual_seed(3)))
+
+    def finest_after(row: int, col: int) -> torch.Tensor:
+        with torch.no_grad():
+            model.latents[0][0, row, col] += 5.0
+            grids, _ = model.quantized_latents("ste")
+            model.latents[0][0, row, col] -= 5.0
+        return grids[0][0]
+
+    with torch.no_grad():
+        before = model.quantized_latents("ste")[0][0][0]
+    changed = (finest_after(3, 4) != before).nonzero().tolist()  # (odd, even): the last pass
+    assert changed == [[3, 4]]
+    changed = (finest_after(4, 4) != before).nonzero().tolist()  # (even, even): the first pass
+    assert [4, 4] in changed and len(changed) > 1
+    assert not [(r, c) for r, c in changed if r % 2 == 0 and c % 2 == 0 and (r, c) != (4, 4)]  # pass 0 reads none
