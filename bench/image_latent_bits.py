@@ -23,31 +23,27 @@ from PIL import Image
 
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
-from nxcodec.fit.latent_code import tensor_bits
+from nxcodec.fit.latent_code import SCALES, _latent_bits, tensor_bits
 from nxcodec.latent import context, stream, tables
 from nxcodec.signals import for_name
 
 
 def pass_bits(image: stream.LatentImage) -> list[dict]:
     """Per grid (finest first) and pass: latents, their bits and the share of nonzero residuals."""
-    scales = tables.FINE  # version 9 streams
+    cost = _latent_bits()  # [scale, symbol] under the version 9 tables
     rows = []
 
     def charge(level: int, pos, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         q = (image.grids[level][pos] - mu) // context.ONE
-        r, symbol, escapes = stream.split_residuals(q, scales.residual_limit(scale))
-        freq = np.empty(r.size)
-        for s in np.unique(scale):
-            mine = scale == s
-            freq[mine] = scales.table(s)[symbol[mine]]
-        bits = float(np.sum(tables.PREC - np.log2(freq)) + np.sum(tables.escape_bits(escapes)))
+        r, symbol, escapes = stream.split_residuals(q, SCALES.residual_limit(scale))
+        bits = float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
         parity = int(sum(p[0] for p in pos) % 2)
         rows.append({"level": level, "pass": "AB"[parity], "latents": int(r.size), "bits": bits,
                      "bits_per_latent": bits / r.size, "nonzero": float(np.mean(r != 0))})
         return r
 
     stream.walk_latents(image.config, image.grids[0].shape, *stream.context_models(image.config, image.tensors),
-                        charge, scales)
+                        charge, SCALES)
     return sorted(rows, key=lambda row: (row["level"], row["pass"]))
 
 
