@@ -1,10 +1,11 @@
-"""Variants of the format 3 image presets (network sizes, lambda), on Kodak crops.
+"""Variants of the format 3 image presets (network sizes, lambda) and of the fit's schedule, on Kodak crops.
 
 Fits the same crops (side by side, one stack) with each preset and each variant of it from
 the same start, codes every fit into a real stream and reports its rate, PSNR and
 rate-distortion cost (MSE on [0, 1] + lambda x bpp, lambda the preset's). A variant is a
-name and the preset fields it changes, ``name:field=value+field=value``; ``base`` is the
-preset itself. One JSON line per crop, quality, fit length and variant is appended to
+name and the preset or schedule fields it changes, ``name:field=value+field=value`` (a
+field of ``LatentPreset``, or a number of ``LatentSchedule`` such as ``ste_frac``); ``base``
+is the preset itself. One JSON line per crop, quality, fit length and variant is appended to
 ``--out``.
 
     python bench/preset_ablation.py ../shared/data/kodak --images 1,2 --size 512 --qualities 1 \\
@@ -25,17 +26,25 @@ from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import config_for
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    """``name:field=value+field=value`` -> (name, {field: value}), values typed as the preset's fields."""
+SCHEDULE_NUMBERS = {f.name: f.type for f in fields(LatentSchedule)
+                    if f.type in ("int", "float") and f.name != "iters"}  # the fit length is --iters
+
+
+def parse_variant(text: str) -> tuple[str, dict, dict]:
+    """``name:field=value+field=value`` -> (name, {preset field: value}, {schedule field: value}), values typed
+    as the fields."""
     name, _, changes = text.partition(":")
-    types = {f.name: f.type for f in fields(presets.LatentPreset)}
-    out = {}
+    types = {f.name: f.type for f in fields(presets.LatentPreset) if f.name != "quality"}
+    preset, schedule = {}, {}
     for item in filter(None, changes.split("+")):
         key, _, value = item.partition("=")
-        if key not in types or key == "quality":
-            raise SystemExit(f"{key!r} is not a preset field one can vary")
-        out[key] = {"int": int, "float": float, "str": str}[types[key]](value)
-    return name, out
+        if key in types:
+            preset[key] = {"int": int, "float": float, "str": str}[types[key]](value)
+        elif key in SCHEDULE_NUMBERS:
+            schedule[key] = {"int": int, "float": float}[SCHEDULE_NUMBERS[key]](value)
+        else:
+            raise SystemExit(f"{key!r} is neither a preset field nor a number of the schedule one can vary")
+    return name, preset, schedule
 
 
 def main() -> None:
@@ -47,16 +56,16 @@ def main() -> None:
     d = signals[0].descriptor
     for iters in (int(v) for v in args.iters.split(",")):
         for q in (int(v) for v in args.qualities.split(",")):
-            for vname, changes in variants:
+            for vname, changes, schedule in variants:
                 preset = replace(presets.latent_preset(q), **changes)
                 cfg = config_for(preset, d)
                 model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer, **schedule), seed=args.seed)
                 seconds = time.perf_counter() - t0
                 for img, coded in coded_crops(model, cfg, names, signals, preset.lam):
                     append_row(args.out, {"image": img, "size": args.size, "quality": q, "variant": vname,
-                                          "changes": changes, "iters": iters, **coded, "fit_seconds": round(seconds, 1),
+                                          "changes": {**changes, **schedule}, "iters": iters, **coded, "fit_seconds": round(seconds, 1),
                                           "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
                                           "threads": torch.get_num_threads()})
 

@@ -20,18 +20,18 @@ def test_every_bench_script_imports_without_running():
     assert len(SCRIPTS) > 20
 
 
-def test_preset_variants_are_typed_as_the_preset_and_unknown_fields_refused():
+def test_variants_are_typed_as_the_preset_or_schedule_and_unknown_fields_refused():
     code = ("import sys\n"
             f"sys.path[:0] = [{str(ROOT / 'bench')!r}, {str(ROOT)!r}]\n"
             "from preset_ablation import parse_variant\n"
-            "assert parse_variant('base') == ('base', {})\n"
-            "assert parse_variant('r:refine_width=6+lam=0.01+optimizer=adam') == "
-            "('r', {'refine_width': 6, 'lam': 0.01, 'optimizer': 'adam'})\n"
+            "assert parse_variant('base') == ('base', {}, {})\n"
+            "assert parse_variant('r:refine_width=6+lam=0.01+optimizer=adam+ste_frac=0.05+latent_lr=0.5') == "
+            "('r', {'refine_width': 6, 'lam': 0.01, 'optimizer': 'adam'}, {'ste_frac': 0.05, 'latent_lr': 0.5})\n"
             "for bad in ('x:widht=3', 'x:quality=2'):\n"
             "    try:\n"
             "        parse_variant(bad)\n"
             "    except SystemExit as e:\n"
-            "        assert 'not a preset field' in str(e)\n"
+            "        assert 'neither a preset field' in str(e)\n"
             "    else:\n"
             "        raise AssertionError(bad)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
