@@ -4,11 +4,13 @@ Format 3's synthesis is per pixel: each pixel's features are its upsampled laten
 per grid, and only the refinement after the expert looks at neighbouring pixels. Here the
 expert's first layer reads the 3x3 window of features around the pixel (9 x levels inputs,
 zero outside the image), so the network can shape an edge or a texture from the latents
-beside it before its nonlinearity. The window's centre taps start as the per-pixel
-layer's weights and the others at zero, so both fits start from the same function.
+beside it before its nonlinearity. ``--window-levels N`` gives the window to the N finest
+grids only (the others stay one input each), which costs fewer weights. The window's centre
+taps start as the per-pixel layer's weights and the others at zero, so both fits start from
+the same function.
 
 Fitted on the fit side only and scored by the fit's own hard-rounded cost: MSE on [0, 1] +
-lambda x latent bits per pixel. The window adds 8 x levels x width weights per expert; the
+lambda x latent bits per pixel. The window adds 8 x N x width weights per expert; the
 rows give their count, so the network bits can be charged at any bits per weight over
 any image size. One JSON line per crop, quality and synthesis is appended to ``--out``.
 
@@ -36,27 +38,33 @@ CENTRE = 4  # the centre tap of a 3x3 window, in unfold's order
 class WindowModel(LatentModel):
     """A 2-D latent model whose experts' first layer reads the 3x3 window of features around each pixel."""
 
-    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
+    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0,
+                 window_levels: int | None = None) -> None:
         super().__init__(cfg, m, shape, channels, seed)
+        self.window_levels = n = cfg.levels if window_levels is None else min(window_levels, cfg.levels)
         w, b = self.nets["experts"][0]
-        wide = torch.zeros(*w.shape[:-2], w.shape[-2] * 9, w.shape[-1])
-        wide[..., CENTRE::9, :] = w.detach()
+        wide = torch.zeros(*w.shape[:-2], w.shape[-2] + 8 * n, w.shape[-1])
+        wide[..., CENTRE : 9 * n : 9, :] = w.detach()[..., :n, :]
+        wide[..., 9 * n :, :] = w.detach()[..., n:, :]
         self.nets["experts"][0] = [torch.nn.Parameter(wide), b]
         self._registered = torch.nn.ParameterList(
             t for layers in self.nets.values() for layer in layers for t in layer)
 
     def extra_weights(self) -> int:
         """Weights this model codes beyond the per-pixel synthesis, per signal."""
-        w = self.nets["experts"][0][0]
-        return w[0].numel() * 8 // 9
+        return 8 * self.window_levels * self.nets["experts"][0][0][0].shape[-1] * self.cfg.n_experts
 
     def point_features(self, grids: list[torch.Tensor], *where: torch.Tensor) -> torch.Tensor:
         x = self.features(grids)  # (M, L, H, W)
-        return F.unfold(x, 3, padding=1).transpose(1, 2)  # (M, P, L x 9), level-major
+        n = self.window_levels
+        windows = F.unfold(x[:, :n], 3, padding=1)  # (M, n x 9, P), level-major
+        return torch.cat([windows, x[:, n:].flatten(2)], 1).transpose(1, 2)
 
 
 def main() -> None:
     ap = crop_parser(__doc__.splitlines()[0], "600")
+    ap.add_argument("--window-levels", type=int, default=None, help="Finest grids read through the window [all].")
+    ap.add_argument("--no-base", action="store_true", help="Fit the window synthesis only.")
     args = ap.parse_args()
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
@@ -64,8 +72,11 @@ def main() -> None:
         for q in (int(v) for v in args.qualities.split(",")):
             preset = presets.latent_preset(q)
             cfg = config_for(preset, d)
-            for synthesis, kind in (("per-pixel", LatentModel), ("window3", WindowModel)):
-                model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+            window = "window3" if args.window_levels is None else f"window3-finest{args.window_levels}"
+            for synthesis in ([] if args.no_base else ["per-pixel"]) + [window]:
+                model = (LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+                         if synthesis == "per-pixel" else
+                         WindowModel(cfg, len(signals), (d.height, d.width), d.channels, args.seed, args.window_levels))
                 extra = model.extra_weights() if isinstance(model, WindowModel) else 0
                 t0 = time.perf_counter()
                 fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
