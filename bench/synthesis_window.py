@@ -36,12 +36,16 @@ CENTRE = 4  # the centre tap of a 3x3 window, in unfold's order
 
 
 class WindowModel(LatentModel):
-    """A 2-D latent model whose experts' first layer reads the 3x3 window of features around each pixel."""
+    """A 2-D latent model whose experts' first layer reads the 3x3 window of features around each pixel, for
+    the ``WINDOW_LEVELS`` finest grids (None: all). A class attribute, as the warm-up race makes its candidates
+    by calling the model's class; :func:`window_model` makes the class for a count."""
 
-    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0,
-                 window_levels: int | None = None) -> None:
+    WINDOW_LEVELS: int | None = None
+
+    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__(cfg, m, shape, channels, seed)
-        self.window_levels = n = cfg.levels if window_levels is None else min(window_levels, cfg.levels)
+        n = self.WINDOW_LEVELS
+        self.window_levels = n = cfg.levels if n is None else min(n, cfg.levels)
         w, b = self.nets["experts"][0]
         wide = torch.zeros(*w.shape[:-2], w.shape[-2] + 8 * n, w.shape[-1])
         wide[..., CENTRE : 9 * n : 9, :] = w.detach()[..., :n, :]
@@ -61,6 +65,11 @@ class WindowModel(LatentModel):
         return torch.cat([windows, x[:, n:].flatten(2)], 1).transpose(1, 2)
 
 
+def window_model(levels: int | None) -> type[WindowModel]:
+    """The window model class for the ``levels`` finest grids (None: all)."""
+    return type(f"WindowModel{levels}", (WindowModel,), {"WINDOW_LEVELS": levels})
+
+
 def main() -> None:
     ap = crop_parser(__doc__.splitlines()[0], "600")
     ap.add_argument("--window-levels", type=int, default=None, help="Finest grids read through the window [all].")
@@ -76,7 +85,7 @@ def main() -> None:
             for synthesis in ([] if args.no_base else ["per-pixel"]) + [window]:
                 model = (LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                          if synthesis == "per-pixel" else
-                         WindowModel(cfg, len(signals), (d.height, d.width), d.channels, args.seed, args.window_levels))
+                         window_model(args.window_levels)(cfg, len(signals), (d.height, d.width), d.channels, args.seed))
                 extra = model.extra_weights() if isinstance(model, WindowModel) else 0
                 t0 = time.perf_counter()
                 fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
