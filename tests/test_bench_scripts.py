@@ -70,3 +70,30 @@ def test_quadtree_decode_order_reads_only_latents_decoded_before(monkeypatch):
     changed = (finest_after(4, 4) != before).nonzero().tolist()  # (even, even): the first pass
     assert [4, 4] in changed and len(changed) > 1
     assert not [(r, c) for r, c in changed if r % 2 == 0 and c % 2 == 0 and (r, c) != (4, 4)]  # pass 0 reads none
+
+
+def test_window_synthesis_starts_as_the_per_pixel_one_and_reads_neighbours_of_its_grids(monkeypatch):
+    """bench/synthesis_window.py: the window model's first output equals the per-pixel model's from the same seed,
+    and once its off-centre weights move, a pixel's output depends on its neighbours' features through the
+    windowed grids only."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from synthesis_window import window_model
+    from nxcodec.fit.latent import LatentModel
+    from nxcodec.latent.stream import LatentConfig
+
+    cfg = LatentConfig(levels=3, arm_width=4, arm_layers=2, n_experts=1, mgr_width=0, syn_width=4, syn_layers=1,
+                       refine_width=0, lanes_log2=0)
+    base = LatentModel(cfg, 1, (8, 8), 3, seed=1)
+    model = window_model(1)(cfg, 1, (8, 8), 3, seed=1)
+    assert model.extra_weights() == 8 * 1 * 4
+    grids = [torch.randn(1, 8 >> l, 8 >> l, generator=torch.Generator().manual_seed(l)) for l in range(3)]
+    with torch.no_grad():
+        assert torch.equal(base.synthesize(grids)[2], model.synthesize(grids)[2])
+        model.nets["experts"][0][0].normal_(generator=torch.Generator().manual_seed(4))
+        before = model.synthesize(grids)[2][0].reshape(8, 8, 3)
+        grids[0][0, 4, 4] += 1.0  # the windowed finest grid: its 3x3 neighbourhood changes
+        after = model.synthesize(grids)[2][0].reshape(8, 8, 3)
+    changed = sorted({(r, c) for r, c, _ in (after != before).nonzero().tolist()})
+    assert changed == [(r, c) for r in (3, 4, 5) for c in (3, 4, 5)]
