@@ -61,11 +61,13 @@ def main() -> None:
                 cfg = config_for(preset, d)
                 model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer, **schedule), seed=args.seed)
+                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer, **schedule),
+                    seed=args.seed)
                 seconds = time.perf_counter() - t0
                 for img, coded in coded_crops(model, cfg, names, signals, preset.lam):
                     append_row(args.out, {"image": img, "size": args.size, "quality": q, "variant": vname,
-                                          "changes": {**changes, **schedule}, "iters": iters, **coded, "fit_seconds": round(seconds, 1),
+                                          "changes": {**changes, **schedule}, "iters": iters, **coded,
+                                          "fit_seconds": round(seconds, 1),
                                           "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
                                           "threads": torch.get_num_threads()})
 

@@ -83,9 +83,8 @@ def main() -> None:
             cfg = config_for(preset, d)
             window = "window3" if args.window_levels is None else f"window3-finest{args.window_levels}"
             for synthesis in ([] if args.no_base else ["per-pixel"]) + [window]:
-                model = (LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-                         if synthesis == "per-pixel" else
-                         window_model(args.window_levels)(cfg, len(signals), (d.height, d.width), d.channels, args.seed))
+                kind = LatentModel if synthesis == "per-pixel" else window_model(args.window_levels)
+                model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 extra = model.extra_weights() if isinstance(model, WindowModel) else 0
                 t0 = time.perf_counter()
                 fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
