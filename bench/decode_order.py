@@ -95,6 +95,18 @@ def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tup
             for b, e in zip(bits, mse)]
 
 
+def fit_and_score(model: LatentModel, target: torch.Tensor, preset: presets.LatentPreset, iters: int,
+                  seed: int) -> list[dict]:
+    """Fit ``model`` with the preset's lambda and optimiser for ``iters`` iterations; per signal, the fields of its
+    result row: :func:`hard_costs` (as latent_bpp, psnr, cost), the fit's seconds and where it ran."""
+    t0 = time.perf_counter()
+    fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=seed)
+    seconds = time.perf_counter() - t0
+    return [{"latent_bpp": round(bpp, 4), "psnr": round(psnr, 3), "cost": cost, "fit_seconds": round(seconds, 1),
+             "seed": seed, "commit": git_commit(), "machine": machine_name("cpu"), "threads": torch.get_num_threads()}
+            for bpp, psnr, cost in hard_costs(model, target, preset.lam)]
+
+
 def main() -> None:
     ap = crop_parser(__doc__.splitlines()[0], "600")
     args = ap.parse_args()
@@ -106,15 +118,9 @@ def main() -> None:
             cfg = config_for(preset, d)
             for order, kind in (("two-pass", LatentModel), ("quadtree", QuadtreeModel)):
                 model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-                t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
-                seconds = time.perf_counter() - t0
-                for name, (bpp, psnr, cost) in zip(names, hard_costs(model, target, preset.lam)):
+                for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
                     append_row(args.out, {"image": name, "size": args.size, "quality": q, "order": order,
-                                          "iters": iters, "latent_bpp": round(bpp, 4), "psnr": round(psnr, 3),
-                                          "cost": cost, "fit_seconds": round(seconds, 1), "seed": args.seed,
-                                          "commit": git_commit(), "machine": machine_name("cpu"),
-                                          "threads": torch.get_num_threads()})
+                                          "iters": iters, **scored})
 
 
 if __name__ == "__main__":

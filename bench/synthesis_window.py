@@ -20,16 +20,13 @@ any image size. One JSON line per crop, quality and synthesis is appended to ``-
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
-from decode_order import hard_costs
+from decode_order import fit_and_score
 from optimizer_ablation import append_row, crop_parser, kodak_crops
-from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
-from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import config_for
 
 CENTRE = 4  # the centre tap of a 3x3 window, in unfold's order
@@ -86,15 +83,9 @@ def main() -> None:
                 kind = LatentModel if synthesis == "per-pixel" else window_model(args.window_levels)
                 model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 extra = model.extra_weights() if isinstance(model, WindowModel) else 0
-                t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
-                seconds = time.perf_counter() - t0
-                for name, (bpp, psnr, cost) in zip(names, hard_costs(model, target, preset.lam)):
+                for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
                     append_row(args.out, {"image": name, "size": args.size, "quality": q, "synthesis": synthesis,
-                                          "extra_weights": extra, "iters": iters, "latent_bpp": round(bpp, 4),
-                                          "psnr": round(psnr, 3), "cost": cost, "fit_seconds": round(seconds, 1),
-                                          "seed": args.seed, "commit": git_commit(), "machine": machine_name("cpu"),
-                                          "threads": torch.get_num_threads()})
+                                          "extra_weights": extra, "iters": iters, **scored})
 
 
 if __name__ == "__main__":
