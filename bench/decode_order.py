@@ -28,11 +28,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from optimizer_ablation import append_row, crop_parser, kodak_crops
+from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, _mlp_params, fit
-from nxcodec.fit.latent_code import config_for
 from nxcodec.latent.context import N_CONTEXT_A
 
 WINDOW = [(a, b) for a in range(-2, 3) for b in range(-2, 3) if (a, b) != (0, 0)]
@@ -112,15 +111,12 @@ def main() -> None:
     args = ap.parse_args()
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
-    for iters in (int(v) for v in args.iters.split(",")):
-        for q in (int(v) for v in args.qualities.split(",")):
-            preset = presets.latent_preset(q)
-            cfg = config_for(preset, d)
-            for order, kind in (("two-pass", LatentModel), ("quadtree", QuadtreeModel)):
-                model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-                for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
-                    append_row(args.out, {"image": name, "size": args.size, "quality": q, "order": order,
-                                          "iters": iters, **scored})
+    for iters, preset, cfg in settings(args, d):
+        for order, kind in (("two-pass", LatentModel), ("quadtree", QuadtreeModel)):
+            model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+            for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
+                append_row(args.out, {"image": name, "size": args.size, "quality": preset.quality, "order": order,
+                                      "iters": iters, **scored})
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from decode_order import fit_and_score
-from optimizer_ablation import append_row, crop_parser, kodak_crops
-from nxcodec.fit import presets
+from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.fit.latent import LatentModel
-from nxcodec.fit.latent_code import config_for
 
 CENTRE = 4  # the centre tap of a 3x3 window, in unfold's order
 
@@ -74,18 +72,15 @@ def main() -> None:
     args = ap.parse_args()
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
-    for iters in (int(v) for v in args.iters.split(",")):
-        for q in (int(v) for v in args.qualities.split(",")):
-            preset = presets.latent_preset(q)
-            cfg = config_for(preset, d)
-            window = "window3" if args.window_levels is None else f"window3-finest{args.window_levels}"
-            for synthesis in ([] if args.no_base else ["per-pixel"]) + [window]:
-                kind = LatentModel if synthesis == "per-pixel" else window_model(args.window_levels)
-                model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-                extra = model.extra_weights() if isinstance(model, WindowModel) else 0
-                for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
-                    append_row(args.out, {"image": name, "size": args.size, "quality": q, "synthesis": synthesis,
-                                          "extra_weights": extra, "iters": iters, **scored})
+    for iters, preset, cfg in settings(args, d):
+        window = "window3" if args.window_levels is None else f"window3-finest{args.window_levels}"
+        for synthesis in ([] if args.no_base else ["per-pixel"]) + [window]:
+            kind = LatentModel if synthesis == "per-pixel" else window_model(args.window_levels)
+            model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+            extra = model.extra_weights() if isinstance(model, WindowModel) else 0
+            for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
+                append_row(args.out, {"image": name, "size": args.size, "quality": preset.quality,
+                                      "synthesis": synthesis, "extra_weights": extra, "iters": iters, **scored})
 
 
 if __name__ == "__main__":
