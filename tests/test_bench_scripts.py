@@ -74,8 +74,8 @@ def test_quadtree_decode_order_reads_only_latents_decoded_before(monkeypatch):
 
 def test_window_synthesis_starts_as_the_per_pixel_one_and_reads_neighbours_of_its_grids(monkeypatch):
     """bench/synthesis_window.py: the window model's first output equals the per-pixel model's from the same seed,
-    and once its off-centre weights move, a pixel's output depends on its neighbours' features through the
-    windowed grids only."""
+    and once its off-centre weights move, a change to one latent of the windowed finest grid reaches exactly the
+    3x3 pixels around it."""
     import torch
 
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
