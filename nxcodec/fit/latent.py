@@ -60,6 +60,7 @@ class LatentSchedule:
     # before, and the best of the last is fitted on. Its iterations are taken from the fit's.
     race: tuple[tuple[int, float], ...] = ((3, 0.05), (2, 0.08))
     decay: bool = True  # cosine decay of the learning rates through the relaxed phase
+    lr_floor: float = 0.1  # where the cosine decay ends, as a part of each starting learning rate
     # How the networks are fitted: "adam"; "soap", their weight matrices by SOAP (Adam in the eigenbasis of
     # Shampoo's preconditioner, nxcodec.fit.soap) as Cool-chic 5; "soap-synthesis", SOAP for the synthesis only.
     # Latents, biases and filter taps always get Adam.
@@ -549,7 +550,8 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     losses = torch.zeros(model.m)
     for it in range(schedule.iters):
         ste = it >= n_noise
-        decay = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1))) if schedule.decay else 1.0
+        cosine = 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
+        decay = schedule.lr_floor + (1 - schedule.lr_floor) * cosine if schedule.decay else 1.0
         for g in opt.param_groups:
             g["lr"] = lr_scale * (schedule.ste_lr if ste else g["base"] * decay)
         if ste:
