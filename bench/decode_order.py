@@ -99,7 +99,7 @@ def fit_and_score(model: LatentModel, target: torch.Tensor, preset: presets.Late
     """Fit ``model`` with the preset's lambda and optimiser for ``iters`` iterations; per signal, the fields of its
     result row: :func:`hard_costs` (as latent_bpp, psnr, cost), the fit's seconds and where it ran."""
     t0 = time.perf_counter()
-    fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=seed)
+    fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters), seed=seed)
     seconds = time.perf_counter() - t0
     return [{"latent_bpp": round(bpp, 4), "psnr": round(psnr, 3), "cost": cost, "fit_seconds": round(seconds, 1),
              "seed": seed, "commit": git_commit(), "machine": machine_name("cpu"), "threads": torch.get_num_threads()}

@@ -62,7 +62,7 @@ def profile_fit(desc, target, preset, iters: int, device: torch.device, rows: in
     model = LatentModel(cfg, target.shape[0], (desc.height, desc.width), desc.channels).to(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        fit(model, target, preset.lam, LatentSchedule(iters=iters, race=(), optimizer=preset.optimizer))
+        fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters, race=()))
         _sync(device)
     events = prof.key_averages()
     by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

@@ -50,7 +50,7 @@ def main() -> None:
         for cfg in (base, multi):
             model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             t0 = time.perf_counter()
-            fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+            fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters), seed=args.seed)
             seconds = time.perf_counter() - t0
             for name, coded in coded_crops(model, cfg, names, signals, preset.lam):
                 rows.append({"image": name, "size": args.size, "quality": preset.quality, "iters": iters,

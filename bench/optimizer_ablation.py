@@ -93,8 +93,8 @@ def main() -> None:
                     help="Optimisers to compare: adam, soap, soap-synthesis [adam,soap].")
     ap.add_argument("--lr", type=float, default=LatentSchedule.lr,
                     help=f"The networks' learning rate [{LatentSchedule.lr}].")
-    ap.add_argument("--latent-lr", type=float, default=LatentSchedule.latent_lr,
-                    help=f"The latents' learning rate [{LatentSchedule.latent_lr}].")
+    ap.add_argument("--latent-lr", type=float, default=None,
+                    help="The latents' learning rate [the preset's].")
     args = ap.parse_args()
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
@@ -102,13 +102,14 @@ def main() -> None:
         for name in args.optimizers.split(","):
             model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             t0 = time.perf_counter()
-            schedule = LatentSchedule(iters=iters, optimizer=name, lr=args.lr, latent_lr=args.latent_lr)
+            schedule = LatentSchedule.for_preset(preset, iters, optimizer=name, lr=args.lr,
+                                                 latent_lr=args.latent_lr or preset.latent_lr)
             fit(model, target, preset.lam, schedule, seed=args.seed)
             seconds = time.perf_counter() - t0
             for img, coded in coded_crops(model, cfg, names, signals, preset.lam):
                 append_row(args.out, {"image": img, "size": args.size, "quality": preset.quality, "iters": iters,
                                       "optimizer": name, **coded, "fit_seconds": round(seconds, 1),
-                                      "seed": args.seed, "lr": args.lr, "latent_lr": args.latent_lr,
+                                      "seed": args.seed, "lr": args.lr, "latent_lr": schedule.latent_lr,
                                       "commit": git_commit(), "machine": machine_name("cpu"),
                                       "threads": torch.get_num_threads()})
 

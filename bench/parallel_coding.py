@@ -30,7 +30,7 @@ def main() -> None:
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
         model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-        fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+        fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters), seed=args.seed)
         jobs = [(d, cfg, {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()},
                  [lat[j].detach().numpy().astype(np.float64) for lat in model.latents], sig.data, preset.lam, None,
                  False) for j, sig in enumerate(signals)]

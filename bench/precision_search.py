@@ -60,7 +60,7 @@ def main() -> None:
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
         model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
-        fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer), seed=args.seed)
+        fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters), seed=args.seed)
         for j, (name, sig) in enumerate(zip(names, signals)):
             weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
             latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]

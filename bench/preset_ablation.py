@@ -61,7 +61,7 @@ def main() -> None:
                 cfg = config_for(preset, d)
                 model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
                 t0 = time.perf_counter()
-                fit(model, target, preset.lam, LatentSchedule(iters=iters, optimizer=preset.optimizer, **schedule),
+                fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters, **schedule),
                     seed=args.seed)
                 seconds = time.perf_counter() - t0
                 for img, coded in coded_crops(model, cfg, names, signals, preset.lam):

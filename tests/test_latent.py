@@ -401,6 +401,27 @@ def test_the_warm_up_race_keeps_each_signals_best_starts_and_charges_its_iterati
         assert torch.all(p[0] == 4.0) and torch.all(p[1] == 3.0)
 
 
+def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
+    from nxcodec.fit import latent_image, presets
+
+    preset = presets.latent_preset(4)
+    schedule = fit_latent.LatentSchedule.for_preset(preset, 300, race=(), latent_lr=0.2)
+    assert (schedule.iters, schedule.optimizer, schedule.race, schedule.latent_lr) == (300, preset.optimizer, (), 0.2)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, target, lam, schedule, seed):
+        seen.append((lam, schedule.iters, schedule.optimizer, schedule.latent_lr))
+        raise Stop
+
+    monkeypatch.setattr(latent_image, "fit", spy)
+    with pytest.raises(Stop):
+        encode_signal(IMAGE, IMAGE.from_array(real_image((80, 64))), EncodeOptions(quality=4, iters=30, device="cpu"))
+    assert seen == [(preset.lam, 30, preset.optimizer, preset.latent_lr)]
+
+
 def test_gradients_are_clipped_per_signal():
     a, b = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, 4, requires_grad=True)
     a.grad = torch.tensor([[3.0, 0, 0], [0.01, 0, 0]])

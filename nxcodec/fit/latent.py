@@ -23,7 +23,7 @@ import functools
 import math
 import sys
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from nxcodec.host_memory import keep_freed_memory
 from nxcodec.latent import builtin, tables
 from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
+
+if TYPE_CHECKING:
+    from nxcodec.fit.presets import LatentPreset
 
 BICUBIC = (-0.0234375, 0.2265625, 0.8671875, -0.0703125)  # the even phase of 2x bicubic (a = -0.75)
 HIDDEN_MAX = 4096.0
@@ -67,6 +70,12 @@ class LatentSchedule:
     optimizer: str = "adam"
     progress: bool = False
     desc: str = "fit"
+
+    @classmethod
+    def for_preset(cls, preset: "LatentPreset", iters: int, **changes) -> "LatentSchedule":
+        """The schedule ``preset`` fits with (its optimiser and latent learning rate) for ``iters`` iterations, with
+        ``changes`` to its fields."""
+        return cls(iters=iters, **{"optimizer": preset.optimizer, "latent_lr": preset.latent_lr, **changes})
 
     def held_at_end(self) -> "LatentSchedule":
         """This schedule with its temperature and noise held at their final values, no race and no manager

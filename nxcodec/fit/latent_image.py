@@ -80,8 +80,8 @@ def _encode_groups(modality, signals_: list, descs: list[ImageDescriptor], group
         cfg = opts.config if isinstance(opts.config, LatentConfig) else config_for(preset, d)
         target = torch.stack([modality.targets(signals_[i]) for i in idx]).to(device)
         model = LatentModel(cfg, len(idx), (d.height, d.width), d.channels, seed=opts.seed).to(device)
-        schedule = LatentSchedule(iters=iters, progress=opts.progress, desc="fit image" + (f" {g + 1}" if g else ""),
-                                  optimizer=preset.optimizer)
+        schedule = LatentSchedule.for_preset(preset, iters, progress=opts.progress,
+                                             desc="fit image" + (f" {g + 1}" if g else ""))
         threads = torch.get_num_threads()
         if device.type == "cpu" and len(idx) * d.width * d.height < SMALL_FIT:
             torch.set_num_threads(1)
