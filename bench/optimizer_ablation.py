@@ -102,8 +102,8 @@ def main() -> None:
         for name in args.optimizers.split(","):
             model = LatentModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             t0 = time.perf_counter()
-            schedule = LatentSchedule.for_preset(preset, iters, optimizer=name, lr=args.lr,
-                                                 latent_lr=args.latent_lr or preset.latent_lr)
+            latent_lr = {} if args.latent_lr is None else {"latent_lr": args.latent_lr}
+            schedule = LatentSchedule.for_preset(preset, iters, optimizer=name, lr=args.lr, **latent_lr)
             fit(model, target, preset.lam, schedule, seed=args.seed)
             seconds = time.perf_counter() - t0
             for img, coded in coded_crops(model, cfg, names, signals, preset.lam):
