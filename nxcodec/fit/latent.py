@@ -50,7 +50,7 @@ class LatentSchedule:
     iters: int = 2000
     lr: float = 1e-2  # networks
     context_lr: float | None = None  # the context models' (None: ``lr``)
-    # Latents need far larger steps than the networks (0.05: -2 dB at 400 iterations); the image presets' 2000 take 0.1
+    # Latents need far larger steps than the networks (0.05: -2 dB at 400 its); image presets take 0.1 (presets.py)
     latent_lr: float = 0.3
     ste_frac: float = 0.15  # final straight-through phase with hard rounding
     ste_lr: float = 1e-4
