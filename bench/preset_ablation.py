@@ -4,8 +4,9 @@ Fits the same crops (side by side, one stack) with each preset and each variant 
 the same start, codes every fit into a real stream and reports its rate, PSNR and
 rate-distortion cost (MSE on [0, 1] + lambda x bpp, lambda the preset's). A variant is a
 name and the preset or schedule fields it changes, ``name:field=value+field=value`` (a
-field of ``LatentPreset``, or a number of ``LatentSchedule`` such as ``ste_frac``); ``base``
-is the preset itself. One JSON line per crop, quality, fit length and variant is appended to
+field of ``LatentPreset``, a number of ``LatentSchedule`` such as ``ste_frac``, or its warm-up ``race``
+written as rounds ``candidates x fraction`` joined by ``/``, e.g. ``race=3x0.05/2x0.08``, ``race=none`` for
+none); ``base`` is the preset itself. One JSON line per crop, quality, fit length and variant is appended to
 ``--out``.
 
     python bench/preset_ablation.py ../shared/data/kodak --images 1,2 --size 512 --qualities 1 \\
@@ -40,11 +41,24 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
         key, _, value = item.partition("=")
         if key in types:
             preset[key] = {"int": int, "float": float, "str": str}[types[key]](value)
+        elif key == "race":
+            schedule[key] = parse_race(value)
         elif key in SCHEDULE_NUMBERS:
             schedule[key] = {"int": int, "float": float}[SCHEDULE_NUMBERS[key]](value)
         else:
             raise SystemExit(f"{key!r} is neither a preset field nor a number of the schedule one can vary")
     return name, preset, schedule
+
+
+def parse_race(text: str) -> tuple[tuple[int, float], ...]:
+    """``3x0.05/2x0.08`` -> ((3, 0.05), (2, 0.08)); ``none`` -> ()."""
+    if text == "none":
+        return ()
+    rounds = []
+    for item in text.split("/"):
+        n, _, frac = item.partition("x")
+        rounds.append((int(n), float(frac)))
+    return tuple(rounds)
 
 
 def main() -> None:
