@@ -46,9 +46,8 @@ class QuadtreeModel(LatentModel):
         gen = torch.Generator().manual_seed(seed + 1)
         arm = _mlp_params(m, len(WINDOW) + N_CONTEXT_A + 3, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True)
         arm[-1][1][..., 1] = 12.0  # the scale output starts mid-range, as the model's own
-        self.nets["arm_b"] = [[torch.nn.Parameter(t) for t in layer] for layer in arm]
-        self._registered = torch.nn.ParameterList(
-            t for layers in self.nets.values() for layer in layers for t in layer)
+        self.nets["arm_b"] = arm
+        self.register_nets()
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         bits = torch.zeros(self.m, device=self.latents[0].device)

@@ -45,9 +45,8 @@ class WindowModel(LatentModel):
         wide = torch.zeros(*w.shape[:-2], w.shape[-2] + 8 * n, w.shape[-1])
         wide[..., CENTRE : 9 * n : 9, :] = w.detach()[..., :n, :]
         wide[..., 9 * n :, :] = w.detach()[..., n:, :]
-        self.nets["experts"][0] = [torch.nn.Parameter(wide), b]
-        self._registered = torch.nn.ParameterList(
-            t for layers in self.nets.values() for layer in layers for t in layer)
+        self.nets["experts"][0] = [wide, b]
+        self.register_nets()
 
     def extra_weights(self) -> int:
         """Weights this model codes beyond the per-pixel synthesis, per signal."""

@@ -221,10 +221,7 @@ class LatentModel(torch.nn.Module):
             self.refine = torch.nn.ParameterList([torch.nn.Parameter(w1), torch.nn.Parameter(torch.zeros(m, r)),
                                                   torch.nn.Parameter(torch.zeros(m, c, r, 3, 3)),
                                                   torch.nn.Parameter(torch.zeros(m, c))])
-        self._registered = torch.nn.ParameterList(
-            torch.nn.Parameter(t) for layers in self.nets.values() for layer in layers for t in layer)
-        it = iter(self._registered)
-        self.nets = {k: [[next(it), next(it)] for _ in layers] for k, layers in self.nets.items()}
+        self.register_nets()
         # The scale output starts mid-range (about b = 1), the mean output at 0.
         for k in ("arm_a", "arm_b"):
             with torch.no_grad():
@@ -337,6 +334,15 @@ class LatentModel(torch.nn.Module):
             for w in (self.refine[0], self.refine[2]):
                 views[id(w)] = (w.shape[1], w[0, 0].numel())
         return views
+
+    def register_nets(self) -> None:
+        """Make every tensor of ``self.nets`` a parameter of this module (tensors that already are stay the same
+        objects). A subclass that replaces one of the networks calls it again."""
+        self._registered = torch.nn.ParameterList(
+            t if isinstance(t, torch.nn.Parameter) else torch.nn.Parameter(t)
+            for layers in self.nets.values() for layer in layers for t in layer)
+        it = iter(self._registered)
+        self.nets = {k: [[next(it), next(it)] for _ in layers] for k, layers in self.nets.items()}
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
