@@ -133,11 +133,10 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # measured, kodim01 and kodim02 at full size coded to 0.192 and 0.099 bpp (bench/results/kodak_full2_cpu_q1q9).
 # The ladder between quality 1 and quality 9 (38.3 dB on the two images below with the latents at 0.3) puts the
 # default, quality 5, near 0.5 bpp, as the issue asks; the earlier ladder, geometric in lambda, coded 0.70 bpp there.
-# Each lambda is
-# interpolated (log lambda against log rate) from that ladder's full-size run (bench/results/
-# kodak_full2_cpu_v9_500it) for a rate that grows by a factor of 2.3 at the bottom of the range down to 1.4 at its
-# top: 0.043, 0.10, 0.19, 0.32, 0.50, 0.75, 1.10, 1.60, 2.25 bpp. Each quality keeps the networks of the old
-# quality nearest to it in rate.
+# Each lambda is interpolated (log lambda against log rate) from that ladder's full-size run
+# (bench/results/kodak_full2_cpu_v9_500it) for a rate that grows by a factor of 2.3 at the bottom of the range down
+# to 1.4 at its top: 0.043, 0.10, 0.19, 0.32, 0.50, 0.75, 1.10, 1.60, 2.25 bpp. Each quality keeps the networks of
+# the old quality nearest to it in rate.
 # The latents' learning rate is 0.1 instead of the schedule's 0.3 (chosen at 400 iterations): with the presets'
 # 2000 iterations it lowered the rate-distortion cost of four 256x256 Kodak crops (bench/preset_ablation.py,
 # bench/results/latent_lr_cpu.jsonl) by 7.2% at quality 5 (2.0 to 12.9%; 0.05: 6.7%, 0.03: 3.9%) and by 3.3% at
