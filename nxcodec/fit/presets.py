@@ -141,7 +141,8 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # 2000 iterations it lowered the rate-distortion cost of four 256x256 Kodak crops (bench/preset_ablation.py,
 # bench/results/latent_lr_cpu.jsonl) by 7.2% at quality 5 (2.0 to 12.9%; 0.05: 6.7%, 0.03: 3.9%) and by 3.3% at
 # quality 3 (1.8 to 5.8%). Ending the cosine decay at 1% of the start instead of 10% changed little (-7.1%, -4.2%).
-# With 500-iteration fits 0.3 cost 5.2% more than 0.1 at quality 5.
+# With 500-iteration fits 0.3 cost 5.2% more than 0.1 at quality 5. At quality 9 (2000 iterations) 0.2 cost 1.1% more
+# (same file, commit dec2638).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
 # version 9 with 500-iteration fits (the presets' 2000 iterations code a little smaller, so a target is met at the
 # first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
