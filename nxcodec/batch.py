@@ -2,9 +2,11 @@
 
 ``run_batch`` mirrors SRC into DST: every file a modality reads becomes
 ``DST/<relative path>.nxc`` (``batch-decode`` goes the other way). Each output is written
-atomically and each finished file is appended to ``DST/manifest.jsonl`` at once, so a run
-killed at any moment loses at most the files in flight; ``resume`` skips the files the
-manifest records as done whose outputs exist and pass their CRC, and redoes the rest.
+atomically. ``DST/manifest.jsonl`` is a journal: before any output is written it claims
+every file the run will write ("started"), and each finished file's record is appended
+at once, so a run killed at any moment loses at most the files in flight; ``resume``
+skips the files the manifest records as done whose outputs exist and pass their CRC, and
+redoes the rest, overwriting the outputs it claimed (and only those) without ``--force``.
 A file that fails is recorded with its error and the batch goes on.
 
 Work runs in this process, in local worker processes (one per CPU worker or per GPU), or
@@ -61,7 +63,7 @@ class Record:
     psnr: float | None
     seconds: float
     device: str
-    status: str  # "ok" or "error"
+    status: str  # "ok", "error", or "started" (claimed by a run that may have been killed before it finished)
     error: str = ""
     settings: dict | None = None  # encode batches: what the output was made with (EncodeSettings.recorded)
     stream_version: int | None = None  # the output's .nxc version (encode batches)
@@ -265,11 +267,27 @@ def _remove_partial_files(dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _append(path: Path, record: Record) -> None:
+def _append(path: Path, *records: Record) -> None:
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(asdict(record)) + "\n")
+        f.write("".join(json.dumps(asdict(record)) + "\n" for record in records))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _end_torn_line(path: Path) -> None:
+    """End the manifest's last line if a kill tore it, so that the records appended next start on lines of their own
+    (the torn line stays, ignored by :func:`read_manifest`)."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def _claim(job: Job) -> Record:
+    """The record that says this run may write ``job``'s output: a run killed after an output was written but before
+    its record was appended finds the claim on resume, so the output counts as its own, not as a user's file."""
+    return Record(job.rel, 0, job.output.name, 0, None, "", None, 0.0, "", "started")
 
 
 def _write_summary(dst: Path, records: list[dict]) -> None:
@@ -527,6 +545,7 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
     _remove_partial_files(dst)
     jobs = encode_jobs(src, dst) if kind == "encode" else decode_jobs(src, dst)
     previous = read_manifest(manifest)
+    _end_torn_line(manifest)
     if kind == "encode":
         check_resume_settings(previous, settings, dst)
     check = stream_is_valid if kind == "encode" else (lambda p: True)
@@ -550,6 +569,8 @@ def _run_batch(kind: str, src: Path, dst: Path, settings: EncodeSettings, resume
     for i in sorted(refused):
         land(_error_record(todo[i], OutputError(refused[i]), t0, ""))
     todo = [job for i, job in enumerate(todo) if i not in refused]
+    if todo:
+        _append(manifest, *(_claim(job) for job in todo))
 
     if devices:
         device_list = devices

@@ -104,7 +104,8 @@ def test_batch_decode_restores_the_tree(tmp_path):
         assert restored.shape == original.shape
         err = np.mean((restored.astype(float) - original.astype(float)) ** 2)
         assert 10 * np.log10(255**2 / err) > 18
-    assert json.loads((back / "manifest.jsonl").read_text().splitlines()[0])["status"] == "ok"
+    assert [json.loads(line)["status"] for line in (back / "manifest.jsonl").read_text().splitlines()] == \
+        ["started"] * 3 + ["ok"] * 3
 
 
 def test_ray_backend_on_a_local_instance(tmp_path):
@@ -226,7 +227,7 @@ def kill_and_resume(src: Path, dst: Path, args: list[str]) -> dict[int, bytes]:
     manifest = dst / "manifest.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and manifest.read_text().count("\n") >= 2:
+        if manifest.exists() and manifest.read_text().count('"status": "ok"') >= 2:
             break
         time.sleep(0.05)
     workers = children(proc.pid)
@@ -242,6 +243,42 @@ def kill_and_resume(src: Path, dst: Path, args: list[str]) -> dict[int, bytes]:
     assert res.exit_code == 0, res.output
     assert not list(dst.rglob("*.part")) and not (dst / ".nxcodec-batch.lock").exists()
     return workers
+
+
+def test_resume_after_a_kill_between_an_output_and_its_record(tmp_path):
+    """A run killed after writing an output but before recording it leaves only its claim in the manifest: resume
+    takes the output as its own and redoes it, where a file it never claimed is refused."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 2)
+    run_batch("encode", src, dst, FAST)
+    before = outputs(dst)
+    manifest = dst / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("".join(line + "\n" for line in lines if '"source": "top.jpg"' not in line or "started" in line))
+    assert read_manifest(manifest)["top.jpg"]["status"] == "started"
+    summary = run_batch("encode", src, dst, FAST, resume=True)
+    assert (summary.skipped, summary.ok, summary.failed) == (1, 1, 0)
+    assert outputs(dst) == before and read_manifest(manifest)["top.jpg"]["status"] == "ok"
+
+    manifest.write_text("".join(line + "\n" for line in lines if '"source": "top.jpg"' not in line))
+    (dst / "top.jpg.nxc").write_bytes(b"the user's own file")
+    summary = run_batch("encode", src, dst, FAST, resume=True)
+    assert summary.failed == 1 and (dst / "top.jpg.nxc").read_bytes() == b"the user's own file"
+
+
+def test_resume_after_a_kill_that_tore_the_manifests_last_line(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, 2)
+    run_batch("encode", src, dst, FAST)
+    manifest = dst / "manifest.jsonl"
+    text = manifest.read_text()
+    manifest.write_text(text[: text.rindex('"status": "ok"')])  # the last record, torn mid-write
+    torn = read_manifest(manifest)
+    assert (torn["top.jpg"]["status"], torn["set0/img0.png"]["status"]) == ("ok", "started")
+    summary = run_batch("encode", src, dst, FAST, resume=True)
+    assert (summary.skipped, summary.ok, summary.failed) == (1, 1, 0)
+    records = read_manifest(manifest)
+    assert [records[k]["status"] for k in ("top.jpg", "set0/img0.png")] == ["ok", "ok"]
 
 
 def test_kill_and_resume_with_two_workers_gives_the_same_outputs(tmp_path):
@@ -286,7 +323,8 @@ def test_two_batches_started_at_once_on_one_destination(tmp_path):
     assert len(lines) == 1 and "is in use by another nxcodec batch (pid" in lines[0], loser[1]
     assert len(outputs(dst)) == 4 and not (dst / ".nxcodec-batch.lock").exists()
     records = read_manifest(dst / "manifest.jsonl")
-    assert len(records) == 4 and (dst / "manifest.jsonl").read_text().count("\n") == 4  # one writer
+    lines = (dst / "manifest.jsonl").read_text().splitlines()
+    assert len(records) == 4 and len(lines) == 8  # one writer: four claims, four results
 
 
 def test_a_lock_held_by_a_live_run_is_refused_and_a_dead_ones_is_taken(tmp_path):
