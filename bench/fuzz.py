@@ -293,6 +293,8 @@ def worker(resolution: int, memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     inp, out = sys.stdin.buffer, sys.stdout
     scratch = Path(tempfile.mkdtemp(prefix="nxc-fuzz-"))
+    out.write(READY + "\n")  # imports done: from here on each case has its own time limit
+    out.flush()
     while True:
         head = inp.read(_CASE.size)
         if len(head) < _CASE.size:
@@ -318,6 +320,10 @@ class Outcome:
     failures: list[dict] = field(default_factory=list)
 
 
+READY = "ready"  # a worker's first line, once its imports are done
+STARTUP_SECONDS = 300
+
+
 class _Worker:
     """One worker process; restarted after a crash or a hang."""
 
@@ -327,10 +333,17 @@ class _Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Start the worker and wait for its imports (torch, skimage, trimesh: seconds on a loaded machine), so
+        that they never count against a case's time limit."""
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+        ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_SECONDS)
+        line = self.proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+        if line != READY:
+            self.stop()
+            raise SystemExit(f"a fuzz worker did not start within {STARTUP_SECONDS} s")
 
     def run(self, data: bytes, timeout: float) -> str:
         """``ok``, ``nxc`` or ``fail <json message>``; a worker that dies or hangs is replaced."""

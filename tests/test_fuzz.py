@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 
 import pytest
 
@@ -19,14 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def test_two_thousand_mutated_streams_decode_or_are_refused_cleanly(tmp_path):
-    t0 = time.perf_counter()
     outcome = fuzz.run(2000, seed=12, out=tmp_path, workers=2)
-    seconds = time.perf_counter() - t0
     failures = [f"case {f['case']} ({f['from']}: {f['mutations']}): {f['error']}" for f in outcome.failures]
     assert not failures, "\n".join(failures)
     assert outcome.ok + outcome.refused == 2000
     assert outcome.ok > 100 and outcome.refused > 1000  # mutations reach both the decoder's ends
-    assert seconds < 60
 
 
 def test_cases_are_repeatable_and_most_carry_a_valid_crc():
