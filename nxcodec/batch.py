@@ -450,7 +450,7 @@ class DestinationLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                holder = self._holder(fd)
                 os.close(fd)
                 who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
                 raise OutputError(f"{self.path.parent} is in use by another nxcodec batch ({who}); "
@@ -467,6 +467,17 @@ class DestinationLock:
             self.fd = fd
             return self
         raise OutputError(f"{self.path.parent} is in use by other nxcodec batches; wait for them to finish")
+
+    @staticmethod
+    def _holder(fd: int) -> list[str]:
+        """The pid and host a locked file names; its holder writes them just after taking the lock, so an empty
+        file is read again for a moment before giving up."""
+        for _ in range(50):
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            if holder:
+                return holder
+            time.sleep(0.01)
+        return []
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
