@@ -66,13 +66,12 @@ def encoded(tmp_path_factory):
     shape = for_name("shape")
     path = small_mesh(tmp_path_factory.mktemp("mesh"))
     signal = shape.read(path)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(shape_mod, "DEFAULT_RESOLUTION", RESOLUTION)
-    mp.setattr(shape_mod, "TRAIN_POINTS", TRAIN_POINTS)  # smaller batches: a fit of seconds
-    mp.setattr(shape_mod, "METRICS", FAST_METRICS)
-    cfg = replace(shape_mod.SHAPE_SHAPE, n_experts=1).fit_budget(1, 3000)  # one expert: no manager pretraining
-    res = encode_signal(shape, signal, EncodeOptions(iters=ITERS, device="cpu", config=cfg))
-    mp.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shape_mod, "DEFAULT_RESOLUTION", RESOLUTION)
+        mp.setattr(shape_mod, "TRAIN_POINTS", TRAIN_POINTS)  # smaller batches: a fit of seconds
+        mp.setattr(shape_mod, "METRICS", FAST_METRICS)
+        cfg = replace(shape_mod.SHAPE_SHAPE, n_experts=1).fit_budget(1, 3000)  # one expert: no manager pretraining
+        res = encode_signal(shape, signal, EncodeOptions(iters=ITERS, device="cpu", config=cfg))
     return path, signal, res
 
 

@@ -29,8 +29,9 @@ def test_an_interrupted_parent_reports_once_and_its_workers_print_nothing(tmp_pa
 
         if __name__ == "__main__":
             pool = ProcessPoolExecutor(2, mp_context=get_context("spawn"), initializer=compute_worker)
-            for f in [pool.submit(time.sleep, 0.1) for _ in range(2)]:
-                f.result()  # both workers started, now idle on the task queue
+            pids = set()
+            while len(pids) < 2:  # a worker that answered has run its initializer; wait until both have
+                pids |= {f.result() for f in [pool.submit(os.getpid) for _ in range(2)]}
             try:
                 os.killpg(0, signal.SIGINT)  # what a terminal's Ctrl-C does: every process of the group
                 time.sleep(5)
