@@ -143,6 +143,10 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # quality 3 (1.8 to 5.8%). Ending the cosine decay at 1% of the start instead of 10% changed little (-7.1%, -4.2%).
 # With 500-iteration fits 0.3 cost 5.2% more than 0.1 at quality 5. At quality 9 (2000 iterations) 0.2 cost 1.1% more
 # (same file, commit dec2638).
+# Quality 5's synthesis is 24 wide (was 16): on two 512x512 crops (kodim01, kodim04) with the presets' 2000
+# iterations, coded streams, 24 cost 2.1% and 3.0% less and 32 1.7% less and 0.4% more
+# (bench/results/synthesis_width_512_cpu.jsonl; a 512x512 crop has two thirds of a Kodak image's pixels, so the
+# networks' bits weigh on it about as on a whole image, where a 256x256 crop charges them to a sixth).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
 # version 9 with 500-iteration fits (the presets' 2000 iterations code a little smaller, so a target is met at the
 # first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
@@ -164,7 +168,7 @@ LATENT_PRESETS = {
         _image(2, 2.3e-2, 0.089, 2000, 8, 16),
         _image(3, 1.0e-2, 0.162, 2000, 8, 16),
         _image(4, 4.8e-3, 0.308, 2000, 12, 16),
-        _image(5, 2.25e-3, 0.501, 2000, 12, 16, refine_width=6),
+        _image(5, 2.25e-3, 0.501, 2000, 12, 24, refine_width=6),
         _image(6, 1.15e-3, 0.698, 2000, 12, 24, refine_width=6),
         _image(7, 5.9e-4, 1.007, 2000, 16, 24, refine_width=8),
         _image(8, 2.6e-4, 1.418, 2000, 16, 24, refine_width=8),
