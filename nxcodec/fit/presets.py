@@ -144,7 +144,8 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # With 500-iteration fits 0.3 cost 5.2% more than 0.1 at quality 5. At quality 9 (2000 iterations) 0.2 cost 1.1% more
 # (same file, commit dec2638).
 # Quality 5's synthesis is 24 wide (was 16): on two 512x512 crops (kodim01, kodim04) with the presets' 2000
-# iterations, coded streams, 24 cost 2.1% and 3.0% less and 32 1.7% less and 0.4% more
+# iterations, coded streams, 24 cost 2.1% and 3.0% less and 32 1.7% less and 0.4% more; at quality 3, 24 cost
+# 0.5% less and 2.9% more, so quality 3 (and 4, between them) stays at 16
 # (bench/results/synthesis_width_512_cpu.jsonl; a 512x512 crop has two thirds of a Kodak image's pixels, so the
 # networks' bits weigh on it about as on a whole image, where a 256x256 crop charges them to a sixth).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
