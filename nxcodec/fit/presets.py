@@ -154,8 +154,8 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # version 9 with 500-iteration fits (the presets' 2000 iterations code a little smaller, so a target is met at the
 # first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
 # ninth least; JPEG, WebP and AVIF code the two at 0.86 to 1.17 times their 24-image means
-# (bench/results/kodak_gpu_h100). The run: bench/results/kodak_full2_cpu_v9_llr01_500it (commit b359ad5), 0.501 bpp
-# at quality 5; with the latents at 0.3 the ladder had met the aimed rates above within 4%
+# (bench/results/kodak_gpu_h100). The run: bench/results/kodak_full2_cpu_v9_llr01_500it (commit b359ad5; quality
+# 5's rate is from its own run, above); with the latents at 0.3 the ladder had met the aimed rates above within 4%
 # (bench/results/kodak_full2_cpu_v9_ladder_500it, commit 8eb16a8).
 
 
