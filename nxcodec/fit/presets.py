@@ -145,11 +145,11 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # (same file, commit dec2638).
 # Quality 5's synthesis is 24 wide (was 16): on two 512x512 crops (kodim01, kodim04) with the presets' 2000
 # iterations, coded streams, 24 cost 2.1% and 3.0% less and 32 1.7% less and 0.4% more; at quality 3, 24 cost
-# 0.5% less and 2.9% more, so quality 3 (and 4, between them) stays at 16
-# Its `rate` below is from its own run at full size (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit
-# 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696 and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
-# (bench/results/synthesis_width_512_cpu.jsonl; a 512x512 crop has two thirds of a Kodak image's pixels, so the
-# networks' bits weigh on it about as on a whole image, where a 256x256 crop charges them to a sixth).
+# 0.5% less and 2.9% more, so quality 3 (and 4, between them) stays at 16 (bench/results/synthesis_width_512_cpu.jsonl;
+# a 512x512 crop has two thirds of a Kodak image's pixels, so the networks' bits weigh on it about as on a whole
+# image, where a 256x256 crop charges them to a sixth). Quality 5's `rate` below is from its own run at full size
+# (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
+# and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
 # version 9 with 500-iteration fits (the presets' 2000 iterations code a little smaller, so a target is met at the
 # first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
