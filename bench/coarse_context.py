@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from decode_order import fit_and_score
 from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
-from nxcodec.fit.latent import LatentModel, _mlp_params
+from nxcodec.fit.latent import LatentModel, context_model_params
 from nxcodec.fit.matmul import stack_matmul
 from nxcodec.latent.context import COARSE_OFFSETS
 
@@ -68,9 +68,7 @@ class Window5Model(LatentModel):
     def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__(cfg, m, shape, channels, seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        arm = _mlp_params(m, len(WINDOW5), cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True)
-        arm[-1][1][..., 1] = 12.0  # the scale output starts mid-range, as the model's own
-        self.nets["arm_a"] = arm
+        self.nets["arm_a"] = context_model_params(m, len(WINDOW5), cfg, gen)
         self.register_nets()
 
     def _window(self, coarser: torch.Tensor | None, size: tuple[int, ...]) -> torch.Tensor:

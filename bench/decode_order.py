@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
-from nxcodec.fit.latent import LatentModel, LatentSchedule, _mlp_params, fit
+from nxcodec.fit.latent import LatentModel, LatentSchedule, context_model_params, fit
 from nxcodec.latent.context import N_CONTEXT_A
 
 WINDOW = [(a, b) for a in range(-2, 3) for b in range(-2, 3) if (a, b) != (0, 0)]
@@ -44,9 +44,7 @@ class QuadtreeModel(LatentModel):
     def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__(cfg, m, shape, channels, seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        arm = _mlp_params(m, len(WINDOW) + N_CONTEXT_A + 3, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True)
-        arm[-1][1][..., 1] = 12.0  # the scale output starts mid-range, as the model's own
-        self.nets["arm_b"] = arm
+        self.nets["arm_b"] = context_model_params(m, len(WINDOW) + N_CONTEXT_A + 3, cfg, gen)
         self.register_nets()
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -108,6 +108,14 @@ def _mlp_params(m: int, fan_in: int, width: int, layers: int, out: int, gen: tor
     return params
 
 
+def context_model_params(m: int, fan_in: int, cfg: LatentConfig, gen: torch.Generator) -> list[list[torch.Tensor]]:
+    """A context model's [weight, bias] per layer for ``fan_in`` inputs: its output starts with the mean at 0 and the
+    scale mid-range (about b = 1)."""
+    layers = _mlp_params(m, fan_in, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True)
+    layers[-1][1][..., 1] = 12.0
+    return layers
+
+
 def _mlp(x: torch.Tensor, layers: list[list[torch.Tensor]], relu_max: float | None = None) -> torch.Tensor:
     """Per-image MLP: ``x`` (M, ..., N, fan_in), weights (M, ..., fan_in, out)."""
     for i, (w, b) in enumerate(layers):
@@ -207,8 +215,8 @@ class LatentModel(torch.nn.Module):
         self.keep: list[torch.Tensor] | None = None
         n_a, n_b = context_sizes(self.dims)
         self.nets: dict[str, list[list[torch.Tensor]]] = {
-            "arm_a": _mlp_params(m, n_a, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
-            "arm_b": _mlp_params(m, n_b, cfg.arm_width, cfg.arm_layers, 2, gen, zero_out=True),
+            "arm_a": context_model_params(m, n_a, cfg, gen),
+            "arm_b": context_model_params(m, n_b, cfg, gen),
             "experts": _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen, (cfg.n_experts,)),
         }
         if cfg.n_experts > 1:
@@ -222,10 +230,6 @@ class LatentModel(torch.nn.Module):
                                                   torch.nn.Parameter(torch.zeros(m, c, r, 3, 3)),
                                                   torch.nn.Parameter(torch.zeros(m, c))])
         self.register_nets()
-        # The scale output starts mid-range (about b = 1), the mean output at 0.
-        for k in ("arm_a", "arm_b"):
-            with torch.no_grad():
-                self.nets[k][-1][1][..., 1] = 12.0
         if cfg.builtin_context:  # the decoder's built-in models, frozen (shapes: their input gain stays 1)
             fixed = builtin.values()
             for k in builtin.NETWORKS:
