@@ -407,6 +407,8 @@ def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
     preset = presets.latent_preset(4)
     schedule = fit_latent.LatentSchedule.for_preset(preset, 300, race=(), latent_lr=0.2)
     assert (schedule.iters, schedule.optimizer, schedule.race, schedule.latent_lr) == (300, preset.optimizer, (), 0.2)
+    audio = fit_latent.LatentSchedule.for_preset(presets.AUDIO_LATENT_PRESETS[5], 300)
+    assert audio.latent_lr == fit_latent.LatentSchedule().latent_lr  # a preset without its own keeps the schedule's
     seen = []
 
     class Stop(Exception):

@@ -77,7 +77,10 @@ class LatentSchedule:
     def for_preset(cls, preset: "LatentPreset", iters: int, **changes) -> "LatentSchedule":
         """The schedule ``preset`` fits with (its optimiser and latent learning rate) for ``iters`` iterations, with
         ``changes`` to its fields."""
-        return cls(iters=iters, **{"optimizer": preset.optimizer, "latent_lr": preset.latent_lr, **changes})
+        own = {"optimizer": preset.optimizer}
+        if preset.latent_lr is not None:
+            own["latent_lr"] = preset.latent_lr
+        return cls(iters=iters, **{**own, **changes})
 
     def held_at_end(self) -> "LatentSchedule":
         """This schedule with its temperature and noise held at their final values, no race and no manager

@@ -117,7 +117,7 @@ class LatentPreset:
     n_experts: int = 1
     mgr_width: int = 8
     optimizer: str = "adam"  # how the networks are fitted (nxcodec.fit.latent.LatentSchedule.optimizer)
-    latent_lr: float = 0.3  # the latents' learning rate (LatentSchedule.latent_lr's default; image presets: 0.1)
+    latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
 
 
 SYNTHESIS_SOAP = "soap-synthesis"
