@@ -29,14 +29,23 @@ from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name
 
 
+def int_list(text: str) -> list[int]:
+    """``1,4,15`` -> [1, 4, 15], for argparse (which turns the ValueError into a usage error)."""
+    numbers = [int(v) for v in text.split(",")]
+    if any(n < 1 for n in numbers):
+        raise ValueError(text)
+    return numbers
+
+
 def crop_parser(description: str, iters: str) -> argparse.ArgumentParser:
     """The arguments every crop ablation takes: the crops, the qualities, the fit lengths, the seed, the output."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("src", type=Path, help="The Kodak folder.")
-    ap.add_argument("--images", default="1,4,15,23", help="Kodak numbers, comma-separated [1,4,15,23].")
+    ap.add_argument("--images", type=int_list, default="1,4,15,23", help="Kodak numbers, comma-separated [1,4,15,23].")
     ap.add_argument("--size", type=int, default=256, help="Centre crop side [256].")
-    ap.add_argument("--qualities", default="3,5", help="Presets whose lambda, sizes (and optimiser) are used [3,5].")
-    ap.add_argument("--iters", default=iters, help=f"Fit lengths, comma-separated [{iters}].")
+    ap.add_argument("--qualities", type=int_list, default="3,5",
+                    help="Presets whose lambda, sizes (and optimiser) are used [3,5].")
+    ap.add_argument("--iters", type=int_list, default=iters, help=f"Fit lengths, comma-separated [{iters}].")
     ap.add_argument("--seed", type=int, default=0, help="Seed of every fit [0].")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines file to append to.")
     return ap
@@ -48,18 +57,18 @@ def kodak_crops(args: argparse.Namespace) -> tuple[list[str], list, torch.Tensor
     git_commit()
     image = for_name("image")
     names, signals = [], []
-    for num in args.images.split(","):
-        im = np.asarray(Image.open(args.src / f"kodim{int(num):02d}.png").convert("RGB"))
+    for num in args.images:
+        im = np.asarray(Image.open(args.src / f"kodim{num:02d}.png").convert("RGB"))
         h, w, s = *im.shape[:2], args.size
-        names.append(f"kodim{int(num):02d}")
+        names.append(f"kodim{num:02d}")
         signals.append(image.from_array(im[(h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2].copy()))
     return names, signals, torch.stack([image.targets(sig) for sig in signals])
 
 
 def settings(args: argparse.Namespace, d) -> Iterator[tuple[int, presets.LatentPreset, LatentConfig]]:
     """Every (fit length, preset, latent config) of ``--iters`` x ``--qualities`` for crops described by ``d``."""
-    for iters in (int(v) for v in args.iters.split(",")):
-        for q in (int(v) for v in args.qualities.split(",")):
+    for iters in args.iters:
+        for q in args.qualities:
             preset = presets.latent_preset(q)
             yield iters, preset, config_for(preset, d)
 

@@ -35,28 +35,33 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
     """``name:field=value+field=value`` -> (name, {preset field: value}, {schedule field: value}), values typed
     as the fields."""
     name, _, changes = text.partition(":")
-    types = {f.name: f.type for f in fields(presets.LatentPreset) if f.name != "quality"}
+    types = {f.name: f.type.removesuffix(" | None") for f in fields(presets.LatentPreset) if f.name != "quality"}
     preset, schedule = {}, {}
     for item in filter(None, changes.split("+")):
         key, _, value = item.partition("=")
-        if key in types:
-            preset[key] = {"int": int, "float": float, "str": str}[types[key]](value)
-        elif key == "race":
-            schedule[key] = parse_race(value)
-        elif key in SCHEDULE_NUMBERS:
-            schedule[key] = {"int": int, "float": float}[SCHEDULE_NUMBERS[key]](value)
-        else:
-            raise SystemExit(f"{key!r} is neither a preset field nor a number of the schedule one can vary")
+        try:
+            if key in types:
+                preset[key] = {"int": int, "float": float, "str": str}[types[key]](value)
+            elif key == "race":
+                schedule[key] = parse_race(value)
+            elif key in SCHEDULE_NUMBERS:
+                schedule[key] = {"int": int, "float": float}[SCHEDULE_NUMBERS[key]](value)
+            else:
+                raise SystemExit(f"{key!r} is neither a preset field nor a number of the schedule one can vary")
+        except ValueError:
+            raise SystemExit(f"{item!r}: {value!r} is not a value of {key}") from None
     return name, preset, schedule
 
 
 def parse_race(text: str) -> tuple[tuple[int, float], ...]:
-    """``3x0.05/2x0.08`` -> ((3, 0.05), (2, 0.08)); ``none`` -> ()."""
+    """``3x0.05/2x0.08`` -> ((3, 0.05), (2, 0.08)); ``none`` -> () (ValueError if malformed)."""
     if text == "none":
         return ()
     rounds = []
     for item in text.split("/"):
-        n, _, frac = item.partition("x")
+        n, x, frac = item.partition("x")
+        if not x:
+            raise ValueError(item)
         rounds.append((int(n), float(frac)))
     return tuple(rounds)
 
@@ -68,8 +73,8 @@ def main() -> None:
     variants = [parse_variant(v) for v in args.variants.split(",")]
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
-    for iters in (int(v) for v in args.iters.split(",")):
-        for q in (int(v) for v in args.qualities.split(",")):
+    for iters in args.iters:
+        for q in args.qualities:
             for vname, changes, schedule in variants:
                 preset = replace(presets.latent_preset(q), **changes)
                 cfg = config_for(preset, d)
