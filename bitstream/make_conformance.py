@@ -161,10 +161,10 @@ def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
     ]
 
 
-def random_networks(config: LatentConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One channel's networks of ``config`` drawn at random, with bicubic upsampling: for the escape cases, whose
-    latents, not networks, are the point."""
-    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1).items()}
+def random_networks(config: LatentConfig, rng: np.random.Generator, channels: int = 1) -> dict[str, np.ndarray]:
+    """The networks of ``config`` for ``channels`` drawn at random, with bicubic upsampling: for the written cases,
+    whose coding, not their picture, is the point."""
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(channels).items()}
     weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
     return weights
 
@@ -185,17 +185,49 @@ def escape_case() -> tuple[str, bytes]:
     return "gray_k2_escapes_21x19", stream.write(d, config, quantize_networks(weights, 7, 5), latents)[0]
 
 
-def latent_main() -> None:
-    """Regenerate the version 9 image cases into conformance/v9/image/."""
+def routing_case() -> tuple[str, bytes]:
+    """Random networks written so that the parts of SPEC.md 9 the fitted cases leave untried are used: four experts
+    with the manager's outputs 0 and 1 (and 2 and 3) equal, so every pixel routed to such a pair goes to its lower
+    index (ties); fixed-point biases 2^10 times finer than their weights (the floor branch of 9.4); and a tensor of
+    equal values, 12 symbols under a one-entry table among 8 coder lanes (they keep their turns, 9.5.1)."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, stream
+    from nxcodec.signals.imagefile import ImageDescriptor
+
+    rng = np.random.default_rng(14)
+    d = ImageDescriptor(23, 17, 3, 8)
+    config = latent_config(levels=3, n_experts=4, mgr_width=4, syn_width=5, lanes_log2=3)
+    weights = random_networks(config, rng, d.channels)
+    for pair in ((0, 1), (2, 3)):
+        weights["manager.out.weight"][:, pair[1]] = weights["manager.out.weight"][:, pair[0]]
+        weights["manager.out.bias"][pair[1]] = weights["manager.out.bias"][pair[0]]
+    weights["experts.out.bias"][:] = 0.25
+    finer_biases = {name: 10 for name in weights if name.startswith(stream.FIXED_POINT) and name.endswith(".bias")}
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
+    return "rgb_k4_ties_23x17", stream.write(d, config, quantize_networks(weights, 2, 5, finer_biases), latents)[0]
+
+
+def latent_main(only: list[str] | None = None) -> None:
+    """Regenerate the version 9 image cases into conformance/v9/image/ (``only``: just these, the others kept)."""
     from nxcodec.latent import stream
 
     out_dir = HERE / "v9" / "image"
     out_dir.mkdir(parents=True, exist_ok=True)
     image = for_name("image")
-    manifest = []
-    streams = [(name, encode_signal(image, image.from_array(array), EncodeOptions(
-        iters=300, device="cpu", seed=7, config=config, format=9)).data) for name, array, config in latent_cases()]
-    for name, data in streams + [escape_case()]:
+    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
+    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
+    def fitted(array: np.ndarray, config: LatentConfig) -> bytes:
+        options = EncodeOptions(iters=300, device="cpu", seed=7, config=config, format=9)
+        return encode_signal(image, image.from_array(array), options).data
+
+    makers = {name: functools.partial(fitted, array, config) for name, array, config in latent_cases()}
+    for written in (escape_case, routing_case):  # written, not fitted: milliseconds
+        name, data = written()
+        makers[name] = functools.partial(bytes, data)
+    for name, make in makers.items():
+        if only and name not in only:
+            continue
+        data = make()
         latents = stream.decode_latents(data)
         decoded, experts = stream.reconstruct(latents)
         (out_dir / f"{name}.nxc").write_bytes(data)
@@ -209,6 +241,8 @@ def latent_main() -> None:
             "shape": list(decoded.shape),
         })
         print(f"{name}: {len(data)} bytes")
+    order = list(makers)  # the cases' own order, whichever were made again
+    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -428,6 +462,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["v9"]:
         latent_main()
         audio_main()
+    elif sys.argv[1:2] == ["v9-image"]:
+        latent_main(sys.argv[2:])
     elif sys.argv[1:2] == ["v9-audio"]:
         audio_main(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
