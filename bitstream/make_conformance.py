@@ -377,8 +377,45 @@ def latent_shape_cases() -> list[tuple[str, int, int, LatentConfig]]:
     ]
 
 
-def latent_shape_main() -> None:
-    """Regenerate the version 8 shape cases into conformance/v8/shape/."""
+def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
+    """A shape written from random networks over a hand-made occupancy map of 8^3 cells: every cell occupied but
+    the outer layer (the outside, component 1) and three free pockets, one inside, one touching it only at a corner
+    (a component of its own: components are face-connected, SPEC.md 13.3) and outside, one inside again; so the
+    inside bits read 0, 1, 0, 1 in the components' raster order. Each pocket holds points of ``points``, where the
+    field is -1 or +1. Its latents hold escapes (section 12). The experts give about +0.5 elsewhere, so the mesh is
+    the inside pockets' boxes."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, occupancy, shape
+    from nxcodec.signals.meshfile import ShapeDescriptor
+
+    rng = np.random.default_rng(15)
+    cells = np.ones((8, 8, 8), dtype=bool)
+    cells[[0, -1], :, :] = cells[:, [0, -1], :] = cells[:, :, [0, -1]] = False
+    held = np.zeros_like(cells)
+    held[tuple(np.clip(np.floor((points.astype(np.float64) + 1.0) * 4.0), 0, 7).astype(np.int64).T)] = True
+    enclosed = [c for c in zip(*np.nonzero(held)) if min(c) >= 2 and max(c) <= 5]  # not touching the outer layer
+    inner = next(c for c in enclosed if max(c) <= 4 and held[tuple(np.add(c, 1))])
+    corner = tuple(np.add(inner, 1))
+    far = next(c for c in enclosed if min(np.abs(np.subtract(c, inner)).max(), np.abs(np.subtract(c, corner)).max()) >= 2)
+    for c in (inner, corner, far):
+        cells[c] = False
+    labels, n = occupancy.components(cells)
+    inside = np.array([labels[inner] == k or labels[far] == k for k in range(1, n + 1)])
+    d = shape.ShapeLatentDescriptor(ShapeDescriptor((0.0, 0.0, 0.0), 1.0, 0.1), 3)
+    config = latent_config(levels=2, n_experts=2, mgr_width=4, syn_width=6)
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1, 3).items()}
+    for name in weights:
+        if name.startswith("experts."):
+            weights[name] *= 0.05
+    weights["experts.out.bias"][:] = 0.5
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, config.levels)]
+    latents[0][4, 4, 4], latents[0][2, 5, 3], latents[1][2, 2, 2] = 5000.4, -20000.0, 900.0
+    data = shape.write(d, config, quantize_networks(weights, 7, 5), latents, occupancy.Occupancy(cells, inside))[0]
+    return "pockets_g3_occ3_k2", data
+
+
+def latent_shape_main(only: list[str] | None = None) -> None:
+    """Regenerate the version 8 shape cases into conformance/v8/shape/ (``only``: just these, the others kept)."""
     from dataclasses import replace
 
     import nxcodec.signals.shape as shape_mod
@@ -391,26 +428,38 @@ def latent_shape_main() -> None:
     shape_mod.TRAIN_POINTS = 8192
     points = shape_field_points()
     np.save(out_dir / "field_points.npy", points)
-    manifest = []
-    for name, grid_log2, occupancy_log2, config in latent_shape_cases():
+    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
+    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
+
+    def fitted(grid_log2: int, occupancy_log2: int, config: LatentConfig) -> bytes:
         presets.SHAPE_LATENT_PRESETS[5] = replace(presets.SHAPE_LATENT_PRESETS[5], grid_log2=grid_log2,
                                                   occupancy_log2=occupancy_log2)
-        res = encode_signal(shapes, shapes.read(MESH), EncodeOptions(quality=5, iters=150, device="cpu", seed=7,
-                                                                       config=config, format=8))
-        image = latent_shape.decode_latents(res.data)
+        return encode_signal(shapes, shapes.read(MESH), EncodeOptions(quality=5, iters=150, device="cpu", seed=7,
+                                                                        config=config, format=8)).data
+
+    makers = {name: functools.partial(fitted, *case) for name, *case in latent_shape_cases()}
+    written_name, written = pockets_shape_case(points)  # written, not fitted: milliseconds
+    makers[written_name] = functools.partial(bytes, written)
+    for name, make in makers.items():
+        if only and name not in only:
+            continue
+        data = make()
+        image = latent_shape.decode_latents(data)
         field = latent_shape.Field(image)
         mesh = latent_shape.reconstruct(image, SHAPE_RESOLUTION)
-        (out_dir / f"{name}.nxc").write_bytes(res.data)
+        (out_dir / f"{name}.nxc").write_bytes(data)
         np.save(out_dir / f"{name}.field.npy", field(points))
         shapes.write_as(image.descriptor, mesh, out_dir / f"{name}.ply", ".ply")
         manifest.append({
             "stream": f"{name}.nxc", "expected": f"{name}.ply", "field": f"{name}.field.npy",
-            "resolution": SHAPE_RESOLUTION, "stream_sha256": hashlib.sha256(res.data).hexdigest(),
+            "resolution": SHAPE_RESOLUTION, "stream_sha256": hashlib.sha256(data).hexdigest(),
             "integers_sha256": image.digest(),
             "experts_sha256": hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest(),
             "shape": [int(len(mesh.vertices)), int(len(mesh.faces))],
         })
-        print(f"{name}: {len(res.data)} bytes, {shapes.summary(res.metrics)}")
+        print(f"{name}: {len(data)} bytes, {len(mesh.faces)} faces")
+    order = list(makers)  # the cases' own order, whichever were made again
+    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -468,8 +517,8 @@ if __name__ == "__main__":
         audio_main(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
         long_audio_main()
-    elif sys.argv[1:] == ["v8"]:
-        latent_shape_main()
+    elif sys.argv[1:2] == ["v8"]:
+        latent_shape_main(sys.argv[2:])
     elif sys.argv[1:] == ["outputs"]:
         redecode_outputs()
     elif sys.argv[1:] == ["image-outputs"]:

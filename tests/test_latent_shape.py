@@ -284,6 +284,23 @@ def test_conformance_streams_decode_to_their_integers_field_and_mesh(case):
     assert np.abs(np.sort(mesh.vertices, axis=0) - np.sort(want.vertices, axis=0)).max() < 1e-5
 
 
+def test_the_written_pockets_case_has_corner_touching_components_inside_bits_and_escapes():
+    """v8/shape/pockets_g3_occ3_k2 (make_conformance.pockets_shape_case) holds what the fitted tori do not, so that
+    a decoder reading SPEC.md 12 and 13.3 otherwise fails on it: free components touching only at a corner (one
+    component each under face adjacency), inside bits that alternate, free cells of both signs at the fixed points,
+    and escaped residuals."""
+    from scipy import ndimage
+
+    folder = CONFORMANCE / "v8" / "shape"
+    image = latent_shape.decode_latents((folder / "pockets_g3_occ3_k2.nxc").read_bytes())
+    cells = image.occupancy.cells
+    assert occupancy.components(cells)[1] == 4 and ndimage.label(~cells, np.ones((3, 3, 3)))[1] == 3
+    assert image.occupancy.inside.tolist() == [False, True, False, True]
+    values = latent_shape.Field(image)(np.load(folder / "field_points.npy"))
+    assert (values == -1).any() and (values == 1).any()
+    assert max(np.abs(g).max() for g in image.grids) > (2047 << 8) + (1 << 18)  # beyond every table: an escape
+
+
 @pytest.mark.parametrize("case", [CASES[0], V7[0], V8[0]], ids=["v5", "v7", "v8"])
 def test_latent_shapes_decode_without_torch(case):
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
