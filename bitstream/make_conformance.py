@@ -248,7 +248,8 @@ def latent_main(only: list[str] | None = None) -> None:
 
 def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
     """(name, clip, config, coefficients per segment, the input WAV's subtype): 8 kHz tones, mono whole, stereo in
-    segments, and three channels of 32-bit PCM (whose samples need binary64, SPEC.md 2a)."""
+    segments, three channels of 32-bit PCM (whose samples need binary64, SPEC.md 2a), and a short mono clip in
+    each other sample format."""
     t = np.arange(12000) / 8000
     partials = [0.2 / k * np.sin(2 * np.pi * 220 * k * t) * np.exp(-t / (0.5 + k)) for k in (1, 2, 3)]
     mono = (sum(partials[:2]) + 0.3 * partials[2] * (t > 0.7))[:8000, None]
@@ -259,6 +260,8 @@ def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
         ("stereo_ms_3segments_8khz", stereo, latent_config(levels=3, n_experts=2, mgr_width=4, refine_width=2,
                                                            lanes_log2=2), 1 << 12, "PCM_16"),
         ("three_ch_pcm32_8khz", three, latent_config(levels=2, lanes_log2=1), 1 << 19, "PCM_32"),
+        *[(f"mono_{name}_8khz", mono[:1000], latent_config(levels=2, lanes_log2=1), 1 << 19, subtype)
+          for name, subtype in (("pcm24", "PCM_24"), ("u8", "PCM_U8"), ("float32", "FLOAT"), ("float64", "DOUBLE"))],
     ]
 
 
@@ -302,7 +305,7 @@ def audio_main(only: list[str] | None = None) -> None:
     def fitted(name: str, array: np.ndarray, config: LatentConfig, segment: int, subtype: str) -> bytes:
         latent_audio.SEGMENT_COEFFICIENTS = segment
         fmt, bits = next((code, bits) for code, (sub, bits) in FORMATS.items() if sub == subtype)
-        pcm = to_int(quantize_samples(array, fmt), bits)
+        pcm = to_int(quantize_samples(array, fmt), bits) if bits else quantize_samples(array, fmt)  # 0: float
         with tempfile.TemporaryDirectory() as tmp:  # through a file of these integers: the clip keeps its format
             sf.write(Path(tmp) / "in.wav", pcm, 8000, subtype=subtype)
             signal = clips.read(Path(tmp) / "in.wav")
