@@ -143,6 +143,21 @@ def redecode_outputs() -> None:
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def regenerate(out_dir: Path, makers: dict, only: list[str] | None, record) -> None:
+    """Make the cases of ``makers`` (name -> a function giving the stream) into ``out_dir`` and its manifest.json:
+    ``record(name, data)`` writes a case's files and returns its manifest entry. With ``only``, just the cases
+    named are made; the others keep their files and entries. Entries follow the makers' order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
+    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only]
+    for name, make in makers.items():
+        if not only or name in only:
+            manifest.append(record(name, make()))
+    order = list(makers)
+    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def latent_config(**kw) -> LatentConfig:
     base = dict(levels=4, arm_width=8, arm_layers=2, n_experts=1, mgr_width=0, syn_width=8, syn_layers=1,
                 refine_width=0, lanes_log2=1)
@@ -212,10 +227,8 @@ def latent_main(only: list[str] | None = None) -> None:
     from nxcodec.latent import stream
 
     out_dir = HERE / "v9" / "image"
-    out_dir.mkdir(parents=True, exist_ok=True)
     image = for_name("image")
-    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
-    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
+
     def fitted(array: np.ndarray, config: LatentConfig) -> bytes:
         options = EncodeOptions(iters=300, device="cpu", seed=7, config=config, format=9)
         return encode_signal(image, image.from_array(array), options).data
@@ -224,26 +237,23 @@ def latent_main(only: list[str] | None = None) -> None:
     for written in (escape_case, routing_case):  # written, not fitted: milliseconds
         name, data = written()
         makers[name] = functools.partial(bytes, data)
-    for name, make in makers.items():
-        if only and name not in only:
-            continue
-        data = make()
+
+    def record(name: str, data: bytes) -> dict:
         latents = stream.decode_latents(data)
         decoded, experts = stream.reconstruct(latents)
         (out_dir / f"{name}.nxc").write_bytes(data)
         image.write(latents.descriptor, decoded, out_dir / f"{name}.png")
-        manifest.append({
+        print(f"{name}: {len(data)} bytes")
+        return {
             "stream": f"{name}.nxc",
             "expected": f"{name}.png",
             "stream_sha256": hashlib.sha256(data).hexdigest(),
             "integers_sha256": latents.digest(),
             "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
             "shape": list(decoded.shape),
-        })
-        print(f"{name}: {len(data)} bytes")
-    order = list(makers)  # the cases' own order, whichever were made again
-    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        }
+
+    regenerate(out_dir, makers, only, record)
 
 
 def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
@@ -297,10 +307,7 @@ def audio_main(only: list[str] | None = None) -> None:
     from nxcodec.signals.audiofile import FORMATS, AudioFiles, quantize_samples, to_int
 
     out_dir = HERE / "v9" / "audio"
-    out_dir.mkdir(parents=True, exist_ok=True)
     clips = for_name("audio")
-    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
-    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
 
     def fitted(name: str, array: np.ndarray, config: LatentConfig, segment: int, subtype: str) -> bytes:
         latent_audio.SEGMENT_COEFFICIENTS = segment
@@ -315,26 +322,23 @@ def audio_main(only: list[str] | None = None) -> None:
 
     makers = {case[0]: functools.partial(fitted, *case) for case in audio_cases()}
     escape_name, escape_data = audio_escape_case()  # written, not fitted: milliseconds
-    makers[escape_name] = lambda: escape_data
-    for name, make in makers.items():
-        if only and name not in only:
-            continue
-        data = make()
+    makers[escape_name] = functools.partial(bytes, escape_data)
+
+    def record(name: str, data: bytes) -> dict:
         header = audio.read_header(data)
         descriptor, decoded = audio.decode(data)
         (out_dir / f"{name}.nxc").write_bytes(data)
         AudioFiles().write(descriptor, decoded, out_dir / f"{name}.wav")
-        manifest.append({
+        print(f"{name}: {len(data)} bytes, {len(header.bodies)} planes")
+        return {
             "stream": f"{name}.nxc",
             "expected": f"{name}.wav",
             "stream_sha256": hashlib.sha256(data).hexdigest(),
             "plane_integers_sha256": [audio.plane_digest(b, r, c) for r, c, b in header.planes()],
             "shape": list(decoded.shape),
-        })
-        print(f"{name}: {len(data)} bytes, {len(header.bodies)} planes")
-    order = list(makers)  # the cases' own order, whichever were made again
-    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        }
+
+    regenerate(out_dir, makers, only, record)
 
 
 def long_audio_main() -> None:
@@ -431,8 +435,6 @@ def latent_shape_main(only: list[str] | None = None) -> None:
     shape_mod.TRAIN_POINTS = 8192
     points = shape_field_points()
     np.save(out_dir / "field_points.npy", points)
-    kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
-    manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only] if only else []
 
     def fitted(grid_log2: int, occupancy_log2: int, config: LatentConfig) -> bytes:
         presets.SHAPE_LATENT_PRESETS[5] = replace(presets.SHAPE_LATENT_PRESETS[5], grid_log2=grid_log2,
@@ -443,27 +445,24 @@ def latent_shape_main(only: list[str] | None = None) -> None:
     makers = {name: functools.partial(fitted, *case) for name, *case in latent_shape_cases()}
     written_name, written = pockets_shape_case(points)  # written, not fitted: milliseconds
     makers[written_name] = functools.partial(bytes, written)
-    for name, make in makers.items():
-        if only and name not in only:
-            continue
-        data = make()
+
+    def record(name: str, data: bytes) -> dict:
         image = latent_shape.decode_latents(data)
         field = latent_shape.Field(image)
         mesh = latent_shape.reconstruct(image, SHAPE_RESOLUTION)
         (out_dir / f"{name}.nxc").write_bytes(data)
         np.save(out_dir / f"{name}.field.npy", field(points))
         shapes.write_as(image.descriptor, mesh, out_dir / f"{name}.ply", ".ply")
-        manifest.append({
+        print(f"{name}: {len(data)} bytes, {len(mesh.faces)} faces")
+        return {
             "stream": f"{name}.nxc", "expected": f"{name}.ply", "field": f"{name}.field.npy",
             "resolution": SHAPE_RESOLUTION, "stream_sha256": hashlib.sha256(data).hexdigest(),
             "integers_sha256": image.digest(),
             "experts_sha256": hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest(),
             "shape": [int(len(mesh.vertices)), int(len(mesh.faces))],
-        })
-        print(f"{name}: {len(data)} bytes, {len(mesh.faces)} faces")
-    order = list(makers)  # the cases' own order, whichever were made again
-    manifest.sort(key=lambda case: order.index(case["stream"][: -len(".nxc")]))
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        }
+
+    regenerate(out_dir, makers, only, record)
 
 
 def shape_case() -> dict:
