@@ -13,7 +13,7 @@ from PIL import Image
 import nxcodec.signals.shape as shape_mod
 
 from nxcodec.bench import image as bench_image
-from nxcodec.bench.bdrate import bd_psnr, bd_rate
+from nxcodec.bench.bdrate import bd_psnr, bd_rate, psnr_at_rate
 from nxcodec.bench import shape as bench_shape
 from nxcodec.fit import presets
 from nxcodec.latent import shape as latent_shape
@@ -45,6 +45,30 @@ def test_bd_rate_of_a_scaled_curve_is_the_scale():
         bd_rate(REF[0][:3], REF[1][:3], REF[0][:3], REF[1][:3])
 
 
+def test_psnr_at_a_rate_is_interpolated_in_log_rate_between_the_nearest_points_and_never_extrapolated():
+    rate, psnr = [0.4, 0.1, 0.2, 0.8], [33.0, 28.0, 30.0, 34.0]  # in no order
+    assert psnr_at_rate(rate, psnr, 0.2) == 30.0
+    assert psnr_at_rate(rate, psnr, (0.1 * 0.2) ** 0.5) == pytest.approx(29.0)
+    assert psnr_at_rate(rate, psnr, 0.4 * 2 ** 0.25) == pytest.approx(33.25)
+    assert psnr_at_rate(rate, psnr, 0.09) is None and psnr_at_rate(rate, psnr, 0.81) is None
+    with pytest.raises(ValueError):
+        psnr_at_rate([0.1, 0.2], [28.0], 0.15)
+
+
+def test_the_equal_size_table_gives_each_images_distance_to_each_baseline():
+    points = [{"image": "a", "codec": "nxcodec", "quality": 5, "bpp": 0.2, "psnr": 30.5},
+              {"image": "b", "codec": "nxcodec", "quality": 5, "bpp": 0.3, "psnr": 29.0},
+              {"image": "b", "codec": "nxcodec", "quality": 1, "bpp": 0.05, "psnr": 25.0}]
+    points += [{"image": i, "codec": "webp", "quality": q, "bpp": r, "psnr": d}
+               for i in "ab" for q, r, d in ((10, 0.1, 28.0), (50, 0.4, 32.0))]
+    lines = bench_image.equal_size_lines(points, ["webp"])
+    assert "| a | 0.200 | 30.50 | +0.50 |" in lines  # webp at 0.2: halfway in log rate, 30.0
+    assert f"| b | 0.300 | 29.00 | {29.0 - (28.0 + 4.0 * np.log(3.0) / np.log(4.0)):+.2f} |" in lines
+    assert "| b | 0.050 | 25.00 | - |" in lines  # below webp's lowest rate: not extrapolated
+    assert "Ahead on 1 of 2 images against webp (the images within its range)." in lines
+    assert "Ahead on 0 of 0 images against webp (the images within its range)." in lines
+
+
 def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     src = tmp_path / "images"
     src.mkdir()
@@ -67,6 +91,8 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     table = json.loads((cfg.out / "bdrate.json").read_text())
     assert set(table) == {"jpeg", "webp"}
     assert "BD-rate" in (cfg.out / "bdrate.md").read_text()
+    equal = (cfg.out / "equal_size.md").read_text()
+    assert all(f"nxcodec quality {q}:" in equal for q in (1, 3, 5, 7)) and equal.count("| tiny1 |") == 4
     meta = json.loads((cfg.out / "meta.json").read_text())
     assert meta["machine"] and meta["nxcodec_devices"] == ["cpu"]
     ours = [json.loads(line) for line in (cfg.out / "points.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
-"""Bjontegaard delta rate and delta PSNR (VCEG-M33): a cubic fit on log-rate, over the overlap."""
+"""Comparing rate-distortion curves: Bjontegaard delta rate and delta PSNR (VCEG-M33, a cubic fit on log-rate, over
+the overlap), and one codec's PSNR at another's rate on one image."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     return float(np.polyval(p, hi) - np.polyval(p, lo))
 
 
-def _check(rate: list[float], psnr: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def _check(rate: list[float], psnr: list[float], least: int = 4) -> tuple[np.ndarray, np.ndarray]:
     r, d = np.asarray(rate, dtype=float), np.asarray(psnr, dtype=float)
-    if r.size != d.size or r.size < 4:
-        raise ValueError("a BD measure needs at least 4 rate-distortion points per curve")
+    if r.size != d.size or r.size < least:
+        raise ValueError(f"this needs at least {least} rate-distortion points per curve")
     if np.any(r <= 0):
         raise ValueError("rates must be positive")
     return r, d
@@ -43,3 +44,19 @@ def bd_psnr(rate_ref: list[float], psnr_ref: list[float], rate_test: list[float]
     if hi <= lo:
         return float("nan")
     return float((_integral(l2, d2, lo, hi) - _integral(l1, d1, lo, hi)) / (hi - lo))
+
+
+def psnr_at_rate(rate: list[float], psnr: list[float], at: float) -> float | None:
+    """The PSNR of a codec's points (one image) at rate ``at``: linear in log-rate between the two points around
+    it (the lower and higher rate nearest it), so no curve is fitted; None outside the points' range, where it
+    would be a guess."""
+    r, d = _check(rate, psnr, least=1)
+    below, above = r <= at, r >= at
+    if not below.any() or not above.any():
+        return None
+    i, j = np.flatnonzero(below)[np.argmax(r[below])], np.flatnonzero(above)[np.argmin(r[above])]
+    if r[i] == r[j]:
+        return float(max(d[i], d[j]))
+    t = (np.log(at) - np.log(r[i])) / (np.log(r[j]) - np.log(r[i]))
+    return float(d[i] + t * (d[j] - d[i]))
+

@@ -2,7 +2,8 @@
 
 Every (image, codec, quality) point is appended to ``OUT/points.jsonl`` as soon as it is
 measured, so an interrupted run continues where it stopped. At the end the points are
-summarised into one CompressAI-format JSON per codec, a per-image CSV and a BD-rate table.
+summarised into one CompressAI-format JSON per codec, a per-image CSV, a BD-rate table and, per
+quality, a table of every image against each baseline at the same size (``OUT/equal_size.md``).
 For the first few images, each quality also gets a side-by-side sheet of the codecs at equal
 bytes (``OUT/sheet_<image>_q<quality>.png``).
 """
@@ -18,7 +19,7 @@ import torch
 from PIL import Image, features
 
 from nxcodec.baselines import available_codecs, pillow_point
-from nxcodec.bench.bdrate import bd_psnr, bd_rate
+from nxcodec.bench.bdrate import bd_psnr, bd_rate, psnr_at_rate
 from nxcodec.bench.msssim import ms_ssim_rgb
 from nxcodec.bench.results import (
     compressai_json,
@@ -191,4 +192,31 @@ def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str], failur
                  f"{len(names)} images" + (f" downscaled by {cfg.downscale}" if cfg.downscale > 1 else "") + ".")
     write_bytes_atomic(cfg.out / "bdrate.md", ("\n".join(lines) + "\n").encode(), force=True)
     write_json(cfg.out / "bdrate.json", table)
+    equal = equal_size_lines(points, [b for b in baselines if b in curves]) + [lines[-1]]
+    write_bytes_atomic(cfg.out / "equal_size.md", ("\n".join(equal) + "\n").encode(), force=True)
     return table
+
+
+def equal_size_lines(points: list[dict], baselines: list[str]) -> list[str]:
+    """Per nxcodec quality, a table of every image: nxcodec's rate and PSNR, and that PSNR minus each baseline's
+    at the same rate (:func:`psnr_at_rate` over the baseline's points of that image; "-" outside their range),
+    then on how many images nxcodec is ahead of each."""
+    ours = [p for p in points if p["codec"] == "nxcodec"]
+    lines = []
+    for quality in sorted({p["quality"] for p in ours}):
+        lines += [f"nxcodec quality {quality}: its PSNR minus each codec's at the same size (dB; the codec's points "
+                  "of the image interpolated in log rate)", "",
+                  "| image | bpp | PSNR dB | " + " | ".join(baselines) + " |", "|---|---|---|" + "---|" * len(baselines)]
+        ahead: dict[str, list[bool]] = {b: [] for b in baselines}
+        for p in sorted((p for p in ours if p["quality"] == quality), key=lambda p: p["image"]):
+            cells = []
+            for codec in baselines:
+                theirs = [x for x in points if x["codec"] == codec and x["image"] == p["image"]]
+                at = psnr_at_rate([x["bpp"] for x in theirs], [x["psnr"] for x in theirs], p["bpp"]) if theirs else None
+                cells.append("-" if at is None else f"{p['psnr'] - at:+.2f}")
+                if at is not None:
+                    ahead[codec].append(p["psnr"] > at)
+            lines.append(f"| {p['image']} | {p['bpp']:.3f} | {p['psnr']:.2f} | " + " | ".join(cells) + " |")
+        lines += ["", "Ahead on " + ", ".join(f"{sum(v)} of {len(v)} images against {b}" for b, v in ahead.items())
+                  + " (the images within its range).", ""]
+    return lines
