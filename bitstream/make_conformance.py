@@ -147,9 +147,15 @@ def regenerate(out_dir: Path, makers: dict, only: list[str] | None, record) -> N
     """Make the cases of ``makers`` (name -> a function giving the stream) into ``out_dir`` and its manifest.json:
     ``record(name, data)`` writes a case's files and returns its manifest entry. With ``only``, just the cases
     named are made; the others keep their files and entries. Entries follow the makers' order."""
+    unknown = sorted(set(only or ()) - set(makers))
+    if unknown:
+        raise SystemExit(f"no such case: {', '.join(unknown)} (the cases: {', '.join(makers)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = json.loads((out_dir / "manifest.json").read_text()) if only else []
     manifest = [c for c in kept if c["stream"][: -len(".nxc")] not in only]
+    strays = [c["stream"] for c in manifest if c["stream"][: -len(".nxc")] not in makers]
+    if strays:
+        raise SystemExit(f"{out_dir / 'manifest.json'} lists cases this script does not make: {', '.join(strays)}")
     for name, make in makers.items():
         if not only or name in only:
             manifest.append(record(name, make()))
@@ -203,7 +209,7 @@ def escape_case() -> tuple[str, bytes]:
 def routing_case() -> tuple[str, bytes]:
     """Random networks written so that the parts of SPEC.md 9 the fitted cases leave untried are used: four experts
     with the manager's outputs 0 and 1 (and 2 and 3) equal, so every pixel routed to such a pair goes to its lower
-    index (ties); fixed-point biases 2^10 times finer than their weights (the floor branch of 9.4); and a tensor of
+    index (ties); fixed-point biases 2^9 to 2^10 times finer than their weights (the floor branch of 9.4); and a tensor of
     equal values, 12 symbols under a one-entry table among 8 coder lanes (they keep their turns, 9.5.1)."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import context, stream
@@ -513,10 +519,10 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["v9"]:
         latent_main()
         audio_main()
-    elif sys.argv[1:2] == ["v9-image"]:
-        latent_main(sys.argv[2:])
-    elif sys.argv[1:2] == ["v9-audio"]:
-        audio_main(sys.argv[2:])
+    elif sys.argv[1:2] in (["v9-image"], ["v9-audio"]):
+        if len(sys.argv) < 3:
+            raise SystemExit(f"{sys.argv[1]} NAME...: name the cases to make (`v9` makes them all)")
+        (latent_main if sys.argv[1] == "v9-image" else audio_main)(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
         long_audio_main()
     elif sys.argv[1:2] == ["v8"]:

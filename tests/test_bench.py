@@ -51,7 +51,9 @@ def test_psnr_at_a_rate_is_interpolated_in_log_rate_between_the_nearest_points_a
     assert psnr_at_rate(rate, psnr, (0.1 * 0.2) ** 0.5) == pytest.approx(29.0)
     assert psnr_at_rate(rate, psnr, 0.4 * 2 ** 0.25) == pytest.approx(33.25)
     assert psnr_at_rate(rate, psnr, 0.09) is None and psnr_at_rate(rate, psnr, 0.81) is None
-    with pytest.raises(ValueError):
+    assert psnr_at_rate([0.2, 0.2, 0.4], [30.0, 31.0, 33.0], 0.2) == 31.0  # the best of a rate, in any order
+    assert psnr_at_rate([0.2, 0.4, 0.2], [31.0, 33.0, 30.0], 0.2 * 2 ** 0.5) == pytest.approx(32.0)
+    with pytest.raises(ValueError, match="2 rates but 1 PSNRs"):
         psnr_at_rate([0.1, 0.2], [28.0], 0.15)
 
 
@@ -67,6 +69,7 @@ def test_the_equal_size_table_gives_each_images_distance_to_each_baseline():
     assert "| b | 0.050 | 25.00 | - |" in lines  # below webp's lowest rate: not extrapolated
     assert "Ahead on 1 of 2 images against webp (the images within its range)." in lines
     assert "Ahead on 0 of 0 images against webp (the images within its range)." in lines
+    assert bench_image.equal_size_lines(points, []) == ["No baseline was measured: nothing to compare at equal size.", ""]
 
 
 def test_harness_on_two_tiny_images(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ def test_variants_are_typed_as_the_preset_or_schedule_and_unknown_fields_refused
             "                     '+ste_frac=0.05+lr_floor=0.01') == "
             "('r', {'refine_width': 6, 'lam': 0.01, 'optimizer': 'adam', 'latent_lr': 0.5}, "
             "{'ste_frac': 0.05, 'lr_floor': 0.01})\n"
+            "assert parse_variant('c:context_lr=0.002') == ('c', {}, {'context_lr': 0.002})\n"
             "assert parse_variant('w:race=3x0.025/2x0.04') == ('w', {}, {'race': ((3, 0.025), (2, 0.04))})\n"
             "assert parse_variant('w:race=none') == ('w', {}, {'race': ()})\n"
             "for bad, says in (('x:widht=3', 'neither a preset field'), ('x:quality=2', 'neither a preset field'),\n"

@@ -14,7 +14,9 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
 
 def _check(rate: list[float], psnr: list[float], least: int = 4) -> tuple[np.ndarray, np.ndarray]:
     r, d = np.asarray(rate, dtype=float), np.asarray(psnr, dtype=float)
-    if r.size != d.size or r.size < least:
+    if r.size != d.size:
+        raise ValueError(f"{r.size} rates but {d.size} PSNRs")
+    if r.size < least:
         raise ValueError(f"this needs at least {least} rate-distortion points per curve")
     if np.any(r <= 0):
         raise ValueError("rates must be positive")
@@ -48,15 +50,15 @@ def bd_psnr(rate_ref: list[float], psnr_ref: list[float], rate_test: list[float]
 
 def psnr_at_rate(rate: list[float], psnr: list[float], at: float) -> float | None:
     """The PSNR of a codec's points (one image) at rate ``at``: linear in log-rate between the two points around
-    it (the lower and higher rate nearest it), so no curve is fitted; None outside the points' range, where it
-    would be a guess."""
+    it (the lower and higher rate nearest it; of points at the same rate, the best), so no curve is fitted; None
+    outside the points' range, where it would be a guess."""
     r, d = _check(rate, psnr, least=1)
-    below, above = r <= at, r >= at
-    if not below.any() or not above.any():
+    if not r.min() <= at <= r.max():
         return None
-    i, j = np.flatnonzero(below)[np.argmax(r[below])], np.flatnonzero(above)[np.argmin(r[above])]
-    if r[i] == r[j]:
-        return float(max(d[i], d[j]))
-    t = (np.log(at) - np.log(r[i])) / (np.log(r[j]) - np.log(r[i]))
-    return float(d[i] + t * (d[j] - d[i]))
+    lo, hi = r[r <= at].max(), r[r >= at].min()
+    d_lo, d_hi = d[r == lo].max(), d[r == hi].max()
+    if lo == hi:
+        return float(d_lo)
+    t = (np.log(at) - np.log(lo)) / (np.log(hi) - np.log(lo))
+    return float(d_lo + t * (d_hi - d_lo))
 

@@ -202,6 +202,8 @@ def equal_size_lines(points: list[dict], baselines: list[str]) -> list[str]:
     at the same rate (:func:`psnr_at_rate` over the baseline's points of that image; "-" outside their range),
     then on how many images nxcodec is ahead of each."""
     ours = [p for p in points if p["codec"] == "nxcodec"]
+    if not baselines:
+        return ["No baseline was measured: nothing to compare at equal size.", ""]
     lines = []
     for quality in sorted({p["quality"] for p in ours}):
         lines += [f"nxcodec quality {quality}: its PSNR minus each codec's at the same size (dB; the codec's points "
