@@ -94,6 +94,7 @@ def test_harness_on_two_tiny_images(tmp_path, monkeypatch):
     table = json.loads((cfg.out / "bdrate.json").read_text())
     assert set(table) == {"jpeg", "webp"}
     assert "BD-rate" in (cfg.out / "bdrate.md").read_text()
+    assert f"commit {bench_image.git_commit()}, 2 images." in (cfg.out / "bdrate.md").read_text()
     equal = (cfg.out / "equal_size.md").read_text()
     assert all(f"nxcodec quality {q}:" in equal for q in (1, 3, 5, 7)) and equal.count("| tiny1 |") == 4
     meta = json.loads((cfg.out / "meta.json").read_text())
@@ -152,6 +153,7 @@ def test_image_and_shape_summaries_list_the_points_nxcodec_could_not_code(tmp_pa
               for n in ("a", "b") for c in ("nxcodec", "jpeg") for q in (1, 2) if (n, c, q) != ("b", "nxcodec", 2)]
     failed = {"image": "b", "codec": "nxcodec", "quality": 2, "error": "target too small"}
     bench_image.summarise(cfg, points, ["jpeg"], [failed])
+    assert "nxcodec fitted at commit not recorded, summarised at" in (cfg.out / "bdrate.md").read_text()
     text = (cfg.out / "bdrate.md").read_text()
     assert "nxcodec could not code b at quality 2 (target too small); the means at that quality are over" in text
     assert json.loads((cfg.out / "nxcodec.json").read_text())["results"]["images"] == [2, 1]

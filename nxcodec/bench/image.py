@@ -188,7 +188,10 @@ def summarise(cfg: BenchConfig, points: list[dict], baselines: list[str], failur
     lines.append("")
     lines += failure_lines(failures, "image", "quality", "quality {}", "; the means at that quality are over the other "
                            "images") + ([""] if failures else [])
-    lines.append(f"Measured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), commit {meta['commit']}, "
+    fitted = meta["nxcodec_point_commits"]  # a resumed or re-summarised run may differ from the summarising tree
+    commit = (f"commit {meta['commit']}" if fitted in ([], [meta["commit"]])
+              else f"nxcodec fitted at commit {', '.join(fitted)}, summarised at {meta['commit']}")
+    lines.append(f"Measured on {meta['machine']} (nxcodec on {', '.join(devices) or '-'}), {commit}, "
                  f"{len(names)} images" + (f" downscaled by {cfg.downscale}" if cfg.downscale > 1 else "") + ".")
     write_bytes_atomic(cfg.out / "bdrate.md", ("\n".join(lines) + "\n").encode(), force=True)
     write_json(cfg.out / "bdrate.json", table)
