@@ -148,7 +148,8 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # 0.5% less and 2.9% more, so quality 3 (and 4, between them) stays at 16 (bench/results/synthesis_width_512_cpu.jsonl;
 # a 512x512 crop has two thirds of a Kodak image's pixels, so the networks' bits weigh on it about as on a whole
 # image, where a 256x256 crop charges them to a sixth). Quality 6 (quality 5's networks) at 32 wide cost 1.7% less
-# and 4.0% more, so it stays at 24 (same file, commit 5e869ed). Quality 5's `rate` below is from its own run at full size
+# and 4.0% more, so it stays at 24 (same file, commit 5e869ed); quality 5's context models 16 wide instead of 12
+# cost 1.8% and 2.3% more (commit 5e493c7). Quality 5's `rate` below is from its own run at full size
 # (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
 # and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
