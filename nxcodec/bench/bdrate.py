@@ -61,4 +61,3 @@ def psnr_at_rate(rate: list[float], psnr: list[float], at: float) -> float | Non
         return float(d_lo)
     t = (np.log(at) - np.log(lo)) / (np.log(hi) - np.log(lo))
     return float(d_lo + t * (d_hi - d_lo))
-
