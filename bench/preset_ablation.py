@@ -27,8 +27,8 @@ from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
 from nxcodec.fit.latent_code import config_for
 
 
-SCHEDULE_NUMBERS = {f.name: f.type.removesuffix(" | None") for f in fields(LatentSchedule)
-                    if f.type.removesuffix(" | None") in ("int", "float") and f.name != "iters"}  # the length is --iters
+SCHEDULE_NUMBERS = {f.name: f.type.removesuffix(" | None") for f in fields(LatentSchedule)  # but --iters, the length
+                    if f.type.removesuffix(" | None") in ("int", "float") and f.name != "iters"}
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:

@@ -182,11 +182,13 @@ def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
     ]
 
 
-def random_networks(config: LatentConfig, rng: np.random.Generator, channels: int = 1) -> dict[str, np.ndarray]:
-    """The networks of ``config`` for ``channels`` drawn at random, with bicubic upsampling: for the written cases,
-    whose coding, not their picture, is the point."""
-    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(channels).items()}
-    weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
+def random_networks(config: LatentConfig, rng: np.random.Generator, channels: int = 1,
+                    dims: int = 2) -> dict[str, np.ndarray]:
+    """The networks of ``config`` for ``channels`` of a ``dims``-dimensional signal drawn at random (images and audio
+    with bicubic upsampling): for the written cases, whose coding, not their picture, is the point."""
+    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(channels, dims).items()}
+    if dims == 2:
+        weights["upsample"] = np.array([-0.0234375, 0.2265625, 0.8671875, -0.0703125], dtype=np.float32)
     return weights
 
 
@@ -209,8 +211,8 @@ def escape_case() -> tuple[str, bytes]:
 def routing_case() -> tuple[str, bytes]:
     """Random networks written so that the parts of SPEC.md 9 the fitted cases leave untried are used: four experts
     with the manager's outputs 0 and 1 (and 2 and 3) equal, so every pixel routed to such a pair goes to its lower
-    index (ties); fixed-point biases 2^9 to 2^10 times finer than their weights (the floor branch of 9.4); and a tensor of
-    equal values, 12 symbols under a one-entry table among 8 coder lanes (they keep their turns, 9.5.1)."""
+    index (ties); fixed-point biases 2^9 to 2^10 times finer than their weights (the floor branch of 9.4); and a
+    tensor of equal values, 12 symbols under a one-entry table among 8 coder lanes (they keep their turns, 9.5.1)."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import context, stream
     from nxcodec.signals.imagefile import ImageDescriptor
@@ -409,14 +411,15 @@ def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
     enclosed = [c for c in zip(*np.nonzero(held)) if min(c) >= 2 and max(c) <= 5]  # not touching the outer layer
     inner = next(c for c in enclosed if max(c) <= 4 and held[tuple(np.add(c, 1))])
     corner = tuple(np.add(inner, 1))
-    far = next(c for c in enclosed if min(np.abs(np.subtract(c, inner)).max(), np.abs(np.subtract(c, corner)).max()) >= 2)
+    far = next(c for c in enclosed  # touching neither (Chebyshev distance 2 or more from both)
+               if min(np.abs(np.subtract(c, inner)).max(), np.abs(np.subtract(c, corner)).max()) >= 2)
     for c in (inner, corner, far):
         cells[c] = False
     labels, n = occupancy.components(cells)
     inside = np.array([labels[inner] == k or labels[far] == k for k in range(1, n + 1)])
     d = shape.ShapeLatentDescriptor(ShapeDescriptor((0.0, 0.0, 0.0), 1.0, 0.1), 3)
     config = latent_config(levels=2, n_experts=2, mgr_width=4, syn_width=6)
-    weights = {n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in config.tensor_shapes(1, 3).items()}
+    weights = random_networks(config, rng, dims=3)
     for name in weights:
         if name.startswith("experts."):
             weights[name] *= 0.05

@@ -69,7 +69,8 @@ def test_the_equal_size_table_gives_each_images_distance_to_each_baseline():
     assert "| b | 0.050 | 25.00 | - |" in lines  # below webp's lowest rate: not extrapolated
     assert "Ahead on 1 of 2 images against webp (the images within its range)." in lines
     assert "Ahead on 0 of 0 images against webp (the images within its range)." in lines
-    assert bench_image.equal_size_lines(points, []) == ["No baseline was measured: nothing to compare at equal size.", ""]
+    assert bench_image.equal_size_lines(points, []) == ["No baseline was measured: nothing to compare at equal size.",
+                                                        ""]
 
 
 def test_harness_on_two_tiny_images(tmp_path, monkeypatch):

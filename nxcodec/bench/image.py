@@ -211,7 +211,8 @@ def equal_size_lines(points: list[dict], baselines: list[str]) -> list[str]:
     for quality in sorted({p["quality"] for p in ours}):
         lines += [f"nxcodec quality {quality}: its PSNR minus each codec's at the same size (dB; the codec's points "
                   "of the image interpolated in log rate)", "",
-                  "| image | bpp | PSNR dB | " + " | ".join(baselines) + " |", "|---|---|---|" + "---|" * len(baselines)]
+                  "| image | bpp | PSNR dB | " + " | ".join(baselines) + " |",
+                  "|---|---|---|" + "---|" * len(baselines)]
         ahead: dict[str, list[bool]] = {b: [] for b in baselines}
         for p in sorted((p for p in ours if p["quality"] == quality), key=lambda p: p["image"]):
             cells = []
