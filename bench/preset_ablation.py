@@ -6,8 +6,9 @@ rate-distortion cost (MSE on [0, 1] + lambda x bpp, lambda the preset's). A vari
 name and the preset or schedule fields it changes, ``name:field=value+field=value`` (a
 field of ``LatentPreset``, a number of ``LatentSchedule`` such as ``ste_frac``, or its warm-up ``race``
 written as rounds ``candidates x fraction`` joined by ``/``, e.g. ``race=3x0.05/2x0.08``, ``race=none`` for
-none); ``base`` is the preset itself. One JSON line per crop, quality, fit length and variant is appended to
-``--out``.
+none); ``base`` is the preset itself. Crops under ``presets.SMALL_IMAGE_PIXELS`` get a preset's
+``syn_width_small`` where it has one (quality 5), not its ``syn_width``. One JSON line per crop, quality, fit length
+and variant is appended to ``--out``.
 
     python bench/preset_ablation.py ../shared/data/kodak --images 1,2 --size 512 --qualities 1 \\
         --iters 1000 --variants base,refine6:refine_width=6 --out bench/results/preset_ablation_cpu.jsonl

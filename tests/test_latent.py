@@ -445,6 +445,31 @@ def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
     assert seen == [(preset.lam, 30, preset.optimizer, preset.latent_lr)]
 
 
+def test_a_small_image_gets_the_narrower_synthesis_its_preset_names(monkeypatch):
+    """Quality 5 fits an image of 512x512 pixels or more with its 24-wide synthesis and a smaller one (under
+    SMALL_IMAGE_PIXELS, as half-size Kodak) 16 wide; a preset without a small width keeps one width."""
+    from nxcodec.fit import latent_image, presets
+
+    widths = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(model, target, lam, schedule, seed):
+        widths.append(model.cfg.syn_width)
+        raise Stop
+
+    monkeypatch.setattr(latent_image, "fit", spy)
+    rng = np.random.default_rng(0)
+    for h, w in ((256, 384), (512, 512)):
+        array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        with pytest.raises(Stop):
+            encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=30, device="cpu"))
+    assert widths == [16, 24]
+    q4 = presets.latent_preset(4)
+    assert q4.synthesis_width(1) == q4.synthesis_width(1 << 20) == q4.syn_width
+
+
 def test_gradients_are_clipped_per_signal():
     a, b = torch.zeros(2, 3, requires_grad=True), torch.zeros(2, 4, requires_grad=True)
     a.grad = torch.tensor([[3.0, 0, 0], [0.01, 0, 0]])

@@ -131,7 +131,8 @@ def lanes_for(height: int, width: int) -> int:
 def config_for(preset: presets.LatentPreset, d: ImageDescriptor) -> LatentConfig:
     k = preset.n_experts
     return LatentConfig(levels=levels_for(d.height, d.width), arm_width=preset.arm_width, arm_layers=2, n_experts=k,
-                        mgr_width=preset.mgr_width if k > 1 else 0, syn_width=preset.syn_width,
+                        mgr_width=preset.mgr_width if k > 1 else 0,
+                        syn_width=preset.synthesis_width(d.height * d.width),
                         syn_layers=preset.syn_layers, refine_width=preset.refine_width,
                         lanes_log2=lanes_for(d.height, d.width))
 

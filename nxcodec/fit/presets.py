@@ -118,9 +118,17 @@ class LatentPreset:
     mgr_width: int = 8
     optimizer: str = "adam"  # how the networks are fitted (nxcodec.fit.latent.LatentSchedule.optimizer)
     latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
+    syn_width_small: int | None = None  # the synthesis width for images under SMALL_IMAGE_PIXELS (None: syn_width)
+
+    def synthesis_width(self, pixels: int) -> int:
+        """The synthesis width for an image of ``pixels`` pixels: a small image shares its networks' bits among
+        fewer pixels, so a preset may give it a narrower synthesis."""
+        small = self.syn_width_small is not None and pixels < SMALL_IMAGE_PIXELS
+        return self.syn_width_small if small else self.syn_width
 
 
 SYNTHESIS_SOAP = "soap-synthesis"
+SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 512x512 image (262,144)
 
 
 # The synthesis is fitted by SOAP and the context models by Adam ("soap-synthesis"), at every quality
@@ -149,7 +157,10 @@ SYNTHESIS_SOAP = "soap-synthesis"
 # a 512x512 crop has two thirds of a Kodak image's pixels, so the networks' bits weigh on it about as on a whole
 # image, where a 256x256 crop charges them to a sixth). Quality 6 (quality 5's networks) at 32 wide cost 1.7% less
 # and 4.0% more, so it stays at 24 (same file, commit 5e869ed); quality 5's context models 16 wide instead of 12
-# cost 1.8% and 2.3% more (commit 5e493c7). Quality 5's `rate` below is from its own run at full size
+# cost 1.8% and 2.3% more (commit 5e493c7). On smaller images quality 5 stays 16 wide (``syn_width_small``): the
+# quick subset (kodim01-04 at half size, 98,304 pixels, 2000 iterations) coded 1 to 6% larger with 24 at about the
+# same PSNR, its costs 1.0 to 3.4% higher (bench/results/kodak_quick_cpu_v9_q5syn24 against kodak_quick_cpu_v9_llr01).
+# Quality 5's `rate` below is from its own run at full size
 # (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
 # and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
@@ -173,7 +184,7 @@ LATENT_PRESETS = {
         _image(2, 2.3e-2, 0.089, 2000, 8, 16),
         _image(3, 1.0e-2, 0.162, 2000, 8, 16),
         _image(4, 4.8e-3, 0.308, 2000, 12, 16),
-        _image(5, 2.25e-3, 0.475, 2000, 12, 24, refine_width=6),
+        _image(5, 2.25e-3, 0.475, 2000, 12, 24, refine_width=6, syn_width_small=16),
         _image(6, 1.15e-3, 0.698, 2000, 12, 24, refine_width=6),
         _image(7, 5.9e-4, 1.007, 2000, 16, 24, refine_width=8),
         _image(8, 2.6e-4, 1.418, 2000, 16, 24, refine_width=8),
