@@ -64,8 +64,8 @@ def polish(model: LatentModel, target: torch.Tensor, lam: float, iters: int, lr:
         p.requires_grad_(False)
     pixels = model.height * model.width
 
-    def step(mode: str, pretrain: bool):
-        grids, bits = model.quantized_latents("ste")
+    def step(mode: str, pretrain: bool):  # mode is "ste" throughout: the schedule is all straight-through
+        grids, bits = model.quantized_latents(mode)
         image = model.synthesize(grids)[2]
         mse = ((image - target) ** 2).mean(dim=(1, 2)) / 4
         return mse + lam * bits / pixels, lambda: ""
