@@ -103,3 +103,46 @@ def test_window_synthesis_starts_as_the_per_pixel_one_and_reads_neighbours_of_it
         after = model.synthesize(grids)[2][0].reshape(8, 8, 3)
     changed = sorted({(r, c) for r, c, _ in (after != before).nonzero().tolist()})
     assert changed == [(r, c) for r in (3, 4, 5) for c in (3, 4, 5)]
+
+
+def test_latent_polish_puts_the_coded_networks_back_where_they_were_fitted(monkeypatch):
+    """bench/latent_polish.py's load_coded is the inverse of LatentModel.coded_tensors: with the coded networks put
+    back (experts, manager, refinement, filter taps), the model synthesizes the decoded image to within a fraction of
+    a level on average (the samples' 8-bit rounding, the fixed-point context model and routing); without them the
+    float networks are levels away."""
+    import numpy as np
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from latent_polish import load_coded
+    from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
+    from nxcodec.fit.latent_code import code_image
+    from nxcodec.latent.stream import LatentConfig
+    from nxcodec.signals import for_name
+
+    image = for_name("image")
+    rng = np.random.default_rng(3)
+    arrays = [(rng.random((1, 1, 3)) * 255 * np.linspace(0, 1, 32)[:, None, None]).astype(np.uint8).repeat(24, 1)
+              for _ in range(2)]
+    signals = [image.from_array(a) for a in arrays]
+    d = signals[0].descriptor
+    cfg = LatentConfig(levels=3, arm_width=4, arm_layers=2, n_experts=2, mgr_width=4, syn_width=8, syn_layers=2,
+                       refine_width=2, lanes_log2=0)
+    model = LatentModel(cfg, 2, (d.height, d.width), d.channels, seed=0)
+    target = torch.stack([image.targets(s) for s in signals])
+    with torch.random.fork_rng():
+        fit(model, target, 1e-3, LatentSchedule(iters=40, race=()), seed=0)
+
+    def gap(j: int, samples: np.ndarray) -> float:
+        with torch.no_grad():
+            out = model.synthesize(model.quantized_latents("ste")[0])[2][j].clamp(-1, 1)
+        return float(np.abs(out.numpy() * 127.5 + 127.5 - samples.reshape(-1, 3)).mean())
+
+    for j, sig in enumerate(signals):
+        weights = {n: t.detach().numpy() for n, t in model.coded_tensors(j).items()}
+        latents = [lat[j].detach().numpy().astype(np.float64) for lat in model.latents]
+        best = code_image(d, cfg, weights, latents, sig.data, 1e-3, None)
+        before = gap(j, best.samples)
+        load_coded(model, j, best.image.tensors)
+        after = gap(j, best.samples)
+        assert after < 1.0 < before, (before, after)
