@@ -447,8 +447,7 @@ def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
 
 def test_a_small_image_gets_the_narrower_synthesis_its_preset_names(monkeypatch):
     """Quality 5 fits an image of 512x512 pixels or more with its 24-wide synthesis and a smaller one (under
-    SMALL_IMAGE_PIXELS, as half-size Kodak) 16 wide, as do qualities 6 and 7; a preset without a small width keeps
-    one width."""
+    SMALL_IMAGE_PIXELS, as half-size Kodak) 16 wide; a preset without a small width keeps one width."""
     from nxcodec.fit import latent_image, presets
 
     widths = []
@@ -467,7 +466,7 @@ def test_a_small_image_gets_the_narrower_synthesis_its_preset_names(monkeypatch)
         with pytest.raises(Stop):
             encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=30, device="cpu"))
     assert widths == [16, 24]
-    assert [presets.latent_preset(q).synthesis_width(98304) for q in (5, 6, 7, 8)] == [16, 16, 16, 24]
+    assert [presets.latent_preset(q).synthesis_width(98304) for q in (5, 6, 7)] == [16, 24, 24]
     q4 = presets.latent_preset(4)
     assert q4.synthesis_width(1) == q4.synthesis_width(1 << 20) == q4.syn_width
 

@@ -160,9 +160,10 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # cost 1.8% and 2.3% more (commit 5e493c7). On smaller images quality 5 stays 16 wide (``syn_width_small``): the
 # quick subset (kodim01-04 at half size, 98,304 pixels, 2000 iterations) coded 1 to 6% larger with 24 at about the
 # same PSNR, its costs 1.0 to 3.4% higher (bench/results/kodak_quick_cpu_v9_q5syn24 against kodak_quick_cpu_v9_llr01).
-# Qualities 6 and 7 do too: on four 256x256 crops (kodim01, 04, 15, 23; bench/preset_ablation.py, 2000 iterations,
-# bench/results/synthesis_width_256_cpu.jsonl, commit 0fdc64e) 16 wide instead of 24 cost -1.2% at quality 6
-# (+1.7, -3.2, -1.2, -1.9%) and -1.6% at quality 7 (-1.0, -2.9, -2.5, +0.1%), for 13% shorter fits.
+# Qualities 6 and 7 keep 24: on four 256x256 crops (65,536 pixels; bench/results/synthesis_width_256_cpu.jsonl,
+# commit 0fdc64e) 16 wide cost 1.2% and 1.6% less, but quality 7 at 16 on the quick subset (98,304 pixels;
+# bench/results/kodak_quick_cpu_v9_small16_q7, commit e669169) coded lower on all four images (BD-rate against WebP
+# -12.5% -> -12.2%), so the 256x256 crops do not tell what half-size images want.
 # Quality 5's `rate` below is from its own run at full size
 # (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
 # and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
@@ -188,8 +189,8 @@ LATENT_PRESETS = {
         _image(3, 1.0e-2, 0.162, 2000, 8, 16),
         _image(4, 4.8e-3, 0.308, 2000, 12, 16),
         _image(5, 2.25e-3, 0.475, 2000, 12, 24, refine_width=6, syn_width_small=16),
-        _image(6, 1.15e-3, 0.698, 2000, 12, 24, refine_width=6, syn_width_small=16),
-        _image(7, 5.9e-4, 1.007, 2000, 16, 24, refine_width=8, syn_width_small=16),
+        _image(6, 1.15e-3, 0.698, 2000, 12, 24, refine_width=6),
+        _image(7, 5.9e-4, 1.007, 2000, 16, 24, refine_width=8),
         _image(8, 2.6e-4, 1.418, 2000, 16, 24, refine_width=8),
         _image(9, 9.0e-5, 1.877, 2000, 16, 32, refine_width=8),
     )
