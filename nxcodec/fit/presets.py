@@ -162,7 +162,7 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # same PSNR, its costs 1.0 to 3.4% higher (bench/results/kodak_quick_cpu_v9_q5syn24 against kodak_quick_cpu_v9_llr01).
 # Qualities 6 and 7 keep 24: on four 256x256 crops (65,536 pixels; bench/results/synthesis_width_256_cpu.jsonl,
 # commit 0fdc64e) 16 wide cost 1.2% and 1.6% less, but quality 7 at 16 on the quick subset (98,304 pixels;
-# bench/results/kodak_quick_cpu_v9_small16_q7, commit e669169) coded lower on all four images (BD-rate against WebP
+# bench/results/kodak_quick_cpu_v9_small16_q7, commit e669169) lost PSNR on all four images (BD-rate against WebP
 # -12.5% -> -12.2%), so the 256x256 crops do not tell what half-size images want.
 # Quality 5's `rate` below is from its own run at full size
 # (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
