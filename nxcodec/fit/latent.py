@@ -66,9 +66,6 @@ class LatentSchedule:
     race: tuple[tuple[int, float], ...] = ((3, 0.05), (2, 0.08))
     decay: bool = True  # cosine decay of the learning rates through the relaxed phase
     lr_floor: float = 0.1  # where the cosine decay ends, as a part of each starting learning rate
-    # Every this many iterations (0: never) score each signal's hard-rounded loss and end the fit on its best state,
-    # as Cool-chic ends on its best validation: the loss the fit follows is not the one the coding pays.
-    keep_best: int = 0
     # How the networks are fitted: "adam"; "soap", their weight matrices by SOAP (Adam in the eigenbasis of
     # Shampoo's preconditioner, nxcodec.fit.soap) as Cool-chic 5; "soap-synthesis", SOAP for the synthesis only.
     # Latents, biases and filter taps always get Adam.
@@ -97,7 +94,7 @@ class LatentSchedule:
         straight-through phase: a race's warm-up, so the winner goes on into the fit without a jump."""
         noise = None if self.noise is None else (self.noise[0], self.noise[0])
         return replace(self, temperature=(self.temperature[0], self.temperature[0]), noise=noise, decay=False,
-                       ste_frac=0.0, race=(), keep_best=0)
+                       ste_frac=0.0, race=())
 
 
 def _mlp_params(m: int, fan_in: int, width: int, layers: int, out: int, gen: torch.Generator,
@@ -557,7 +554,6 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
 
     Latents and networks have their own learning rates, cosine-decayed through the
     relaxed phase. A step whose loss is not finite is undone and the learning rate halved.
-    With ``schedule.keep_best`` each signal ends on the state of lowest hard-rounded loss seen.
     """
     torch.manual_seed(seed)
     params = list(model.parameters())
@@ -576,7 +572,6 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     good = [p.detach().clone() for p in params]
     lr_scale = 1.0
     losses = torch.zeros(model.m)
-    best = _BestStates(params) if schedule.keep_best else None
     for it in range(schedule.iters):
         ste = it >= n_noise
         cosine = 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
@@ -609,42 +604,13 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
         losses = loss.detach()
         if it % 100 == 0:
             good = [p.detach().clone() for p in params]
-        if best is not None and ((it + 1) % schedule.keep_best == 0 or it + 1 == schedule.iters):
-            with torch.no_grad():
-                best.offer(step("ste", False)[0])
         if bar is not None:
             bar.update(1)
             if it % 20 == 0:
                 bar.set_postfix_str(status())
     if bar is not None:
         bar.close()
-    if best is not None:
-        best.restore()
     return losses.tolist()
-
-
-class _BestStates:
-    """Each signal's parameters at its lowest loss so far (every parameter has the signals on its first axis)."""
-
-    def __init__(self, params: list[torch.Tensor]) -> None:
-        self.params = params
-        self.saved = [p.detach().clone() for p in params]
-        self.loss = torch.full((params[0].shape[0],), math.inf, device=params[0].device)
-
-    def offer(self, loss: torch.Tensor) -> None:
-        """Keep the current state of every signal whose ``loss`` is its lowest yet (a non-finite loss never is)."""
-        better = torch.isfinite(loss) & (loss < self.loss)
-        if better.any():
-            for p, s in zip(self.params, self.saved):
-                s[better] = p.detach()[better]
-            self.loss = torch.where(better, loss.detach(), self.loss)
-
-    def restore(self) -> None:
-        """Put every signal's best state back (a signal never scored keeps its own)."""
-        with torch.no_grad():
-            scored = torch.isfinite(self.loss)
-            for p, s in zip(self.params, self.saved):
-                p[scored] = s[scored]
 
 
 def _optimizer(model: LatentModel, groups: list[dict], name: str) -> torch.optim.Optimizer:
