@@ -164,6 +164,11 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # commit 0fdc64e) 16 wide cost 1.2% and 1.6% less, but quality 7 at 16 on the quick subset (98,304 pixels;
 # bench/results/kodak_quick_cpu_v9_small16_q7, commit e669169) lost PSNR on all four images (BD-rate against WebP
 # -12.5% -> -12.2%), so the 256x256 crops do not tell what half-size images want.
+# Quality 1's context models are 4 wide (were 8): on two 512x512 crops (kodim01, kodim04) with the presets' 2000
+# iterations, coded streams, 4 cost 1.8% and 2.2% less (11 and 13% fewer bytes for 0.12 and 0.41 dB), and one hidden
+# synthesis layer instead of two 1.1% less and 0.2% more (bench/results/quality1_networks_512_cpu.jsonl, commit
+# 20be937). At about 0.05 bpp a Kodak image codes to under 2.5 KB, and the two context models held 436 of the 731
+# network weights (188 when 4 wide).
 # Quality 5's `rate` below is from its own run at full size
 # (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
 # and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
@@ -184,7 +189,7 @@ def _image(quality: int, lam: float, rate: float, iters: int, arm_width: int, sy
 LATENT_PRESETS = {
     p.quality: p
     for p in (
-        _image(1, 6.0e-2, 0.046, 2000, 8, 12),
+        _image(1, 6.0e-2, 0.046, 2000, 4, 12),
         _image(2, 2.3e-2, 0.089, 2000, 8, 16),
         _image(3, 1.0e-2, 0.162, 2000, 8, 16),
         _image(4, 4.8e-3, 0.308, 2000, 12, 16),
