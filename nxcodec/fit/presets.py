@@ -179,8 +179,8 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
 # ninth least; JPEG, WebP and AVIF code the two at 0.86 to 1.17 times their 24-image means
 # (bench/results/kodak_gpu_h100). The run: bench/results/kodak_full2_cpu_v9_llr01_500it (commit b359ad5; the
-# rates of qualities 1 and 5 are from their own runs, above); with the latents at 0.3 the ladder had met the aimed rates above within 4%
-# (bench/results/kodak_full2_cpu_v9_ladder_500it, commit 8eb16a8).
+# rates of qualities 1 and 5 are from their own runs, above); with the latents at 0.3 the ladder had met the aimed
+# rates above within 4% (bench/results/kodak_full2_cpu_v9_ladder_500it, commit 8eb16a8).
 
 
 def _image(quality: int, lam: float, rate: float, iters: int, arm_width: int, syn_width: int, **kw) -> LatentPreset:
