@@ -103,7 +103,7 @@ def quality(original: Path, decoded: Path) -> dict[str, float]:
 def synthetic_stream(segments: int) -> bytes:
     """A mono 44.1 kHz latent audio stream of ``segments`` equal segments, every plane one fixed coded body."""
     from nxcodec.fit.latent_code import quantize_networks
-    from nxcodec.latent import audio, context, stream, tables
+    from nxcodec.latent import audio, context, stream
     from nxcodec.latent.stream import LatentConfig
 
     cfg = LatentConfig(levels=7, arm_width=16, arm_layers=2, n_experts=1, mgr_width=0, syn_width=16, syn_layers=2,
@@ -117,7 +117,7 @@ def synthetic_stream(segments: int) -> bytes:
     latents = [rng.integers(-2, 3, size) * (rng.random(size) < 0.01)
                for size in context.level_sizes((rows, 1 << hop_log2), cfg.levels)]
     body, _ = stream.write_body(cfg, 1, quantize_networks(weights, 7, 5), [g.astype(np.float64) for g in latents],
-                                tables.FINE)
+                                audio.VERSION)
     frames = segments * rows * (1 << hop_log2) - (1 << hop_log2)  # exactly ``segments`` segments of ``rows`` frames
     d = audio.AudioLatentDescriptor(frames, 44100, 1, 0, hop_log2, audio.STEREO_NONE, rows)
     return audio.write(d, [body] * segments)

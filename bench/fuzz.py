@@ -1,6 +1,6 @@
 """A seeded, repeatable fuzzer of the decoder (every stream version).
 
-Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/ to v10/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/ to v11/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -58,12 +58,13 @@ def conformance_streams() -> list[tuple[str, bytes]]:
     """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio),
     version 5 (latent shapes), version 6 (all three with escapes), version 7 (shapes with an occupancy map), version 8
     (shapes with the built-in context models), version 9 (images and audio with finer latent tables), version 10 (long
-    audio)."""
+    audio), version 11 (images and audio with a compact tensor table)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
              + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc"))
              + sorted((CONFORMANCE / "v5").glob("*.nxc")) + sorted((CONFORMANCE / "v6").glob("*/*.nxc"))
              + sorted((CONFORMANCE / "v7").glob("*/*.nxc")) + sorted((CONFORMANCE / "v8").glob("*/*.nxc"))
-             + sorted((CONFORMANCE / "v9").glob("*/*.nxc")) + sorted((CONFORMANCE / "v10").glob("*/*.nxc")))
+             + sorted((CONFORMANCE / "v9").glob("*/*.nxc")) + sorted((CONFORMANCE / "v10").glob("*/*.nxc"))
+             + sorted((CONFORMANCE / "v11").glob("*/*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 
@@ -88,6 +89,23 @@ def fresh_streams(seed: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def _table_fields(pos: int, table: dict, version: int) -> tuple[list[tuple[int, int]], int]:
+    """(offset, size) of every field of a latent body's tensor table at ``pos``, and where it ends: 9-byte entries
+    (step code, lo, hi, mu, decay), or from version 11 compact ones (step code, decay, then each varint byte)."""
+    from nxcodec.latent import stream
+
+    out = []
+    for _, *entry in table.values():
+        if version < stream.COMPACT_VERSION:
+            out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
+            pos += 9
+        else:
+            size = len(stream.pack_entry(*entry, compact=True))
+            out += [(pos, 1), (pos + 1, 2)] + [(pos + i, 1) for i in range(3, size)]
+            pos += size
+    return out, pos
+
+
 def field_offsets(data: bytes) -> list[tuple[int, int]]:
     """(offset, size) of every integer field of a well-formed stream: header, descriptor, configs, tables, lengths."""
     from nxcodec.model import ModelConfig, tensor_shapes
@@ -96,46 +114,19 @@ def field_offsets(data: bytes) -> list[tuple[int, int]]:
     desc_len = struct.unpack_from("<H", data, 6)[0]
     out += [(8 + i, 4) for i in range(0, desc_len - 3, 4)] + [(8 + i, 1) for i in range(desc_len)]
     pos = 8 + desc_len
-    if data[4] in (4, 6, 9, 10) and data[5] == 2:  # every plane body: config, tensor table, payload length (SPEC.md 10.1)
-        from nxcodec.latent import audio
+    if data[4] >= 3:  # latent streams: one body (images, shapes) or one per plane (audio), after any occupancy map
+        from nxcodec.decoder import latent_reader
 
-        for body in audio.read_header(data).bodies:
-            out += [(pos + i, 1) for i in range(10)]
-            pos += 10
-            for _ in body.table:
-                out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
-                pos += 9
-            out.append((pos, 4))
-            pos += 4 + len(body.payload)
-        return out
-    if data[4] in (5, 6, 7, 8) and data[5] == 3:  # one body over the volume (SPEC.md 11.1; 13.1 adds the occupancy)
-        from nxcodec.latent import shape
-
-        header = shape.read_header(data)
-        body = header.body
-        if data[4] >= 7:  # occ_log2, the 14 probabilities, the payload length; then its payload
+        header = latent_reader(data).read_header(data)
+        if getattr(header, "occupancy", None) is not None:  # occ_log2, the 14 probabilities, the payload length
             out += [(pos + i, 1) for i in range(15)] + [(pos + 15, 4)]
             pos += header.sizes["occupancy"]
-        out += [(pos + i, 1) for i in range(10)]
-        pos += 10
-        for _ in body.table:
-            out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
-            pos += 9
-        return out + [(pos, 4)]
-    if data[4] in (3, 4, 6, 9):  # latent config (10 bytes), tensor table, payload length (SPEC.md 9.1)
-        from nxcodec.latent.stream import LatentConfig
-
-        out += [(pos + i, 1) for i in range(LatentConfig.SIZE)]
-        entries = (len(data) - 8 - pos - LatentConfig.SIZE) // 9  # an upper bound; the payload follows
-        header = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
-        from nxcodec.signals.imagefile import unpack
-
-        pos += LatentConfig.SIZE
-        n_tensors = min(entries, len(header.tensor_shapes(unpack(data[8 : 8 + desc_len]).channels)))
-        for _ in range(n_tensors):
-            out += [(pos, 1), (pos + 1, 2), (pos + 3, 2), (pos + 5, 2), (pos + 7, 2)]
-            pos += 9
-        return out + [(pos, 4)]
+        for body in getattr(header, "bodies", None) or [header.body]:  # config, tensor table, payload length
+            out += [(pos + i, 1) for i in range(10)]
+            fields, pos = _table_fields(pos + 10, body.table, data[4])
+            out += fields + [(pos, 4)]
+            pos += 4 + len(body.payload)
+        return out
     out.append((pos, 2))
     n = struct.unpack_from("<H", data, pos)[0]
     pos += 2

@@ -104,8 +104,8 @@ def main() -> None:
     image = for_name("image")
     paths = sorted(args.src.glob("*.png"))[: args.images]
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    results = encode_signals(image, [image.from_array(a) for a in arrays],
-                             EncodeOptions(quality=args.quality, iters=args.iters, device=args.device, format=9))
+    options = EncodeOptions(quality=args.quality, iters=args.iters, device=args.device, format=image.latent_format)
+    results = encode_signals(image, [image.from_array(a) for a in arrays], options)
     recorded, files = {}, []
     for path, res in zip(paths, results):
         f = args.out / f"{path.stem}.nxc"

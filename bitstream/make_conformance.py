@@ -9,16 +9,18 @@ SHA-256 of the decoded integer weights, which must match exactly.
 
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
-    python bitstream/make_conformance.py v9         # the version 9 image and audio streams, into conformance/v9/
+    python bitstream/make_conformance.py v11        # the version 11 image and audio streams, into conformance/v11/
     python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
-    python bitstream/make_conformance.py v9-audio NAME ...  # only these version 9 audio cases (e.g. a new one)
+    python bitstream/make_conformance.py v11-audio NAME ...  # only these version 11 audio cases (e.g. a new one)
     python bitstream/make_conformance.py v10        # the version 9 audio streams as version 10, into conformance/v10/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
-and 8 one for shapes (``v7/shape``, ``v8/shape``), version 9 one for images and one for audio
-(``v9/image``, ``v9/audio``), version 10 one for audio (``v10/audio``); ``v6/`` and ``v7/shape`` were written by earlier writers. An image
+and 8 one for shapes (``v7/shape``, ``v8/shape``), versions 9 and 11 one for images and one for audio
+(``v9/image``, ``v9/audio``, ``v11/image``, ``v11/audio``), version 10 one for audio (``v10/audio``); ``v6/``,
+``v7/shape`` and ``v9/`` were written by earlier writers (``v9/`` by this script's ``v9`` command of its time, the
+cases that ``v11`` now writes). An image
 case records, instead of the weights' digest, the SHA-256 of every decoded integer
 (tensors, then latent grids finest first) and of the expert map; an audio case records
 that digest for each of its planes, in stream order; a shape case records the digest of
@@ -231,14 +233,14 @@ def routing_case() -> tuple[str, bytes]:
 
 
 def latent_main(only: list[str] | None = None) -> None:
-    """Regenerate the version 9 image cases into conformance/v9/image/ (``only``: just these, the others kept)."""
+    """Regenerate the version 11 image cases into conformance/v11/image/ (``only``: just these, the others kept)."""
     from nxcodec.latent import stream
 
-    out_dir = HERE / "v9" / "image"
+    out_dir = HERE / "v11" / "image"
     image = for_name("image")
 
     def fitted(array: np.ndarray, config: LatentConfig) -> bytes:
-        options = EncodeOptions(iters=300, device="cpu", seed=7, config=config, format=9)
+        options = EncodeOptions(iters=300, device="cpu", seed=7, config=config, format=stream.VERSION)
         return encode_signal(image, image.from_array(array), options).data
 
     makers = {name: functools.partial(fitted, array, config) for name, array, config in latent_cases()}
@@ -287,7 +289,7 @@ def audio_escape_case() -> tuple[str, bytes]:
     """Random networks over latents far beyond their tables' ranges, in two segments of a mono clip: audio planes
     whose residuals escape, some with a high part (SPEC.md 12; escapes of 2**13 and more)."""
     from nxcodec.fit.latent_code import quantize_networks
-    from nxcodec.latent import audio, context, stream, tables
+    from nxcodec.latent import audio, context, stream
 
     rng = np.random.default_rng(13)
     d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
@@ -300,12 +302,12 @@ def audio_escape_case() -> tuple[str, bytes]:
         latents = [rng.normal(0, 3, size) for size in context.level_sizes((b - a, d.hop), config.levels)]
         for level, row, col, value in spikes:
             latents[level][row, col] = value
-        bodies.append(stream.write_body(config, 1, quantize_networks(weights, 7, 5), latents, tables.FINE)[0])
+        bodies.append(stream.write_body(config, 1, quantize_networks(weights, 7, 5), latents, audio.VERSION)[0])
     return "mono_escapes_2segments_8khz", audio.write(d, bodies)
 
 
 def audio_main(only: list[str] | None = None) -> None:
-    """Regenerate the version 9 audio cases into conformance/v9/audio/ (``only``: just these, the others kept)."""
+    """Regenerate the version 11 audio cases into conformance/v11/audio/ (``only``: just these, the others kept)."""
     import tempfile
 
     import soundfile as sf
@@ -314,7 +316,7 @@ def audio_main(only: list[str] | None = None) -> None:
     from nxcodec.latent import audio
     from nxcodec.signals.audiofile import FORMATS, AudioFiles, quantize_samples, to_int
 
-    out_dir = HERE / "v9" / "audio"
+    out_dir = HERE / "v11" / "audio"
     clips = for_name("audio")
 
     def fitted(name: str, array: np.ndarray, config: LatentConfig, segment: int, subtype: str) -> bytes:
@@ -324,7 +326,8 @@ def audio_main(only: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:  # through a file of these integers: the clip keeps its format
             sf.write(Path(tmp) / "in.wav", pcm, 8000, subtype=subtype)
             signal = clips.read(Path(tmp) / "in.wav")
-        res = encode_signal(clips, signal, EncodeOptions(iters=200, device="cpu", seed=7, config=config, format=9))
+        options = EncodeOptions(iters=200, device="cpu", seed=7, config=config, format=audio.VERSION)
+        res = encode_signal(clips, signal, options)
         print(f"{name}: PSNR {res.metrics['psnr']:.2f} dB")
         return res.data
 
@@ -493,8 +496,8 @@ def shape_case() -> dict:
 
 
 def redecode_image_outputs() -> None:
-    """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``) whose samples
-    the current decoder gives differently; the streams stay.
+    """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``, ``v11/image``)
+    whose samples the current decoder gives differently; the streams stay.
 
     For a change in the float synthesis or the sample rounding (SPEC.md 9.7), not in the format: each stream's
     digest, integers and expert map must not change.
@@ -502,7 +505,7 @@ def redecode_image_outputs() -> None:
     from nxcodec.latent import stream
     from nxcodec.signals import imagefile
 
-    for folder in (HERE / "v3", HERE / "v6" / "image", HERE / "v9" / "image"):
+    for folder in (HERE / "v3", HERE / "v6" / "image", HERE / "v9" / "image", HERE / "v11" / "image"):
         for case in json.loads((folder / "manifest.json").read_text()):
             data = (folder / case["stream"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == case["stream_sha256"], case["stream"]
@@ -519,13 +522,13 @@ def redecode_image_outputs() -> None:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["v9"]:
+    if sys.argv[1:] == ["v11"]:
         latent_main()
         audio_main()
-    elif sys.argv[1:2] in (["v9-image"], ["v9-audio"]):
+    elif sys.argv[1:2] in (["v11-image"], ["v11-audio"]):
         if len(sys.argv) < 3:
-            raise SystemExit(f"{sys.argv[1]} NAME...: name the cases to make (`v9` makes them all)")
-        (latent_main if sys.argv[1] == "v9-image" else audio_main)(sys.argv[2:])
+            raise SystemExit(f"{sys.argv[1]} NAME...: name the cases to make (`v11` makes them all)")
+        (latent_main if sys.argv[1] == "v11-image" else audio_main)(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
         long_audio_main()
     elif sys.argv[1:2] == ["v8"]:

@@ -20,7 +20,7 @@ from nxcodec.errors import NxcError, StreamError
 from nxcodec.fit import latent as fit_latent
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
-from nxcodec.latent import context, rans, stream, synthesis, tables
+from nxcodec.latent import audio, context, rans, stream, synthesis, tables
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.signals import for_name
 from nxcodec.signals.imagefile import ImageDescriptor
@@ -28,7 +28,7 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from conftest import CONFORMANCE, conformance_cases, real_image, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v3", "v6/image", "v9/image")
+CASES = conformance_cases("v3", "v6/image", "v9/image", "v11/image")
 IMAGE = for_name("image")
 
 
@@ -188,9 +188,9 @@ def test_the_written_routing_case_has_ties_fine_biases_and_one_entry_tables_amon
     assert np.array_equal(experts, context.route(logits)) and set(experts.tolist()) == {0, 2}
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["folder"] == "v9/image" and "escapes" not in c["stream"]],
-                         ids=lambda c: c["stream"])
-def test_version_9_conformance_images_code_latents_under_the_finer_tables(case):
+@pytest.mark.parametrize("case", [c for c in CASES if c["folder"] in ("v9/image", "v11/image")
+                                  and "escapes" not in c["stream"]], ids=lambda c: c["stream"])
+def test_version_9_and_11_conformance_images_code_latents_under_the_finer_tables(case):
     data = (CONFORMANCE / case["stream"]).read_bytes()
     image = stream.decode_latents(data)
     used = []
@@ -201,7 +201,8 @@ def test_version_9_conformance_images_code_latents_under_the_finer_tables(case):
 
     grids = stream.walk_latents(image.config, image.grids[0].shape, *stream.context_models(image.config, image.tensors),
                                 charge, stream.scales_of(data[4]))
-    assert data[4] == 9 and all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
+    assert data[4] == {"v9/image": 9, "v11/image": 11}[case["folder"]]
+    assert all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
     assert int(np.concatenate(used).min()) < len(tables.FINE_SCALES)
 
 
@@ -269,7 +270,7 @@ def test_torch_and_numpy_synthesis_agree():
 def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
     array = real_image((80, 64))
     res = encode_signal(IMAGE, IMAGE.from_array(array), EncodeOptions(quality=5, iters=120, device="cpu"))
-    assert res.data[4] == 9
+    assert res.data[4] == 11
     d, decoded = stream.decode(res.data)
     assert decoded.shape == array.shape and decoded.dtype == np.uint8
     assert res.metrics["psnr"] == pytest.approx(IMAGE.metrics(array, decoded)["psnr"])
@@ -286,7 +287,7 @@ def test_encode_decode_round_trip_beats_a_floor_and_meets_a_rate():
 
 def test_images_of_one_size_are_fitted_together_and_decode_to_their_own():
     a, b = real_image((40, 32)), real_image((40, 32))[::-1].copy()
-    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=9)
+    opts = EncodeOptions(quality=3, iters=80, device="cpu", config=small_config(levels=3), format=11)
     from nxcodec.codec import encode_signals
 
     res = encode_signals(IMAGE, [IMAGE.from_array(a), IMAGE.from_array(b)], opts)
@@ -383,6 +384,87 @@ def test_corrupt_truncated_and_hostile_streams_are_refused():
             stream.decode(_recrc(bad))
         except StreamError:
             pass
+
+
+def _rewritten(data: bytes, version: int, entries: list[bytes] | None = None) -> bytes:
+    """An image stream with its version byte set and its tensor table written again: compact from version 11 on, or
+    with these entries' bytes (in order, the rest as they were)."""
+    header = stream.read_header(data)
+    head = 8 + len(data[8 : 8 + int.from_bytes(data[6:8], "little")])  # prefix and descriptor
+    out = bytearray(data[:head]) + header.config.pack()
+    out[4] = version
+    written = [stream.pack_entry(*entry[1:], version >= stream.COMPACT_VERSION) for entry in header.body.table.values()]
+    for i, raw in enumerate(entries or []):
+        written[i] = raw
+    out += b"".join(written) + len(header.body.payload).to_bytes(4, "little") + bytes(header.body.payload)
+    return stream.with_crc(bytes(out))
+
+
+@pytest.mark.parametrize("entry", [(0, -32767, -32767, -32767, 0), (255, 32767, 32767, 32767, 65535), (37, -5, 9, 0, 1),
+                                   (40, -4000, 95, -63, 60000), (12, 8000, 12095, 8191, 5), (12, -8192, 0, -8192, 5),
+                                   (3, -100, 60, -64, 7), (3, 0, 100, 64, 7),
+                                   (12, 8000, 8400, 8192, 5)])
+def test_compact_entries_read_back_as_written_in_6_to_10_bytes(entry):
+    raw = stream.pack_entry(*entry, compact=True)
+    code, lo, hi, mu, decay = entry
+    small = -64 <= mu < 64 and mu - lo < 128 and hi - mu < 128
+    assert (len(raw) == 6) == small and 6 <= len(raw) <= 10
+    assert stream.read_entry(raw + b"\xff", 0, len(raw) + 1, compact=True) == (entry, len(raw))
+    assert stream.read_entry(stream.pack_entry(*entry, compact=False), 0, 9, compact=False) == (entry, 9)
+
+
+@pytest.mark.parametrize("name", [c["stream"] for c in CASES if c["folder"] == "v9/image"])
+def test_a_version_9_stream_with_its_table_made_compact_is_a_version_11_stream_of_the_same_integers(name):
+    data = (CONFORMANCE / name).read_bytes()
+    old = stream.read_header(data)
+    compact = _rewritten(data, stream.COMPACT_VERSION)
+    new = stream.read_header(compact)
+    assert new.body.table == old.body.table
+    assert new.sizes["tensor_table"] == len(compact) - len(data) + 9 * len(old.body.table)
+    case = next(c for c in CASES if c["stream"] == name)
+    assert stream.decode_latents(compact).digest() == case["integers_sha256"]
+    as_nine = compact[:4] + b"\x09" + compact[5:-4]
+    with pytest.raises(StreamError):  # the version byte says how the table is laid out
+        stream.decode_latents(stream.with_crc(as_nine))
+
+
+def test_version_11_conformance_tables_use_every_varint_length_and_negative_means():
+    lengths, negative = set(), 0
+    for case in conformance_cases("v11/image", "v11/audio"):
+        data = (CONFORMANCE / case["stream"]).read_bytes()
+        bodies = [stream.read_header(data).body] if data[5] == 1 else audio.read_header(data).bodies
+        for _, _, lo, hi, mu, _ in (e for body in bodies for e in body.table.values()):
+            zigzag = 2 * mu if mu >= 0 else -2 * mu - 1
+            lengths |= {("z", len(stream._varint(zigzag))), ("a", len(stream._varint(mu - lo))),
+                        ("b", len(stream._varint(hi - mu)))}
+            negative += mu < 0
+    assert lengths == {("z", 1), ("z", 2), ("z", 3), ("a", 1), ("a", 2), ("b", 1), ("b", 2)} and negative > 0
+
+
+@pytest.mark.parametrize("raw, message", [
+    (bytes([40, 0, 0, 0x80, 0x00, 0, 0]), "shortest form"),  # mu = 0 written in two bytes
+    (bytes([40, 0, 0, 0x80, 0x80, 0x80, 0x01, 0, 0]), "longer than 3 bytes"),
+    (bytes([40, 0, 0, 0xFD, 0xFF, 0x03, 2, 0]), "prior"),  # mu = -32767, lo = -32769
+    (bytes([40, 0, 0, 0x80, 0x80, 0x04, 0, 0]), "prior"),  # mu = 32768
+    (bytes([40, 0, 0, 0, 0xFF, 0x1F, 1]), "prior"),  # lo = -4095, hi = 1: 4097 values
+    (bytes([41, 0, 0, 0, 0, 0]), "step code"),  # a fixed-point tensor's step must be a power of two
+])
+def test_invalid_compact_entries_are_refused_with_a_reason(raw, message):
+    data = (CONFORMANCE / "v11" / "image" / "gray_k1_37x29.nxc").read_bytes()
+    with pytest.raises(StreamError, match=message):
+        stream.read_header(_rewritten(data, stream.COMPACT_VERSION, [raw]))
+    valid = bytes([40, 0, 0, 1, 0x80, 0x10, 1])  # mu = -1, lo = -2049, hi = 0: 2050 values, the table parses
+    assert stream.read_header(_rewritten(data, stream.COMPACT_VERSION, [valid])).body.table["arm_a.0.weight"][2:] == (
+        -2049, 0, -1, 0)
+
+
+def test_a_compact_table_cut_short_is_truncated_not_misread():
+    data = (CONFORMANCE / "v11" / "image" / "gray_k1_37x29.nxc").read_bytes()
+    entry = bytes([40, 0, 0, 0x80])  # a varint whose continuation bit points past the end
+    cut = data[:28] + entry
+    for end in range(28, len(cut) + 1):
+        with pytest.raises(StreamError, match="truncated"):
+            stream.read_header(stream.with_crc(cut[:end]))
 
 
 def test_a_config_beyond_the_work_limit_is_refused_before_decoding():

@@ -20,7 +20,7 @@ from nxcodec.limits import Limits
 from nxcodec.fit import latent_audio, presets
 from nxcodec.fit.latent import LatentModel
 from nxcodec.fit.latent_code import quantize_networks
-from nxcodec.latent import audio, context, mdct, stream, tables
+from nxcodec.latent import audio, context, mdct, stream
 from nxcodec.latent.stream import LatentConfig
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audio as audio_signals
@@ -31,7 +31,7 @@ from nxcodec.signals.audiofile import FORMATS
 from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v4", "v6/audio", "v9/audio", "v10/audio")
+CASES = conformance_cases("v4", "v6/audio", "v9/audio", "v10/audio", "v11/audio")
 AUDIO = for_name("audio")
 
 
@@ -74,7 +74,7 @@ def random_planes(seed: int, d: audio.AudioLatentDescriptor, cfg: LatentConfig) 
             weights["arm_a.out.bias"] = weights["arm_b.out.bias"] = np.array([0.0, 10.0], dtype=np.float32)
             coded = quantize_networks(weights, 7, 5)
             latents = [rng.normal(0, 3, s) for s in context.level_sizes((b - a, d.hop), cfg.levels)]
-            body, grids = stream.write_body(cfg, 1, coded, latents, tables.FINE)
+            body, grids = stream.write_body(cfg, 1, coded, latents, audio.VERSION)
             bodies.append(body)
             values.append(synthesize(grids, stream.float_synthesis(coded), 1, np.float64)[0].reshape(b - a, d.hop))
     return audio.write(d, bodies), values
@@ -173,21 +173,20 @@ def test_fitted_planes_are_measured_in_stream_order_whatever_order_they_come_in(
     assert join.sums.result() == pytest.approx(want, rel=1e-9)
 
 
-def test_clips_beyond_version_9s_limits_are_written_as_version_10_and_only_it_declares_them():
-    assert audio.version_for(1 << 26, 2) == 9 and audio.version_for((1 << 26) + 1, 2) == 10
-    assert audio.version_for((1 << 27) + 1, 1) == 10 and audio.version_for(1 << 31, 4) == 10
+def test_only_versions_10_and_11_declare_clips_beyond_version_9s_limits():
     hours = audio.AudioLatentDescriptor(frames=3 * 3600 * 44100, sample_rate=44100, channels=2, sample_format=0,
                                         hop_log2=10, stereo=0, segment=512)
-    assert audio.unpack(audio.pack(hours), 10) == hours
+    assert audio.unpack(audio.pack(hours), 10) == hours == audio.unpack(audio.pack(hours), 11)
     for version in (4, 6, 9):
         with pytest.raises(StreamError, match="beyond the decoder's limits"):
             audio.unpack(audio.pack(hours), version)
     too_long = replace(hours, frames=(1 << 32) - 1, channels=4)  # over 2^33 samples
-    with pytest.raises(StreamError, match="beyond the decoder's limits"):
-        audio.unpack(audio.pack(too_long), 10)
+    for version in (10, 11):
+        with pytest.raises(StreamError, match="beyond the decoder's limits"):
+            audio.unpack(audio.pack(too_long), version)
 
 
-def test_a_clip_beyond_version_9s_limits_is_encoded_as_version_10_and_decodes(tmp_path, monkeypatch):
+def test_a_clip_beyond_version_9s_limits_is_encoded_as_version_11_and_decodes(tmp_path, monkeypatch):
     from nxcodec.signals import audiofile
 
     monkeypatch.setattr(audiofile, "MAX_SAMPLES", 10_000)  # version 9's cap, scaled down to a 1.5 s clip
@@ -196,7 +195,7 @@ def test_a_clip_beyond_version_9s_limits_is_encoded_as_version_10_and_decodes(tm
     run = CliRunner().invoke(main, ["encode", str(src), "--iters", "20", "--device", "cpu"])
     assert run.exit_code == 0, run.output
     data = (tmp_path / "clip.wav.nxc").read_bytes()
-    assert data[4] == 10
+    assert data[4] == 11
     dec = CliRunner().invoke(main, ["decode", str(tmp_path / "clip.wav.nxc")])
     assert dec.exit_code == 0, dec.output
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="float32")
@@ -276,7 +275,7 @@ def test_a_clip_file_checks_what_it_reads(tmp_path):
 
 def test_format_2_refuses_a_clip_longer_than_it_holds(tmp_path):
     long = audio_signals.AudioModality()._signal(audio_signals.ClipFile(tmp_path / "none.wav", (1 << 27) + 1, 1), 8000, 0)
-    assert AUDIO.default_format(long.descriptor) == 9
+    assert AUDIO.default_format(long.descriptor) == 11
     with pytest.raises(InputError, match="longer than format 2 holds"):
         encode_signal(AUDIO, long, EncodeOptions(iters=1, device="cpu", format=2))
 
@@ -297,7 +296,7 @@ def test_descriptor_layout_segments_and_stereo_coding():
 def test_encode_decode_round_trip_beats_silence_and_meets_a_rate(tmp_path):
     signal = AUDIO.from_array(tones(1.0, 8000), 8000)
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=150, device="cpu", seed=1))
-    assert res.data[4] == 9 and res.data[5] == 2
+    assert res.data[4] == 11 and res.data[5] == 2
     decoded = decode_stream(res.data)[1]
     silence = AUDIO.metrics(signal.data, np.zeros_like(signal.data))["psnr"]
     assert AUDIO.metrics(signal.data, decoded)["psnr"] == pytest.approx(res.metrics["psnr"], abs=1e-6)
@@ -327,7 +326,7 @@ def test_cli_encodes_audio_as_version_9_and_info_describes_it(tmp_path):
     assert run.exit_code == 0, run.output
     stream_path = tmp_path / "clip.wav.nxc"
     info = CliRunner().invoke(main, ["info", str(stream_path)])
-    assert "nxc version 9" in info.output and "mid/side" in info.output and "kbps" in info.output
+    assert "nxc version 11" in info.output and "mid/side" in info.output and "kbps" in info.output
     dec = CliRunner().invoke(main, ["decode", str(stream_path)])
     assert dec.exit_code == 0, dec.output
     out, rate = sf.read(tmp_path / "clip.decoded.wav", dtype="int16")
@@ -336,7 +335,7 @@ def test_cli_encodes_audio_as_version_9_and_info_describes_it(tmp_path):
 
 def test_clips_under_a_second_default_to_format_2():
     assert AUDIO.default_format(AUDIO.from_array(tones(0.99, 8000), 8000).descriptor) == 2
-    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 9
+    assert AUDIO.default_format(AUDIO.from_array(tones(1.0, 8000), 8000).descriptor) == 11
 
 
 def test_the_audio_escape_case_codes_escapes_with_a_high_part(monkeypatch):
@@ -380,7 +379,8 @@ def test_v4_decodes_without_torch():
 
 
 @pytest.mark.parametrize("version,too_long", [(9, {"frames": 1 << 27, "channels": 2}),
-                                              (10, {"frames": (1 << 32) - 1, "channels": 4})])
+                                              (10, {"frames": (1 << 32) - 1, "channels": 4}),
+                                              (11, {"frames": (1 << 32) - 1, "channels": 4})])
 def test_corrupt_truncated_and_hostile_streams_are_refused(version, too_long):
     data = (CONFORMANCE / f"v{version}" / "audio" / "stereo_ms_3segments_8khz.nxc").read_bytes()
     for bad in (data[:-1], data[:40], data[:-5] + bytes(5)):

@@ -11,7 +11,7 @@ import torch
 
 from nxcodec.fit import latent_audio, latent_code, presets
 from nxcodec.fit.latent import LatentModel, LatentSchedule, fit
-from nxcodec.latent import audio, stream, tables
+from nxcodec.latent import audio, stream
 from nxcodec.signals import for_name
 
 AUDIO = for_name("audio")
@@ -42,7 +42,7 @@ def test_table_bit_count_matches_the_coder(fitted, fixed, dead_zone):
     src = latent_code.audio_plane_source(target, cfg, latents, 1e-4)
     coded = latent_code.quantize_networks(weights, fixed, 5)
     bits, grids = latent_code.walk(src, coded, dead_zone)
-    body, want = stream.write_body(cfg, 1, coded, latents, tables.FINE, dead_zone)
+    body, want = stream.write_body(cfg, 1, coded, latents, stream.VERSION, dead_zone)
     assert all(np.array_equal(a, b) for a, b in zip(grids, want))  # the walk chooses what the writer chooses
     estimate = latent_code.estimated_bytes(src, coded, bits + latent_code.tensor_bits(coded))
     # rANS with 16-bit tables spends a few tenths of a percent over -log2 of the frequencies
@@ -118,7 +118,7 @@ def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_re
     monkeypatch.setattr(latent_code, "_trial", spy_trial)
     array = real_image((80, 64))
     res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
-    assert res.data[4] == 9
+    assert res.data[4] == 11
     assert searched and set(searched) == {(array.shape[:2], 1.0)}  # every precision scored on the whole image
     assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
 
@@ -212,7 +212,7 @@ def test_the_audio_encoder_codes_a_stack_of_planes_in_as_many_processes_as_asked
     t = np.arange(24000) / 8000
     x = 0.3 * np.sin(2 * np.pi * 330 * t)[:, None] * np.array([[1.0, 0.5]])  # stereo: two planes in one stack
     results = encode_signals(AUDIO, [AUDIO.from_array(x.astype(np.float32), 8000)],
-                             EncodeOptions(quality=5, iters=5, device="cpu", format=9, coding_workers=asked))
+                             EncodeOptions(quality=5, iters=5, device="cpu", format=11, coding_workers=asked))
     assert seen and seen[0][0] == 2 and all(w == used for _, w in seen) and len(results) == 1
 
 
@@ -235,7 +235,7 @@ def test_the_encoder_codes_a_stack_in_as_many_processes_as_asked(monkeypatch, as
     image = for_name("image")
     arrays = [real_image((40, 32)), real_image((40, 32))[::-1].copy()]
     results = encode_signals(image, [image.from_array(a) for a in arrays],
-                             EncodeOptions(quality=5, iters=5, device="cpu", format=9, coding_workers=asked))
+                             EncodeOptions(quality=5, iters=5, device="cpu", format=11, coding_workers=asked))
     assert seen == [used] and len(results) == 2
 
 

@@ -199,7 +199,7 @@ class LatentModel(torch.nn.Module):
     (shapes, whose synthesis is :class:`nxcodec.fit.latent_shape.ShapeModel`'s).
     """
 
-    scales = tables.FINE  # the latent tables the streams are coded with (images and audio: version 9)
+    scales = tables.FINE  # the latent tables the streams are coded with (images and audio: versions 9 and 11)
 
     def __init__(self, cfg: LatentConfig, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__()

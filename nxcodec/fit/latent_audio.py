@@ -1,4 +1,4 @@
-"""Encoding audio as format version 9 (the layout of version 4): MDCT planes fitted on latent grids, side by side.
+"""Encoding audio as format version 11 (the layout of version 4): MDCT planes fitted on latent grids, side by side.
 
 Every clip is cut into MDCT segments (``nxcodec.latent.audio``); each segment of each
 channel is a one-channel plane, fitted exactly like a latent image (``nxcodec.fit.latent``).
@@ -249,7 +249,7 @@ def stream_metrics(data: bytes, original: np.ndarray) -> dict[str, float]:
 
 
 def encode_audio(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
-    """Encode clips as version 9 streams (10 past its limits); planes of one size are fitted side by side."""
+    """Encode clips as version 11 streams; planes of one size are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Coding fitted latent-grid signals (images as format version 9, the layout of version 3): quantize the networks,
+"""Coding fitted latent-grid signals (images as format version 11, the layout of version 3): quantize the networks,
 choose their precisions, write.
 
 Images are fitted by ``nxcodec.fit.latent_image`` (audio and shapes by their own modules),
@@ -191,7 +191,7 @@ def crop_latents(latents: list[np.ndarray], a: int, b: int) -> list[np.ndarray]:
     return [lat[a >> level : -(-b >> level)] for level, lat in enumerate(latents)]
 
 
-SCALES = tables.FINE  # the latent tables of what is coded here: images and audio planes, version 9
+SCALES = stream.scales_of(stream.VERSION)  # the latent tables of what is coded here: images and audio planes
 
 
 @lru_cache(maxsize=1)
@@ -237,7 +237,7 @@ def estimated_bytes(src: PlaneSource, coded: Tensors, bits: float) -> int:
 
     On fitted planes the coder writes 0.1 to 0.7% more than this (its 32-bit states round
     each step); a choice that must fit is checked on the written bytes."""
-    fixed = stream.Body(src.config, OrderedDict.fromkeys(coded), b"").size
+    fixed = stream.LatentConfig.SIZE + stream.table_size(coded, stream.VERSION) + 4  # config, table, length
     return src.overhead + fixed + math.ceil(bits / 8) + 3 * (1 << src.config.lanes_log2)
 
 
@@ -401,7 +401,7 @@ def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: fl
 
 def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray], original: np.ndarray,
                  lam: float) -> PlaneSource:
-    """A fitted image as :func:`code_plane` codes it: whole version 9 streams, scored on their stored samples.
+    """A fitted image as :func:`code_plane` codes it: whole version 11 streams, scored on their stored samples.
 
     Its precisions are compared on the whole image, not on a band of rows (``crop`` is left unset): on a band the
     differences between precisions are not the image's (bench/precision_search.py: kodim01's 256x256 crop fitted
@@ -422,7 +422,7 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
                original: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    """The best version 9 stream of one fitted image (see :func:`code_plane`)."""
+    """The best version 11 stream of one fitted image (see :func:`code_plane`)."""
     return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
 
 
@@ -435,7 +435,7 @@ def audio_plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.n
         return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
 
     def write(coded: Tensors, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
-        return *stream.write_body(cfg, 1, coded, latents, SCALES, dead_zone), None
+        return *stream.write_body(cfg, 1, coded, latents, stream.VERSION, dead_zone), None
 
     def crop(a: int, b: int) -> PlaneSource:
         return audio_plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)

@@ -255,7 +255,7 @@ def latent_preset_for_rate(rate: float, table: dict[int, LatentPreset] = LATENT_
     return max(fitting, key=lambda p: p.quality) if fitting else table[1]
 
 
-# Audio as MDCT planes (formats 4, 6 and 9): one latent per coefficient at the finest grid, the
+# Audio as MDCT planes (formats 4, 6, 9 and 11): one latent per coefficient at the finest grid, the
 # context model predicts each one's scale. ``rate`` is the estimated mean rate of a first fit (no
 # target, started from the transform, version 9's tables) over the middle 3 s of the ten
 # benchmark clips (44.1 kHz), 1000-iteration CPU fits with bench/audio_lambda_sweep.py. The shape

@@ -1,4 +1,4 @@
-"""Latent-grid formats (versions 3 to 10): integer latents on pyramids of grids, for images, audio and shapes.
+"""Latent-grid formats (versions 3 to 11): integer latents on pyramids of grids, for images, audio and shapes.
 
 The decode path lives here and needs numpy only: ``context`` (the fixed-point context
 model and the expert manager), ``tables`` and ``rans`` (entropy coding), ``synthesis``

@@ -1,5 +1,5 @@
-"""Latent audio streams (versions 4, 6, 9 and 10): a clip as MDCT planes coded on latent grids (SPEC.md sections 10,
-12, 15 and 16).
+"""Latent audio streams (versions 4, 6, 9, 10 and 11): a clip as MDCT planes coded on latent grids (SPEC.md sections
+10, 12, 15, 16 and 17).
 
 A clip's samples go through the MDCT (``nxcodec.latent.mdct``), one channel at a time
 (mid and side in place of left and right when the stream says so). The frames are cut
@@ -26,9 +26,9 @@ from nxcodec.latent.stream import (MAGIC, PREFIX, Body, LatentConfig, decode_bod
 from nxcodec.latent.synthesis import synthesize
 from nxcodec.signals import audiofile
 
-VERSION = 9  # written for clips within its limits; versions 4 (no escapes) and 6 (coarser latent tables) are read
-LONG_VERSION = 10  # version 9 for longer clips (SPEC.md section 16): written for clips beyond version 9's limits
-VERSIONS = (4, 6, 9, 10)
+VERSION = 11  # written (SPEC.md 17); versions 4 (no escapes), 6 (coarser latent tables), 9 and 10 are read
+LONG_VERSION = 10  # the first version whose clips may be longer than version 9's limits (SPEC.md section 16)
+VERSIONS = (4, 6, 9, 10, 11)
 MODALITY_AUDIO = 2
 STEREO_NONE, STEREO_MID_SIDE = 0, 1
 MAX_PLANE = 1 << 22  # coefficients in one segment's plane: bounds the decoder's working memory
@@ -84,12 +84,6 @@ def length_limits(version: int) -> tuple[int, int]:
     return audiofile.MAX_FRAMES, audiofile.MAX_SAMPLES
 
 
-def version_for(frames: int, channels: int) -> int:
-    """The version a clip is written as: the oldest that holds it, so that older decoders read what they can."""
-    max_frames, max_samples = length_limits(VERSION)
-    return VERSION if frames <= max_frames and frames * channels <= max_samples else LONG_VERSION
-
-
 def unpack(data: bytes, version: int = VERSION) -> AudioLatentDescriptor:
     """Parse and bound-check an audio descriptor of a ``version`` stream (``StreamError`` if invalid)."""
     if len(data) != _DESC.size:
@@ -113,7 +107,7 @@ def unpack(data: bytes, version: int = VERSION) -> AudioLatentDescriptor:
 
 @dataclass
 class AudioHeader:
-    """The parsed, checked parts of a latent audio stream (version 4 or 6): descriptor and every plane's body."""
+    """The parsed, checked parts of a latent audio stream (any version from 4): descriptor and every plane's body."""
 
     descriptor: AudioLatentDescriptor
     bodies: list[Body]  # segment by segment, channel by channel within a segment
@@ -272,10 +266,9 @@ def decode(data: bytes) -> tuple[AudioLatentDescriptor, np.ndarray]:
 
 
 def write(d: AudioLatentDescriptor, bodies: list[bytes]) -> bytes:
-    """An audio stream from its descriptor and the bodies of its planes, in stream order: version 9, or 10 for a
-    clip beyond version 9's limits."""
+    """A version 11 audio stream from its descriptor and the bodies of its planes (written as version 11 bodies), in
+    stream order."""
     if len(bodies) != d.segment_count * d.channels:
         raise ValueError("one body per segment and channel is needed")
     desc = pack(d)
-    version = version_for(d.frames, d.channels)
-    return with_crc(PREFIX.pack(MAGIC, version, MODALITY_AUDIO, len(desc)) + desc + b"".join(bodies))
+    return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_AUDIO, len(desc)) + desc + b"".join(bodies))

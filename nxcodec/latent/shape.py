@@ -25,7 +25,6 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import occupancy as occupancy_map
-from nxcodec.latent import tables
 from nxcodec.latent.context import ONE, FixedLayer, fixed_mlp, level_sizes, route
 from nxcodec.latent.occupancy import Occupancy
 from nxcodec.latent.stream import (MAGIC, PREFIX, CodedTensor, Header, LatentConfig, decode_body, describe_config,
@@ -103,7 +102,7 @@ def read_header(data: bytes) -> ShapeHeader:
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
     sizes = {"header": PREFIX.size, "descriptor": len(desc), "occupancy": pos - occ_start, "config": LatentConfig.SIZE,
-             "tensor_table": body.size - LatentConfig.SIZE - 4 - len(body.payload), "payload": 4 + len(body.payload),
+             "tensor_table": body.table_size, "payload": 4 + len(body.payload),
              "crc": 4}
     if occupancy is None:
         del sizes["occupancy"]
@@ -272,7 +271,7 @@ def write(d: ShapeLatentDescriptor, config: LatentConfig, tensors: "OrderedDict[
     if not 1 <= occupancy.log2 <= d.grid_log2:
         raise ValueError("the occupancy map is finer than the latent grid")
     masks = occupancy.latent_masks(d.grid_log2, config.levels)
-    body, grids = write_body(config, 1, tensors, latents, tables.COARSE, dead_zone, masks)
+    body, grids = write_body(config, 1, tensors, latents, VERSION, dead_zone, masks)
     desc = pack(d)
     return with_crc(PREFIX.pack(MAGIC, VERSION, MODALITY_SHAPE, len(desc)) + desc + occupancy_map.write(occupancy)
                     + body), LatentShape(d, config, tensors, grids, occupancy)

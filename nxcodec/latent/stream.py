@@ -1,9 +1,11 @@
-"""Latent image streams (versions 3, 6 and 9): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12, 15).
+"""Latent image streams (versions 3, 6, 9 and 11): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12,
+15, 17).
 
 After the common prefix (magic, version, modality 1, the image descriptor) a stream
 holds a latent config, a tensor table, and one rANS payload with every network integer
 followed by every latent residual. Version 6 adds escapes, which code a residual beyond
-its table's range instead of clamping it, and version 9 finer latent tables; audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
+its table's range instead of clamping it, version 9 finer latent tables, and version 11 a compact tensor table;
+audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
 the encoder (which chooses the residuals) and the decoder (which reads them), so the two
 cannot disagree on a context, a mean or a table.
 """
@@ -30,13 +32,16 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
-VERSION = 9  # what latent images and audio are written as (SPEC.md section 15; shapes: nxcodec.latent.shape)
+VERSION = 11  # what latent images and audio are written as (SPEC.md section 17; shapes: nxcodec.latent.shape)
 ESCAPE_VERSION = 6  # the first version whose residuals may escape their table's range
 FINE_VERSION = 9  # the first version with the finer scale tables (SPEC.md 15)
-IMAGE_VERSIONS = (3, 4, 6, 9)
+COMPACT_VERSION = 11  # the first version with the compact tensor table (SPEC.md 17)
+IMAGE_VERSIONS = (3, 4, 6, 9, 11)
 MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
+_COMPACT_HEAD = struct.Struct("<BH")  # step code, decay; then mu, mu - lo, hi - mu as varints (version 11)
+MAX_VARINT_BYTES = 3  # a compact entry's numbers are below 2**16, so 3 bytes of 7 bits hold any of them
 _U32 = struct.Struct("<I")
 FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
 FLAG_BUILTIN_CONTEXT = 1  # config flag (version 8 shapes): the context models are built in, not coded
@@ -234,6 +239,64 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
     return grids
 
 
+def pack_entry(code: int, lo: int, hi: int, mu: int, decay: int, compact: bool) -> bytes:
+    """One tensor table entry: 9 fixed bytes (SPEC.md 4), or, from version 11, the compact form (SPEC.md 17): step code
+    and decay, then ``mu`` zigzagged, ``mu - lo`` and ``hi - mu`` as varints: 6 to 10 bytes, 6 for most tensors."""
+    if not compact:
+        return _TENSOR.pack(code, lo, hi, mu, decay)
+    zigzag = 2 * mu if mu >= 0 else -2 * mu - 1
+    return _COMPACT_HEAD.pack(code, decay) + _varint(zigzag) + _varint(mu - lo) + _varint(hi - mu)
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative integer in the fewest 7-bit groups, low group first; every byte but the last has its high bit
+    set."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A varint at ``data[pos:end]`` and where it ends: at most ``MAX_VARINT_BYTES``, in its shortest form."""
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+        if pos >= end:
+            raise StreamError("stream is truncated")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise StreamError("invalid tensor table entry (a number not in its shortest form)")
+            return value, pos
+    raise StreamError(f"invalid tensor table entry (a number longer than {MAX_VARINT_BYTES} bytes)")
+
+
+def read_entry(data: bytes, pos: int, end: int, compact: bool) -> tuple[tuple[int, int, int, int, int], int]:
+    """``(code, lo, hi, mu, decay)`` of the table entry at ``data[pos:end]`` and where it ends (values unchecked)."""
+    if not compact:
+        if pos + _TENSOR.size > end:
+            raise StreamError("stream is truncated")
+        return _TENSOR.unpack_from(data, pos), pos + _TENSOR.size
+    if pos + _COMPACT_HEAD.size > end:
+        raise StreamError("stream is truncated")
+    code, decay = _COMPACT_HEAD.unpack_from(data, pos)
+    zigzag, pos = _read_varint(data, pos + _COMPACT_HEAD.size, end)
+    below, pos = _read_varint(data, pos, end)
+    above, pos = _read_varint(data, pos, end)
+    mu = zigzag >> 1 if zigzag % 2 == 0 else -(zigzag >> 1) - 1
+    return (code, mu - below, mu + above, mu, decay), pos
+
+
+def table_size(tensors: "OrderedDict[str, CodedTensor]", version: int) -> int:
+    """Bytes the tensor table of ``tensors`` takes in a stream of ``version``."""
+    compact = version >= COMPACT_VERSION
+    return sum(len(pack_entry(t.code, t.lo, t.hi, t.mu, t.decay, compact)) for t in tensors.values())
+
+
 @dataclass
 class Body:
     """One coded plane as stored: its latent config, tensor table and rANS payload (SPEC.md 9.1)."""
@@ -243,18 +306,19 @@ class Body:
     payload: bytes | memoryview  # a decoded stream's is a view into it: its planes hold no copy of it
     escape: bool = True  # residuals at a table's edge are followed by escapes (version 6)
     scales: tables.ScaleSet = tables.FINE  # the latent tables (the finer set from version 9)
+    table_size: int = 0  # bytes of the tensor table in the stream (9 per tensor before version 11)
 
     @property
     def size(self) -> int:
         """Bytes the body takes in the stream."""
-        return LatentConfig.SIZE + len(self.table) * _TENSOR.size + 4 + len(self.payload)
+        return LatentConfig.SIZE + self.table_size + 4 + len(self.payload)
 
 
 def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels: int, version: int
               ) -> tuple[Body, int]:
     """Parse and check the body of latents of ``shape`` at ``data[pos:end]`` of a stream of ``version``; returns it
-    and where it ends. Whether its residuals carry escapes, and which latent tables they use, follow from the
-    version.
+    and where it ends. Whether its residuals carry escapes, which latent tables they use and how its tensor table
+    is laid out follow from the version.
 
     The limits hold before anything is decoded: the config against the plane, every step
     code and prior, and the payload length against the bytes that are there.
@@ -264,12 +328,10 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     config = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
     config.check(shape, channels)
     pos += LatentConfig.SIZE
+    start = pos
     table: OrderedDict = OrderedDict()
     for name, dims in config.tensor_shapes(channels, len(shape)).items():
-        if pos + _TENSOR.size > end:
-            raise StreamError("stream is truncated")
-        code, lo, hi, mu, decay = _TENSOR.unpack_from(data, pos)
-        pos += _TENSOR.size
+        (code, lo, hi, mu, decay), pos = read_entry(data, pos, end, version >= COMPACT_VERSION)
         if code > MAX_STEP_CODE or (name.startswith(FIXED_POINT) and (code % 4 or code // 4 > context.MAX_SHIFT)):
             raise StreamError(f"invalid step code for {name}")
         try:
@@ -277,6 +339,7 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
         except ValueError as exc:
             raise StreamError(f"invalid prior for {name}: {exc}") from None
         table[name] = (dims, code, lo, hi, mu, decay)
+    table_bytes = pos - start
     if pos + 4 > end:
         raise StreamError("stream is truncated")
     (length,) = _U32.unpack_from(data, pos)
@@ -284,7 +347,7 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     if pos + length > end:
         raise StreamError("payload length exceeds the stream")
     payload = memoryview(data)[pos : pos + length]
-    return Body(config, table, payload, version >= ESCAPE_VERSION, scales_of(version)), pos + length
+    return Body(config, table, payload, version >= ESCAPE_VERSION, scales_of(version), table_bytes), pos + length
 
 
 # The coder's models are the latent tables (``scales.n`` of them), then an escape's bit length (model
@@ -369,10 +432,10 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
 
 
 def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
-               latents: list[np.ndarray], scales: tables.ScaleSet, dead_zone: float = 0.5,
+               latents: list[np.ndarray], version: int, dead_zone: float = 0.5,
                masks: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
-    """Code one plane with escapes (version 6 on) under the latent tables ``scales`` (``tables.FINE`` for
-    version 9, ``tables.COARSE`` before): the encoder's float latents (in latent units, finest first) are
+    """Code one plane as a body of a stream of ``version`` (6 or later: with escapes, and the latent tables and
+    tensor table layout of that version): the encoder's float latents (in latent units, finest first) are
     quantized in decode order.
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
@@ -380,6 +443,9 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     latents they keep are coded (version 7 and 8 shapes). Returns
     the body's bytes and the grids a decoder will rebuild from them.
     """
+    if version < ESCAPE_VERSION:
+        raise ValueError(f"version {version} bodies are read, not written")
+    scales = scales_of(version)
     shape = latents[0].shape
     config.check(shape, channels)
     shapes = config.tensor_shapes(channels, len(shape))
@@ -410,7 +476,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
                           1 << config.lanes_log2)
     out = bytearray(config.pack())
     for qt in tensors.values():
-        out += _TENSOR.pack(qt.code, qt.lo, qt.hi, qt.mu, qt.decay)
+        out += pack_entry(qt.code, qt.lo, qt.hi, qt.mu, qt.decay, version >= COMPACT_VERSION)
     out += _U32.pack(len(payload)) + payload
     return bytes(out), grids
 
@@ -466,7 +532,7 @@ def read_header(data: bytes) -> Header:
     if end != len(data) - 4:
         raise StreamError("payload length does not match the stream size")
     sizes = {"header": PREFIX.size, "descriptor": len(imagefile.pack(d)), "config": LatentConfig.SIZE,
-             "tensor_table": len(body.table) * _TENSOR.size, "payload": 4 + len(body.payload), "crc": 4}
+             "tensor_table": body.table_size, "payload": 4 + len(body.payload), "crc": 4}
     return Header(d, body, sizes)
 
 
@@ -527,9 +593,9 @@ def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:
 
 def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentImage]:
-    """Code an image as a version 9 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
+    """Code an image as a version 11 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
     if latents[0].shape != (d.height, d.width):
         raise ValueError("latents do not match the image")
-    body, grids = write_body(config, d.channels, tensors, latents, tables.FINE, dead_zone)
+    body, grids = write_body(config, d.channels, tensors, latents, VERSION, dead_zone)
     out = PREFIX.pack(MAGIC, VERSION, MODALITY_IMAGE, len(imagefile.pack(d))) + imagefile.pack(d) + body
     return with_crc(out), LatentImage(d, config, tensors, grids)

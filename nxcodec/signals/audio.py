@@ -177,8 +177,8 @@ class AudioModality(Modality):
     id = 2
     name = "audio"
     extensions = EXTENSIONS
-    formats = (2, 9)  # 2: coordinate networks per window; 9: MDCT planes on latent grids (SPEC.md sections 10, 12, 15)
-    latent_format = 9
+    formats = (2, 11)  # 2: coordinate networks per window; 11: MDCT planes on latent grids (SPEC.md 10, 12, 15-17)
+    latent_format = 11
     rate_unit = "kbps"
     coord_dim = 1
     default_extension = ".wav"

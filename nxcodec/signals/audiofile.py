@@ -14,8 +14,9 @@ import soundfile as sf
 
 MAX_FRAMES = 1 << 27  # about 50 minutes at 44.1 kHz; the decoder refuses more before allocating
 MAX_SAMPLES = 1 << 27  # frames x channels: a decoded array of at most 512 MiB (1 GiB for 32-bit PCM, held in binary64)
-# Latent audio version 10 (SPEC.md section 16) is written and read segment by segment, never held whole: a clip
-# may be as long as its u32 frame count says (27 hours at 44.1 kHz), up to 2^33 samples in all (27 hours of stereo).
+# Latent audio from version 10 (SPEC.md sections 16, 17) is written and read segment by segment, never held whole:
+# a clip may be as long as its u32 frame count says (27 hours at 44.1 kHz), up to 2^33 samples in all (27 hours of
+# stereo).
 LONG_MAX_FRAMES = (1 << 32) - 1
 LONG_MAX_SAMPLES = 1 << 33
 MAX_CHANNELS = 4
