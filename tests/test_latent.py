@@ -429,14 +429,16 @@ def test_a_version_9_stream_with_its_table_made_compact_is_a_version_11_stream_o
 
 
 def test_version_11_conformance_tables_use_every_varint_length_and_negative_means():
+    def varint_bytes(v: int) -> int:
+        return 1 if v < 1 << 7 else 2 if v < 1 << 14 else 3
+
     lengths, negative = set(), 0
     for case in conformance_cases("v11/image", "v11/audio"):
         data = (CONFORMANCE / case["stream"]).read_bytes()
         bodies = [stream.read_header(data).body] if data[5] == 1 else audio.read_header(data).bodies
         for _, _, lo, hi, mu, _ in (e for body in bodies for e in body.table.values()):
             zigzag = 2 * mu if mu >= 0 else -2 * mu - 1
-            lengths |= {("z", len(stream._varint(zigzag))), ("a", len(stream._varint(mu - lo))),
-                        ("b", len(stream._varint(hi - mu)))}
+            lengths |= {("z", varint_bytes(zigzag)), ("a", varint_bytes(mu - lo)), ("b", varint_bytes(hi - mu))}
             negative += mu < 0
     assert lengths == {("z", 1), ("z", 2), ("z", 3), ("a", 1), ("a", 2), ("b", 1), ("b", 2)} and negative > 0
 
