@@ -176,9 +176,9 @@ def read_header(data: bytes) -> tuple[int, bytes, list, Layout]:
     ``LatentConfig``) and no sections; a latent audio stream is refused here (it has
     planes, not sections: ``nxcodec.latent.audio.read_header`` reads it).
     """
-    if len(data) > 5 and data[:4] == MAGIC and data[4] in (3, 4, 6, 9, 11) and data[5] == 1:
-        from nxcodec.latent import stream as latent_stream
+    from nxcodec.latent import stream as latent_stream
 
+    if len(data) > 5 and data[:4] == MAGIC and data[4] in latent_stream.IMAGE_VERSIONS and data[5] == 1:
         h = latent_stream.read_header(data)
         layout = Layout(len(data), h.sizes["header"], h.sizes["descriptor"], config=h.sizes["config"],
                         tensor_table=h.sizes["tensor_table"], payload=h.sizes["payload"],

@@ -390,7 +390,7 @@ def _rewritten(data: bytes, version: int, entries: list[bytes] | None = None) ->
     """An image stream with its version byte set and its tensor table written again: compact from version 11 on, or
     with these entries' bytes (in order, the rest as they were)."""
     header = stream.read_header(data)
-    head = 8 + len(data[8 : 8 + int.from_bytes(data[6:8], "little")])  # prefix and descriptor
+    head = stream.PREFIX.size + int.from_bytes(data[6:8], "little")  # prefix and descriptor
     out = bytearray(data[:head]) + header.config.pack()
     out[4] = version
     written = [stream.pack_entry(*entry[1:], version >= stream.COMPACT_VERSION) for entry in header.body.table.values()]
