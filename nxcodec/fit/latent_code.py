@@ -22,7 +22,7 @@ import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from nxcodec.errors import NxcError
-from nxcodec.fit import presets
+from nxcodec.fit import presets, rounding
 from nxcodec.latent import context, stream, tables
 from nxcodec.latent import shape as shape_stream
 from nxcodec.latent.context import MAX_SHIFT, max_levels
@@ -73,21 +73,32 @@ def fit_weight_prior(q: np.ndarray) -> tuple[int, int, int, int] | None:
     return best
 
 
-def quantize(w: np.ndarray, code: int) -> CodedTensor | None:
-    """``w`` as integers of step ``code`` with its prior, or None where the coder's range is exceeded."""
-    q = np.rint(w.astype(np.float32) / step_from_code(code)).astype(np.int64)
+def quantize(w: np.ndarray, code: int, moment: np.ndarray | None = None, name: str = "") -> CodedTensor | None:
+    """``w`` as integers of step ``code`` with its prior, or None where the coder's range is exceeded. With the
+    second ``moment`` of its layer's inputs (:func:`nxcodec.fit.rounding.input_moments`; ``name`` says how the
+    tensor is laid out) the integers are rounded with error feedback, else to the nearest step."""
+    step = step_from_code(code)
+    if moment is None:
+        q = np.rint(w.astype(np.float32) / step).astype(np.int64)
+    else:
+        mats = rounding.as_matrix(name, w)
+        q = rounding.from_matrix(name, np.stack([rounding.round_with_feedback(m, step, h)
+                                                 for m, h in zip(mats, moment)]), w.shape)
     prior = fit_weight_prior(q)
     return None if prior is None else CodedTensor(code, *prior, q)
 
 
 def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int,
-                      finer: dict[str, int] | None = None) -> "OrderedDict[str, CodedTensor]":
+                      finer: dict[str, int] | None = None, moments: dict[str, np.ndarray] | None = None
+                      ) -> "OrderedDict[str, CodedTensor]":
     """Every tensor at its precision, made coarser where the coder's range would be exceeded.
 
     ``fixed`` is the fractional bits of the fixed-point tensors, ``precision`` sets the float tensors' steps
     (their spread / 2**precision); ``finer`` moves single tensors off these by that many bits (negative:
-    coarser), as :func:`code_plane`'s per-layer search and :func:`finer_for` choose.
+    coarser), as :func:`code_plane`'s per-layer search and :func:`finer_for` choose. The tensors that
+    ``moments`` has (see :func:`quantize`) are rounded with error feedback.
     """
+    moments = moments or {}
     out: OrderedDict[str, CodedTensor] = OrderedDict()
     for name, w in weights.items():
         extra = (finer or {}).get(name, 0)
@@ -99,12 +110,12 @@ def quantize_networks(weights: dict[str, np.ndarray], fixed: int, precision: int
             spread = float(w.std()) if w.size > 1 else float(np.abs(w).max())
             code, coarser = code_for_step(max(spread, 1e-6) / 2.0 ** (precision + extra)), 1
         code = min(code, MAX_STEP_CODE - MAX_STEP_CODE % coarser)
-        qt = quantize(w, code)
+        qt = quantize(w, code, moments.get(name), name)
         while qt is None:
             code -= coarser
             if code < 0:
                 raise NxcError(f"network tensor {name} cannot be coded (values too large)")
-            qt = quantize(w, code)
+            qt = quantize(w, code, moments.get(name), name)
         out[name] = qt
     return out
 
@@ -173,6 +184,7 @@ class PlaneSource:
     overhead: int = 0  # bytes that ``write`` puts around the plane's body (an image's prefix and CRC)
     crop: Callable[[int, int], "PlaneSource"] | None = None  # the same plane cut to rows [a, b)
     finer: dict[str, int] = field(default_factory=dict)  # more fractional bits for these fixed-point tensors
+    moments: dict[str, np.ndarray] | None = None  # float tensors rounded with error feedback (rounding.input_moments)
 
 
 def search_band(src: PlaneSource) -> tuple[PlaneSource, float]:
@@ -284,7 +296,8 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
 
     The fixed-point precision is chosen first (each one a walk of the context model), then
     the float precision (the same latents: only the synthesis is redone), then each layer's
-    precision is moved off these a bit at a time while that lowers the cost (coarser first).
+    precision is moved off these a bit at a time while that lowers the cost (coarser first);
+    the float tensors of ``src.moments`` are rounded with error feedback at every precision.
     They are compared on sizes counted from the frequency tables, on a band of a tall plane
     (:func:`search_band`); only the chosen coding is written, and its exact size decides.
     When it does not fit, wider dead zones and then coarser float networks are tried, in
@@ -308,17 +321,17 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
     finer = dict(src.finer)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        t = _trial(src, quantize_networks(weights, f, 5, finer), 0.5, on=band, scale=scale)
+        t = _trial(src, quantize_networks(weights, f, 5, finer, src.moments), 0.5, on=band, scale=scale)
         if best is None or key(t) > key(best):
             best, fixed = t, f
     walked, precision = best, 5
     for p in FLOAT_PRECISIONS:
         if p != 5:
-            t = _trial(src, quantize_networks(weights, fixed, p, finer), 0.5, walked, on=band, scale=scale)
+            t = _trial(src, quantize_networks(weights, fixed, p, finer, src.moments), 0.5, walked, on=band, scale=scale)
             if key(t) > key(best):
                 best, precision = t, p
     best, finer = _each_layer(weights, finer, best, lambda moved, layer, best: _trial(
-        src, quantize_networks(weights, fixed, precision, moved), 0.5,
+        src, quantize_networks(weights, fixed, precision, moved, src.moments), 0.5,
         None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale), key)
     c = _finish(src, best.coded, 0.5)
     if fits(len(c.data)):
@@ -331,7 +344,7 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
         if fits(walked.n_bytes) and fits(len((c := _finish(src, best.coded, dz)).data)):
             return c
     for p in range(precision - 1, -1, -1):
-        t = _trial(src, quantize_networks(weights, fixed, p, finer), DEAD_ZONES[-1], walked, measure=False)
+        t = _trial(src, quantize_networks(weights, fixed, p, finer, src.moments), DEAD_ZONES[-1], walked, measure=False)
         if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
@@ -422,8 +435,11 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
                original: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    """The best version 11 stream of one fitted image (see :func:`code_plane`)."""
-    return code_plane(image_source(d, cfg, latents, original, lam), weights, bits_allowed, trim)
+    """The best version 11 stream of one fitted image (see :func:`code_plane`), its synthesis weights rounded with
+    error feedback (:mod:`nxcodec.fit.rounding`)."""
+    src = replace(image_source(d, cfg, latents, original, lam), moments=rounding.input_moments(weights, latents,
+                                                                                                d.channels))
+    return code_plane(src, weights, bits_allowed, trim)
 
 
 def audio_plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.ndarray], lam: float,
