@@ -146,3 +146,24 @@ def test_latent_polish_puts_the_coded_networks_back_where_they_were_fitted(monke
         load_coded(model, j, best.image.tensors)
         after = gap(j, best.samples)
         assert after < 1.0 < before, (before, after)
+
+
+def test_compare_runs_gives_each_point_and_the_bd_rate_per_item(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import json
+
+    from compare_runs import compare, nxcodec_points
+
+    for name, scale in (("before", 1.0), ("after", 0.9)):
+        (tmp_path / name).mkdir()
+        rows = [{"image": "a", "codec": "nxcodec", "quality": q, "bytes": round(1000 * 2**q * scale),
+                 "psnr": 25 + 2 * q} for q in (1, 3, 5, 7)]
+        rows += [{"image": "a", "codec": "webp", "quality": 50, "bytes": 5, "psnr": 30.0}]
+        (tmp_path / name / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before, after = nxcodec_points(tmp_path / "before"), nxcodec_points(tmp_path / "after")
+    assert sorted(before) == [("a", 1), ("a", 3), ("a", 5), ("a", 7)]  # nxcodec's points only
+    lines = compare(before, after)
+    assert "| a | 1 | 2000 | 1800 | -10.0% | 27.00 | 27.00 | +0.000 dB |" in lines
+    assert lines[-1] == "a: BD-rate -10.00%"
+    three = {k: v for k, v in after.items() if k[1] != 7}
+    assert compare(before, three)[-1] == "a: 3 common levels, too few for a BD-rate"
