@@ -2,7 +2,8 @@
 
 For every item (image, clip) and level (quality, or an audio run's rate target) both runs coded with nxcodec,
 the bytes and PSNR of each and their differences; then per item the BD-rate of the second run against the
-first over the levels both have (at least four, as BD-rate needs). Both runs' commits are printed, so the comparison names what ran.
+first over the levels both have (at least four, as BD-rate needs). Both runs' commits are printed, so the
+comparison names what ran.
 
     python bench/compare_runs.py bench/results/kodak_quick_cpu_v11 bench/results/kodak_quick_cpu_v11_gptq
 """
