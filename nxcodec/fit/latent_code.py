@@ -317,21 +317,24 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
     def key(t: _Trial) -> tuple[bool, float]:
         return fits(t.n_bytes), -t.cost
 
+    def networks(fixed: int, precision: int, finer: dict[str, int]) -> Tensors:
+        return quantize_networks(weights, fixed, precision, finer, src.moments)
+
     band, scale = search_band(src)
     finer = dict(src.finer)
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        t = _trial(src, quantize_networks(weights, f, 5, finer, src.moments), 0.5, on=band, scale=scale)
+        t = _trial(src, networks(f, 5, finer), 0.5, on=band, scale=scale)
         if best is None or key(t) > key(best):
             best, fixed = t, f
     walked, precision = best, 5
     for p in FLOAT_PRECISIONS:
         if p != 5:
-            t = _trial(src, quantize_networks(weights, fixed, p, finer, src.moments), 0.5, walked, on=band, scale=scale)
+            t = _trial(src, networks(fixed, p, finer), 0.5, walked, on=band, scale=scale)
             if key(t) > key(best):
                 best, precision = t, p
     best, finer = _each_layer(weights, finer, best, lambda moved, layer, best: _trial(
-        src, quantize_networks(weights, fixed, precision, moved, src.moments), 0.5,
+        src, networks(fixed, precision, moved), 0.5,
         None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale), key)
     c = _finish(src, best.coded, 0.5)
     if fits(len(c.data)):
@@ -344,7 +347,7 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
         if fits(walked.n_bytes) and fits(len((c := _finish(src, best.coded, dz)).data)):
             return c
     for p in range(precision - 1, -1, -1):
-        t = _trial(src, quantize_networks(weights, fixed, p, finer, src.moments), DEAD_ZONES[-1], walked, measure=False)
+        t = _trial(src, networks(fixed, p, finer), DEAD_ZONES[-1], walked, measure=False)
         if fits(t.n_bytes) and fits(len((c := _finish(src, t.coded, DEAD_ZONES[-1])).data)):
             return c
     raise NxcError("the rate target is too small for this signal; raise the target")
