@@ -70,8 +70,9 @@ def test_input_moments_are_the_layers_input_second_moments(monkeypatch):
     p1 = _patches(hidden.T.reshape(4, rows, cols))
     want = {"experts.0.weight": x, "experts.out.weight": h, "refine.0.weight": p0, "refine.1.weight": p1}
     assert set(got) == set(want)
-    for name, inputs in want.items():
-        np.testing.assert_allclose(got[name][0], inputs.T @ inputs / len(inputs), rtol=1e-9, atol=1e-12)
+    for name, inputs in want.items():  # to binary32's precision, the whole-image arrays' type
+        moment = inputs.T @ inputs / len(inputs)
+        np.testing.assert_allclose(got[name][0], moment, rtol=1e-5, atol=1e-6 * np.abs(moment).max())
 
 
 def test_each_expert_gets_the_moments_of_the_pixels_routed_to_it():
@@ -90,7 +91,7 @@ def test_each_expert_gets_the_moments_of_the_pixels_routed_to_it():
     for k in range(3):
         sel = x[which == k]
         want = sel.T @ sel / max(len(sel), 1)
-        np.testing.assert_allclose(got[k], want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got[k], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 def test_coded_images_decode_to_what_the_coder_measured():

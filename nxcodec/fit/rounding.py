@@ -84,19 +84,22 @@ def input_moments(weights: dict[str, np.ndarray], latents: list[np.ndarray], cha
                   ) -> dict[str, np.ndarray]:
     """For each float synthesis weight (the experts' layers, the refinement's), the second moment of its layer's
     inputs over the image, ``(K, fan_in, fan_in)`` (one per expert, over the pixels routed to it; one for a
-    refinement layer), as the float networks see the fitted latents ``latents`` (latent units, finest first)."""
+    refinement layer), as the float networks see the fitted latents ``latents`` (latent units, finest first).
+
+    Whole-image arrays are binary32, as the decoder's (the moments are sums in binary64 over blocks of pixels):
+    this adds about what one decoding of the image takes to the coder's memory."""
     grids = [lat * ONE for lat in latents]
     rows, cols = grids[0].shape
     n = rows * cols
-    feats = features(grids, weights["upsample"], np.float64).reshape(len(grids), n)
+    feats = features(grids, weights["upsample"], np.float32).reshape(len(grids), n)
     experts = _layers(weights, "experts.")
     k_count = experts[0][1].shape[0]
     which = _routes(weights, grids, rows, cols)
     out: dict[str, np.ndarray] = {name: np.zeros((k_count, w.shape[1], w.shape[1])) for name, w, _ in experts}
     counts = np.bincount(which, minlength=k_count)
-    synthesized = np.empty((n, channels))
+    synthesized = np.empty((n, channels), dtype=np.float32)
     for a in range(0, n, ROWS):
-        block = feats[:, a : a + ROWS].T
+        block = feats[:, a : a + ROWS].T.astype(np.float64)
         for k in range(k_count):
             sel = np.flatnonzero(which[a : a + ROWS] == k)
             x = block[sel]
@@ -111,9 +114,9 @@ def input_moments(weights: dict[str, np.ndarray], latents: list[np.ndarray], cha
     x = synthesized.T.reshape(channels, rows, cols)
     band = max(1, ROWS // cols)
     for i, (name, w, b) in enumerate(_layers(weights, "refine.")):
-        moment, y = np.zeros((w[0].size, w[0].size)), np.empty((w.shape[0], rows, cols))
+        moment, y = np.zeros((w[0].size, w[0].size)), np.empty((w.shape[0], rows, cols), dtype=np.float32)
         for a in range(0, rows, band):
-            p = _patches(x, a, min(a + band, rows))
+            p = _patches(x, a, min(a + band, rows)).astype(np.float64)
             moment += p.T @ p
             y[:, a : a + band] = (p @ as_matrix(name, w)[0] + b).T.reshape(w.shape[0], -1, cols)
         out[name] = moment[None] / n
