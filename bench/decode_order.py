@@ -16,6 +16,15 @@ hard-rounded cost: MSE on [0, 1] + lambda x latent bits per pixel. The network b
 out, which favours the quadtree, whose second context model reads 36 inputs instead of 21.
 One JSON line per crop, quality and order is appended to ``--out``.
 
+Two more orders (``--orders``) ask whether a context in raster order, as Cool-chic's, would
+pay for a decoder with a sequential step per wavefront: *causal* reads the 12 latents
+before it in its own grid (``CAUSAL``, three rows up and three to the left) and the 9
+coarser values through one context model, and rounds each latent itself, as Cool-chic
+does (``round(y)``, coded under the predicted Laplace), since a raster order cannot shift
+each latent by a mean that its neighbours' rounding decides without fitting one latent at
+a time. *two-pass-plain* is the format's two passes with that plain rounding, to tell the
+two changes apart.
+
     python bench/decode_order.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
         --qualities 3,5 --iters 600 --out bench/results/decode_order_cpu.jsonl
 """
@@ -31,11 +40,13 @@ import torch.nn.functional as F
 from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
-from nxcodec.fit.latent import LatentModel, LatentSchedule, context_model_params, fit
+from nxcodec.fit.latent import LatentModel, LatentSchedule, context_model_params, fit, laplace_bits, soft_round
 from nxcodec.latent.context import N_CONTEXT_A
 
 WINDOW = [(a, b) for a in range(-2, 3) for b in range(-2, 3) if (a, b) != (0, 0)]
 PASS_OF_PARITY = (0, 2, 3, 1)  # (row % 2) * 2 + col % 2 -> pass: (0,0) first, then (1,1), (0,1), (1,0)
+CAUSAL = ((0, -1), (0, -2), (0, -3), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-1, 2), (-2, -1), (-2, 0), (-2, 1),
+          (-3, 0))  # decoded before (row, col) in raster order
 
 
 class QuadtreeModel(LatentModel):
@@ -80,6 +91,61 @@ class QuadtreeModel(LatentModel):
         return out, bits
 
 
+class PlainRounding(LatentModel):
+    """The format's two passes, each latent rounded itself (``round(y)``) and its integer coded under the Laplace
+    the context model predicts, instead of the residual from that mean rounded."""
+
+    @staticmethod
+    def _plain(y: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent as the decoder sees it, and the value whose bits are counted."""
+        if mode.startswith("soft"):
+            temperature, _, sigma = mode[4:].partition(":")
+            t = float(temperature)
+            noise = torch.randn_like(y) * float(sigma) if sigma else torch.rand_like(y) - 0.5
+            noisy = soft_round(y, t) + noise
+            return soft_round(noisy, t), noisy
+        if mode == "noise":
+            r = y + torch.rand_like(y) - 0.5
+            return r, r
+        q = y + (torch.round(y) - y).detach()
+        return q, q
+
+    def _quantize(self, y, mu, log2_scale, mode):
+        value, coded = self._plain(y, mode)
+        return value, laplace_bits(coded - mu, log2_scale)
+
+
+class CausalModel(PlainRounding):
+    """A 2-D latent model whose context model reads ``CAUSAL`` in the latent's own grid and the 9 coarser values
+    (``arm_a``, 21 inputs; ``arm_b`` is left unused), the latents rounded plainly."""
+
+    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
+        super().__init__(cfg, m, shape, channels, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.nets["arm_a"] = context_model_params(m, len(CAUSAL) + N_CONTEXT_A, cfg, gen)
+        self.register_nets()
+
+    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        bits = torch.zeros(self.m, device=self.latents[0].device)
+        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
+        coarser = None
+        for level in range(self.cfg.levels - 1, -1, -1):
+            y = self.latents[level]
+            h, w = y.shape[1:]
+            value, coded = self._plain(y, mode)
+            p = F.pad(value, (3, 3, 3, 0))
+            same = torch.stack([p[:, 3 + a : 3 + a + h, 3 + b : 3 + b + w] for a, b in CAUSAL], -1)
+            coarse = self._coarse_context(coarser, (h, w)).to(y)
+            mu, log2_scale = self._arm("arm_a", torch.cat([same, coarse], -1).reshape(self.m, h * w, -1))
+            bits = bits + laplace_bits(coded.reshape(self.m, -1) - mu, log2_scale).sum(1)
+            out[level] = coarser = value
+        return out, bits
+
+
+ORDERS = {"two-pass": LatentModel, "quadtree": QuadtreeModel, "two-pass-plain": PlainRounding,
+          "causal": CausalModel}
+
+
 def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tuple[float, float, float]]:
     """Per signal: latent bits per pixel, PSNR (dB) and MSE + ``lam`` x bpp, with the latents hard-rounded."""
     with torch.no_grad():
@@ -105,12 +171,17 @@ def fit_and_score(model: LatentModel, target: torch.Tensor, preset: presets.Late
 
 def main() -> None:
     ap = crop_parser(__doc__.splitlines()[0], "600")
+    ap.add_argument("--orders", default="two-pass,quadtree",
+                    help=f"Orders to fit, comma-separated, of {', '.join(ORDERS)} [two-pass,quadtree].")
     args = ap.parse_args()
+    orders = args.orders.split(",")
+    if not set(orders) <= set(ORDERS):
+        ap.error(f"--orders: choose from {', '.join(ORDERS)}")
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
-        for order, kind in (("two-pass", LatentModel), ("quadtree", QuadtreeModel)):
-            model = kind(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
+        for order in orders:
+            model = ORDERS[order](cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):
                 append_row(args.out, {"image": name, "size": args.size, "quality": preset.quality, "order": order,
                                       "iters": iters, **scored})
