@@ -25,7 +25,7 @@ each latent by a mean that its neighbours' rounding decides without fitting one 
 a time. *two-pass-plain* is the format's two passes with that plain rounding, to tell the
 two changes apart; *causal-shift* keeps the mean-shifted rounding in raster order, fitted
 with each mean taken from the unrounded neighbours and scored one wavefront at a time
-(``CausalShiftModel``).
+(``CausalShiftModel``). *rows* and *row-halves* decode a grid a row at a time (``RowsModel``).
 
     python bench/decode_order.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
         --qualities 3,5 --iters 600 --out bench/results/decode_order_cpu.jsonl
@@ -199,8 +199,50 @@ class CausalShiftModel(CausalModel):
         return out, bits
 
 
+ROWS_ABOVE = tuple((-1, b) for b in range(-3, 4)) + tuple((-2, b) for b in range(-2, 3))
+
+
+class RowsModel(CausalModel):
+    """A grid decoded a row at a time (a step per row instead of per wavefront): each latent reads ``ROWS_ABOVE``
+    (12 latents of the two rows above) and the 9 coarser values; with ``halves``, each row in two halves, the even
+    columns and then the odd ones, which read in addition their left and right neighbours (and a flag of the half),
+    and cost a decoder twice the steps. Plain rounding, as :class:`CausalModel`."""
+
+    halves = False
+
+    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
+        LatentModel.__init__(self, cfg, m, shape, channels, seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.nets["arm_a"] = context_model_params(m, len(ROWS_ABOVE) + 3 * self.halves + N_CONTEXT_A, cfg, gen)
+        self.register_nets()
+
+    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        bits = torch.zeros(self.m, device=self.latents[0].device)
+        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
+        coarser = None
+        for level in range(self.cfg.levels - 1, -1, -1):
+            y = self.latents[level]
+            h, w = y.shape[1:]
+            value, coded = self._plain(y, mode)
+            p = F.pad(value, (3, 3, 2, 0))
+            parts = [p[:, 2 + a : 2 + a + h, 3 + b : 3 + b + w] for a, b in ROWS_ABOVE]
+            if self.halves:
+                odd = (torch.arange(w) % 2).to(y).expand(self.m, h, w)
+                parts += [p[:, 2 : 2 + h, 3 + b : 3 + b + w] * odd for b in (-1, 1)] + [odd]
+            parts = torch.stack(parts, -1)
+            coarse = self._coarse_context(coarser, (h, w)).to(y)
+            mu, log2_scale = self._arm("arm_a", torch.cat([parts, coarse], -1).reshape(self.m, h * w, -1))
+            bits = bits + laplace_bits(coded.reshape(self.m, -1) - mu, log2_scale).sum(1)
+            out[level] = coarser = value
+        return out, bits
+
+
+class RowHalvesModel(RowsModel):
+    halves = True
+
+
 ORDERS = {"two-pass": LatentModel, "quadtree": QuadtreeModel, "two-pass-plain": PlainRounding,
-          "causal": CausalModel, "causal-shift": CausalShiftModel}
+          "causal": CausalModel, "causal-shift": CausalShiftModel, "rows": RowsModel, "row-halves": RowHalvesModel}
 
 
 def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tuple[float, float, float]]:
