@@ -25,7 +25,8 @@ each latent by a mean that its neighbours' rounding decides without fitting one 
 a time. *two-pass-plain* is the format's two passes with that plain rounding, to tell the
 two changes apart; *causal-shift* keeps the mean-shifted rounding in raster order, fitted
 with each mean taken from the unrounded neighbours and scored one wavefront at a time
-(``CausalShiftModel``). *rows* and *row-halves* decode a grid a row at a time (``RowsModel``).
+(``CausalShiftModel``). *rows* and *row-halves* decode a grid a row at a time (``RowsModel``);
+*causal-tiles* and *causal-slope2* bound a decoder's wavefronts (``CausalTilesModel``, ``CausalSlope2Model``).
 
     python bench/decode_order.py ../shared/data/kodak --images 1,4,15,23 --size 256 \\
         --qualities 3,5 --iters 600 --out bench/results/decode_order_cpu.jsonl
@@ -121,11 +122,26 @@ class CausalModel(PlainRounding):
     """A 2-D latent model whose context model reads ``CAUSAL`` in the latent's own grid and the 9 coarser values
     (``arm_a``, 21 inputs; ``arm_b`` is left unused), the latents rounded plainly."""
 
+    offsets = CAUSAL
+    tile = 0  # with a tile side, a latent reads only the latents of its own tile (tiles decode side by side)
+
     def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__(cfg, m, shape, channels, seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        self.nets["arm_a"] = context_model_params(m, len(CAUSAL) + N_CONTEXT_A, cfg, gen)
+        self.nets["arm_a"] = context_model_params(m, len(self.offsets) + N_CONTEXT_A, cfg, gen)
         self.register_nets()
+
+    def _same(self, value: torch.Tensor) -> torch.Tensor:
+        """(M, h, w, offsets): each latent's causal neighbours in its grid (and tile), zero outside."""
+        h, w = value.shape[1:]
+        p = F.pad(value, (3, 3, 3, 0))
+        same = torch.stack([p[:, 3 + a : 3 + a + h, 3 + b : 3 + b + w] for a, b in self.offsets], -1)
+        if self.tile:
+            r, c = torch.arange(h).view(-1, 1), torch.arange(w).view(1, -1)
+            inside = torch.stack([((r + a) // self.tile == r // self.tile) & ((c + b) // self.tile == c // self.tile)
+                                  for a, b in self.offsets], -1)
+            same = same * inside.to(same)
+        return same
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         bits = torch.zeros(self.m, device=self.latents[0].device)
@@ -135,13 +151,29 @@ class CausalModel(PlainRounding):
             y = self.latents[level]
             h, w = y.shape[1:]
             value, coded = self._plain(y, mode)
-            p = F.pad(value, (3, 3, 3, 0))
-            same = torch.stack([p[:, 3 + a : 3 + a + h, 3 + b : 3 + b + w] for a, b in CAUSAL], -1)
+            same = self._same(value)
             coarse = self._coarse_context(coarser, (h, w)).to(y)
             mu, log2_scale = self._arm("arm_a", torch.cat([same, coarse], -1).reshape(self.m, h * w, -1))
             bits = bits + laplace_bits(coded.reshape(self.m, -1) - mu, log2_scale).sum(1)
             out[level] = coarser = value
         return out, bits
+
+
+class CausalTilesModel(CausalModel):
+    """:class:`CausalModel` in tiles of 32x32 latents decoded side by side: a decoder's wavefronts per grid are
+    bounded by the tile, whatever the image's size."""
+
+    tile = 32
+
+
+CAUSAL_SLOPE2 = ((0, -1), (0, -2), (0, -3), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-2, -2), (-2, -1), (-2, 0),
+                 (-2, 1), (-2, 2))  # no (-1, 2): a wavefront of 2 row + col
+
+
+class CausalSlope2Model(CausalModel):
+    """:class:`CausalModel` with a neighbourhood whose wavefront is ``2 row + col``: a third fewer decoder steps."""
+
+    offsets = CAUSAL_SLOPE2
 
 
 class CausalShiftModel(CausalModel):
@@ -173,9 +205,7 @@ class CausalShiftModel(CausalModel):
 
     def _causal_arm(self, grid: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = grid.shape[1:]
-        p = F.pad(grid, (3, 3, 3, 0))
-        same = torch.stack([p[:, 3 + a : 3 + a + h, 3 + b : 3 + b + w] for a, b in CAUSAL], -1)
-        return self._arm("arm_a", torch.cat([same, coarse], -1).reshape(self.m, h * w, -1))
+        return self._arm("arm_a", torch.cat([self._same(grid), coarse], -1).reshape(self.m, h * w, -1))
 
     @torch.no_grad()
     def _exact(self) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -242,7 +272,8 @@ class RowHalvesModel(RowsModel):
 
 
 ORDERS = {"two-pass": LatentModel, "quadtree": QuadtreeModel, "two-pass-plain": PlainRounding,
-          "causal": CausalModel, "causal-shift": CausalShiftModel, "rows": RowsModel, "row-halves": RowHalvesModel}
+          "causal": CausalModel, "causal-shift": CausalShiftModel, "rows": RowsModel, "row-halves": RowHalvesModel,
+          "causal-tiles": CausalTilesModel, "causal-slope2": CausalSlope2Model}
 
 
 def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tuple[float, float, float]]:
