@@ -167,3 +167,48 @@ def test_compare_runs_gives_each_point_and_the_bd_rate_per_item(monkeypatch, tmp
     assert lines[-1] == "a: BD-rate -10.00%"
     three = {k: v for k, v in after.items() if k[1] != 7}
     assert compare(before, three)[-1] == "a: 3 common levels, too few for a BD-rate"
+
+
+def test_raster_orders_read_only_latents_before_them_in_their_tile(monkeypatch):
+    """bench/decode_order.py's causal orders: a latent is read only by latents after it in raster order, within a
+    few rows and columns (and, with tiles, its own tile); the slope-2 neighbourhood by none a wavefront 2 row + col
+    decodes with it."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from decode_order import CausalModel, CausalSlope2Model, CausalTilesModel
+    from nxcodec.latent.stream import LatentConfig
+
+    cfg = LatentConfig(levels=2, arm_width=4, arm_layers=2, n_experts=1, mgr_width=0, syn_width=4, syn_layers=1,
+                       refine_width=0, lanes_log2=0)
+    for kind, size in ((CausalModel, 16), (CausalTilesModel, 64), (CausalSlope2Model, 16)):
+        model = kind(cfg, 1, (size, size), 3, seed=1)
+        for r, c in ((5, 6), (31, 33), (32, 31)):
+            if r >= size or c >= size:
+                continue
+            grid = torch.zeros(1, size, size)
+            grid[0, r, c] = 1.0
+            readers = model._same(grid)[0].sum(-1).nonzero().tolist()
+            assert readers and all((i, j) > (r, c) and i - r <= 3 and abs(j - c) <= 3 for i, j in readers)
+            if kind.tile:
+                assert all(i // 32 == r // 32 and j // 32 == c // 32 for i, j in readers)
+            if kind is CausalSlope2Model:
+                assert all(2 * i + j > 2 * r + c for i, j in readers)
+    assert len(CausalModel.offsets) == len(CausalSlope2Model.offsets) == 12
+
+
+def test_ablation_table_compares_each_variant_with_the_base_per_crop(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import json
+
+    from ablation_table import load, table
+
+    rows = [{"image": im, "size": 256, "iters": 2000, "quality": 5, "order": order, "seed": 0, "cost": cost}
+            for im, order, cost in (("a", "base", 1.0), ("b", "base", 2.0), ("a", "x", 0.9), ("b", "x", 2.2),
+                                    ("a", "y", 5.0), ("a", "y", 1.05))]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = table(load(path, "order"), "base").splitlines()
+    assert "| x | -10.0 | +10.0 | +0.0 |" in out
+    assert "| y | +5.0 | - | +5.0 |" in out  # the last of a repeated row; a crop it lacks is left out of the mean
+    assert table(load(path, "order"), "z") == ""
