@@ -212,3 +212,27 @@ def test_ablation_table_compares_each_variant_with_the_base_per_crop(monkeypatch
     assert "| x | -10.0 | +10.0 | +0.0 |" in out
     assert "| y | +5.0 | - | +5.0 |" in out  # the last of a repeated row; a crop it lacks is left out of the mean
     assert table(load(path, "order"), "z") == ""
+
+
+def test_raster_wavefronts_cover_every_latent_once_after_its_neighbours(monkeypatch):
+    """bench/raster_decode_time.py: each step's latents read only latents of earlier steps in their tile."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from raster_decode_time import NEIGHBOURS, wavefront_steps
+
+    h, w = 11, 13
+    for slope, tile in ((3, 0), (2, 0), (3, 4), (2, 5)):
+        step_of = np.full((h, w), -1)
+        tile_of = np.full((h, w), -1)
+        for t, (tile_index, _, _, r, c) in enumerate(wavefront_steps(h, w, tile, slope)):
+            assert (step_of[r, c] == -1).all()
+            step_of[r, c], tile_of[r, c] = t, tile_index
+        assert (step_of >= 0).all()
+        for r in range(h):
+            for c in range(w):
+                for a, b in NEIGHBOURS[slope]:
+                    i, j = r + a, c + b
+                    if 0 <= i < h and 0 <= j < w and tile_of[i, j] == tile_of[r, c]:
+                        assert step_of[i, j] < step_of[r, c]
+        assert len(np.unique(tile_of)) == (1 if not tile else -(-h // tile) * -(-w // tile))
