@@ -176,6 +176,13 @@ class CausalSlope2Model(CausalModel):
     offsets = CAUSAL_SLOPE2
 
 
+class CausalSlope2TilesModel(CausalSlope2Model):
+    """:class:`CausalSlope2Model` in tiles of 64x64 latents: what a decoder of a Kodak image can afford
+    (``raster_decode_time.py``)."""
+
+    tile = 64
+
+
 class CausalShiftModel(CausalModel):
     """:class:`CausalModel` with the format's mean-shifted rounding, ``round(y - mu) + mu``. In raster order each
     mean depends on the rounding of the latents before it, so the straight-through phase (and ``exact``, set for
@@ -273,7 +280,8 @@ class RowHalvesModel(RowsModel):
 
 ORDERS = {"two-pass": LatentModel, "quadtree": QuadtreeModel, "two-pass-plain": PlainRounding,
           "causal": CausalModel, "causal-shift": CausalShiftModel, "rows": RowsModel, "row-halves": RowHalvesModel,
-          "causal-tiles": CausalTilesModel, "causal-slope2": CausalSlope2Model}
+          "causal-tiles": CausalTilesModel, "causal-slope2": CausalSlope2Model,
+          "causal-slope2-tiles64": CausalSlope2TilesModel}
 
 
 def hard_costs(model: LatentModel, target: torch.Tensor, lam: float) -> list[tuple[float, float, float]]:

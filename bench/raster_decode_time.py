@@ -55,7 +55,8 @@ def wavefront_steps(h: int, w: int, tile: int, slope: int) -> list[np.ndarray]:
     t = slope * (r % th) + c % tw
     order = np.lexsort((c, r, tile_index, t))
     bounds = np.searchsorted(t[order], np.arange(t.max() + 2))
-    return [np.stack([tile_index, r % th, c % tw, r, c])[:, order[a:b]] for a, b in zip(bounds, bounds[1:])]
+    ordered = np.stack([tile_index, r % th, c % tw, r, c])[:, order]
+    return [ordered[:, a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def raster_decode(data: bytes, models: np.ndarray, coder: rans.Tables, sizes: list[tuple[int, int]],
