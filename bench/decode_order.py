@@ -123,12 +123,13 @@ class CausalModel(PlainRounding):
     (``arm_a``, 21 inputs; ``arm_b`` is left unused), the latents rounded plainly."""
 
     offsets = CAUSAL
+    extra_inputs = 0  # inputs :meth:`_same` gives beyond ``offsets``
     tile = 0  # with a tile side, a latent reads only the latents of its own tile (tiles decode side by side)
 
     def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
         super().__init__(cfg, m, shape, channels, seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        self.nets["arm_a"] = context_model_params(m, len(self.offsets) + N_CONTEXT_A, cfg, gen)
+        self.nets["arm_a"] = context_model_params(m, len(self.offsets) + self.extra_inputs + N_CONTEXT_A, cfg, gen)
         self.register_nets()
 
     def _same(self, value: torch.Tensor) -> torch.Tensor:
@@ -245,37 +246,22 @@ class RowsModel(CausalModel):
     columns and then the odd ones, which read in addition their left and right neighbours (and a flag of the half),
     and cost a decoder twice the steps. Plain rounding, as :class:`CausalModel`."""
 
+    offsets = ROWS_ABOVE
     halves = False
 
-    def __init__(self, cfg, m: int, shape: tuple[int, ...], channels: int, seed: int = 0) -> None:
-        LatentModel.__init__(self, cfg, m, shape, channels, seed)
-        gen = torch.Generator().manual_seed(seed + 1)
-        self.nets["arm_a"] = context_model_params(m, len(ROWS_ABOVE) + 3 * self.halves + N_CONTEXT_A, cfg, gen)
-        self.register_nets()
-
-    def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
-        bits = torch.zeros(self.m, device=self.latents[0].device)
-        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
-        coarser = None
-        for level in range(self.cfg.levels - 1, -1, -1):
-            y = self.latents[level]
-            h, w = y.shape[1:]
-            value, coded = self._plain(y, mode)
-            p = F.pad(value, (3, 3, 2, 0))
-            parts = [p[:, 2 + a : 2 + a + h, 3 + b : 3 + b + w] for a, b in ROWS_ABOVE]
-            if self.halves:
-                odd = (torch.arange(w) % 2).to(y).expand(self.m, h, w)
-                parts += [p[:, 2 : 2 + h, 3 + b : 3 + b + w] * odd for b in (-1, 1)] + [odd]
-            parts = torch.stack(parts, -1)
-            coarse = self._coarse_context(coarser, (h, w)).to(y)
-            mu, log2_scale = self._arm("arm_a", torch.cat([parts, coarse], -1).reshape(self.m, h * w, -1))
-            bits = bits + laplace_bits(coded.reshape(self.m, -1) - mu, log2_scale).sum(1)
-            out[level] = coarser = value
-        return out, bits
+    def _same(self, value: torch.Tensor) -> torch.Tensor:
+        h, w = value.shape[1:]
+        p = F.pad(value, (3, 3, 3, 0))
+        parts = [p[:, 3 + a : 3 + a + h, 3 + b : 3 + b + w] for a, b in self.offsets]
+        if self.halves:
+            odd = (torch.arange(w) % 2).to(value).expand(self.m, h, w)
+            parts += [p[:, 3 : 3 + h, 3 + b : 3 + b + w] * odd for b in (-1, 1)] + [odd]
+        return torch.stack(parts, -1)
 
 
 class RowHalvesModel(RowsModel):
     halves = True
+    extra_inputs = 3
 
 
 ORDERS = {"two-pass": LatentModel, "quadtree": QuadtreeModel, "two-pass-plain": PlainRounding,
