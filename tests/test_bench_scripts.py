@@ -236,3 +236,20 @@ def test_raster_wavefronts_cover_every_latent_once_after_its_neighbours(monkeypa
                     if 0 <= i < h and 0 <= j < w and tile_of[i, j] == tile_of[r, c]:
                         assert step_of[i, j] < step_of[r, c]
         assert len(np.unique(tile_of)) == (1 if not tile else -(-h // tile) * -(-w // tile))
+
+
+def test_raster_coding_tables_sum_to_the_coder_total_and_mirror_their_phase(monkeypatch):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from raster_coding import phase_tables
+    from nxcodec.latent import tables
+
+    phases = 4
+    t = phase_tables(tables.FINE, phases)
+    assert len(t) == tables.FINE.n * phases
+    assert all(int(x.sum()) == tables.TOTAL and x.min() >= 1 for x in t)
+    s = 20  # scale 2**0.5: a mean a quarter above an integer makes +1 likelier than -1
+    low, high = t[s * phases], t[s * phases + phases - 1]
+    a = tables.FINE.limits[s]
+    assert np.array_equal(low[::-1], high) and high[a + 1] > high[a - 1]
