@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -144,14 +145,19 @@ class CausalModel(PlainRounding):
             same = same * inside.to(same)
         return same
 
+    def _values(self, mode: str) -> Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """What gives a grid's latents as the decoder sees them and the values whose bits are counted."""
+        return lambda level, y: self._plain(y, mode)
+
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         bits = torch.zeros(self.m, device=self.latents[0].device)
         out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
         coarser = None
+        values = self._values(mode)
         for level in range(self.cfg.levels - 1, -1, -1):
             y = self.latents[level]
             h, w = y.shape[1:]
-            value, coded = self._plain(y, mode)
+            value, coded = values(level, y)
             same = self._same(value)
             coarse = self._coarse_context(coarser, (h, w)).to(y)
             mu, log2_scale = self._arm("arm_a", torch.cat([same, coarse], -1).reshape(self.m, h * w, -1))
@@ -195,25 +201,13 @@ class CausalShiftModel(CausalModel):
     exact = False
 
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
-        if self.exact:
-            return self._exact()
-        rounded = self._exact()[0] if not (mode.startswith("soft") or mode == "noise") else None
-        bits = torch.zeros(self.m, device=self.latents[0].device)
-        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
-        coarser = None
-        for level in range(self.cfg.levels - 1, -1, -1):
-            y = self.latents[level]
-            h, w = y.shape[1:]
-            coarse = self._coarse_context(coarser, (h, w)).to(y)
-            value = y + torch.rand_like(y) - 0.5 if rounded is None else y + (rounded[level] - y).detach()
-            mu, log2_scale = self._causal_arm(value, coarse)
-            bits = bits + laplace_bits(value.reshape(self.m, -1) - mu, log2_scale).sum(1)
-            out[level] = coarser = value
-        return out, bits
+        return self._exact() if self.exact else super().quantized_latents(mode)
 
-    def _causal_arm(self, grid: torch.Tensor, coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = grid.shape[1:]
-        return self._arm("arm_a", torch.cat([self._same(grid), coarse], -1).reshape(self.m, h * w, -1))
+    def _values(self, mode: str) -> Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        if mode.startswith("soft") or mode == "noise":
+            return lambda level, y: (y + torch.rand_like(y) - 0.5,) * 2
+        rounded = self._exact()[0]
+        return lambda level, y: (y + (rounded[level] - y).detach(),) * 2
 
     @torch.no_grad()
     def _exact(self) -> tuple[list[torch.Tensor], torch.Tensor]:
