@@ -195,8 +195,8 @@ class CausalShiftModel(CausalModel):
     mean depends on the rounding of the latents before it, so the straight-through phase (and ``exact``, set for
     scoring) rounds one wavefront (``3 row + col``) at a time, as a decoder would, and the relaxed phase adds
     uniform noise instead of rounding softly: a mean taken from the unrounded neighbours would let the latents
-    carry information the decoder cannot see (a 300-iteration fit of two 64x64 crops scored 4 and 2 times lower
-    that way than exactly)."""
+    carry information the decoder cannot see (checked once, not a committed benchmark: a 300-iteration fit of two
+    64x64 crops scored 2 to 4 times lower that way than when rounded exactly)."""
 
     exact = False
 
