@@ -5,7 +5,8 @@ walks the decoded latents in decode order with the stream's own context models a
 every latent the bits of its residual under its table (``16 - log2`` of its frequency, plus
 its escape's bits; the ideal code length the rANS coder meets within a few bytes). Pass A
 latents read only the coarser grid, pass B ones their pass A neighbours as well (SPEC.md
-9.6), so the split tells how much of the rate has a context in its own grid.
+9.6), so the split tells how much of the rate has a context in its own grid. The image is coded in
+two passes (a version 12 stream without the raster context, whose latents have no passes).
 
     python bench/image_latent_bits.py ../shared/data/kodak --image 1 --size 384 --quality 5 --iters 400 \\
         --out bench/results/image_latent_bits_q5_cpu.json
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +25,29 @@ from PIL import Image
 
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
-from nxcodec.fit.latent_code import SCALES, _latent_bits, tensor_bits
+from nxcodec.fit import presets
+from nxcodec.fit.latent_code import config_for, tensor_bits
 from nxcodec.latent import context, stream, tables
 from nxcodec.signals import for_name
 
 
 def pass_bits(image: stream.LatentImage) -> list[dict]:
     """Per grid (finest first) and pass: latents, their bits and the share of nonzero residuals."""
-    cost = _latent_bits()  # [scale, symbol] under the version 9 tables
+    scales = stream.latent_tables(stream.VERSION, image.config)
+    cost, base = scales.costs
     rows = []
 
     def charge(level: int, pos, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
         q = (image.grids[level][pos] - mu) // context.ONE
-        r, symbol, escapes = stream.split_residuals(q, SCALES.residual_limit(scale))
-        bits = float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
+        r, symbol, escapes = stream.split_residuals(q, scales.residual_limit(scale))
+        bits = float(np.sum(cost[base[scale] + symbol]) + np.sum(tables.escape_bits(escapes)))
         parity = int(sum(p[0] for p in pos) % 2)
         rows.append({"level": level, "pass": "AB"[parity], "latents": int(r.size), "bits": bits,
                      "bits_per_latent": bits / r.size, "nonzero": float(np.mean(r != 0))})
         return r
 
-    stream.walk_latents(image.config, image.grids[0].shape, *stream.context_models(image.config, image.tensors),
-                        charge, SCALES)
+    stream.walk_latents(image.config, image.grids[0].shape, stream.context_models(image.config, image.tensors),
+                        charge, scales)
     return sorted(rows, key=lambda row: (row["level"], row["pass"]))
 
 
@@ -62,7 +66,9 @@ def main() -> None:
     image_kind = for_name("image")
     signal = image_kind.from_array(im[(h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2].copy())
     t0 = time.perf_counter()
-    res = encode_signal(image_kind, signal, EncodeOptions(quality=args.quality, iters=args.iters, device="cpu"))
+    config = replace(config_for(presets.LATENT_PRESETS[args.quality], signal.descriptor), flags=0)
+    res = encode_signal(image_kind, signal, EncodeOptions(quality=args.quality, iters=args.iters, device="cpu",
+                                                          config=config))
     seconds = time.perf_counter() - t0
     decoded = stream.decode_latents(res.data)
     rows = pass_bits(decoded)

@@ -104,7 +104,7 @@ def two_pass_decode(data: bytes, models: np.ndarray, coder: rans.Tables, cfg: La
         start[0] += n
         return out
 
-    walk_latents(cfg, shape, random_net(rng, 9), random_net(rng, 21), read, tables.FINE)
+    walk_latents(cfg, shape, [random_net(rng, 9), random_net(rng, 21)], read, tables.FINE)
     decoder.finish()
     return 2 * cfg.levels
 

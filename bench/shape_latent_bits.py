@@ -50,7 +50,7 @@ def latent_bits(image: latent_shape.LatentShape) -> list[np.ndarray]:
 
     masks = None if image.occupancy is None else image.occupancy.latent_masks(image.descriptor.grid_log2,
                                                                                image.config.levels)
-    walk_latents(image.config, image.descriptor.grid, *context_models(image.config, image.tensors), charge, scales, masks)
+    walk_latents(image.config, image.descriptor.grid, context_models(image.config, image.tensors), charge, scales, masks)
     return bits
 
 

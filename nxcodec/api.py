@@ -36,7 +36,7 @@ def encode_file(
     """Encode a file, or an array (an image unless ``modality`` says otherwise), with a full report.
 
     ``quality`` is 1..9 (None: the default, 5). ``format`` is the stream version to write
-    (images: 11, latent grids, by default, 2 under 4096 pixels; 2, one coordinate network). Every failure a
+    (images: 12, latent grids, by default, 2 under 4096 pixels; 2, one coordinate network). Every failure a
     caller can cause (a missing or unreadable file, an unsupported array, an option out of
     range, the GPU running out of memory) raises an :class:`nxcodec.errors.NxcError`
     subclass with a one-line message.

@@ -140,11 +140,11 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
               help="Fitting iterations [default: the quality's preset, 1000 to 2000].")
 @device_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; a CPU encode with the same seed is reproducible.")
-@click.option("--format", "fmt", type=click.Choice(["2", "8", "11"]),
-              help="Stream version: 11 codes latent grids (images, and MDCT planes for audio), 8 3-D grids with an "
-                   "occupancy map and built-in context models (shapes), 2 coordinate networks. Older versions are "
-                   "read, not written [default: 11 for images and audio, 8 for shapes; 2 for images under 4096 "
-                   "pixels and clips under a second].")
+@click.option("--format", "fmt", type=click.Choice(["2", "8", "11", "12"]),
+              help="Stream version: 12 codes latent grids (images), 11 MDCT planes on latent grids (audio), 8 3-D "
+                   "grids with an occupancy map and built-in context models (shapes), 2 coordinate networks. Older "
+                   "versions are read, not written [default: 12 for images, 11 for audio, 8 for shapes; 2 for images "
+                   "under 4096 pixels and clips under a second].")
 @click.option("-v", "--verbose", is_flag=True, help="Report float and decoded quality, the model and timings.")
 @force_option
 @user_errors

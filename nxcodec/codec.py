@@ -5,7 +5,7 @@ pick a network (preset or rate target), fit it, choose quantization steps by
 rate-distortion, fine-tune under quantization; then it writes each stream and decodes it
 once to report what a user will get. Sections whose networks have the same shape are
 fitted side by side as one stack (several images, or the windows of many clips; see
-:func:`~nxcodec.model.stack.family`). Images are written as format 11 (latent grids,
+:func:`~nxcodec.model.stack.family`). Images are written as format 12 (latent grids,
 ``nxcodec.fit.latent_image``) unless format 2 is asked for. ``decode_networks`` is the
 whole decoder of versions 1 and 2: parse, rebuild each section's network from the
 stream, evaluate it on the grid in chunks.
@@ -60,9 +60,9 @@ class EncodeOptions:
     device: str = "auto"
     seed: int = 0
     progress: bool = False
-    config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 11 and 8) instead of the preset's
+    config: Any = None  # a fixed ModelConfig (format 2) or LatentConfig (formats 12, 11 and 8) instead of the preset's
     format: int | None = None  # stream version to write (None: the modality's default, or the config's format)
-    # Processes that code the fitted images, audio planes or meshes of a stack (formats 11 and 8): None, one each up
+    # Processes that code the fitted images, audio planes or meshes of a stack (formats 12, 11 and 8): None, one each up
     # to one per core, for large ones. Spawned processes import the caller's main script, so a script that asks
     # for them needs the ``if __name__ == "__main__":`` guard; the default, 1, codes them in this process.
     coding_workers: int | None = 1

@@ -23,7 +23,7 @@ from nxcodec.steps import MAX_STEP_CODE, QuantizedTensor
 
 MAGIC = b"\x89NXC"
 VERSION = 2  # 2 adds audio (modality 2) and shape (modality 3) streams; version 1 (images) is still read
-NEWEST = 11  # versions 3 to 11 (latent grids) have their own body: nxcodec.latent
+NEWEST = 12  # versions 3 to 12 (latent grids) have their own body: nxcodec.latent
 MODALITIES_OF_VERSION = {1: (1,), 2: (1, 2, 3)}
 MAX_WIDTH = 1024  # any layer
 MAX_EXPERTS = 64
@@ -172,7 +172,7 @@ def _read_section_header(r: _Reader) -> tuple[ModelConfig, list[tuple[int, Lapla
 def read_header(data: bytes) -> tuple[int, bytes, list, Layout]:
     """Modality, descriptor, each section's config and the part sizes, without decoding weights.
 
-    A latent image stream (version 3, 4, 6, 9 or 11 with modality 1) has one config (its
+    A latent image stream (version 3, 4, 6, 9, 11 or 12 with modality 1) has one config (its
     ``LatentConfig``) and no sections; a latent audio stream is refused here (it has
     planes, not sections: ``nxcodec.latent.audio.read_header`` reads it).
     """

@@ -1,8 +1,8 @@
 """Decoding any ``.nxc`` stream: the version byte (and the modality byte) pick the decoder.
 
 Latent streams (version 3 images, version 4 images and audio, version 5 shapes, version 6 all three, versions 7 and 8
-shapes, version 9 images and audio, version 10 long audio, version 11 images and audio with a compact tensor table)
-decode with numpy alone (``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
+shapes, version 9 images and audio, version 10 long audio, version 11 images and audio with a compact tensor table,
+version 12 images with a raster context) decode with numpy alone (``nxcodec.latent``); versions 1 and 2 (coordinate networks) load torch on demand.
 Nothing here imports the fitting code.
 """
 
@@ -18,7 +18,7 @@ from nxcodec.errors import InputError, OutputError, StreamError
 from nxcodec.io import check_writable, write_atomic
 from nxcodec.limits import Limits
 
-LATENT_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11)
+LATENT_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 # (version, modality) -> the module that reads the stream and the class that writes what it decodes to.
 _LATENT = {
     (3, 1): ("nxcodec.latent.stream", "nxcodec.signals.imagefile", "ImageFiles"),
@@ -31,6 +31,7 @@ _LATENT[7, 3] = _LATENT[8, 3] = _LATENT[5, 3]  # shapes with an occupancy map (8
 _LATENT.update({(9, 1): _LATENT[3, 1], (9, 2): _LATENT[4, 2]})  # images and audio with finer latent tables
 _LATENT[10, 2] = _LATENT[4, 2]  # audio longer than version 9 allows
 _LATENT.update({(11, 1): _LATENT[3, 1], (11, 2): _LATENT[4, 2]})  # images and audio with a compact tensor table
+_LATENT[12, 1] = _LATENT[3, 1]  # images with a raster context
 
 
 @dataclass
@@ -49,7 +50,7 @@ def stream_version(data: bytes) -> int:
 
 
 def is_latent(data: bytes) -> bool:
-    """Whether a stream is coded on latent grids (versions 3 to 11)."""
+    """Whether a stream is coded on latent grids (versions 3 to 12)."""
     return stream_version(data) in LATENT_VERSIONS
 
 

@@ -131,7 +131,7 @@ def test_a_multi_megapixel_image_round_trips():
     small = real_image((64, 32))
     big = np.kron(small, np.ones((32, 32, 1), dtype=np.uint8))  # 2048 x 1024 = 2.1 megapixels
     big = np.clip(big.astype(int) + rng.integers(-2, 3, big.shape), 0, 255).astype(np.uint8)
-    res = fast_encode(big, iters=2, quality=1, format=11)  # the default format; format 2 is a legacy mode
+    res = fast_encode(big, iters=2, quality=1, format=12)  # the default format; format 2 is a legacy mode
     out = nxcodec.decode(res.data)
     assert out.shape == big.shape and out.dtype == np.uint8
     assert psnr(big, out) == pytest.approx(res.metrics["psnr"])

@@ -118,7 +118,7 @@ def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_re
     monkeypatch.setattr(latent_code, "_trial", spy_trial)
     array = real_image((80, 64))
     res = encode_signal(image, image.from_array(array), EncodeOptions(quality=5, iters=20, device="cpu"))
-    assert res.data[4] == 11
+    assert res.data[4] == 12
     assert searched and set(searched) == {(array.shape[:2], 1.0)}  # every precision scored on the whole image
     assert res.metrics["psnr"] == pytest.approx(image.metrics(array, stream.decode(res.data)[1])["psnr"])
 
@@ -235,7 +235,7 @@ def test_the_encoder_codes_a_stack_in_as_many_processes_as_asked(monkeypatch, as
     image = for_name("image")
     arrays = [real_image((40, 32)), real_image((40, 32))[::-1].copy()]
     results = encode_signals(image, [image.from_array(a) for a in arrays],
-                             EncodeOptions(quality=5, iters=5, device="cpu", format=11, coding_workers=asked))
+                             EncodeOptions(quality=5, iters=5, device="cpu", format=12, coding_workers=asked))
     assert seen == [used] and len(results) == 2
 
 

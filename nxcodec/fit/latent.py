@@ -1,10 +1,12 @@
-"""Fitting latent-grid images (format versions 3 and 6) in torch, side by side.
+"""Fitting latent-grid signals (images, audio planes; shapes subclass it) in torch, side by side.
 
-``M`` images of one size are fitted together: every parameter has a leading dimension
+``M`` signals of one size are fitted together: every parameter has a leading dimension
 of ``M``. The forward pass mirrors the decoder exactly in structure (the decode order of
-``nxcodec.latent.context``, the mean-shifted quantization of every latent, the same
-upsampling, routing inputs and synthesis) but runs in float so it can be trained; the
-final coding goes through the decoder's own fixed-point modules.
+``nxcodec.latent.context``, the same upsampling, routing inputs and synthesis) but runs in
+float so it can be trained; the final coding goes through the decoder's own fixed-point
+modules. In two passes each latent is quantized as the residual from its mean, rounded;
+with version 12's raster context (images) each latent is rounded itself and its bits
+counted under a Laplace whose mean need not be an integer, as Cool-chic's.
 
 Schedule (``LatentSchedule``): a warm-up race in two rounds (three initialisations of each
 signal, then the best two warmed up further; the best goes on); a relaxed phase (soft rounding plus
@@ -32,7 +34,7 @@ from nxcodec.fit.matmul import stack_matmul
 from nxcodec.fit.soap import StackSOAP
 from nxcodec.host_memory import keep_freed_memory
 from nxcodec.latent import builtin, tables
-from nxcodec.latent.context import OFFSETS, context_sizes, level_sizes
+from nxcodec.latent.context import N_CONTEXT_RASTER, OFFSETS, RASTER_OFFSETS, TILE, context_sizes, level_sizes
 from nxcodec.latent.stream import LatentConfig
 
 if TYPE_CHECKING:
@@ -192,6 +194,34 @@ def _residual_limits(scales: tables.ScaleSet, device: torch.device) -> torch.Ten
     return torch.tensor(scales.limits + tables.MAX_ESCAPE, dtype=torch.float32, device=device)
 
 
+def plain_rounding(y: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents rounded themselves, as the raster context codes them: the values a decoder sees, and the values whose
+    bits are counted (``mode`` as :meth:`LatentModel._quantize`'s: soft rounding plus noise, noise, or hard rounding
+    with a straight-through gradient)."""
+    if mode.startswith("soft"):
+        temperature, _, sigma = mode[4:].partition(":")
+        t = float(temperature)
+        noise = torch.randn_like(y) * float(sigma) if sigma else torch.rand_like(y) - 0.5
+        noisy = soft_round(y, t) + noise
+        return soft_round(noisy, t), noisy
+    if mode == "noise":
+        r = y + torch.rand_like(y) - 0.5
+        return r, r
+    q = y + (torch.round(y) - y).detach()
+    return q, q
+
+
+def _raster_context(value: torch.Tensor) -> torch.Tensor:
+    """(M, h, w, 12): each latent's neighbours at ``RASTER_OFFSETS`` in its grid, zero outside the grid or its
+    tile."""
+    h, w = value.shape[1:]
+    p = F.pad(value, (3, 2, 2, 0))
+    same = torch.stack([p[:, 2 + a : 2 + a + h, 3 + b : 3 + b + w] for a, b in RASTER_OFFSETS], -1)
+    r, c = torch.arange(h, device=value.device).view(-1, 1) % TILE, torch.arange(w, device=value.device).view(1, -1) % TILE
+    inside = torch.stack([(r + a >= 0) & (c + b >= 0) & (c + b < TILE) for a, b in RASTER_OFFSETS], -1)
+    return same * inside.to(same)
+
+
 class LatentModel(torch.nn.Module):
     """The latents and networks of ``M`` signals of one size, in float.
 
@@ -217,11 +247,11 @@ class LatentModel(torch.nn.Module):
         # shapes code only those around occupied cells, the others are 0 and cost nothing.
         self.keep: list[torch.Tensor] | None = None
         n_a, n_b = context_sizes(self.dims)
-        self.nets: dict[str, list[list[torch.Tensor]]] = {
-            "arm_a": context_model_params(m, n_a, cfg, gen),
-            "arm_b": context_model_params(m, n_b, cfg, gen),
-            "experts": _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen, (cfg.n_experts,)),
-        }
+        self.nets: dict[str, list[list[torch.Tensor]]] = (
+            {"arm": context_model_params(m, N_CONTEXT_RASTER, cfg, gen)} if cfg.raster_context else
+            {"arm_a": context_model_params(m, n_a, cfg, gen), "arm_b": context_model_params(m, n_b, cfg, gen)})
+        self.nets["experts"] = _mlp_params(m, cfg.levels, cfg.syn_width, cfg.syn_layers, channels, gen,
+                                           (cfg.n_experts,))
         if cfg.n_experts > 1:
             self.nets["manager"] = _mlp_params(m, cfg.levels, cfg.mgr_width, 1, cfg.n_experts, gen)
         if self.dims == 2:
@@ -248,7 +278,7 @@ class LatentModel(torch.nn.Module):
         """Image ``i``'s network tensors by stream name (SPEC.md 9.3), as float tensors: views of the parameters,
         but the first layers' weights, which are copies with ``input_gain`` folded in."""
         out: dict[str, torch.Tensor] = {}
-        for key in ("arm_a", "arm_b", "manager", "experts"):
+        for key in ("arm_a", "arm_b", "arm", "manager", "experts"):
             if key in builtin.NETWORKS and self.cfg.builtin_context:
                 continue
             if key == "experts" and self.dims == 2:
@@ -354,6 +384,8 @@ class LatentModel(torch.nn.Module):
     def quantized_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The latents as the decoder sees them, built in decode order (finest first in the list), and each
         signal's latent bits."""
+        if self.cfg.raster_context:
+            return self._raster_latents(mode)
         bits = torch.zeros(self.m, device=self.latents[0].device)
         out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
         coarser = None
@@ -376,6 +408,24 @@ class LatentModel(torch.nn.Module):
             grid = grid.index_copy(1, idx_b, y_b).view(self.m, *size)
             bits = bits + b_a.sum(1) + b_b.sum(1)
             out[level] = coarser = grid
+        return out, bits
+
+    def _raster_latents(self, mode: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`quantized_latents` with the raster context: every latent rounded itself (:func:`plain_rounding`)
+        and its bits counted under the Laplace the context model predicts from the latents before it in its tile
+        and the coarser grid. Every context is known once a grid is rounded, so a fit evaluates a grid at once;
+        only a decoder goes step by step."""
+        bits = torch.zeros(self.m, device=self.latents[0].device)
+        out: list[torch.Tensor] = [None] * self.cfg.levels  # type: ignore[list-item]
+        coarser = None
+        for level in range(self.cfg.levels - 1, -1, -1):
+            y = self.latents[level]
+            h, w = y.shape[1:]
+            value, coded = plain_rounding(y, mode)
+            ctx = torch.cat([_raster_context(value), self._coarse_context(coarser, (h, w)).to(y)], -1)
+            mu, log2_scale = self._arm("arm", ctx.reshape(self.m, h * w, -1))
+            bits = bits + laplace_bits(coded.reshape(self.m, -1) - mu, log2_scale).sum(1)
+            out[level] = coarser = value
         return out, bits
 
     def _quantize(self, y: torch.Tensor, mu: torch.Tensor, log2_scale: torch.Tensor, mode: str
@@ -560,7 +610,7 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
     if params[0].device.type == "cpu":
         keep_freed_memory()
     latent_ids = {id(p) for p in model.latents}
-    context_ids = {id(t) for key in ("arm_a", "arm_b") for layer in model.nets[key] for t in layer}
+    context_ids = {id(t) for key in model.nets if key.startswith("arm") for layer in model.nets[key] for t in layer}
     groups = [{"params": list(model.latents), "base": schedule.latent_lr},
               {"params": [p for p in params if id(p) not in latent_ids | context_ids], "base": schedule.lr},
               {"params": [p for p in params if id(p) in context_ids], "base": schedule.context_lr or schedule.lr}]

@@ -1,5 +1,5 @@
-"""Coding fitted latent-grid signals (images as format version 11, the layout of version 3): quantize the networks,
-choose their precisions, write.
+"""Coding fitted latent-grid signals (images as format version 12, audio planes as 11): quantize the networks, choose
+their precisions, write.
 
 Images are fitted by ``nxcodec.fit.latent_image`` (audio and shapes by their own modules),
 and each fitted image's networks are then quantized here: the fixed-point networks
@@ -23,7 +23,6 @@ from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from nxcodec.errors import NxcError
 from nxcodec.fit import presets, rounding
+from nxcodec.latent import audio as audio_stream
 from nxcodec.latent import context, stream, tables
 from nxcodec.latent import shape as shape_stream
 from nxcodec.latent.context import MAX_SHIFT, max_levels
@@ -140,12 +140,16 @@ def lanes_for(height: int, width: int) -> int:
 
 
 def config_for(preset: presets.LatentPreset, d: ImageDescriptor) -> LatentConfig:
+    """An image's networks and grids at ``preset``, with the context (and so the decode order) it names."""
+    if preset.context not in ("raster", "two-pass"):
+        raise ValueError(f"unknown context {preset.context!r}: raster or two-pass")
     k = preset.n_experts
     return LatentConfig(levels=levels_for(d.height, d.width), arm_width=preset.arm_width, arm_layers=2, n_experts=k,
                         mgr_width=preset.mgr_width if k > 1 else 0,
                         syn_width=preset.synthesis_width(d.height * d.width),
                         syn_layers=preset.syn_layers, refine_width=preset.refine_width,
-                        lanes_log2=lanes_for(d.height, d.width))
+                        lanes_log2=lanes_for(d.height, d.width),
+                        flags=stream.FLAG_RASTER_CONTEXT if preset.context == "raster" else 0)
 
 
 class OverTarget(NxcError):
@@ -185,6 +189,12 @@ class PlaneSource:
     crop: Callable[[int, int], "PlaneSource"] | None = None  # the same plane cut to rows [a, b)
     finer: dict[str, int] = field(default_factory=dict)  # more fractional bits for these fixed-point tensors
     moments: dict[str, np.ndarray] | None = None  # float tensors rounded with error feedback (rounding.input_moments)
+    version: int = stream.VERSION  # the stream version ``write`` writes the body as
+
+    @property
+    def scales(self) -> tables.ScaleSet:
+        """The latent tables its body is coded with."""
+        return stream.latent_tables(self.version, self.config)
 
 
 def search_band(src: PlaneSource) -> tuple[PlaneSource, float]:
@@ -203,19 +213,6 @@ def crop_latents(latents: list[np.ndarray], a: int, b: int) -> list[np.ndarray]:
     return [lat[a >> level : -(-b >> level)] for level, lat in enumerate(latents)]
 
 
-SCALES = stream.scales_of(stream.VERSION)  # the latent tables of what is coded here: images and audio planes
-
-
-@lru_cache(maxsize=1)
-def _latent_bits() -> np.ndarray:
-    """``[scale, residual + A]``: the bits the coder spends on a latent residual, ``16 - log2(frequency)``."""
-    out = np.full((SCALES.n, 2 * int(SCALES.residual_limit(SCALES.n - 1)) + 1), np.inf)
-    for s in range(SCALES.n):
-        f = SCALES.table(s)
-        out[s, : f.size] = tables.PREC - np.log2(f)
-    return out
-
-
 def tensor_bits(coded: Tensors) -> float:
     """The bits the coder spends on the network integers, from their tables."""
     return float(sum(np.sum(tables.PREC - np.log2(t.table()[t.ints.ravel() - t.lo])) for t in coded.values()))
@@ -227,19 +224,20 @@ def walk(src: PlaneSource, coded: Tensors, dead_zone: float) -> tuple[float, lis
     The residuals are chosen as :func:`nxcodec.latent.stream.write_body` chooses them (the
     same walk, the same rounding), and counted as ``16 - log2`` of their frequencies.
     """
-    cost = _latent_bits()
+    scales = src.scales
+    cost, base = scales.costs
     bits = 0.0
 
-    def choose(level: int, pos: tuple[np.ndarray, ...], mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def choose(level: int, pos: tuple[np.ndarray, ...], centre: np.ndarray, table: np.ndarray) -> np.ndarray:
         nonlocal bits
-        v = (src.latents[level][pos] * context.ONE - mu) / context.ONE
+        v = (src.latents[level][pos] * context.ONE - centre) / context.ONE
         q, symbol, escapes = stream.split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone),
-                                                    SCALES.residual_limit(scale))
-        bits += float(np.sum(cost[scale, symbol]) + np.sum(tables.escape_bits(escapes)))
+                                                    scales.residual_limit(table))
+        bits += float(np.sum(cost[base[table] + symbol]) + np.sum(tables.escape_bits(escapes)))
         return q
 
-    grids = stream.walk_latents(src.config, src.latents[0].shape, *stream.context_models(src.config, coded), choose,
-                                SCALES)
+    grids = stream.walk_latents(src.config, src.latents[0].shape, stream.context_models(src.config, coded), choose,
+                                scales)
     return bits, grids
 
 
@@ -249,7 +247,7 @@ def estimated_bytes(src: PlaneSource, coded: Tensors, bits: float) -> int:
 
     On fitted planes the coder writes 0.1 to 0.7% more than this (its 32-bit states round
     each step); a choice that must fit is checked on the written bytes."""
-    fixed = stream.LatentConfig.SIZE + stream.table_size(coded, stream.VERSION) + 4  # config, table, length
+    fixed = stream.LatentConfig.SIZE + stream.table_size(coded, src.version) + 4  # config, table, length
     return src.overhead + fixed + math.ceil(bits / 8) + 3 * (1 << src.config.lanes_log2)
 
 
@@ -417,7 +415,7 @@ def code_written(write: Writer, weights: dict[str, np.ndarray], bits_allowed: fl
 
 def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray], original: np.ndarray,
                  lam: float) -> PlaneSource:
-    """A fitted image as :func:`code_plane` codes it: whole version 11 streams, scored on their stored samples.
+    """A fitted image as :func:`code_plane` codes it: whole version 12 streams, scored on their stored samples.
 
     Its precisions are compared on the whole image, not on a band of rows (``crop`` is left unset): on a band the
     differences between precisions are not the image's (bench/precision_search.py: kodim01's 256x256 crop fitted
@@ -438,7 +436,7 @@ def image_source(d: ImageDescriptor, cfg: LatentConfig, latents: list[np.ndarray
 
 def code_image(d: ImageDescriptor, cfg: LatentConfig, weights: dict[str, np.ndarray], latents: list[np.ndarray],
                original: np.ndarray, lam: float, bits_allowed: float | None, trim: bool = True) -> Candidate:
-    """The best version 11 stream of one fitted image (see :func:`code_plane`), its synthesis weights rounded with
+    """The best version 12 stream of one fitted image (see :func:`code_plane`), its synthesis weights rounded with
     error feedback (:mod:`nxcodec.fit.rounding`)."""
     src = replace(image_source(d, cfg, latents, original, lam), moments=rounding.input_moments(weights, latents,
                                                                                                 d.channels))
@@ -454,12 +452,13 @@ def audio_plane_source(target: np.ndarray, cfg: LatentConfig, latents: list[np.n
         return values, float(np.mean((values - target) ** 2)) / 4  # as the fit: the squared error of [0, 1] samples
 
     def write(coded: Tensors, dead_zone: float) -> tuple[bytes, list[np.ndarray], None]:
-        return *stream.write_body(cfg, 1, coded, latents, stream.VERSION, dead_zone), None
+        return *stream.write_body(cfg, 1, coded, latents, audio_stream.VERSION, dead_zone), None
 
     def crop(a: int, b: int) -> PlaneSource:
         return audio_plane_source(target[a:b], cfg, crop_latents(latents, a, b), lam, gain)
 
-    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop, finer=finer_for(gain))
+    return PlaneSource(cfg, 1, latents, lam, target.size, measure, write, crop=crop, finer=finer_for(gain),
+                       version=audio_stream.VERSION)
 
 
 def code_audio_plane(target: np.ndarray, cfg: LatentConfig, weights: dict[str, np.ndarray],

@@ -1,4 +1,5 @@
-"""Encoding images on latent grids (format version 11, the layout of version 3): fit side by side, code, report.
+"""Encoding images on latent grids (format version 12, the layout of version 3 with a raster context): fit side by
+side, code, report.
 
 Images of one size are fitted together (``nxcodec.fit.latent``), as many as a stack holds;
 each fitted image is then coded by ``nxcodec.fit.latent_code`` (network precisions chosen
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def encode_images(modality: Modality, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
-    """Encode images as version 11 streams; same-sized images are fitted side by side."""
+    """Encode images as version 12 streams; same-sized images are fitted side by side."""
     from nxcodec.codec import EncodeResult, device_name, resolve_device
 
     t0 = time.perf_counter()

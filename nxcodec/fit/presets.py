@@ -119,6 +119,7 @@ class LatentPreset:
     optimizer: str = "adam"  # how the networks are fitted (nxcodec.fit.latent.LatentSchedule.optimizer)
     latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
     syn_width_small: int | None = None  # the synthesis width for images under SMALL_IMAGE_PIXELS (None: syn_width)
+    context: str = "raster"  # images: "raster", version 12's raster context (SPEC.md 18), or "two-pass" (9.6)
 
     def synthesis_width(self, pixels: int) -> int:
         """The synthesis width for an image of ``pixels`` pixels: a small image shares its networks' bits among

@@ -1,4 +1,4 @@
-"""The fixed-point context model and expert manager of format version 3 (SPEC.md 9.4, 9.7).
+"""The fixed-point context models and expert manager of format versions 3 and 12 (SPEC.md 9.4, 9.7, 18).
 
 Shared by the encoder and the decoder, so their arithmetic cannot drift apart. Latent
 values are integers with ``FRAC_BITS`` fractional bits. A fixed-point MLP has integer
@@ -12,6 +12,12 @@ others). A pass A latent reads the next coarser grid around its parent (9 values
 27 in 3-D); a pass B latent reads in addition the nearest pass A latents of its own grid
 (12 in 2-D, 14 in 3-D). Every latent of a pass is independent of the others of that
 pass, so a pass is evaluated in vectorised blocks.
+
+Version 12's raster context (images) has one context model instead: a latent reads the 12
+latents before it in its own tile of ``TILE`` x ``TILE`` latents (``RASTER_OFFSETS``), then
+the same 9 coarser values. Tiles decode side by side, in steps ``t = 2 (row mod TILE) +
+(col mod TILE)``: every neighbour is of an earlier step, so a step is evaluated at once and
+a grid takes at most ``3 TILE - 2`` steps, whatever the image's size.
 """
 
 from __future__ import annotations
@@ -148,6 +154,73 @@ def predict(net: list[FixedLayer], grid: np.ndarray, coarser: np.ndarray | None,
             col += k
         mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(ctx, net), n_scales)
     return mu, scale
+
+
+# --- version 12: the raster context (SPEC.md 18) ----------------------------------------------------------------
+RASTER_OFFSETS = ((0, -1), (0, -2), (0, -3), (-1, -2), (-1, -1), (-1, 0), (-1, 1), (-2, -2), (-2, -1), (-2, 0),
+                  (-2, 1), (-2, 2))  # decoded before (row, col): each is 1 to 6 steps earlier
+TILE = 64
+N_CONTEXT_RASTER = len(RASTER_OFFSETS) + len(COARSE_OFFSETS)
+
+
+def raster_steps(shape: tuple[int, int]) -> list[Positions]:
+    """The positions of each step ``t = 2 (row mod TILE) + (col mod TILE)`` of a grid, in raster order; steps that
+    hold no position (a grid one column wide has no odd step) are left out."""
+    r, c = (a.reshape(-1) for a in np.indices(shape))
+    t = 2 * (r % TILE) + c % TILE
+    order = np.argsort(t, kind="stable")  # stable: raster order within a step
+    bounds = np.searchsorted(t[order], np.arange(int(t.max()) + 2))
+    return [(r[order[a:b]], c[order[a:b]]) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+class RasterGrid:
+    """One grid of version 12 as it is decoded: the latents so far (zero where not yet decoded) with two rows of
+    zeros above, three columns left and two right, and the coarser grid the contexts read."""
+
+    def __init__(self, shape: tuple[int, int], coarser: np.ndarray | None) -> None:
+        h, w = shape
+        self.shape = shape
+        self.pitch = w + 5
+        self.flat = np.zeros((h + 2) * self.pitch)  # binary64: its integers are exact
+        self.steps = np.array([a * self.pitch + b for a, b in RASTER_OFFSETS], dtype=np.int64)
+        self.rows = np.array([a for a, _ in RASTER_OFFSETS], dtype=np.int64)
+        self.cols = np.array([b for _, b in RASTER_OFFSETS], dtype=np.int64)
+        self.coarse = None if coarser is None else np.pad(coarser.astype(np.float64), 1).reshape(-1)
+        self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
+        self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS], dtype=np.int64)
+
+    def index(self, pos: Positions) -> np.ndarray:
+        return (pos[0] + 2) * self.pitch + pos[1] + 3
+
+    def contexts(self, pos: Positions) -> np.ndarray:
+        """(n, N_CONTEXT_RASTER): the latents at ``RASTER_OFFSETS`` (zero outside the grid or the tile), then the 9
+        coarser values around ``pos // 2`` (zero outside; all zero for the coarsest grid)."""
+        r, c = pos
+        ctx = np.zeros((r.size, N_CONTEXT_RASTER))
+        tr, tc = (r % TILE)[:, None], (c % TILE)[:, None]
+        inside = (tr + self.rows >= 0) & (tc + self.cols >= 0) & (tc + self.cols < TILE)
+        ctx[:, : len(RASTER_OFFSETS)] = np.where(inside, self.flat[self.index(pos)[:, None] + self.steps], 0.0)
+        if self.coarse is not None:
+            parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
+            ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
+        return ctx
+
+    def put(self, pos: Positions, values: np.ndarray) -> None:
+        self.flat[self.index(pos)] = values
+
+    def grid(self) -> np.ndarray:
+        """The decoded grid as int64."""
+        h, w = self.shape
+        return self.flat.reshape(h + 2, self.pitch)[2:, 3 : 3 + w].astype(np.int64)
+
+
+def centres_and_tables(mu: np.ndarray, scale: np.ndarray, first: np.ndarray, phase_counts: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Version 12: the integer nearest to each mean (ties up), in fixed point, and the table of its scale and of the
+    phase of the mean above it (``first[s] + j``, j below P(s) = ``phase_counts[s]``)."""
+    centre = (mu + (ONE >> 1)) >> FRAC_BITS
+    frac = mu + (ONE >> 1) - (centre << FRAC_BITS)  # 0 .. ONE - 1
+    return centre << FRAC_BITS, first[scale] + ((frac * phase_counts[scale]) >> FRAC_BITS)
 
 
 def manager_inputs(grids: list[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

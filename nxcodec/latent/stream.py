@@ -1,10 +1,11 @@
-"""Latent image streams (versions 3, 6, 9 and 11): layout, limits and the whole decoder (bitstream/SPEC.md 9, 12,
-15, 17).
+"""Latent image streams (versions 3, 6, 9, 11 and 12): layout, limits and the whole decoder (bitstream/SPEC.md 9,
+12, 15, 17, 18).
 
 After the common prefix (magic, version, modality 1, the image descriptor) a stream
 holds a latent config, a tensor table, and one rANS payload with every network integer
 followed by every latent residual. Version 6 adds escapes, which code a residual beyond
-its table's range instead of clamping it, version 9 finer latent tables, and version 11 a compact tensor table;
+its table's range instead of clamping it, version 9 finer latent tables, version 11 a compact tensor table, and
+version 12 the raster context (a config flag: one context model over the latents before each one, in tiles);
 audio and shapes share this body. :func:`walk_latents` is the decode order, shared by
 the encoder (which chooses the residuals) and the decoder (which reads them), so the two
 cannot disagree on a context, a mean or a table.
@@ -24,27 +25,30 @@ import numpy as np
 
 from nxcodec.errors import StreamError
 from nxcodec.latent import builtin, context, rans, tables
-from nxcodec.latent.context import (FixedLayer, Positions, context_sizes, level_sizes, max_levels, pass_positions,
-                                    predict)
+from nxcodec.latent.context import (N_CONTEXT_RASTER, FixedLayer, Positions, RasterGrid, centres_and_tables,
+                                    context_sizes, fixed_mlp, level_sizes, max_levels, means_and_scales,
+                                    pass_positions, predict, raster_steps)
 from nxcodec.latent.synthesis import Synthesis, synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
 from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
-VERSION = 11  # what latent images and audio are written as (SPEC.md section 17; shapes: nxcodec.latent.shape)
+VERSION = 12  # what latent images are written as (SPEC.md section 18; audio: nxcodec.latent.audio, shapes: .shape)
 ESCAPE_VERSION = 6  # the first version whose residuals may escape their table's range
 FINE_VERSION = 9  # the first version with the finer scale tables (SPEC.md 15)
 COMPACT_VERSION = 11  # the first version with the compact tensor table (SPEC.md 17)
-IMAGE_VERSIONS = (3, 4, 6, 9, 11)
+RASTER_VERSION = 12  # the first version whose bodies may have the raster context (SPEC.md 18)
+IMAGE_VERSIONS = (3, 4, 6, 9, 11, 12)
 MODALITY_IMAGE = 1
 PREFIX = struct.Struct("<4sBBH")
 _TENSOR = struct.Struct("<BhhhH")  # step code, lo, hi, mu, decay
 _COMPACT_HEAD = struct.Struct("<BH")  # step code, decay; then mu, mu - lo, hi - mu as varints (version 11)
 MAX_VARINT_BYTES = 3  # a compact entry's numbers are below 2**16, so 3 bytes of 7 bits hold any of them
 _U32 = struct.Struct("<I")
-FIXED_POINT = ("arm_a.", "arm_b.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
+FIXED_POINT = ("arm_a.", "arm_b.", "arm.", "manager.")  # tensors evaluated in fixed point: power-of-two steps
 FLAG_BUILTIN_CONTEXT = 1  # config flag (version 8 shapes): the context models are built in, not coded
+FLAG_RASTER_CONTEXT = 2  # config flag (version 12, 2-D): one context model in raster order within tiles (SPEC.md 18)
 MAX_MAC_PER_PIXEL = 1 << 14
 
 
@@ -53,7 +57,7 @@ class LatentConfig:
     """Sizes of the latent pyramid and of the networks (10 bytes in the stream)."""
 
     levels: int  # grids at 1:1 .. 1:2**(levels-1)
-    arm_width: int  # hidden width of the two context models
+    arm_width: int  # hidden width of the context models (two, or one with the raster context)
     arm_layers: int  # hidden layers of each context model
     n_experts: int  # K synthesis experts
     mgr_width: int  # hidden width of the manager (0 when K = 1)
@@ -61,7 +65,7 @@ class LatentConfig:
     syn_layers: int  # hidden layers of each expert
     refine_width: int  # channels of the 3x3 refinement (0: none)
     lanes_log2: int  # the rANS coder interleaves 2**lanes_log2 states
-    flags: int = 0  # FLAG_BUILTIN_CONTEXT (version 8 shapes); 0 before version 8
+    flags: int = 0  # FLAG_BUILTIN_CONTEXT (version 8 shapes) or FLAG_RASTER_CONTEXT (version 12); 0 before 8
 
     _FORMAT = struct.Struct("<10B")
     SIZE = _FORMAT.size
@@ -70,6 +74,11 @@ class LatentConfig:
     def builtin_context(self) -> bool:
         """The context models are the built-in ones (:mod:`nxcodec.latent.builtin`), not coded in the stream."""
         return bool(self.flags & FLAG_BUILTIN_CONTEXT)
+
+    @property
+    def raster_context(self) -> bool:
+        """One context model reads the latents before each one in raster order within tiles (SPEC.md 18)."""
+        return bool(self.flags & FLAG_RASTER_CONTEXT)
 
     def pack(self) -> bytes:
         return self._FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
@@ -85,7 +94,8 @@ class LatentConfig:
               and 1 <= self.arm_width <= 64 and self.arm_layers <= 3 and 1 <= self.n_experts <= 16
               and (self.mgr_width == 0) == (self.n_experts == 1) and self.mgr_width <= 64
               and 1 <= self.syn_width <= 64 and self.syn_layers <= 3 and self.refine_width <= 16
-              and self.lanes_log2 <= 8 and self.flags in (0, FLAG_BUILTIN_CONTEXT))
+              and self.lanes_log2 <= 8 and self.flags in (0, FLAG_BUILTIN_CONTEXT, FLAG_RASTER_CONTEXT)
+              and (len(shape) == 2 or not self.raster_context))
         if self.builtin_context:  # the built-in models are 3-D and of one size
             ok = ok and len(shape) == 3 and (self.arm_width, self.arm_layers) == (builtin.WIDTH, builtin.LAYERS)
         if not ok:
@@ -108,7 +118,9 @@ class LatentConfig:
             shapes[f"{prefix}.out.bias"] = (*lead, out)
 
         n_a, n_b = context_sizes(dims)
-        if not self.builtin_context:
+        if self.raster_context:
+            mlp("arm", N_CONTEXT_RASTER, self.arm_width, self.arm_layers, 2)
+        elif not self.builtin_context:
             mlp("arm_a", n_a, self.arm_width, self.arm_layers, 2)
             mlp("arm_b", n_b, self.arm_width, self.arm_layers, 2)
         if self.n_experts > 1:
@@ -131,7 +143,7 @@ class LatentConfig:
             return sum(math.prod(s[-2:]) for n, s in shapes.items() if n.startswith(prefix) and n.endswith("weight"))
 
         latents_per_pixel = sum(4.0**-l for l in range(self.levels))
-        arm = (macs("arm_a.") + macs("arm_b.")) / 2 * latents_per_pixel
+        arm = (macs("arm.") if self.raster_context else (macs("arm_a.") + macs("arm_b.")) / 2) * latents_per_pixel
         expert = macs("experts.")
         refine = 9 * 2 * channels * self.refine_width
         upsample = 8 * sum(l for l in range(self.levels))  # two 4-tap passes per doubling, about one sample each
@@ -186,12 +198,14 @@ def fixed_layers(tensors: "OrderedDict[str, CodedTensor]", prefix: str) -> list[
                        tensors[f"{n}.bias"].code // 4) for n in names]
 
 
-def context_models(config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]"
-                   ) -> tuple[list[FixedLayer], list[FixedLayer]]:
-    """The pass A and pass B context models: the stream's, or the built-in ones its config names."""
+def context_models(config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]") -> list[list[FixedLayer]]:
+    """The context models in the order the walk uses them: pass A's and pass B's (the stream's, or the built-in ones
+    its config names), or the raster context's one."""
+    if config.raster_context:
+        return [fixed_layers(tensors, "arm")]
     if config.builtin_context:
-        return builtin.layers("arm_a"), builtin.layers("arm_b")
-    return fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b")
+        return [builtin.layers("arm_a"), builtin.layers("arm_b")]
+    return [fixed_layers(tensors, "arm_a"), fixed_layers(tensors, "arm_b")]
 
 
 def float_synthesis(tensors: "OrderedDict[str, CodedTensor]") -> Synthesis:
@@ -207,21 +221,31 @@ Residuals = Callable[[int, Positions, np.ndarray, np.ndarray], np.ndarray]
 
 
 def scales_of(version: int) -> tables.ScaleSet:
-    """The latent tables of a stream version: the finer set from version 9 on."""
+    """The latent tables of a stream version's two-pass bodies: the finer set from version 9 on."""
     return tables.FINE if version >= FINE_VERSION else tables.COARSE
 
 
-def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[FixedLayer], arm_b: list[FixedLayer],
-                 residuals: Residuals, scales: tables.ScaleSet, masks: list[np.ndarray] | None = None
-                 ) -> list[np.ndarray]:
-    """Build the grids of latents of ``shape`` in decode order, coarsest first, pass A then pass B (SPEC.md 9.6).
+def latent_tables(version: int, config: LatentConfig) -> tables.ScaleSet:
+    """The latent tables of a body: per scale and phase of the mean with the raster context, else per scale."""
+    return tables.PHASED if config.raster_context else scales_of(version)
 
-    For each pass, the context model gives every latent a mean and a scale index (one of ``scales``);
-    ``residuals(level, positions, mean, scale)`` supplies the integer residuals (the
-    encoder chooses them, the decoder reads them), and a latent's value is
-    ``residual * 2**FRAC_BITS + mean``. With ``masks`` (one bool array per grid, version 7 and 8
-    shapes), only the positions a mask keeps are coded; the others stay 0.
+
+def walk_latents(config: LatentConfig, shape: tuple[int, ...], nets: list[list[FixedLayer]], residuals: Residuals,
+                 scales: tables.ScaleSet, masks: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Build the grids of latents of ``shape`` in decode order, coarsest first: pass A then pass B (SPEC.md 9.6), or
+    with the raster context, step by step (SPEC.md 18).
+
+    At each pass or step the context model gives every latent a centre (fixed point) and a table (one of
+    ``scales``, :func:`latent_tables`); ``residuals(level, positions, centre, table)`` supplies the integer
+    residuals (the encoder chooses them, the decoder reads them), and a latent's value is
+    ``residual * 2**FRAC_BITS + centre``. In two passes the centre is the predicted mean and the table its
+    scale's; in raster order the centre is the integer nearest the mean, and the table that of its scale and of
+    the phase of the mean. With ``masks`` (one bool array per grid, version 7 and 8 shapes), only the positions a
+    mask keeps are coded; the others stay 0.
     """
+    if config.raster_context:
+        return _walk_raster(config, shape, nets[0], residuals, scales)
+    arm_a, arm_b = nets
     sizes = level_sizes(shape, config.levels)
     grids: list[np.ndarray] = [np.zeros(0)] * config.levels
     coarser = None
@@ -236,6 +260,22 @@ def walk_latents(config: LatentConfig, shape: tuple[int, ...], arm_a: list[Fixed
             mu, scale = predict(net, grid, coarser, pos, parity, scales.n)
             grid[pos] = residuals(level, pos, mu, scale) * context.ONE + mu
         grids[level] = coarser = grid
+    return grids
+
+
+def _walk_raster(config: LatentConfig, shape: tuple[int, ...], net: list[FixedLayer], residuals: Residuals,
+                 phased: tables.PhasedSet) -> list[np.ndarray]:
+    """:func:`walk_latents` with the raster context: every grid in its steps (SPEC.md 18.3)."""
+    sizes = level_sizes(shape, config.levels)
+    grids: list[np.ndarray] = [np.zeros(0)] * config.levels
+    coarser = None
+    for level in range(config.levels - 1, -1, -1):
+        grid = RasterGrid(sizes[level], coarser)
+        for pos in raster_steps(sizes[level]):
+            mu, scale = means_and_scales(fixed_mlp(grid.contexts(pos), net), phased.phase_counts.size)
+            centre, table = centres_and_tables(mu, scale, phased.first, phased.phase_counts)
+            grid.put(pos, residuals(level, pos, centre, table) * context.ONE + centre)
+        grids[level] = coarser = grid.grid()
     return grids
 
 
@@ -305,7 +345,7 @@ class Body:
     table: "OrderedDict[str, tuple[tuple[int, ...], int, int, int, int, int]]"  # shape, code, lo, hi, mu, decay
     payload: bytes | memoryview  # a decoded stream's is a view into it: its planes hold no copy of it
     escape: bool = True  # residuals at a table's edge are followed by escapes (version 6)
-    scales: tables.ScaleSet = tables.FINE  # the latent tables (the finer set from version 9)
+    scales: tables.ScaleSet = tables.FINE  # the latent tables (the finer set from version 9; latent_tables)
     table_size: int = 0  # bytes of the tensor table in the stream (9 per tensor before version 11)
 
     @property
@@ -327,6 +367,8 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
         raise StreamError("stream is truncated")
     config = LatentConfig.unpack(data[pos : pos + LatentConfig.SIZE])
     config.check(shape, channels)
+    if config.raster_context and version < RASTER_VERSION:
+        raise StreamError("latent config is outside the decoder's limits (a raster context before version 12)")
     pos += LatentConfig.SIZE
     start = pos
     table: OrderedDict = OrderedDict()
@@ -347,7 +389,8 @@ def read_body(data: bytes, pos: int, end: int, shape: tuple[int, ...], channels:
     if pos + length > end:
         raise StreamError("payload length exceeds the stream")
     payload = memoryview(data)[pos : pos + length]
-    return Body(config, table, payload, version >= ESCAPE_VERSION, scales_of(version), table_bytes), pos + length
+    return Body(config, table, payload, version >= ESCAPE_VERSION, latent_tables(version, config), table_bytes), \
+        pos + length
 
 
 # The coder's models are the latent tables (``scales.n`` of them), then an escape's bit length (model
@@ -416,15 +459,15 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
             ints = decoder.decode(np.full(math.prod(dims), shift + t, dtype=np.int64)) + lo
             tensors[name] = CodedTensor(code, lo, hi, mu, decay, ints.reshape(dims))
 
-        def read(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
-            limit = scales.residual_limit(scale)
-            r = decoder.decode(scale) - limit
+        def read(level: int, pos: Positions, centre: np.ndarray, table: np.ndarray) -> np.ndarray:
+            limit = scales.residual_limit(table)
+            r = decoder.decode(table) - limit
             if body.escape:
                 edge = np.abs(r) == limit
                 r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)), scales.n)
             return r
 
-        grids = walk_latents(body.config, shape, *context_models(body.config, tensors), read, scales, masks)
+        grids = walk_latents(body.config, shape, context_models(body.config, tensors), read, scales, masks)
         decoder.finish()
     except rans.CorruptStream as exc:
         raise StreamError(f"payload does not decode: {exc}") from None
@@ -443,9 +486,9 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     latents they keep are coded (version 7 and 8 shapes). Returns
     the body's bytes and the grids a decoder will rebuild from them.
     """
-    if version < ESCAPE_VERSION:
-        raise ValueError(f"version {version} bodies are read, not written")
-    scales = scales_of(version)
+    if version < ESCAPE_VERSION or (config.raster_context and version < RASTER_VERSION):
+        raise ValueError(f"version {version} bodies of this config are read, not written")
+    scales = latent_tables(version, config)
     shape = latents[0].shape
     config.check(shape, channels)
     shapes = config.tensor_shapes(channels, len(shape))
@@ -458,19 +501,19 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         symbols.append(qt.ints.ravel() - qt.lo)
         models.append(np.full(qt.ints.size, shift + t, dtype=np.int64))
 
-    def choose(level: int, pos: Positions, mu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def choose(level: int, pos: Positions, centre: np.ndarray, table: np.ndarray) -> np.ndarray:
         target = latents[level][pos] * context.ONE
-        limit = scales.residual_limit(scale)
-        v = (target - mu) / context.ONE
+        limit = scales.residual_limit(table)
+        v = (target - centre) / context.ONE
         q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit)
         symbols.append(symbol)
-        models.append(scale)
+        models.append(table)
         for sym, mod in escape_symbols(escapes, scales.n):
             symbols.append(sym)
             models.append(mod)
         return q
 
-    grids = walk_latents(config, shape, *context_models(config, tensors), choose, scales, masks)
+    grids = walk_latents(config, shape, context_models(config, tensors), choose, scales, masks)
     weight_tables = [qt.table() for qt in tensors.values()]
     payload = rans.encode(np.concatenate(symbols), np.concatenate(models), _coder_tables(weight_tables, scales),
                           1 << config.lanes_log2)
@@ -549,7 +592,8 @@ def describe_config(cfg: LatentConfig) -> str:
     """One line for a plane's networks: grids, context model, experts."""
     experts = f"{cfg.n_experts} experts (manager {cfg.mgr_width})" if cfg.n_experts > 1 else "1 expert"
     refine = f", 3x3 refinement of {cfg.refine_width} channels" if cfg.refine_width else ""
-    arm = f"{cfg.arm_layers}x{cfg.arm_width}" + (" (built in)" if cfg.builtin_context else "")
+    arm = f"{cfg.arm_layers}x{cfg.arm_width}" + (" (built in)" if cfg.builtin_context else "") + (
+        " in raster order" if cfg.raster_context else "")
     return (f"{cfg.levels} latent grids, context model {arm}, {experts} of "
             f"{cfg.syn_layers}x{cfg.syn_width}{refine}, {1 << cfg.lanes_log2} coder lanes")
 
@@ -593,7 +637,7 @@ def decode(data: bytes) -> tuple[ImageDescriptor, np.ndarray]:
 
 def write(d: ImageDescriptor, config: LatentConfig, tensors: "OrderedDict[str, CodedTensor]",
           latents: list[np.ndarray], dead_zone: float = 0.5) -> tuple[bytes, LatentImage]:
-    """Code an image as a version 11 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
+    """Code an image as a version 12 stream (see :func:`write_body`); returns it and what a decoder rebuilds."""
     if latents[0].shape != (d.height, d.width):
         raise ValueError("latents do not match the image")
     body, grids = write_body(config, d.channels, tensors, latents, VERSION, dead_zone)

@@ -59,8 +59,8 @@ class ImageModality(Modality):
     rate_unit = "bpp"
     coord_dim = 2
     default_extension = ".png"
-    formats = (2, 11)  # 2: one coordinate network; 11: latent grids (bitstream/SPEC.md sections 9, 12, 15, 17)
-    latent_format = 11
+    formats = (2, 12)  # 2: one coordinate network; 12: latent grids (bitstream/SPEC.md sections 9, 12, 15, 17, 18)
+    latent_format = 12
 
     def encode_latent(self, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
         from nxcodec.fit.latent_image import encode_images
