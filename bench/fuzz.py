@@ -1,6 +1,6 @@
 """A seeded, repeatable fuzzer of the decoder (every stream version).
 
-Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/ to v11/, and a few
+Mutates real streams (the conformance streams of bitstream/conformance, v1/ and v3/ to v12/, and a few
 freshly encoded tiny ones) with bit flips, byte sets, truncation, insertion, deletion,
 splicing and pokes of header, config, tensor-table and payload-length fields; most cases
 then get a correct trailing CRC-32, so that the mutation reaches the parser rather than
@@ -58,13 +58,13 @@ def conformance_streams() -> list[tuple[str, bytes]]:
     """Every committed conformance stream: version 2, version 1, version 3 (latent images), version 4 (latent audio),
     version 5 (latent shapes), version 6 (all three with escapes), version 7 (shapes with an occupancy map), version 8
     (shapes with the built-in context models), version 9 (images and audio with finer latent tables), version 10 (long
-    audio), version 11 (images and audio with a compact tensor table)."""
+    audio), version 11 (images and audio with a compact tensor table), version 12 (images with a raster context)."""
     paths = (sorted(CONFORMANCE.glob("*.nxc")) + sorted((CONFORMANCE / "v1").glob("*.nxc"))
              + sorted((CONFORMANCE / "v3").glob("*.nxc")) + sorted((CONFORMANCE / "v4").glob("*.nxc"))
              + sorted((CONFORMANCE / "v5").glob("*.nxc")) + sorted((CONFORMANCE / "v6").glob("*/*.nxc"))
              + sorted((CONFORMANCE / "v7").glob("*/*.nxc")) + sorted((CONFORMANCE / "v8").glob("*/*.nxc"))
              + sorted((CONFORMANCE / "v9").glob("*/*.nxc")) + sorted((CONFORMANCE / "v10").glob("*/*.nxc"))
-             + sorted((CONFORMANCE / "v11").glob("*/*.nxc")))
+             + sorted((CONFORMANCE / "v11").glob("*/*.nxc")) + sorted((CONFORMANCE / "v12").glob("*/*.nxc")))
     return [(p.relative_to(CONFORMANCE).as_posix(), p.read_bytes()) for p in paths]
 
 

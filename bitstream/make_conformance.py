@@ -9,18 +9,21 @@ SHA-256 of the decoded integer weights, which must match exactly.
 
     python bitstream/make_conformance.py            # every version 2 case
     python bitstream/make_conformance.py NAME ...   # only these (e.g. a new case)
-    python bitstream/make_conformance.py v11        # the version 11 image and audio streams, into conformance/v11/
+    python bitstream/make_conformance.py v12        # the version 12 image streams, into conformance/v12/image/
+    python bitstream/make_conformance.py v11        # the version 11 audio streams, into conformance/v11/audio/
     python bitstream/make_conformance.py v8         # the version 8 shape streams, into conformance/v8/shape/
-    python bitstream/make_conformance.py v11-audio NAME ...  # only these version 11 audio cases (e.g. a new one)
+    python bitstream/make_conformance.py v12-image NAME ...  # only these version 12 image cases (e.g. a new one)
+    python bitstream/make_conformance.py v11-audio NAME ...  # only these version 11 audio cases
     python bitstream/make_conformance.py v10        # the version 9 audio streams as version 10, into conformance/v10/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
 and 8 one for shapes (``v7/shape``, ``v8/shape``), versions 9 and 11 one for images and one for audio
-(``v9/image``, ``v9/audio``, ``v11/image``, ``v11/audio``), version 10 one for audio (``v10/audio``); ``v6/``,
-``v7/shape`` and ``v9/`` were written by earlier writers (``v9/`` by this script's ``v9`` command of its time, the
-cases that ``v11`` now writes). An image
+(``v9/image``, ``v9/audio``, ``v11/image``, ``v11/audio``), version 10 one for audio (``v10/audio``), version 12
+one for images (``v12/image``); ``v6/``, ``v7/shape``, ``v9/`` and ``v11/image`` were written by earlier writers
+(``v9/`` by this script's ``v9`` command of its time, the cases that ``v11`` then wrote; ``v11/image`` by its
+``v11`` command, the cases that ``v12`` now writes with the raster context, SPEC.md 18). An image
 case records, instead of the weights' digest, the SHA-256 of every decoded integer
 (tensors, then latent grids finest first) and of the expert map; an audio case records
 that digest for each of its planes, in stream order; a shape case records the digest of
@@ -42,7 +45,7 @@ from PIL import Image
 
 from nxcodec import container
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
-from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
+from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, FLAG_RASTER_CONTEXT, LatentConfig
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
 from nxcodec.signals import Signal, for_id, for_name
 from nxcodec.signals.audio import AudioDescriptor
@@ -172,15 +175,21 @@ def latent_config(**kw) -> LatentConfig:
     return LatentConfig(**{**base, **kw})
 
 
+def image_config(**kw) -> LatentConfig:
+    """:func:`latent_config` with the raster context of version 12 (SPEC.md 18)."""
+    return latent_config(flags=FLAG_RASTER_CONTEXT, **kw)
+
+
 def latent_cases() -> list[tuple[str, np.ndarray, LatentConfig]]:
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
     gray = np.asarray(Image.open(SAMPLE).convert("L"))
     return [
         ("rgb_k2_refine_48x32", rgb[40:72, 100:148].copy(),
-         latent_config(n_experts=2, mgr_width=6, refine_width=4, lanes_log2=2)),
-        ("gray_k1_37x29", gray[60:89, 50:87].copy(), latent_config(levels=3, syn_layers=2, lanes_log2=0)),
+         image_config(n_experts=2, mgr_width=6, refine_width=4, lanes_log2=2)),
+        ("gray_k1_37x29", gray[60:89, 50:87].copy(), image_config(levels=3, syn_layers=2, lanes_log2=0)),
         ("gray16_k3_21x17", (gray[100:117, 90:111].astype(np.uint16) * 257 + 3).copy(),
-         latent_config(levels=3, n_experts=3, mgr_width=4, arm_layers=1, syn_layers=0)),
+         image_config(levels=3, n_experts=3, mgr_width=4, arm_layers=1, syn_layers=0)),
+        ("rgb_k1_tiles_133x67", rgb[20:87, 60:193].copy(), image_config(levels=3, syn_width=6, lanes_log2=3)),
     ]
 
 
@@ -201,7 +210,7 @@ def escape_case() -> tuple[str, bytes]:
     from nxcodec.signals.imagefile import ImageDescriptor
 
     rng = np.random.default_rng(12)
-    d, config = ImageDescriptor(19, 21, 1, 8), latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=2)
+    d, config = ImageDescriptor(19, 21, 1, 8), image_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=2)
     weights = random_networks(config, rng)
     latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
     for level, row, col, value in [(0, 3, 4, 5000.4), (0, 7, 7, -70.0), (0, 12, 1, 300.0), (1, 2, 3, -20000.0),
@@ -221,7 +230,7 @@ def routing_case() -> tuple[str, bytes]:
 
     rng = np.random.default_rng(14)
     d = ImageDescriptor(23, 17, 3, 8)
-    config = latent_config(levels=3, n_experts=4, mgr_width=4, syn_width=5, lanes_log2=3)
+    config = image_config(levels=3, n_experts=4, mgr_width=4, syn_width=5, lanes_log2=3)
     weights = random_networks(config, rng, d.channels)
     for pair in ((0, 1), (2, 3)):
         weights["manager.out.weight"][:, pair[1]] = weights["manager.out.weight"][:, pair[0]]
@@ -233,10 +242,10 @@ def routing_case() -> tuple[str, bytes]:
 
 
 def latent_main(only: list[str] | None = None) -> None:
-    """Regenerate the version 11 image cases into conformance/v11/image/ (``only``: just these, the others kept)."""
+    """Regenerate the version 12 image cases into conformance/v12/image/ (``only``: just these, the others kept)."""
     from nxcodec.latent import stream
 
-    out_dir = HERE / "v11" / "image"
+    out_dir = HERE / "v12" / "image"
     image = for_name("image")
 
     def fitted(array: np.ndarray, config: LatentConfig) -> bytes:
@@ -496,7 +505,8 @@ def shape_case() -> dict:
 
 
 def redecode_image_outputs() -> None:
-    """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``, ``v11/image``)
+    """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``, ``v11/image``,
+    ``v12/image``)
     whose samples the current decoder gives differently; the streams stay.
 
     For a change in the float synthesis or the sample rounding (SPEC.md 9.7), not in the format: each stream's
@@ -505,7 +515,8 @@ def redecode_image_outputs() -> None:
     from nxcodec.latent import stream
     from nxcodec.signals import imagefile
 
-    for folder in (HERE / "v3", HERE / "v6" / "image", HERE / "v9" / "image", HERE / "v11" / "image"):
+    for folder in (HERE / "v3", HERE / "v6" / "image", HERE / "v9" / "image", HERE / "v11" / "image",
+                   HERE / "v12" / "image"):
         for case in json.loads((folder / "manifest.json").read_text()):
             data = (folder / case["stream"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == case["stream_sha256"], case["stream"]
@@ -522,13 +533,14 @@ def redecode_image_outputs() -> None:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] == ["v11"]:
+    if sys.argv[1:] == ["v12"]:
         latent_main()
+    elif sys.argv[1:] == ["v11"]:
         audio_main()
-    elif sys.argv[1:2] in (["v11-image"], ["v11-audio"]):
+    elif sys.argv[1:2] in (["v12-image"], ["v11-audio"]):
         if len(sys.argv) < 3:
-            raise SystemExit(f"{sys.argv[1]} NAME...: name the cases to make (`v11` makes them all)")
-        (latent_main if sys.argv[1] == "v11-image" else audio_main)(sys.argv[2:])
+            raise SystemExit(f"{sys.argv[1]} NAME...: name the cases to make (`v12` or `v11` makes them all)")
+        (latent_main if sys.argv[1] == "v12-image" else audio_main)(sys.argv[2:])
     elif sys.argv[1:] == ["v10"]:
         long_audio_main()
     elif sys.argv[1:2] == ["v8"]:

@@ -28,7 +28,7 @@ from nxcodec.signals.imagefile import ImageDescriptor
 from conftest import CONFORMANCE, conformance_cases, real_image, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = conformance_cases("v3", "v6/image", "v9/image", "v11/image")
+CASES = conformance_cases("v3", "v6/image", "v9/image", "v11/image", "v12/image")
 IMAGE = for_name("image")
 
 

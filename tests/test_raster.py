@@ -243,3 +243,33 @@ def test_a_raster_fit_codes_the_grids_it_fitted_at_about_the_bits_it_counted():
     # walk counts what the fit counted: its integer context model, centres, phases and tables are the fit's twins
     walked, _ = walk(image_source(d, cfg, latents, array, 0.01), quantize_networks(weights, 11, 5), 0.5)
     assert walked == pytest.approx(float(bits[0]), rel=0.03)
+
+
+def test_a_version_11_image_with_the_version_byte_12_decodes_the_same():
+    from conftest import CONFORMANCE, conformance_cases
+
+    for case in conformance_cases("v11/image"):
+        data = bytearray((CONFORMANCE / case["stream"]).read_bytes()[:-4])
+        data[4] = 12
+        assert stream.decode_latents(stream.with_crc(bytes(data))).digest() == case["integers_sha256"]
+
+
+def test_the_version_12_conformance_streams_use_the_raster_context_across_tiles_and_phases():
+    from conftest import CONFORMANCE, conformance_cases
+
+    tables_used = set()
+    widest = 0
+    for case in conformance_cases("v12/image"):
+        image = stream.decode_latents((CONFORMANCE / case["stream"]).read_bytes())
+        assert image.config.raster_context
+        widest = max(widest, image.grids[0].shape[1])
+
+        def charge(level, pos, centre, table):
+            tables_used.update(table.tolist())
+            return (image.grids[level][pos] - centre) // context.ONE
+
+        grids = stream.walk_latents(image.config, image.grids[0].shape,
+                                    stream.context_models(image.config, image.tensors), charge, tables.PHASED)
+        assert all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
+    phases = {t - int(tables.PHASED.first[np.searchsorted(tables.PHASED.first, t, "right") - 1]) for t in tables_used}
+    assert widest > 2 * context.TILE and len(phases) >= 16
