@@ -174,39 +174,43 @@ def raster_steps(shape: tuple[int, int]) -> list[Positions]:
 
 
 class RasterGrid:
-    """One grid of version 12 as it is decoded: the latents so far (zero where not yet decoded) with two rows of
-    zeros above, three columns left and two right, and the coarser grid the contexts read."""
+    """One grid of version 12 as it is decoded, step by step (:func:`raster_steps`).
+
+    The latents so far are held with two rows of zeros above, three columns left and two right, so every neighbour
+    a latent reads is an index into them: a neighbour outside the latent's tile reads the first of those zeros,
+    which is never written. Every index, and the coarser values (the coarser grid is complete), are gathered once
+    for the whole grid, so a step only reads, evaluates and writes.
+    """
 
     def __init__(self, shape: tuple[int, int], coarser: np.ndarray | None) -> None:
         h, w = shape
         self.shape = shape
         self.pitch = w + 5
         self.flat = np.zeros((h + 2) * self.pitch)  # binary64: its integers are exact
-        self.steps = np.array([a * self.pitch + b for a, b in RASTER_OFFSETS], dtype=np.int64)
-        self.rows = np.array([a for a, _ in RASTER_OFFSETS], dtype=np.int64)
-        self.cols = np.array([b for _, b in RASTER_OFFSETS], dtype=np.int64)
-        self.coarse = None if coarser is None else np.pad(coarser.astype(np.float64), 1).reshape(-1)
-        self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
-        self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS], dtype=np.int64)
+        self.positions = raster_steps(shape)
+        self.bounds = np.cumsum([0] + [p[0].size for p in self.positions])
+        r = np.concatenate([p[0] for p in self.positions])
+        c = np.concatenate([p[1] for p in self.positions])
+        self.index = (r + 2) * self.pitch + c + 3
+        dr = np.array([a for a, _ in RASTER_OFFSETS])
+        dc = np.array([b for _, b in RASTER_OFFSETS])
+        u, v = (r % TILE)[:, None], (c % TILE)[:, None]
+        inside = (u + dr >= 0) & (v + dc >= 0) & (v + dc < TILE)  # beyond the grid's last column: padding
+        self.same = np.where(inside, self.index[:, None] + dr * self.pitch + dc, 0)
+        self.coarse = np.zeros((r.size, len(COARSE_OFFSETS)))
+        if coarser is not None:
+            flat, parent, steps = _source(coarser, (r // 2, c // 2), COARSE_OFFSETS, 1)
+            self.coarse[:] = flat[parent[:, None] + steps]
 
-    def index(self, pos: Positions) -> np.ndarray:
-        return (pos[0] + 2) * self.pitch + pos[1] + 3
+    def contexts(self, step: int) -> np.ndarray:
+        """(n, N_CONTEXT_RASTER) for the latents of step ``step``: the latents at ``RASTER_OFFSETS`` (zero outside
+        the grid or the tile), then the 9 coarser values around ``pos // 2`` (zero outside; all zero for the
+        coarsest grid)."""
+        a, b = self.bounds[step], self.bounds[step + 1]
+        return np.concatenate([self.flat[self.same[a:b]], self.coarse[a:b]], axis=1)
 
-    def contexts(self, pos: Positions) -> np.ndarray:
-        """(n, N_CONTEXT_RASTER): the latents at ``RASTER_OFFSETS`` (zero outside the grid or the tile), then the 9
-        coarser values around ``pos // 2`` (zero outside; all zero for the coarsest grid)."""
-        r, c = pos
-        ctx = np.zeros((r.size, N_CONTEXT_RASTER))
-        tr, tc = (r % TILE)[:, None], (c % TILE)[:, None]
-        inside = (tr + self.rows >= 0) & (tc + self.cols >= 0) & (tc + self.cols < TILE)
-        ctx[:, : len(RASTER_OFFSETS)] = np.where(inside, self.flat[self.index(pos)[:, None] + self.steps], 0.0)
-        if self.coarse is not None:
-            parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
-            ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
-        return ctx
-
-    def put(self, pos: Positions, values: np.ndarray) -> None:
-        self.flat[self.index(pos)] = values
+    def put(self, step: int, values: np.ndarray) -> None:
+        self.flat[self.index[self.bounds[step] : self.bounds[step + 1]]] = values
 
     def grid(self) -> np.ndarray:
         """The decoded grid as int64."""

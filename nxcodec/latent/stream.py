@@ -27,7 +27,7 @@ from nxcodec.errors import StreamError
 from nxcodec.latent import builtin, context, rans, tables
 from nxcodec.latent.context import (N_CONTEXT_RASTER, FixedLayer, Positions, RasterGrid, centres_and_tables,
                                     context_sizes, fixed_mlp, level_sizes, max_levels, means_and_scales,
-                                    pass_positions, predict, raster_steps)
+                                    pass_positions, predict)
 from nxcodec.latent.synthesis import Synthesis, synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
@@ -271,10 +271,10 @@ def _walk_raster(config: LatentConfig, shape: tuple[int, ...], net: list[FixedLa
     coarser = None
     for level in range(config.levels - 1, -1, -1):
         grid = RasterGrid(sizes[level], coarser)
-        for pos in raster_steps(sizes[level]):
-            mu, scale = means_and_scales(fixed_mlp(grid.contexts(pos), net), phased.phase_counts.size)
+        for step, pos in enumerate(grid.positions):
+            mu, scale = means_and_scales(fixed_mlp(grid.contexts(step), net), phased.phase_counts.size)
             centre, table = centres_and_tables(mu, scale, phased.first, phased.phase_counts)
-            grid.put(pos, residuals(level, pos, centre, table) * context.ONE + centre)
+            grid.put(step, residuals(level, pos, centre, table) * context.ONE + centre)
         grids[level] = coarser = grid.grid()
     return grids
 
@@ -464,7 +464,8 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
             r = decoder.decode(table) - limit
             if body.escape:
                 edge = np.abs(r) == limit
-                r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)), scales.n)
+                if edge.any():  # a pass or step without escapes codes none (SPEC.md 12)
+                    r[edge] += np.sign(r[edge]) * read_escapes(decoder, int(np.count_nonzero(edge)), scales.n)
             return r
 
         grids = walk_latents(body.config, shape, context_models(body.config, tensors), read, scales, masks)
