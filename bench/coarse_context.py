@@ -27,6 +27,7 @@ appended to ``--out``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,7 @@ def main() -> None:
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
+        cfg = replace(cfg, flags=0)  # these models build on the two-pass networks (arm_a, arm_b), not version 12's
         for variant in args.variants.split(","):
             model = VARIANTS[variant](cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):

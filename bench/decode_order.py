@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -299,6 +300,7 @@ def main() -> None:
     names, signals, target = kodak_crops(args)
     d = signals[0].descriptor
     for iters, preset, cfg in settings(args, d):
+        cfg = replace(cfg, flags=0)  # these models build on the two-pass networks (arm_a, arm_b), not version 12's
         for order in orders:
             model = ORDERS[order](cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
             for name, scored in zip(names, fit_and_score(model, target, preset, iters, args.seed)):

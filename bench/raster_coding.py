@@ -15,6 +15,8 @@ runs in float here, not in the format's fixed point.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -87,6 +89,7 @@ def main() -> None:
     scales = tables.FINE
     coder = rans.Tables(phase_tables(scales, args.phases))
     for iters, preset, cfg in settings(args, d):
+        cfg = replace(cfg, flags=0)  # these models build on the two-pass networks (arm_a, arm_b), not version 12's
         model = CausalSlope2TilesModel(cfg, len(signals), (d.height, d.width), d.channels, seed=args.seed)
         fit(model, target, preset.lam, LatentSchedule.for_preset(preset, iters), seed=args.seed)
         for name, (fit_bits, bits, clamped) in zip(names, coded_bits(model, scales, args.phases, coder)):
