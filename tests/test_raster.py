@@ -273,3 +273,10 @@ def test_the_version_12_conformance_streams_use_the_raster_context_across_tiles_
         assert all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
     phases = {t - int(tables.PHASED.first[np.searchsorted(tables.PHASED.first, t, "right") - 1]) for t in tables_used}
     assert widest > 2 * context.TILE and len(phases) >= 16
+
+
+def test_a_step_evaluated_in_blocks_decodes_the_same(monkeypatch):
+    d = ImageDescriptor(140, 70, 1, 8)  # steps of up to 6 latents in the finest grid
+    (data, recorded), _ = random_raster_stream(2, d, raster_config(levels=2, n_experts=1, mgr_width=0))
+    monkeypatch.setattr(context, "BLOCK", 4)
+    assert stream.decode_latents(data).digest() == recorded.digest()

@@ -178,8 +178,7 @@ class RasterGrid:
 
     The latents so far are held with two rows of zeros above, three columns left and two right, so every neighbour
     a latent reads is an index into them: a neighbour outside the latent's tile reads the first of those zeros,
-    which is never written. Every index, and the coarser values (the coarser grid is complete), are gathered once
-    for the whole grid, so a step only reads, evaluates and writes.
+    which is never written. The coarser grid is held zero-padded, as :func:`predict` reads it.
     """
 
     def __init__(self, shape: tuple[int, int], coarser: np.ndarray | None) -> None:
@@ -187,35 +186,50 @@ class RasterGrid:
         self.shape = shape
         self.pitch = w + 5
         self.flat = np.zeros((h + 2) * self.pitch)  # binary64: its integers are exact
-        self.positions = raster_steps(shape)
-        self.bounds = np.cumsum([0] + [p[0].size for p in self.positions])
-        r = np.concatenate([p[0] for p in self.positions])
-        c = np.concatenate([p[1] for p in self.positions])
-        self.index = (r + 2) * self.pitch + c + 3
-        dr = np.array([a for a, _ in RASTER_OFFSETS])
-        dc = np.array([b for _, b in RASTER_OFFSETS])
+        self.rows = np.array([a for a, _ in RASTER_OFFSETS])
+        self.cols = np.array([b for _, b in RASTER_OFFSETS])
+        self.steps = self.rows * self.pitch + self.cols
+        self.coarse = None if coarser is None else np.pad(coarser.astype(np.float64), 1).reshape(-1)
+        self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
+        self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS])
+
+    def index(self, pos: Positions) -> np.ndarray:
+        return (pos[0] + 2) * self.pitch + pos[1] + 3
+
+    def contexts(self, pos: Positions) -> np.ndarray:
+        """(n, N_CONTEXT_RASTER) for the latents at ``pos``: the latents at ``RASTER_OFFSETS`` (zero outside the
+        grid or the tile), then the 9 coarser values around ``pos // 2`` (zero outside; all zero for the coarsest
+        grid)."""
+        r, c = pos
         u, v = (r % TILE)[:, None], (c % TILE)[:, None]
-        inside = (u + dr >= 0) & (v + dc >= 0) & (v + dc < TILE)  # beyond the grid's last column: padding
-        self.same = np.where(inside, self.index[:, None] + dr * self.pitch + dc, 0)
-        self.coarse = np.zeros((r.size, len(COARSE_OFFSETS)))
-        if coarser is not None:
-            flat, parent, steps = _source(coarser, (r // 2, c // 2), COARSE_OFFSETS, 1)
-            self.coarse[:] = flat[parent[:, None] + steps]
+        inside = (u + self.rows >= 0) & (v + self.cols >= 0) & (v + self.cols < TILE)  # past the last column: padding
+        ctx = np.zeros((r.size, N_CONTEXT_RASTER))
+        ctx[:, : len(RASTER_OFFSETS)] = self.flat[np.where(inside, self.index(pos)[:, None] + self.steps, 0)]
+        if self.coarse is not None:
+            parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
+            ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
+        return ctx
 
-    def contexts(self, step: int) -> np.ndarray:
-        """(n, N_CONTEXT_RASTER) for the latents of step ``step``: the latents at ``RASTER_OFFSETS`` (zero outside
-        the grid or the tile), then the 9 coarser values around ``pos // 2`` (zero outside; all zero for the
-        coarsest grid)."""
-        a, b = self.bounds[step], self.bounds[step + 1]
-        return np.concatenate([self.flat[self.same[a:b]], self.coarse[a:b]], axis=1)
-
-    def put(self, step: int, values: np.ndarray) -> None:
-        self.flat[self.index[self.bounds[step] : self.bounds[step + 1]]] = values
+    def put(self, pos: Positions, values: np.ndarray) -> None:
+        self.flat[self.index(pos)] = values
 
     def grid(self) -> np.ndarray:
         """The decoded grid as int64."""
         h, w = self.shape
         return self.flat.reshape(h + 2, self.pitch)[2:, 3 : 3 + w].astype(np.int64)
+
+
+def predict_raster(net: list[FixedLayer], grid: RasterGrid, pos: Positions, n_scales: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and scale index (below ``n_scales``) of every latent at ``pos``, one step of ``grid``: evaluated in
+    blocks of ``BLOCK`` latents, which bounds the working memory of a step of a large image and changes nothing
+    in the result (the latents of a step are independent)."""
+    n = pos[0].size
+    mu, scale = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for a in range(0, n, BLOCK):
+        b = min(a + BLOCK, n)
+        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(grid.contexts((pos[0][a:b], pos[1][a:b])), net), n_scales)
+    return mu, scale
 
 
 def centres_and_tables(mu: np.ndarray, scale: np.ndarray, first: np.ndarray, phase_counts: np.ndarray
