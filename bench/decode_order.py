@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from optimizer_ablation import append_row, crop_parser, kodak_crops, settings
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.fit import presets
-from nxcodec.fit.latent import LatentModel, LatentSchedule, context_model_params, fit, laplace_bits, soft_round
+from nxcodec.fit.latent import (LatentModel, LatentSchedule, context_model_params, fit, laplace_bits,
+                                plain_rounding)
 from nxcodec.latent.context import N_CONTEXT_A
 
 WINDOW = [(a, b) for a in range(-2, 3) for b in range(-2, 3) if (a, b) != (0, 0)]
@@ -98,22 +99,10 @@ class QuadtreeModel(LatentModel):
 
 class PlainRounding(LatentModel):
     """The format's two passes, each latent rounded itself (``round(y)``) and its integer coded under the Laplace
-    the context model predicts, instead of the residual from that mean rounded."""
+    the context model predicts, instead of the residual from that mean rounded (the rounding of version 12's raster
+    context, ``plain_rounding``)."""
 
-    @staticmethod
-    def _plain(y: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The latent as the decoder sees it, and the value whose bits are counted."""
-        if mode.startswith("soft"):
-            temperature, _, sigma = mode[4:].partition(":")
-            t = float(temperature)
-            noise = torch.randn_like(y) * float(sigma) if sigma else torch.rand_like(y) - 0.5
-            noisy = soft_round(y, t) + noise
-            return soft_round(noisy, t), noisy
-        if mode == "noise":
-            r = y + torch.rand_like(y) - 0.5
-            return r, r
-        q = y + (torch.round(y) - y).detach()
-        return q, q
+    _plain = staticmethod(plain_rounding)
 
     def _quantize(self, y, mu, log2_scale, mode):
         value, coded = self._plain(y, mode)
