@@ -176,35 +176,36 @@ def raster_steps(shape: tuple[int, int]) -> list[Positions]:
 class RasterGrid:
     """One grid of version 12 as it is decoded, step by step (:func:`raster_steps`).
 
-    The latents so far are held with two rows of zeros above, three columns left and two right, so every neighbour
-    a latent reads is an index into them: a neighbour outside the latent's tile reads the first of those zeros,
-    which is never written. The coarser grid is held zero-padded, as :func:`predict` reads it.
+    The latents so far are held tile by tile, each tile with two rows of zeros above, three columns left and two
+    right, so every neighbour a latent reads is a fixed offset from it: one outside its tile, or past the grid's
+    last column, reads a zero that is never written. The coarser grid is held zero-padded, as :func:`predict`
+    reads it.
     """
 
     def __init__(self, shape: tuple[int, int], coarser: np.ndarray | None) -> None:
         h, w = shape
         self.shape = shape
-        self.pitch = w + 5
-        self.flat = np.zeros((h + 2) * self.pitch)  # binary64: its integers are exact
-        self.rows = np.array([a for a, _ in RASTER_OFFSETS])
-        self.cols = np.array([b for _, b in RASTER_OFFSETS])
-        self.steps = self.rows * self.pitch + self.cols
+        self.tile = (min(TILE, h), min(TILE, w))  # a grid smaller than a tile is one tile of its own size
+        self.across = -(-w // self.tile[1])
+        self.pitch = self.tile[1] + 5
+        self.tile_size = (self.tile[0] + 2) * self.pitch
+        self.flat = np.zeros(-(-h // self.tile[0]) * self.across * self.tile_size)  # binary64: integers are exact
+        self.steps = np.array([a * self.pitch + b for a, b in RASTER_OFFSETS])
         self.coarse = None if coarser is None else np.pad(coarser.astype(np.float64), 1).reshape(-1)
         self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
         self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS])
 
     def index(self, pos: Positions) -> np.ndarray:
-        return (pos[0] + 2) * self.pitch + pos[1] + 3
+        (r, c), (th, tw) = pos, self.tile
+        return ((r // th) * self.across + c // tw) * self.tile_size + (r % th + 2) * self.pitch + c % tw + 3
 
     def contexts(self, pos: Positions) -> np.ndarray:
         """(n, N_CONTEXT_RASTER) for the latents at ``pos``: the latents at ``RASTER_OFFSETS`` (zero outside the
         grid or the tile), then the 9 coarser values around ``pos // 2`` (zero outside; all zero for the coarsest
         grid)."""
         r, c = pos
-        u, v = (r % TILE)[:, None], (c % TILE)[:, None]
-        inside = (u + self.rows >= 0) & (v + self.cols >= 0) & (v + self.cols < TILE)  # past the last column: padding
         ctx = np.zeros((r.size, N_CONTEXT_RASTER))
-        ctx[:, : len(RASTER_OFFSETS)] = self.flat[np.where(inside, self.index(pos)[:, None] + self.steps, 0)]
+        ctx[:, : len(RASTER_OFFSETS)] = self.flat[self.index(pos)[:, None] + self.steps]
         if self.coarse is not None:
             parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
             ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
@@ -215,8 +216,9 @@ class RasterGrid:
 
     def grid(self) -> np.ndarray:
         """The decoded grid as int64."""
-        h, w = self.shape
-        return self.flat.reshape(h + 2, self.pitch)[2:, 3 : 3 + w].astype(np.int64)
+        (h, w), (th, tw) = self.shape, self.tile
+        tiles = self.flat.reshape(-1, self.across, th + 2, self.pitch)[:, :, 2:, 3 : 3 + tw]
+        return tiles.transpose(0, 2, 1, 3).reshape(-1, self.across * tw)[:h, :w].astype(np.int64)
 
 
 def predict_raster(net: list[FixedLayer], grid: RasterGrid, pos: Positions, n_scales: int
