@@ -120,7 +120,7 @@ class LatentPreset:
     latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
     syn_width_small: int | None = None  # the synthesis width for images under SMALL_IMAGE_PIXELS (None: syn_width)
     # Images: "raster", version 12's raster context (SPEC.md 18), or "two-pass" (9.6). Coded on four 256x256 Kodak
-    # crops, raster cost 12.7%, 12.9% and 6.8% less than two-pass at qualities 1, 3 and 5, every crop lower
+    # crops, raster cost 12.7%, 12.9%, 6.8% and 7.4% less than two-pass at qualities 1, 3, 5 and 7, every crop lower
     # (bench/results/raster_format_cpu.jsonl).
     context: str = "raster"
 
