@@ -199,14 +199,14 @@ class PhasedSet(ScaleSet):
     ``first[s] + j``). Each row is (theta, rho below, rho above, A)."""
 
     @cached_property
-    def first(self) -> np.ndarray:
-        """The index of the first table of each scale."""
-        return np.concatenate([[0], np.cumsum([phases(s) for s in range(len(PHASE_RHO))])[:-1]]).astype(np.int64)
-
-    @cached_property
     def phase_counts(self) -> np.ndarray:
         """P(s) of every scale index."""
         return np.asarray([phases(s) for s in range(len(PHASE_RHO))], dtype=np.int64)
+
+    @cached_property
+    def first(self) -> np.ndarray:
+        """The index of the first table of each scale."""
+        return np.cumsum(self.phase_counts) - self.phase_counts
 
     def table(self, t: int) -> np.ndarray:
         return _phased_table(*self.rows[t])
