@@ -102,6 +102,21 @@ def test_each_layer_may_take_its_own_precision_when_that_lowers_the_cost(fitted,
     assert np.array_equal(audio.plane_values(body, *target.shape), layered.samples)
 
 
+def test_a_decoding_is_keyed_by_its_grids_and_every_tensor_but_the_context_models(fitted):
+    target, cfg, weights, latents = fitted
+    src = latent_code.audio_plane_source(target, cfg, latents, 1e-4)
+    coded = latent_code.quantize_networks(weights, 7, 5)
+    grids = latent_code.walk(src, coded, 0.5)[1]
+    other = latent_code.quantize_networks(weights, 7, 5, {"arm_a.0.weight": -2})
+    assert not np.array_equal(other["arm_a.0.weight"].ints, coded["arm_a.0.weight"].ints)
+    assert latent_code.synthesis_key(grids, other) == latent_code.synthesis_key(grids, coded)
+    coarser = latent_code.quantize_networks(weights, 7, 4)
+    assert latent_code.synthesis_key(grids, coarser) != latent_code.synthesis_key(grids, coded)
+    moved = [g.copy() for g in grids]
+    moved[0][0, 0] += 1
+    assert latent_code.synthesis_key(moved, coded) != latent_code.synthesis_key(grids, coded)
+
+
 def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_reported(monkeypatch):
     from conftest import real_image
     from nxcodec.codec import EncodeOptions, encode_signal
@@ -111,9 +126,9 @@ def test_an_image_is_compared_on_all_its_rows_and_decodes_to_what_the_encoder_re
     searched = []
     real_trial = latent_code._trial
 
-    def spy_trial(src, coded, dead_zone, walked=None, measure=True, on=None, scale=1.0):
+    def spy_trial(src, coded, dead_zone, walked=None, measure=True, on=None, scale=1.0, **kw):
         searched.append(((on or src).latents[0].shape, scale))
-        return real_trial(src, coded, dead_zone, walked, measure, on, scale)
+        return real_trial(src, coded, dead_zone, walked, measure, on, scale, **kw)
 
     monkeypatch.setattr(latent_code, "_trial", spy_trial)
     array = real_image((80, 64))

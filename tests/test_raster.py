@@ -220,9 +220,11 @@ def test_the_fits_raster_context_is_the_specs(size):
     assert torch.equal(fit_latent._raster_context(grid), want)
 
 
-def test_a_raster_fit_codes_the_grids_it_fitted_at_about_the_bits_it_counted():
+@pytest.fixture(scope="module")
+def raster_fit():
+    """A 64x96 image fitted with the raster context for 150 iterations: descriptor, config, the fit's hard grids and
+    bits, weights, float latents, the image."""
     from conftest import real_image
-    from nxcodec.fit.latent_code import code_image, image_source, walk
     from nxcodec.signals import for_name
 
     image = for_name("image")
@@ -236,6 +238,13 @@ def test_a_raster_fit_codes_the_grids_it_fitted_at_about_the_bits_it_counted():
         grids, bits = model.quantized_latents("ste")
     weights = {n: t.detach().numpy() for n, t in model.coded_tensors(0).items()}
     latents = [lat[0].detach().numpy().astype(np.float64) for lat in model.latents]
+    return d, cfg, grids, bits, weights, latents, array
+
+
+def test_a_raster_fit_codes_the_grids_it_fitted_at_about_the_bits_it_counted(raster_fit):
+    from nxcodec.fit.latent_code import code_image, image_source, walk
+
+    d, cfg, grids, bits, weights, latents, array = raster_fit
     coded = code_image(d, cfg, weights, latents, array, 0.01, None)
     for mine, theirs in zip(grids, coded.image.grids):
         assert np.array_equal(mine[0].numpy().astype(np.int64) * context.ONE, theirs)
@@ -243,6 +252,37 @@ def test_a_raster_fit_codes_the_grids_it_fitted_at_about_the_bits_it_counted():
     # walk counts what the fit counted: its integer context model, centres, phases and tables are the fit's twins
     walked, _ = walk(image_source(d, cfg, latents, array, 0.01), quantize_networks(weights, 11, 5), 0.5)
     assert walked == pytest.approx(float(bits[0]), rel=0.03)
+
+
+def test_the_precision_search_decodes_once_what_differs_only_in_the_context_model(raster_fit, monkeypatch):
+    """A raster fit's grids do not depend on its context model (each latent is rounded by itself), so the trials of
+    the context model's precisions decode the same grids through the same synthesis: the search decodes each
+    once, and chooses what it chooses when it decodes every trial."""
+    from dataclasses import replace
+
+    from nxcodec.fit import latent_code
+
+    d, cfg, _, _, weights, latents, array = raster_fit
+    src = latent_code.image_source(d, cfg, latents, array, 0.01)
+    decoded = []
+
+    def counted(grids, coded):
+        decoded.append(latent_code.synthesis_key(grids, coded))
+        return latent_code.image_source(d, cfg, latents, array, 0.01).measure(grids, coded)
+
+    once = latent_code.code_plane(replace(src, measure=counted), weights, None)
+    assert len(decoded) == len(set(decoded)) + 1  # each decoding once, then the written stream's
+    trials = []
+    real_trial = latent_code._trial
+
+    def every_trial_decoded(*args, measured=None, **kw):
+        trials.append(args[1])
+        return real_trial(*args, **kw)
+
+    monkeypatch.setattr(latent_code, "_trial", every_trial_decoded)
+    again = latent_code.code_plane(src, weights, None)
+    assert len(trials) >= len(decoded) + 4  # the five fixed-point precisions decoded once, and more
+    assert again.data == once.data
 
 
 def test_a_version_11_image_with_the_version_byte_12_decodes_the_same():

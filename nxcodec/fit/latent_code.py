@@ -17,6 +17,7 @@ coded in worker processes without torch (:func:`code_in_parallel`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections import OrderedDict
@@ -264,16 +265,35 @@ class _Trial:
     cost: float = math.inf
 
 
+def synthesis_key(grids: list[np.ndarray], coded: Tensors) -> bytes:
+    """A digest of what a decoding depends on: the grids and every tensor but the context models' (which only code
+    the latents). Trials that differ only in their context models' precisions share it."""
+    h = hashlib.blake2b(digest_size=16)
+    for g in grids:
+        h.update(repr(g.shape).encode())
+        h.update(np.ascontiguousarray(g, dtype=np.int64).tobytes())
+    for name, t in coded.items():
+        if not name.startswith(stream.CONTEXT_MODELS):
+            h.update(f"{name} {t.code} {t.ints.shape}".encode())
+            h.update(np.ascontiguousarray(t.ints, dtype=np.int64).tobytes())
+    return h.digest()
+
+
 def _trial(src: PlaneSource, coded: Tensors, dead_zone: float, walked: _Trial | None = None, measure: bool = True,
-           on: PlaneSource | None = None, scale: float = 1.0) -> _Trial:
+           on: PlaneSource | None = None, scale: float = 1.0, measured: dict[bytes, float] | None = None) -> _Trial:
     """Score a coding of ``src``, walked and measured ``on`` a band of it (``scale``: the plane's rows per band
-    row); ``walked``, a trial of the same fixed-point networks and dead zone, spares the walk."""
+    row); ``walked``, a trial of the same fixed-point networks and dead zone, spares the walk; ``measured``
+    (distortions by :func:`synthesis_key`, of decodings ``on`` the same source) spares decoding again what was."""
     on = on or src
     latent_bits, grids = (walked.latent_bits, walked.grids) if walked is not None else walk(on, coded, dead_zone)
     t = _Trial(coded, dead_zone, latent_bits, grids,
                estimated_bytes(src, coded, latent_bits * scale + tensor_bits(coded)))
     if measure:
-        t.mse = on.measure(grids, coded)[1]
+        measured = {} if measured is None else measured
+        key = synthesis_key(grids, coded)
+        if key not in measured:
+            measured[key] = on.measure(grids, coded)[1]
+        t.mse = measured[key]
         t.cost = t.mse + src.lam * 8 * t.n_bytes / src.samples
     return t
 
@@ -320,20 +340,21 @@ def code_plane(src: PlaneSource | Writer, weights: dict[str, np.ndarray], bits_a
 
     band, scale = search_band(src)
     finer = dict(src.finer)
+    measured: dict[bytes, float] = {}  # trials that change only the context models decode the same
     best, fixed = None, FIXED_PRECISIONS[len(FIXED_PRECISIONS) // 2]
     for f in FIXED_PRECISIONS:
-        t = _trial(src, networks(f, 5, finer), 0.5, on=band, scale=scale)
+        t = _trial(src, networks(f, 5, finer), 0.5, on=band, scale=scale, measured=measured)
         if best is None or key(t) > key(best):
             best, fixed = t, f
     walked, precision = best, 5
     for p in FLOAT_PRECISIONS:
         if p != 5:
-            t = _trial(src, networks(fixed, p, finer), 0.5, walked, on=band, scale=scale)
+            t = _trial(src, networks(fixed, p, finer), 0.5, walked, on=band, scale=scale, measured=measured)
             if key(t) > key(best):
                 best, precision = t, p
     best, finer = _each_layer(weights, finer, best, lambda moved, layer, best: _trial(
         src, networks(fixed, precision, moved), 0.5,
-        None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale), key)
+        None if layer[0].startswith(FIXED_POINT) else best, on=band, scale=scale, measured=measured), key)
     c = _finish(src, best.coded, 0.5)
     if fits(len(c.data)):
         return c
