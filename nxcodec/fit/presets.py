@@ -120,8 +120,8 @@ class LatentPreset:
     latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
     syn_width_small: int | None = None  # the synthesis width for images under SMALL_IMAGE_PIXELS (None: syn_width)
     # Images: "raster", version 12's raster context (SPEC.md 18), or "two-pass" (9.6). Coded on four 256x256 Kodak
-    # crops, raster cost 12.7%, 12.9%, 6.8% and 7.4% less than two-pass at qualities 1, 3, 5 and 7, every crop lower
-    # (bench/results/raster_format_cpu.jsonl).
+    # crops, raster cost 12.7%, 12.9%, 6.8%, 7.4% and 8.7% less than two-pass at qualities 1, 3, 5, 7 and 9, every
+    # crop lower (bench/results/raster_format_cpu.jsonl).
     context: str = "raster"
 
     def synthesis_width(self, pixels: int) -> int:
