@@ -172,20 +172,16 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # iterations, coded streams, 4 cost 1.8% and 2.2% less (11 and 13% fewer bytes for 0.12 and 0.41 dB), and one hidden
 # synthesis layer instead of two 1.1% less and 0.2% more (bench/results/quality1_networks_512_cpu.jsonl, commit
 # 20be937). At about 0.05 bpp a Kodak image codes to under 2.5 KB, and the two context models held 436 of the 731
-# network weights (188 when 4 wide). Its `rate` is from its own run at full size, written as version 11 (bench/results/
-# kodak_full2_cpu_v11_q1_500it, commit a72a136, 500-iteration fits: 0.054 and 0.028 bpp; as version 9, 0.055 and
-# 0.029, against 0.062 and 0.031 when 8 wide).
-# Quality 5's `rate` below is from its own run at full size
-# (bench/results/kodak_full2_cpu_v9_q5syn24_500it, commit 034d48f, kodim01 and kodim02, 500-iteration fits: 0.696
-# and 0.254 bpp, against 0.751 and 0.252 when 16 wide).
+# network weights (188 when 4 wide).
 # ``rate`` (what --bpp picks a quality by) is each quality's mean over kodim01 and kodim02 at full size, coded as
-# version 9 (quality 1: version 11, whose compact tensor table takes about 50 bytes, 0.001 bpp, less) with
-# 500-iteration fits (the presets' 2000 iterations code a little smaller, so a target is met at the
-# first try more often). kodim01 is the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the
-# ninth least; JPEG, WebP and AVIF code the two at 0.86 to 1.17 times their 24-image means
-# (bench/results/kodak_gpu_h100). The run: bench/results/kodak_full2_cpu_v9_llr01_500it (commit b359ad5; the
-# rates of qualities 1 and 5 are from their own runs, above); with the latents at 0.3 the ladder had met the aimed
-# rates above within 4% (bench/results/kodak_full2_cpu_v9_ladder_500it, commit 8eb16a8).
+# version 12 with these presets and 500-iteration fits (the presets' 2000 iterations code a little smaller, so a
+# target is met at the first try more often): bench/results/kodak_full2_cpu_v12_500it (commit 7b09d33). kodim01 is
+# the fourth most detailed of the 24 (JPEG's rate at quality 75) and kodim02 the ninth least; JPEG, WebP and AVIF
+# code the two at 0.86 to 1.17 times their 24-image means (bench/results/kodak_gpu_h100). As version 9
+# (bench/results/kodak_full2_cpu_v9_llr01_500it, commit b359ad5, quality 1's context models 8 wide and quality 5's
+# synthesis 16) the ladder coded 7 to 30% larger (0.046 to 1.877 bpp), its mean PSNR within 0.4 dB; with the
+# latents at 0.3 it had met the aimed rates above within 4% (bench/results/kodak_full2_cpu_v9_ladder_500it,
+# commit 8eb16a8).
 
 
 def _image(quality: int, lam: float, rate: float, iters: int, arm_width: int, syn_width: int, **kw) -> LatentPreset:
@@ -197,14 +193,14 @@ LATENT_PRESETS = {
     p.quality: p
     for p in (
         _image(1, 6.0e-2, 0.041, 2000, 4, 12),
-        _image(2, 2.3e-2, 0.089, 2000, 8, 16),
-        _image(3, 1.0e-2, 0.162, 2000, 8, 16),
-        _image(4, 4.8e-3, 0.308, 2000, 12, 16),
-        _image(5, 2.25e-3, 0.475, 2000, 12, 24, refine_width=6, syn_width_small=16),
-        _image(6, 1.15e-3, 0.698, 2000, 12, 24, refine_width=6),
-        _image(7, 5.9e-4, 1.007, 2000, 16, 24, refine_width=8),
-        _image(8, 2.6e-4, 1.418, 2000, 16, 24, refine_width=8),
-        _image(9, 9.0e-5, 1.877, 2000, 16, 32, refine_width=8),
+        _image(2, 2.3e-2, 0.083, 2000, 8, 16),
+        _image(3, 1.0e-2, 0.129, 2000, 8, 16),
+        _image(4, 4.8e-3, 0.261, 2000, 12, 16),
+        _image(5, 2.25e-3, 0.437, 2000, 12, 24, refine_width=6, syn_width_small=16),
+        _image(6, 1.15e-3, 0.653, 2000, 12, 24, refine_width=6),
+        _image(7, 5.9e-4, 0.909, 2000, 16, 24, refine_width=8),
+        _image(8, 2.6e-4, 1.196, 2000, 16, 24, refine_width=8),
+        _image(9, 9.0e-5, 1.440, 2000, 16, 32, refine_width=8),
     )
 }
 
