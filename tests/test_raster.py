@@ -268,7 +268,7 @@ def test_the_precision_search_decodes_once_what_differs_only_in_the_context_mode
 
     def counted(grids, coded):
         decoded.append(latent_code.synthesis_key(grids, coded))
-        return latent_code.image_source(d, cfg, latents, array, 0.01).measure(grids, coded)
+        return src.measure(grids, coded)
 
     once = latent_code.code_plane(replace(src, measure=counted), weights, None)
     assert len(decoded) == len(set(decoded)) + 1  # each decoding once, then the written stream's
