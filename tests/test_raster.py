@@ -68,7 +68,7 @@ def test_raster_residuals_beyond_their_tables_escape():
 
 def test_every_step_reads_only_latents_of_earlier_steps_of_its_tile():
     h, w = 130, 70
-    steps = context.raster_steps((h, w))
+    steps = [step.pos for step in context.RasterGrid((h, w), None).walk()]
     when = np.full((h, w), -1)
     for k, (r, c) in enumerate(steps):
         assert np.all(np.diff(r * w + c) > 0)  # raster order within a step

@@ -22,6 +22,7 @@ a grid takes at most ``3 TILE - 2`` steps, whatever the image's size.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,18 @@ class FixedLayer:
     w_shift: int
     b_shift: int
 
+    # A decoder evaluates a layer once per step of every grid: its binary64 forms are made once.
+    @functools.cached_property
+    def matrix(self) -> np.ndarray:
+        """The weights as binary64 (exact: below 2**53)."""
+        return self.weight.astype(np.float64)
+
+    @functools.cached_property
+    def aligned_bias(self) -> np.ndarray:
+        """The bias at the accumulator's ``FRAC_BITS + w_shift`` fractional bits (floor when shifted down), binary64."""
+        shift = FRAC_BITS + self.w_shift - self.b_shift
+        return (self.bias << shift if shift >= 0 else self.bias >> -shift).astype(np.float64)
+
 
 def fixed_mlp(x: np.ndarray, layers: list[FixedLayer]) -> np.ndarray:
     """Evaluate a fixed-point ReLU MLP on integer inputs with ``FRAC_BITS`` fractional bits.
@@ -73,14 +86,12 @@ def fixed_mlp(x: np.ndarray, layers: list[FixedLayer]) -> np.ndarray:
     """
     h = np.asarray(x, dtype=np.float64)
     for i, layer in enumerate(layers):
-        shift = FRAC_BITS + layer.w_shift - layer.b_shift
-        bias = layer.bias << shift if shift >= 0 else layer.bias >> -shift
-        acc = h @ layer.weight.astype(np.float64)
-        acc += bias.astype(np.float64)
+        acc = h @ layer.matrix
+        acc += layer.aligned_bias
         acc *= 1.0 / (1 << layer.w_shift)
         h = np.floor(acc, out=acc)
-        if i < len(layers) - 1:
-            np.clip(h, 0, HIDDEN_MAX, out=h)
+        if i < len(layers) - 1:  # clamp to [0, HIDDEN_MAX] (two ufuncs: np.clip's wrapper costs more per call)
+            np.minimum(np.maximum(h, 0, out=h), HIDDEN_MAX, out=h)
     return h.astype(np.int64)
 
 
@@ -163,18 +174,18 @@ TILE = 64
 N_CONTEXT_RASTER = len(RASTER_OFFSETS) + len(COARSE_OFFSETS)
 
 
-def raster_steps(shape: tuple[int, int]) -> list[Positions]:
-    """The positions of each step ``t = 2 (row mod TILE) + (col mod TILE)`` of a grid, in raster order; steps that
-    hold no position (a grid one column wide has no odd step) are left out."""
-    r, c = (a.reshape(-1) for a in np.indices(shape))
-    t = 2 * (r % TILE) + c % TILE
-    order = np.argsort(t, kind="stable")  # stable: raster order within a step
-    bounds = np.searchsorted(t[order], np.arange(int(t.max()) + 2))
-    return [(r[order[a:b]], c[order[a:b]]) for a, b in zip(bounds, bounds[1:]) if b > a]
+@dataclass(frozen=True)
+class RasterStep:
+    """One step of a :class:`RasterGrid`: its positions, their places in the grid's tiles and their parents' places
+    in the zero-padded coarser grid."""
+
+    pos: Positions
+    at: np.ndarray
+    parent: np.ndarray
 
 
 class RasterGrid:
-    """One grid of version 12 as it is decoded, step by step (:func:`raster_steps`).
+    """One grid of version 12 as it is decoded, step by step (:meth:`walk`).
 
     The latents so far are held tile by tile, each tile with two rows of zeros above, three columns left and two
     right, so every neighbour a latent reads is a fixed offset from it: one outside its tile, or past the grid's
@@ -195,24 +206,32 @@ class RasterGrid:
         self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
         self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS])
 
-    def index(self, pos: Positions) -> np.ndarray:
-        (r, c), (th, tw) = pos, self.tile
-        return ((r // th) * self.across + c // tw) * self.tile_size + (r % th + 2) * self.pitch + c % tw + 3
+    def walk(self) -> list[RasterStep]:
+        """The grid's steps ``t = 2 (row mod TILE) + (col mod TILE)`` in decode order, each in raster order; steps that
+        hold no position (a grid one column wide has no odd step) are left out. Every place is computed here at once,
+        so a step only gathers."""
+        r, c = (a.reshape(-1) for a in np.indices(self.shape))
+        t = 2 * (r % TILE) + c % TILE
+        order = np.argsort(t, kind="stable")  # stable: raster order within a step
+        r, c, bounds = r[order], c[order], np.searchsorted(t[order], np.arange(int(t.max()) + 2))
+        del t, order  # freed before the places are computed, for a large grid's peak memory
+        th, tw = self.tile
+        at = ((r // th) * self.across + c // tw) * self.tile_size + (r % th + 2) * self.pitch + c % tw + 3
+        parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
+        return [RasterStep((r[a:b], c[a:b]), at[a:b], parent[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
 
-    def contexts(self, pos: Positions) -> np.ndarray:
-        """(n, N_CONTEXT_RASTER) for the latents at ``pos``: the latents at ``RASTER_OFFSETS`` (zero outside the
-        grid or the tile), then the 9 coarser values around ``pos // 2`` (zero outside; all zero for the coarsest
-        grid)."""
-        r, c = pos
-        ctx = np.zeros((r.size, N_CONTEXT_RASTER))
-        ctx[:, : len(RASTER_OFFSETS)] = self.flat[self.index(pos)[:, None] + self.steps]
+    def contexts(self, at: np.ndarray, parent: np.ndarray) -> np.ndarray:
+        """(n, N_CONTEXT_RASTER) for the latents at places ``at`` (:meth:`walk`): the latents at ``RASTER_OFFSETS``
+        (zero outside the grid or the tile), then the 9 coarser values around each ``parent`` (zero outside; all zero
+        for the coarsest grid)."""
+        ctx = np.zeros((at.size, N_CONTEXT_RASTER))
+        ctx[:, : len(RASTER_OFFSETS)] = self.flat[at[:, None] + self.steps]
         if self.coarse is not None:
-            parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
             ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
         return ctx
 
-    def put(self, pos: Positions, values: np.ndarray) -> None:
-        self.flat[self.index(pos)] = values
+    def put(self, at: np.ndarray, values: np.ndarray) -> None:
+        self.flat[at] = values
 
     def grid(self) -> np.ndarray:
         """The decoded grid as int64."""
@@ -221,16 +240,16 @@ class RasterGrid:
         return tiles.transpose(0, 2, 1, 3).reshape(-1, self.across * tw)[:h, :w].astype(np.int64)
 
 
-def predict_raster(net: list[FixedLayer], grid: RasterGrid, pos: Positions, n_scales: int
+def predict_raster(net: list[FixedLayer], grid: RasterGrid, step: RasterStep, n_scales: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and scale index (below ``n_scales``) of every latent at ``pos``, one step of ``grid``: evaluated in
-    blocks of ``BLOCK`` latents, which bounds the working memory of a step of a large image and changes nothing
-    in the result (the latents of a step are independent)."""
-    n = pos[0].size
+    """The mean and scale index (below ``n_scales``) of every latent of ``step`` of ``grid``: evaluated in blocks of
+    ``BLOCK`` latents, which bounds the working memory of a step of a large image and changes nothing in the result
+    (the latents of a step are independent)."""
+    n = step.at.size
     mu, scale = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
-        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(grid.contexts((pos[0][a:b], pos[1][a:b])), net), n_scales)
+        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(grid.contexts(step.at[a:b], step.parent[a:b]), net), n_scales)
     return mu, scale
 
 

@@ -26,8 +26,7 @@ import numpy as np
 from nxcodec.errors import StreamError
 from nxcodec.latent import builtin, context, rans, tables
 from nxcodec.latent.context import (N_CONTEXT_RASTER, FixedLayer, Positions, RasterGrid, centres_and_tables,
-                                    context_sizes, level_sizes, max_levels, pass_positions, predict, predict_raster,
-                                    raster_steps)
+                                    context_sizes, level_sizes, max_levels, pass_positions, predict, predict_raster)
 from nxcodec.latent.synthesis import Synthesis, synthesize
 from nxcodec.signals import imagefile
 from nxcodec.signals.imagefile import ImageDescriptor
@@ -272,10 +271,10 @@ def _walk_raster(config: LatentConfig, shape: tuple[int, ...], net: list[FixedLa
     coarser = None
     for level in range(config.levels - 1, -1, -1):
         grid = RasterGrid(sizes[level], coarser)
-        for pos in raster_steps(sizes[level]):
-            mu, scale = predict_raster(net, grid, pos, phased.phase_counts.size)
+        for step in grid.walk():
+            mu, scale = predict_raster(net, grid, step, phased.phase_counts.size)
             centre, table = centres_and_tables(mu, scale, phased.first, phased.phase_counts)
-            grid.put(pos, residuals(level, pos, centre, table) * context.ONE + centre)
+            grid.put(step.at, residuals(level, step.pos, centre, table) * context.ONE + centre)
         grids[level] = coarser = grid.grid()
     return grids
 
