@@ -241,6 +241,32 @@ def routing_case() -> tuple[str, bytes]:
     return "rgb_k4_ties_23x17", stream.write(d, config, quantize_networks(weights, 2, 5, finer_biases), latents)[0]
 
 
+def floor_case() -> tuple[str, bytes]:
+    """Random networks whose context model stays in range, so that the floor of 9.4's bias alignment reaches the
+    decoded integers: every bias of the context model 2^9 times finer than its weights (shifted down by one bit,
+    rounding toward minus infinity), its scale output centred on index 16 by one hidden unit of constant activation
+    (the 1008 latents take scales 2 to 24, most of them with 16 or 32 phases, SPEC.md 18.4) and its means a few
+    latents wide. In ``rgb_k4_ties_23x17`` the context model's outputs are clamped, so a decoder that shifts negative
+    biases toward zero decodes it all the same (found by a decoder written from the spec alone); in this stream 3 of
+    the 1008 latents would take another table, and from the first of them that decoder reads other symbols."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, stream
+    from nxcodec.signals.imagefile import ImageDescriptor
+
+    rng = np.random.default_rng(15)
+    d, config = ImageDescriptor(32, 24, 1, 8), image_config(levels=3, lanes_log2=1)
+    weights = random_networks(config, rng)
+    for layer in ("arm.0", "arm.1"):  # a bias 2^12 finer than the latents spans at most 1 (4096 symbols, 9.5)
+        weights[f"{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{layer}.bias"].shape).astype(np.float32)
+    weights["arm.1.weight"][:, 0], weights["arm.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45, whatever the context
+    weights["arm.out.weight"][:, 0] *= 0.2
+    weights["arm.out.weight"][0] = (0.0, 16 / 0.45)  # the scale output: 16 + its bias
+    weights["arm.out.bias"] = np.array([-0.37, 0.3], dtype=np.float32)
+    finer_biases = {f"arm.{layer}.bias": 9 for layer in ("0", "1", "out")}  # steps 2^-12 against the weights' 2^-3
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
+    return "gray_k1_floor_32x24", stream.write(d, config, quantize_networks(weights, 3, 5, finer_biases), latents)[0]
+
+
 def latent_main(only: list[str] | None = None) -> None:
     """Regenerate the version 12 image cases into conformance/v12/image/ (``only``: just these, the others kept)."""
     from nxcodec.latent import stream
@@ -253,7 +279,7 @@ def latent_main(only: list[str] | None = None) -> None:
         return encode_signal(image, image.from_array(array), options).data
 
     makers = {name: functools.partial(fitted, array, config) for name, array, config in latent_cases()}
-    for written in (escape_case, routing_case):  # written, not fitted: milliseconds
+    for written in (escape_case, routing_case, floor_case):  # written, not fitted: milliseconds
         name, data = written()
         makers[name] = functools.partial(bytes, data)
 

@@ -315,6 +315,33 @@ def test_the_version_12_conformance_streams_use_the_raster_context_across_tiles_
     assert widest > 2 * context.TILE and len(phases) >= 16
 
 
+def test_the_written_floor_case_needs_biases_shifted_down_by_floor():
+    """v12/image/gray_k1_floor_32x24 (make_conformance.floor_case): its context model's biases are finer than its
+    weights, and a decoder that shifted the negative ones toward zero instead of by floor (SPEC.md 9.4) would pick
+    other tables for some latents, so it could not decode the stream."""
+    from conftest import CONFORMANCE
+
+    image = stream.decode_latents((CONFORMANCE / "v12" / "image" / "gray_k1_floor_32x24.nxc").read_bytes())
+    net = stream.context_models(image.config, image.tensors)
+    shifts = [context.FRAC_BITS + layer.w_shift - layer.b_shift for layer in net[0]]
+    assert all(s < 0 for s in shifts) and all((layer.bias < 0).any() for layer in net[0])
+    toward_zero = [[context.FixedLayer(layer.weight, np.sign(layer.bias) * (np.abs(layer.bias) >> -s), layer.w_shift,
+                                       context.FRAC_BITS + layer.w_shift) for layer, s in zip(net[0], shifts)]]
+
+    def tables_of(nets):
+        used = []
+
+        def charge(level, pos, centre, table):
+            used.append(table)
+            return (image.grids[level][pos] - centre) // context.ONE
+
+        stream.walk_latents(image.config, image.grids[0].shape, nets, charge, tables.PHASED)
+        return np.concatenate(used)
+
+    floor, zero = tables_of(net), tables_of(toward_zero)
+    assert 0 < np.count_nonzero(floor != zero) < floor.size // 4
+
+
 def test_a_step_evaluated_in_blocks_decodes_the_same(monkeypatch):
     d = ImageDescriptor(140, 70, 1, 8)  # steps of up to 6 latents in the finest grid
     (data, recorded), _ = random_raster_stream(2, d, raster_config(levels=2, n_experts=1, mgr_width=0))
