@@ -17,6 +17,7 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py v10        # the version 9 audio streams as version 10, into conformance/v10/
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
+    python bitstream/make_conformance.py invalid    # the streams a decoder must refuse, into conformance/invalid/
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
 and 8 one for shapes (``v7/shape``, ``v8/shape``), versions 9 and 11 one for images and one for audio
@@ -530,6 +531,102 @@ def shape_case() -> dict:
             "shape": [int(len(mesh.vertices)), int(len(mesh.faces))]}
 
 
+INVALID_SOURCE = "v12/image/gray_k1_37x29.nxc"  # the valid stream each invalid one is made from
+
+
+def invalid_cases() -> list[tuple[str, bytes, str, str]]:
+    """Streams a decoder must refuse, each ``INVALID_SOURCE`` with one defect (and its CRC made right again, but
+    for the CRC case): (name, stream, SPEC.md section, what is wrong). Made from the committed file, so they stay
+    as they are while it does."""
+    import dataclasses
+    import struct
+    import zlib
+
+    from nxcodec.latent import stream
+
+    good = (HERE / INVALID_SOURCE).read_bytes()
+    head = stream.read_header(good)
+    config_at = head.sizes["header"] + head.sizes["descriptor"]
+    table_at = config_at + 10
+    length_at = table_at + head.sizes["tensor_table"]
+    payload = good[length_at + 4 : -4]
+    config = head.config
+    first = next(iter(head.body.table.values()))  # arm.0.weight: (shape, code, lo, hi, mu, decay)
+    entry_end = stream.read_entry(good, table_at, length_at, True)[1]
+
+    def crc(body: bytes) -> bytes:
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def body() -> bytearray:
+        return bytearray(good[:-4])
+
+    def with_byte(at: int, value: int) -> bytes:
+        b = body()
+        b[at] = value
+        return crc(bytes(b))
+
+    def with_config(**changes) -> bytes:
+        b = body()
+        b[config_at : config_at + 10] = dataclasses.replace(config, **changes).pack()
+        return crc(bytes(b))
+
+    def with_first_entry(entry: bytes) -> bytes:
+        return crc(good[:table_at] + entry + good[entry_end:-4])
+
+    def with_payload(data: bytes, declared: int | None = None) -> bytes:
+        n = len(data) if declared is None else declared
+        return crc(good[:length_at] + struct.pack("<I", n) + data)
+
+    _, code, lo, hi, mu, decay = first
+    shortest = stream.pack_entry(code, lo, hi, mu, decay, True)
+    z = shortest[3]  # mu zigzagged, one byte: written again in two
+    padded = shortest[:3] + bytes([z | 0x80, 0]) + shortest[4:]
+    too_many = stream.max_levels((head.descriptor.height, head.descriptor.width)) + 1
+    heavy = dict(arm_width=64, arm_layers=3, syn_width=64, syn_layers=3, refine_width=16)
+    state_low = struct.pack("<I", (1 << 16) - 1) + payload[4:]
+    return [
+        ("bad_magic", with_byte(0, good[0] ^ 1), "1", "the magic is not 89 4E 58 43"),
+        ("newer_version", with_byte(4, 13), "1, 8", "version 13, newer than this specification"),
+        ("bad_crc", good[:-1] + bytes([good[-1] ^ 1]), "1", "the CRC-32 does not match"),
+        ("audio_modality", with_byte(5, 2), "9.1, 18", "a version 12 stream of modality 2"),
+        ("flags_3", with_config(flags=3), "9.2, 18.1", "config flags 3 (a version 12 image takes 0 or 2)"),
+        ("raster_in_version_11", with_byte(4, 11), "9.2, 18.1", "the raster context's flag in a version 11 stream"),
+        ("too_many_levels", with_config(levels=too_many), "9.2", f"{too_many} grids, more than a 37x29 image allows"),
+        ("work_per_pixel", with_config(**heavy), "9.2", "networks beyond 16384 multiply-adds per pixel"),
+        ("fixed_point_step", with_first_entry(bytes([13]) + shortest[1:]), "9.3",
+         "a context model tensor whose step_code is not a multiple of 4"),
+        ("varint_not_shortest", with_first_entry(padded), "17", "a varint written in two bytes where one does"),
+        ("prior_range", with_first_entry(stream.pack_entry(code, mu - 4095, mu + 4095, mu, decay, True)), "9.3",
+         "a tensor whose range hi - lo + 1 exceeds 4096"),
+        ("payload_past_end", with_payload(payload, len(payload) + 2), "9.1", "payload_len runs past the stream"),
+        ("bytes_after_payload", crc(good[:-4] + b"\0\0"), "9.1", "two bytes between the payload and the CRC"),
+        ("rans_state_low", with_payload(state_low), "9.5.1", "a lane's initial state below 2^16"),
+        ("rans_unused_words", with_payload(payload + b"\0\0"), "9.5.1", "a word left unread after the last symbol"),
+        ("rans_truncated", with_payload(payload[:-10]), "9.5.1", "the payload ends before its last symbol"),
+    ]
+
+
+def invalid_main() -> None:
+    """Write the invalid streams into conformance/invalid/ with a manifest (SPEC.md section, what is wrong), after
+    checking that the reference decoder refuses each of them."""
+    from nxcodec.errors import StreamError
+
+    out_dir = HERE / "invalid"
+    out_dir.mkdir(exist_ok=True)
+    manifest = []
+    for name, data, section, why in invalid_cases():
+        try:
+            decode_stream(data)
+        except StreamError as exc:
+            print(f"{name}: refused ({exc})")
+        else:
+            raise SystemExit(f"{name}: the reference decoder did not refuse it")
+        (out_dir / f"{name}.nxc").write_bytes(data)
+        manifest.append({"stream": f"{name}.nxc", "section": section, "defect": why,
+                         "stream_sha256": hashlib.sha256(data).hexdigest()})
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def redecode_image_outputs() -> None:
     """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``, ``v11/image``,
     ``v12/image``)
@@ -575,5 +672,7 @@ if __name__ == "__main__":
         redecode_outputs()
     elif sys.argv[1:] == ["image-outputs"]:
         redecode_image_outputs()
+    elif sys.argv[1:] == ["invalid"]:
+        invalid_main()
     else:
         main(sys.argv[1:] or None)

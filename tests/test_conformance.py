@@ -107,3 +107,37 @@ def check_shape(data: bytes, case: dict) -> None:
     assert abs(len(mesh.faces) - case["shape"][1]) <= 0.01 * case["shape"][1]
     m = shape_metrics(expected, mesh, MetricSettings(surface_points=5000, volume_points=5000))
     assert m["chamfer_l1"] < 1e-4
+
+
+INVALID = json.loads((HERE / "invalid" / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c["stream"] for c in INVALID])
+def test_an_invalid_conformance_stream_is_refused(case):
+    from nxcodec.errors import StreamError
+
+    data = (HERE / "invalid" / case["stream"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == case["stream_sha256"]
+    with pytest.raises(StreamError):
+        decode_stream(data)
+
+
+def test_the_invalid_streams_are_their_source_with_one_defect_each():
+    """Made by make_conformance.invalid_cases from a valid stream, which they stay in step with."""
+    from make_conformance import INVALID_SOURCE, invalid_cases
+
+    source = (HERE / INVALID_SOURCE).read_bytes()
+    decode_stream(source)
+    made = invalid_cases()
+    assert [f"{name}.nxc" for name, *_ in made] == [c["stream"] for c in INVALID]
+    assert all(data == (HERE / "invalid" / f"{name}.nxc").read_bytes() for name, data, *_ in made)
+    assert len({data for _, data, *_ in made}) == len(made) and source not in {data for _, data, *_ in made}
+
+
+def test_the_command_line_refuses_an_invalid_stream_in_one_line_and_writes_nothing(tmp_path):
+    case = next(c for c in INVALID if c["stream"] == "rans_truncated.nxc")
+    out = tmp_path / "out.png"
+    proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "decode", str(HERE / "invalid" / case["stream"]),
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "does not decode" in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
