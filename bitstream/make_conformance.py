@@ -469,6 +469,45 @@ def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
     return "pockets_g3_occ3_k2", data
 
 
+def disagreeing_levels_case() -> tuple[str, bytes]:
+    """``torus_g4_builtin_k2`` with its occupancy map coded again over levels that disagree with it: one free cell of
+    a coarser level, whose parent is occupied, coded as occupied (its eight children then coded, all free). The map
+    and so every latent, expert and field value stay the same; a decoder must use the occupancy recomputed from
+    the map for the latents (SPEC.md 13.3), not the coded levels, which would keep latents around that cell."""
+    import struct
+    import zlib
+
+    from nxcodec.latent import occupancy, rans, shape
+
+    data = (HERE / "v8" / "shape" / "torus_g4_builtin_k2.nxc").read_bytes()
+    head = shape.read_header(data)
+    start = head.sizes["header"] + head.sizes["descriptor"]
+    end = start + head.sizes["occupancy"]
+    occ = head.occupancy
+    levels = occ.pyramid()
+    level = next(h for h in range(1, occ.log2) if not levels[h].all())  # the coarsest level with a free cell
+    free = tuple(int(i[0]) for i in np.nonzero(~levels[level] & np.repeat(np.repeat(np.repeat(
+        levels[level - 1], 2, 0), 2, 1), 2, 2)))  # a free cell whose parent is occupied
+    levels[level][free] = True
+    symbols, models = [], []
+
+    def take(k: int, pos, ctx: np.ndarray) -> np.ndarray:
+        values = levels[k][pos]
+        symbols.append(values.astype(np.int64))
+        models.append(ctx)
+        return values
+
+    occupancy._walk(occ.log2, take)  # the octree coded level by level over these levels (occupancy.write's order)
+    _, *probs, _ = occupancy.HEAD.unpack_from(data, start)
+    n = len(occ.inside)
+    payload = rans.encode(np.concatenate([*symbols, occ.inside.astype(np.int64)]),
+                          np.concatenate([*models, np.full(n, occupancy.SIGN_MODEL)]),
+                          occupancy._tables(np.array(probs)), 1)
+    section = occupancy.HEAD.pack(occ.log2, *probs, len(payload)) + payload
+    out = data[:start] + section + data[end:-4]
+    return "torus_g4_levels_disagree", out + struct.pack("<I", zlib.crc32(out))
+
+
 def latent_shape_main(only: list[str] | None = None) -> None:
     """Regenerate the version 8 shape cases into conformance/v8/shape/ (``only``: just these, the others kept)."""
     from dataclasses import replace
@@ -491,8 +530,8 @@ def latent_shape_main(only: list[str] | None = None) -> None:
                                                                         config=config, format=8)).data
 
     makers = {name: functools.partial(fitted, *case) for name, *case in latent_shape_cases()}
-    written_name, written = pockets_shape_case(points)  # written, not fitted: milliseconds
-    makers[written_name] = functools.partial(bytes, written)
+    for written_name, written in (pockets_shape_case(points), disagreeing_levels_case()):  # written: milliseconds
+        makers[written_name] = functools.partial(bytes, written)
 
     def record(name: str, data: bytes) -> dict:
         image = latent_shape.decode_latents(data)

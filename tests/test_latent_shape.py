@@ -303,6 +303,35 @@ def test_the_written_pockets_case_has_corner_touching_components_inside_bits_and
     assert max(np.abs(g).max() for g in image.grids) > (2047 << 8) + (1 << 18)  # beyond every table: an escape
 
 
+def test_the_written_disagreeing_levels_case_codes_levels_the_map_does_not_give():
+    """v8/shape/torus_g4_levels_disagree (make_conformance.disagreeing_levels_case): a coarser level coded with a cell
+    occupied that the map leaves free. It decodes to the integers, experts and field of the stream it was made from
+    (the latents follow the map, SPEC.md 13.3), so a decoder that kept latents by the coded levels fails on it."""
+    from nxcodec.latent import rans
+
+    folder = CONFORMANCE / "v8" / "shape"
+    data = (folder / "torus_g4_levels_disagree.nxc").read_bytes()
+    source = (folder / "torus_g4_builtin_k2.nxc").read_bytes()
+    made, source_case = next((c, s) for c in V8 for s in V8 if c["stream"].endswith("torus_g4_levels_disagree.nxc")
+                             and s["stream"].endswith("torus_g4_builtin_k2.nxc"))
+    assert data != source and all(made[k] == source_case[k] for k in ("integers_sha256", "experts_sha256", "shape"))
+    head = latent_shape.read_header(data)
+    start = head.sizes["header"] + head.sizes["descriptor"]
+    log2, *probs, length = occupancy.HEAD.unpack_from(data, start)
+    decoder = rans.Decoder(data[start + occupancy.HEAD.size : start + occupancy.HEAD.size + length],
+                           occupancy._tables(np.array(probs)), 1)
+    coded = [np.zeros((1 << k,) * 3, dtype=bool) for k in range(log2 + 1)]
+
+    def read(k, pos, ctx):
+        coded[k][pos] = decoder.decode(ctx).astype(bool)
+        return coded[k][pos]
+
+    assert np.array_equal(occupancy._walk(log2, read), head.occupancy.cells)
+    recomputed = head.occupancy.pyramid()
+    assert sum(int((c & ~r).sum()) for c, r in zip(coded, recomputed)) == 1 and all(
+        np.array_equal(c | r, c) for c, r in zip(coded, recomputed))
+
+
 @pytest.mark.parametrize("case", [CASES[0], V7[0], V8[0]], ids=["v5", "v7", "v8"])
 def test_latent_shapes_decode_without_torch(case):
     run = run_without_torch("from nxcodec.decoder import decode_stream\n"
