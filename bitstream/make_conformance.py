@@ -623,6 +623,15 @@ def invalid_cases() -> list[tuple[str, bytes, str, str]]:
     too_many = stream.max_levels((head.descriptor.height, head.descriptor.width)) + 1
     heavy = dict(arm_width=64, arm_layers=3, syn_width=64, syn_layers=3, refine_width=16)
     state_low = struct.pack("<I", (1 << 16) - 1) + payload[4:]
+    desc_at = head.sizes["header"]
+    w, h, channels, depth = struct.unpack_from("<IIBB", good, desc_at)
+
+    def with_descriptor(*fields) -> bytes:
+        return crc(good[:desc_at] + struct.pack("<IIBB", *fields) + good[desc_at + 10 : -4])
+
+    long_desc = crc(good[:6] + struct.pack("<H", 12) + good[8:config_at] + b"\0\0" + good[config_at:-4])
+    bottom = stream.pack_entry(code, -32768, -32768 + (hi - lo), -32768, decay, True)
+    four_byte_varint = shortest[:3] + b"\x80\x80\x80\x00" + shortest[4:]
     return [
         ("bad_magic", with_byte(0, good[0] ^ 1), "1", "the magic is not 89 4E 58 43"),
         ("newer_version", with_byte(4, 13), "1, 8", "version 13, newer than this specification"),
@@ -642,6 +651,27 @@ def invalid_cases() -> list[tuple[str, bytes, str, str]]:
         ("rans_state_low", with_payload(state_low), "9.5.1", "a lane's initial state below 2^16"),
         ("rans_unused_words", with_payload(payload + b"\0\0"), "9.5.1", "a word left unread after the last symbol"),
         ("rans_truncated", with_payload(payload[:-10]), "9.5.1", "the payload ends before its last symbol"),
+        ("version_0", with_byte(4, 0), "8", "version byte 0"),
+        ("version_10_image", with_byte(4, 10), "8, 16", "a version 10 stream of modality 1"),
+        ("modality_4", with_byte(5, 4), "1, 9.1", "modality 4 (reserved)"),
+        ("desc_len_12", long_desc, "9.1", "desc_len 12 (an image's is 10), two more bytes after the descriptor"),
+        ("shorter_than_12_bytes", crc(good[:7]), "1", "11 bytes: the prefix and CRC do not fit"),
+        ("width_0", with_descriptor(0, h, channels, depth), "2", "an image 0 pixels wide"),
+        ("over_2_27_pixels", with_descriptor(65536, 2049, channels, depth), "2, 1",
+         "65536 x 2049 pixels, each side in range, more than 2^27 in all"),
+        ("gray_alpha_16_bits", with_descriptor(w, h, 2, 16), "2", "16 bits per sample with 2 channels"),
+        ("levels_0", with_config(levels=0), "9.2", "no grids"),
+        ("manager_without_experts", with_config(mgr_width=1), "9.2", "a manager width with one expert"),
+        ("lanes_log2_9", with_config(lanes_log2=9), "9.2", "512 coder lanes (at most 256)"),
+        ("flags_1", with_config(flags=1), "9.2, 14.1, 18.1", "the built-in context models' flag in an image"),
+        ("fixed_point_step_64", with_first_entry(bytes([64]) + shortest[1:]), "9.3",
+         "a context model tensor of step_code 64 (a multiple of 4, but beyond 60)"),
+        ("varint_four_bytes", with_first_entry(four_byte_varint), "17", "a varint whose third byte continues"),
+        ("lo_minus_32768", with_first_entry(bottom), "9.3, 17", "a tensor whose lo and mu are -32768"),
+        ("table_cut", crc(good[: table_at + 4]), "9.1, 17", "the file ends inside the first tensor table entry"),
+        ("payload_odd_length", with_payload(payload[:-1]), "9.5.1", "the payload's words are not whole"),
+        ("payload_shorter_than_lanes", with_payload(payload[: 4 * (1 << config.lanes_log2) - 2]), "9.5.1",
+         "a payload shorter than its lanes' initial states"),
     ]
 
 
