@@ -247,9 +247,10 @@ def floor_case() -> tuple[str, bytes]:
     decoded integers: every bias of the context model 2^9 times finer than its weights (shifted down by one bit,
     rounding toward minus infinity), its scale output centred on index 16 by one hidden unit of constant activation
     (the 1008 latents take scales 2 to 24, most of them with 16 or 32 phases, SPEC.md 18.4) and its means a few
-    latents wide. In ``rgb_k4_ties_23x17`` the context model's outputs are clamped, so a decoder that shifts negative
-    biases toward zero decodes it all the same (found by a decoder written from the spec alone); in this stream 3 of
-    the 1008 latents would take another table, and from the first of them that decoder reads other symbols."""
+    latents wide. A decoder that shifts negative biases toward zero decodes ``rgb_k4_ties_23x17`` all the same (found
+    by a decoder written from the spec alone): there 14 of its 529 latents take another table under that reading,
+    but each symbol lies where both tables give it the same frequency and cumulative frequency. In this stream 3 of
+    the 1008 latents take another table, and from the first of them that decoder reads other symbols."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import context, stream
     from nxcodec.signals.imagefile import ImageDescriptor
@@ -257,7 +258,7 @@ def floor_case() -> tuple[str, bytes]:
     rng = np.random.default_rng(15)
     d, config = ImageDescriptor(32, 24, 1, 8), image_config(levels=3, lanes_log2=1)
     weights = random_networks(config, rng)
-    for layer in ("arm.0", "arm.1"):  # a bias 2^12 finer than the latents spans at most 1 (4096 symbols, 9.5)
+    for layer in ("arm.0", "arm.1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
         weights[f"{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{layer}.bias"].shape).astype(np.float32)
     weights["arm.1.weight"][:, 0], weights["arm.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45, whatever the context
     weights["arm.out.weight"][:, 0] *= 0.2
@@ -486,8 +487,8 @@ def disagreeing_levels_case() -> tuple[str, bytes]:
     occ = head.occupancy
     levels = occ.pyramid()
     level = next(h for h in range(1, occ.log2) if not levels[h].all())  # the coarsest level with a free cell
-    free = tuple(int(i[0]) for i in np.nonzero(~levels[level] & np.repeat(np.repeat(np.repeat(
-        levels[level - 1], 2, 0), 2, 1), 2, 2)))  # a free cell whose parent is occupied
+    free = tuple(int(i[0]) for i in np.nonzero(~levels[level] & occupancy._repeat(levels[level - 1], 2)))  # its
+    # parent occupied
     levels[level][free] = True
     symbols, models = [], []
 
@@ -530,8 +531,9 @@ def latent_shape_main(only: list[str] | None = None) -> None:
                                                                         config=config, format=8)).data
 
     makers = {name: functools.partial(fitted, *case) for name, *case in latent_shape_cases()}
-    for written_name, written in (pockets_shape_case(points), disagreeing_levels_case()):  # written: milliseconds
-        makers[written_name] = functools.partial(bytes, written)
+    written_name, written = pockets_shape_case(points)  # written, not fitted: milliseconds
+    makers[written_name] = functools.partial(bytes, written)
+    makers["torus_g4_levels_disagree"] = lambda: disagreeing_levels_case()[1]  # after its source is (re)made
 
     def record(name: str, data: bytes) -> dict:
         image = latent_shape.decode_latents(data)
@@ -575,8 +577,9 @@ INVALID_SOURCE = "v12/image/gray_k1_37x29.nxc"  # the valid stream each invalid 
 
 def invalid_cases() -> list[tuple[str, bytes, str, str]]:
     """Streams a decoder must refuse, each ``INVALID_SOURCE`` with one defect (and its CRC made right again, but
-    for the CRC case): (name, stream, SPEC.md section, what is wrong). Made from the committed file, so they stay
-    as they are while it does."""
+    for the CRC case): (name, stream, SPEC.md section, what is wrong), grouped as the stream is read (container,
+    descriptor, config, tensor table, payload). Made from the committed file, so they stay as they are while it
+    does."""
     import dataclasses
     import struct
     import zlib
@@ -585,113 +588,107 @@ def invalid_cases() -> list[tuple[str, bytes, str, str]]:
 
     good = (HERE / INVALID_SOURCE).read_bytes()
     head = stream.read_header(good)
-    config_at = head.sizes["header"] + head.sizes["descriptor"]
-    table_at = config_at + 10
+    desc_at = head.sizes["header"]
+    config_at = desc_at + head.sizes["descriptor"]
+    table_at = config_at + head.sizes["config"]
     length_at = table_at + head.sizes["tensor_table"]
     payload = good[length_at + 4 : -4]
     config = head.config
-    first = next(iter(head.body.table.values()))  # arm.0.weight: (shape, code, lo, hi, mu, decay)
+    w, h, channels, depth = struct.unpack_from("<IIBB", good, desc_at)
+    _, code, lo, hi, mu, decay = next(iter(head.body.table.values()))  # arm.0.weight's entry
     entry_end = stream.read_entry(good, table_at, length_at, True)[1]
+    entry = stream.pack_entry(code, lo, hi, mu, decay, True)  # step_code, decay (3 bytes), then z, a, b
+    assert entry == good[table_at:entry_end] and entry[3] < 0x80, "the cases below rewrite a one-byte z"
 
     def crc(body: bytes) -> bytes:
         return body + struct.pack("<I", zlib.crc32(body))
 
-    def body() -> bytearray:
-        return bytearray(good[:-4])
-
     def with_byte(at: int, value: int) -> bytes:
-        b = body()
-        b[at] = value
-        return crc(bytes(b))
-
-    def with_config(**changes) -> bytes:
-        b = body()
-        b[config_at : config_at + 10] = dataclasses.replace(config, **changes).pack()
-        return crc(bytes(b))
-
-    def with_first_entry(entry: bytes) -> bytes:
-        return crc(good[:table_at] + entry + good[entry_end:-4])
-
-    def with_payload(data: bytes, declared: int | None = None) -> bytes:
-        n = len(data) if declared is None else declared
-        return crc(good[:length_at] + struct.pack("<I", n) + data)
-
-    _, code, lo, hi, mu, decay = first
-    shortest = stream.pack_entry(code, lo, hi, mu, decay, True)
-    z = shortest[3]  # mu zigzagged, one byte: written again in two
-    padded = shortest[:3] + bytes([z | 0x80, 0]) + shortest[4:]
-    too_many = stream.max_levels((head.descriptor.height, head.descriptor.width)) + 1
-    heavy = dict(arm_width=64, arm_layers=3, syn_width=64, syn_layers=3, refine_width=16)
-    state_low = struct.pack("<I", (1 << 16) - 1) + payload[4:]
-    desc_at = head.sizes["header"]
-    w, h, channels, depth = struct.unpack_from("<IIBB", good, desc_at)
+        return crc(good[:at] + bytes([value]) + good[at + 1 : -4])
 
     def with_descriptor(*fields) -> bytes:
-        return crc(good[:desc_at] + struct.pack("<IIBB", *fields) + good[desc_at + 10 : -4])
+        return crc(good[:desc_at] + struct.pack("<IIBB", *fields) + good[config_at:-4])
 
-    long_desc = crc(good[:6] + struct.pack("<H", 12) + good[8:config_at] + b"\0\0" + good[config_at:-4])
-    bottom = stream.pack_entry(code, -32768, -32768 + (hi - lo), -32768, decay, True)
-    four_byte_varint = shortest[:3] + b"\x80\x80\x80\x00" + shortest[4:]
+    def with_config(**changes) -> bytes:
+        return crc(good[:config_at] + dataclasses.replace(config, **changes).pack() + good[table_at:-4])
+
+    def with_first_entry(new: bytes) -> bytes:
+        return crc(good[:table_at] + new + good[entry_end:-4])
+
+    def with_payload(data: bytes, declared: int | None = None) -> bytes:
+        return crc(good[:length_at] + struct.pack("<I", len(data) if declared is None else declared) + data)
+
+    long_desc = crc(good[:6] + struct.pack("<H", 12) + good[desc_at:config_at] + b"\0\0" + good[config_at:-4])
+    too_many = stream.max_levels((h, w)) + 1
+    heavy = dict(arm_width=64, arm_layers=3, syn_width=64, syn_layers=3, refine_width=16)
+    lanes = 1 << config.lanes_log2
     return [
         ("bad_magic", with_byte(0, good[0] ^ 1), "1", "the magic is not 89 4E 58 43"),
-        ("newer_version", with_byte(4, 13), "1, 8", "version 13, newer than this specification"),
-        ("bad_crc", good[:-1] + bytes([good[-1] ^ 1]), "1", "the CRC-32 does not match"),
-        ("audio_modality", with_byte(5, 2), "9.1, 18", "a version 12 stream of modality 2"),
-        ("flags_3", with_config(flags=3), "9.2, 18.1", "config flags 3 (a version 12 image takes 0 or 2)"),
-        ("raster_in_version_11", with_byte(4, 11), "9.2, 18.1", "the raster context's flag in a version 11 stream"),
-        ("too_many_levels", with_config(levels=too_many), "9.2", f"{too_many} grids, more than a 37x29 image allows"),
-        ("work_per_pixel", with_config(**heavy), "9.2", "networks beyond 16384 multiply-adds per pixel"),
-        ("fixed_point_step", with_first_entry(bytes([13]) + shortest[1:]), "9.3",
-         "a context model tensor whose step_code is not a multiple of 4"),
-        ("varint_not_shortest", with_first_entry(padded), "17", "a varint written in two bytes where one does"),
-        ("prior_range", with_first_entry(stream.pack_entry(code, mu - 4095, mu + 4095, mu, decay, True)), "9.3",
-         "a tensor whose range hi - lo + 1 exceeds 4096"),
-        ("payload_past_end", with_payload(payload, len(payload) + 2), "9.1", "payload_len runs past the stream"),
-        ("bytes_after_payload", crc(good[:-4] + b"\0\0"), "9.1", "two bytes between the payload and the CRC"),
-        ("rans_state_low", with_payload(state_low), "9.5.1", "a lane's initial state below 2^16"),
-        ("rans_unused_words", with_payload(payload + b"\0\0"), "9.5.1", "a word left unread after the last symbol"),
-        ("rans_truncated", with_payload(payload[:-10]), "9.5.1", "the payload ends before its last symbol"),
-        ("version_0", with_byte(4, 0), "8", "version byte 0"),
-        ("version_10_image", with_byte(4, 10), "8, 16", "a version 10 stream of modality 1"),
-        ("modality_4", with_byte(5, 4), "1, 9.1", "modality 4 (reserved)"),
-        ("desc_len_12", long_desc, "9.1", "desc_len 12 (an image's is 10), two more bytes after the descriptor"),
         ("shorter_than_12_bytes", crc(good[:7]), "1", "11 bytes: the prefix and CRC do not fit"),
+        ("version_0", with_byte(4, 0), "8", "version byte 0"),
+        ("newer_version", with_byte(4, 13), "1, 8", "version 13, newer than this specification"),
+        ("version_10_image", with_byte(4, 10), "8, 16", "a version 10 stream of modality 1"),
+        ("audio_modality", with_byte(5, 2), "9.1, 18", "a version 12 stream of modality 2"),
+        ("modality_4", with_byte(5, 4), "1, 9.1", "modality 4 (reserved)"),
+        ("bad_crc", good[:-1] + bytes([good[-1] ^ 1]), "1", "the CRC-32 does not match"),
+        ("desc_len_12", long_desc, "9.1", "desc_len 12 (an image's is 10), two more bytes after the descriptor"),
         ("width_0", with_descriptor(0, h, channels, depth), "2", "an image 0 pixels wide"),
         ("over_2_27_pixels", with_descriptor(65536, 2049, channels, depth), "2, 1",
          "65536 x 2049 pixels, each side in range, more than 2^27 in all"),
         ("gray_alpha_16_bits", with_descriptor(w, h, 2, 16), "2", "16 bits per sample with 2 channels"),
         ("levels_0", with_config(levels=0), "9.2", "no grids"),
+        ("too_many_levels", with_config(levels=too_many), "9.2", f"{too_many} grids, more than a {w}x{h} image allows"),
         ("manager_without_experts", with_config(mgr_width=1), "9.2", "a manager width with one expert"),
         ("lanes_log2_9", with_config(lanes_log2=9), "9.2", "512 coder lanes (at most 256)"),
         ("flags_1", with_config(flags=1), "9.2, 14.1, 18.1", "the built-in context models' flag in an image"),
-        ("fixed_point_step_64", with_first_entry(bytes([64]) + shortest[1:]), "9.3",
+        ("flags_3", with_config(flags=3), "9.2, 18.1", "config flags 3 (a version 12 image takes 0 or 2)"),
+        ("raster_in_version_11", with_byte(4, 11), "9.2, 18.1", "the raster context's flag in a version 11 stream"),
+        ("work_per_pixel", with_config(**heavy), "9.2", "networks beyond 16384 multiply-adds per pixel"),
+        ("fixed_point_step", with_first_entry(bytes([13]) + entry[1:]), "9.3",
+         "a context model tensor whose step_code is not a multiple of 4"),
+        ("fixed_point_step_64", with_first_entry(bytes([64]) + entry[1:]), "9.3",
          "a context model tensor of step_code 64 (a multiple of 4, but beyond 60)"),
-        ("varint_four_bytes", with_first_entry(four_byte_varint), "17", "a varint whose third byte continues"),
-        ("lo_minus_32768", with_first_entry(bottom), "9.3, 17", "a tensor whose lo and mu are -32768"),
+        ("varint_not_shortest", with_first_entry(entry[:3] + bytes([entry[3] | 0x80, 0]) + entry[4:]), "17",
+         "a varint written in two bytes where one does"),
+        ("varint_four_bytes", with_first_entry(entry[:3] + b"\x80\x80\x80\x00" + entry[4:]), "17",
+         "a varint whose third byte continues"),
+        ("prior_range", with_first_entry(stream.pack_entry(code, mu - 4095, mu + 4095, mu, decay, True)), "9.3",
+         "a tensor whose range hi - lo + 1 exceeds 4096"),
+        ("lo_minus_32768", with_first_entry(stream.pack_entry(code, -32768, -32768 + hi - lo, -32768, decay, True)),
+         "9.3, 17", "a tensor whose lo and mu are -32768"),
         ("table_cut", crc(good[: table_at + 4]), "9.1, 17", "the file ends inside the first tensor table entry"),
+        ("payload_past_end", with_payload(payload, len(payload) + 2), "9.1", "payload_len runs past the stream"),
+        ("bytes_after_payload", crc(good[:-4] + b"\0\0"), "9.1", "two bytes between the payload and the CRC"),
         ("payload_odd_length", with_payload(payload[:-1]), "9.5.1", "the payload's words are not whole"),
-        ("payload_shorter_than_lanes", with_payload(payload[: 4 * (1 << config.lanes_log2) - 2]), "9.5.1",
+        ("payload_shorter_than_lanes", with_payload(payload[: 4 * lanes - 2]), "9.5.1",
          "a payload shorter than its lanes' initial states"),
+        ("rans_state_low", with_payload(struct.pack("<I", (1 << 16) - 1) + payload[4:]), "9.5.1",
+         "a lane's initial state below 2^16"),
+        ("rans_unused_words", with_payload(payload + b"\0\0"), "9.5.1", "a word left unread after the last symbol"),
+        ("rans_truncated", with_payload(payload[:-10]), "9.5.1", "the payload ends before its last symbol"),
     ]
 
 
 def invalid_main() -> None:
-    """Write the invalid streams into conformance/invalid/ with a manifest (SPEC.md section, what is wrong), after
-    checking that the reference decoder refuses each of them."""
+    """Write the invalid streams into conformance/invalid/ (its old streams removed first) with a manifest: the
+    SPEC.md section, what is wrong, and the reference decoder's refusal, checked here for every stream."""
     from nxcodec.errors import StreamError
 
     out_dir = HERE / "invalid"
     out_dir.mkdir(exist_ok=True)
+    for old in out_dir.glob("*.nxc"):
+        old.unlink()
     manifest = []
     for name, data, section, why in invalid_cases():
         try:
             decode_stream(data)
         except StreamError as exc:
-            print(f"{name}: refused ({exc})")
+            refusal = str(exc)
         else:
             raise SystemExit(f"{name}: the reference decoder did not refuse it")
+        print(f"{name}: {refusal}")
         (out_dir / f"{name}.nxc").write_bytes(data)
-        manifest.append({"stream": f"{name}.nxc", "section": section, "defect": why,
+        manifest.append({"stream": f"{name}.nxc", "section": section, "defect": why, "reference_refusal": refusal,
                          "stream_sha256": hashlib.sha256(data).hexdigest()})
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 

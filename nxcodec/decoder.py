@@ -42,10 +42,16 @@ class Decoded:
     descriptor: Any
 
 
+MAGIC = b"\x89NXC"
+SHORTEST = 12  # magic, version, modality, desc_len and CRC: no stream is shorter (SPEC.md 1)
+
+
 def stream_version(data: bytes) -> int:
     """The version byte of a stream (``StreamError`` if it is not one)."""
-    if len(data) < 5 or data[:4] != b"\x89NXC":
+    if not MAGIC.startswith(bytes(data[:4])):
         raise StreamError("not an nxcodec stream (bad magic)")
+    if len(data) < SHORTEST:
+        raise StreamError(f"stream is truncated ({len(data)} bytes, fewer than the {SHORTEST} of its prefix and CRC)")
     return data[4]
 
 

@@ -303,18 +303,19 @@ def test_the_written_pockets_case_has_corner_touching_components_inside_bits_and
     assert max(np.abs(g).max() for g in image.grids) > (2047 << 8) + (1 << 18)  # beyond every table: an escape
 
 
-def test_the_written_disagreeing_levels_case_codes_levels_the_map_does_not_give():
+def test_the_written_disagreeing_levels_case_codes_levels_the_map_does_not_give(monkeypatch):
     """v8/shape/torus_g4_levels_disagree (make_conformance.disagreeing_levels_case): a coarser level coded with a cell
     occupied that the map leaves free. It decodes to the integers, experts and field of the stream it was made from
-    (the latents follow the map, SPEC.md 13.3), so a decoder that kept latents by the coded levels fails on it."""
+    (the latents follow the map, SPEC.md 13.3); a decoder that kept latents by the coded levels cannot decode it."""
     from nxcodec.latent import rans
 
-    folder = CONFORMANCE / "v8" / "shape"
-    data = (folder / "torus_g4_levels_disagree.nxc").read_bytes()
-    source = (folder / "torus_g4_builtin_k2.nxc").read_bytes()
-    made, source_case = next((c, s) for c in V8 for s in V8 if c["stream"].endswith("torus_g4_levels_disagree.nxc")
-                             and s["stream"].endswith("torus_g4_builtin_k2.nxc"))
-    assert data != source and all(made[k] == source_case[k] for k in ("integers_sha256", "experts_sha256", "shape"))
+    def case(name: str) -> dict:
+        return next(c for c in V8 if c["stream"].endswith(f"/{name}.nxc"))
+
+    made, source = case("torus_g4_levels_disagree"), case("torus_g4_builtin_k2")
+    data = (CONFORMANCE / made["stream"]).read_bytes()
+    assert data != (CONFORMANCE / source["stream"]).read_bytes()
+    assert all(made[k] == source[k] for k in ("integers_sha256", "experts_sha256", "shape"))
     head = latent_shape.read_header(data)
     start = head.sizes["header"] + head.sizes["descriptor"]
     log2, *probs, length = occupancy.HEAD.unpack_from(data, start)
@@ -330,6 +331,9 @@ def test_the_written_disagreeing_levels_case_codes_levels_the_map_does_not_give(
     recomputed = head.occupancy.pyramid()
     assert sum(int((c & ~r).sum()) for c, r in zip(coded, recomputed)) == 1 and all(
         np.array_equal(c | r, c) for c, r in zip(coded, recomputed))
+    monkeypatch.setattr(Occupancy, "pyramid", lambda self: coded)
+    with pytest.raises(StreamError, match="does not decode"):
+        latent_shape.decode_latents(data)
 
 
 @pytest.mark.parametrize("case", [CASES[0], V7[0], V8[0]], ids=["v5", "v7", "v8"])

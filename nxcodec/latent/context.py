@@ -176,16 +176,16 @@ N_CONTEXT_RASTER = len(RASTER_OFFSETS) + len(COARSE_OFFSETS)
 
 @dataclass(frozen=True)
 class RasterStep:
-    """One step of a :class:`RasterGrid`: its positions, their places in the grid's tiles and their parents' places
-    in the zero-padded coarser grid."""
+    """One step of a :class:`RasterGrid`: its positions (rows, columns), their places in the grid's padded tiles and
+    their parents' places in the zero-padded coarser grid (int32: a grid within the limits has under 2**31 places)."""
 
     pos: Positions
-    at: np.ndarray
-    parent: np.ndarray
+    place: np.ndarray
+    parent_place: np.ndarray
 
 
 class RasterGrid:
-    """One grid of version 12 as it is decoded, step by step (:meth:`walk`).
+    """One grid of version 12 as it is decoded, step by step (:meth:`steps`).
 
     The latents so far are held tile by tile, each tile with two rows of zeros above, three columns left and two
     right, so every neighbour a latent reads is a fixed offset from it: one outside its tile, or past the grid's
@@ -201,37 +201,37 @@ class RasterGrid:
         self.pitch = self.tile[1] + 5
         self.tile_size = (self.tile[0] + 2) * self.pitch
         self.flat = np.zeros(-(-h // self.tile[0]) * self.across * self.tile_size)  # binary64: integers are exact
-        self.steps = np.array([a * self.pitch + b for a, b in RASTER_OFFSETS])
+        self.offsets = np.array([a * self.pitch + b for a, b in RASTER_OFFSETS])  # in places, as RASTER_OFFSETS
         self.coarse = None if coarser is None else np.pad(coarser.astype(np.float64), 1).reshape(-1)
         self.coarse_pitch = 0 if coarser is None else coarser.shape[1] + 2
-        self.coarse_steps = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS])
+        self.coarse_offsets = np.array([a * self.coarse_pitch + b for a, b in COARSE_OFFSETS])
 
-    def walk(self) -> list[RasterStep]:
+    def steps(self) -> list[RasterStep]:
         """The grid's steps ``t = 2 (row mod TILE) + (col mod TILE)`` in decode order, each in raster order; steps that
         hold no position (a grid one column wide has no odd step) are left out. Every place is computed here at once,
         so a step only gathers."""
-        r, c = (a.reshape(-1) for a in np.indices(self.shape))
+        r, c = (a.reshape(-1) for a in np.indices(self.shape, dtype=np.int32))
         t = 2 * (r % TILE) + c % TILE
         order = np.argsort(t, kind="stable")  # stable: raster order within a step
         r, c, bounds = r[order], c[order], np.searchsorted(t[order], np.arange(int(t.max()) + 2))
         del t, order  # freed before the places are computed, for a large grid's peak memory
         th, tw = self.tile
-        at = ((r // th) * self.across + c // tw) * self.tile_size + (r % th + 2) * self.pitch + c % tw + 3
-        parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1
-        return [RasterStep((r[a:b], c[a:b]), at[a:b], parent[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+        place = ((r // th) * self.across + c // tw) * self.tile_size + (r % th + 2) * self.pitch + c % tw + 3
+        parent = (r // 2 + 1) * self.coarse_pitch + c // 2 + 1  # unread for the coarsest grid (no coarser one)
+        return [RasterStep((r[a:b], c[a:b]), place[a:b], parent[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
 
-    def contexts(self, at: np.ndarray, parent: np.ndarray) -> np.ndarray:
-        """(n, N_CONTEXT_RASTER) for the latents at places ``at`` (:meth:`walk`): the latents at ``RASTER_OFFSETS``
-        (zero outside the grid or the tile), then the 9 coarser values around each ``parent`` (zero outside; all zero
+    def contexts(self, place: np.ndarray, parent_place: np.ndarray) -> np.ndarray:
+        """(n, N_CONTEXT_RASTER) for the latents at ``place`` (:meth:`steps`): the latents at ``RASTER_OFFSETS`` (zero
+        outside the grid or the tile), then the 9 coarser values around each ``parent_place`` (zero outside; all zero
         for the coarsest grid)."""
-        ctx = np.zeros((at.size, N_CONTEXT_RASTER))
-        ctx[:, : len(RASTER_OFFSETS)] = self.flat[at[:, None] + self.steps]
+        ctx = np.zeros((place.size, N_CONTEXT_RASTER))
+        ctx[:, : len(RASTER_OFFSETS)] = self.flat[place[:, None] + self.offsets]
         if self.coarse is not None:
-            ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent[:, None] + self.coarse_steps]
+            ctx[:, len(RASTER_OFFSETS) :] = self.coarse[parent_place[:, None] + self.coarse_offsets]
         return ctx
 
-    def put(self, at: np.ndarray, values: np.ndarray) -> None:
-        self.flat[at] = values
+    def put(self, place: np.ndarray, values: np.ndarray) -> None:
+        self.flat[place] = values
 
     def grid(self) -> np.ndarray:
         """The decoded grid as int64."""
@@ -245,11 +245,12 @@ def predict_raster(net: list[FixedLayer], grid: RasterGrid, step: RasterStep, n_
     """The mean and scale index (below ``n_scales``) of every latent of ``step`` of ``grid``: evaluated in blocks of
     ``BLOCK`` latents, which bounds the working memory of a step of a large image and changes nothing in the result
     (the latents of a step are independent)."""
-    n = step.at.size
+    n = step.place.size
     mu, scale = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
-        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(grid.contexts(step.at[a:b], step.parent[a:b]), net), n_scales)
+        ctx = grid.contexts(step.place[a:b], step.parent_place[a:b])
+        mu[a:b], scale[a:b] = means_and_scales(fixed_mlp(ctx, net), n_scales)
     return mu, scale
 
 

@@ -271,10 +271,10 @@ def _walk_raster(config: LatentConfig, shape: tuple[int, ...], net: list[FixedLa
     coarser = None
     for level in range(config.levels - 1, -1, -1):
         grid = RasterGrid(sizes[level], coarser)
-        for step in grid.walk():
+        for step in grid.steps():
             mu, scale = predict_raster(net, grid, step, phased.phase_counts.size)
             centre, table = centres_and_tables(mu, scale, phased.first, phased.phase_counts)
-            grid.put(step.at, residuals(level, step.pos, centre, table) * context.ONE + centre)
+            grid.put(step.place, residuals(level, step.pos, centre, table) * context.ONE + centre)
         grids[level] = coarser = grid.grid()
     return grids
 
