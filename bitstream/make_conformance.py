@@ -478,7 +478,7 @@ def disagreeing_levels_case() -> tuple[str, bytes]:
     import struct
     import zlib
 
-    from nxcodec.latent import occupancy, rans, shape
+    from nxcodec.latent import occupancy, shape
 
     data = (HERE / "v8" / "shape" / "torus_g4_builtin_k2.nxc").read_bytes()
     head = shape.read_header(data)
@@ -490,21 +490,8 @@ def disagreeing_levels_case() -> tuple[str, bytes]:
     free = tuple(int(i[0]) for i in np.nonzero(~levels[level] & occupancy._repeat(levels[level - 1], 2)))  # its
     # parent occupied
     levels[level][free] = True
-    symbols, models = [], []
-
-    def take(k: int, pos, ctx: np.ndarray) -> np.ndarray:
-        values = levels[k][pos]
-        symbols.append(values.astype(np.int64))
-        models.append(ctx)
-        return values
-
-    occupancy._walk(occ.log2, take)  # the octree coded level by level over these levels (occupancy.write's order)
-    _, *probs, _ = occupancy.HEAD.unpack_from(data, start)
-    n = len(occ.inside)
-    payload = rans.encode(np.concatenate([*symbols, occ.inside.astype(np.int64)]),
-                          np.concatenate([*models, np.full(n, occupancy.SIGN_MODEL)]),
-                          occupancy._tables(np.array(probs)), 1)
-    section = occupancy.HEAD.pack(occ.log2, *probs, len(payload)) + payload
+    _, *probs, _ = occupancy.HEAD.unpack_from(data, start)  # the source's tables
+    section = occupancy.code_section(occ.log2, np.array(probs), *occupancy.level_bits(levels), occ.inside)
     out = data[:start] + section + data[end:-4]
     return "torus_g4_levels_disagree", out + struct.pack("<I", zlib.crc32(out))
 

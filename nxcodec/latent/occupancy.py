@@ -150,20 +150,33 @@ def _tables(probs: np.ndarray) -> rans.Tables:
     return rans.Tables([np.array([rans.TOTAL - f, f]) for f in ones] + [np.array([rans.TOTAL // 2] * 2)])
 
 
-def write(occ: Occupancy) -> bytes:
-    """The occupancy section: ``log2``, the 14 tables' probabilities of an occupied cell (in 256ths), the payload's
-    length, and its one-lane rANS payload (the bits, pass by pass, then the components' inside bits)."""
-    pyramid = occ.pyramid()
+def level_bits(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The bits an octree over ``levels`` (level 0 to the map, :meth:`Occupancy.pyramid`) codes, in coding order, and
+    the table of each."""
     symbols, models = [], []
 
     def take(k: int, pos, ctx: np.ndarray) -> np.ndarray:
-        values = pyramid[k][pos]
+        values = levels[k][pos]
         symbols.append(values.astype(np.int64))
         models.append(ctx)
         return values
 
-    _walk(occ.log2, take)
-    ctx, bit = np.concatenate(models), np.concatenate(symbols)
+    _walk(len(levels) - 1, take)
+    return np.concatenate(symbols), np.concatenate(models)
+
+
+def code_section(log2: int, probs: np.ndarray, bits: np.ndarray, models: np.ndarray, inside: np.ndarray) -> bytes:
+    """The occupancy section: ``log2``, the 14 tables' probabilities of an occupied cell (in 256ths), the payload's
+    length, and its one-lane rANS payload (``bits`` under ``models``, then the components' inside bits)."""
+    n = len(inside)
+    payload = rans.encode(np.concatenate([bits, inside.astype(np.int64)]),
+                          np.concatenate([models, np.full(n, SIGN_MODEL)]), _tables(probs), 1)
+    return HEAD.pack(log2, *np.asarray(probs).tolist(), len(payload)) + payload
+
+
+def write(occ: Occupancy) -> bytes:
+    """The occupancy section of ``occ``, its tables' probabilities those of its own bits."""
+    bit, ctx = level_bits(occ.pyramid())
     ones = np.bincount(ctx, weights=bit, minlength=2 * CONTEXTS)
     seen = np.bincount(ctx, minlength=2 * CONTEXTS)
     probs = np.clip(np.round(256 * ones / np.maximum(seen, 1)), 1, 255).astype(np.int64)
@@ -171,10 +184,7 @@ def write(occ: Occupancy) -> bytes:
     _, n = components(occ.cells)
     if len(occ.inside) != n:
         raise ValueError(f"the map has {n} free components but {len(occ.inside)} inside bits")
-    inside = occ.inside.astype(np.int64)
-    payload = rans.encode(np.concatenate([bit, inside]), np.concatenate([ctx, np.full(n, SIGN_MODEL)]),
-                          _tables(probs), 1)
-    return HEAD.pack(occ.log2, *probs.tolist(), len(payload)) + payload
+    return code_section(occ.log2, probs, bit, ctx, occ.inside)
 
 
 def read(data: bytes, pos: int, end: int, max_log2: int) -> tuple[Occupancy, int]:
