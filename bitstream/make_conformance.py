@@ -343,6 +343,45 @@ def audio_escape_case() -> tuple[str, bytes]:
     return "mono_escapes_2segments_8khz", audio.write(d, bodies)
 
 
+def audio_routing_case() -> tuple[str, bytes]:
+    """Random networks written so that audio planes take the parts of SPEC.md 9.4 that no other audio case does:
+    four experts whose manager outputs 0 and 1 (and 2 and 3) are equal, so every sample's choice is a tie and goes
+    to the lower index; and fixed-point biases 2^9 times finer than their weights (the floor branch), in context
+    models whose outputs stay in range (a scale near 30 from one hidden unit of constant activation, means a few
+    latents wide), so that shifting a negative bias toward zero would move latents. Found missing by a decoder of
+    version 11 audio written from the spec alone, which decoded every other case under either reading."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import audio, context, stream
+
+    rng = np.random.default_rng(16)
+    d = audio.AudioLatentDescriptor(frames=1000, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
+                                    stereo=audio.STEREO_NONE, segment=16)
+    config = latent_config(levels=3, n_experts=4, mgr_width=4, lanes_log2=1)
+    weights = random_networks(config, rng)
+    finer = {}
+    for net in ("arm_a", "arm_b"):
+        for layer in ("0", "1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
+            weights[f"{net}.{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{net}.{layer}.bias"].shape)
+        weights[f"{net}.1.weight"][:, 0], weights[f"{net}.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45 always
+        weights[f"{net}.out.weight"][:, 0] *= 0.2
+        weights[f"{net}.out.weight"][0] = (0.0, 30 / 0.45)  # the scale output: 30 + its bias
+        weights[f"{net}.out.bias"] = np.array([-0.37, 0.3])
+        finer.update({f"{net}.{layer}.bias": 9 for layer in ("0", "1", "out")})
+    for name in ("manager.0.bias", "manager.out.bias"):
+        weights[name] = rng.uniform(-0.45, 0.45, weights[name].shape)
+        finer[name] = 9
+    for a, b in ((0, 1), (2, 3)):
+        weights["manager.out.weight"][:, b] = weights["manager.out.weight"][:, a]
+        weights["manager.out.bias"][b] = weights["manager.out.bias"][a]
+    weights = {name: np.asarray(w, dtype=np.float32) for name, w in weights.items()}
+    tensors = quantize_networks(weights, 3, 5, finer)
+    bodies = []
+    for a, b in d.segments():
+        latents = [rng.normal(0, 3, size) for size in context.level_sizes((b - a, d.hop), config.levels)]
+        bodies.append(stream.write_body(config, 1, tensors, latents, audio.VERSION)[0])
+    return "mono_k4_ties_floor_8khz", audio.write(d, bodies)
+
+
 def audio_main(only: list[str] | None = None) -> None:
     """Regenerate the version 11 audio cases into conformance/v11/audio/ (``only``: just these, the others kept)."""
     import tempfile
@@ -369,8 +408,9 @@ def audio_main(only: list[str] | None = None) -> None:
         return res.data
 
     makers = {case[0]: functools.partial(fitted, *case) for case in audio_cases()}
-    escape_name, escape_data = audio_escape_case()  # written, not fitted: milliseconds
-    makers[escape_name] = functools.partial(bytes, escape_data)
+    for written in (audio_escape_case, audio_routing_case):  # written, not fitted: milliseconds
+        written_name, written_data = written()
+        makers[written_name] = functools.partial(bytes, written_data)
 
     def record(name: str, data: bytes) -> dict:
         header = audio.read_header(data)

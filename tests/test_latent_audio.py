@@ -356,6 +356,36 @@ def test_the_audio_escape_case_codes_escapes_with_a_high_part(monkeypatch):
     assert len(header.bodies) == 2 and sum(e >= 1 << 13 for e in seen) >= 2
 
 
+def test_the_audio_routing_case_has_ties_and_biases_shifted_by_floor(monkeypatch):
+    """v11/audio/mono_k4_ties_floor_8khz (make_conformance.audio_routing_case): every sample's largest manager
+    outputs tie, and go to the lower of the two experts (SPEC.md 9.4); its context models' biases are finer than
+    their weights, and shifting the negative ones toward zero instead of by floor decodes other integers."""
+    from nxcodec.latent.synthesis import expert_choice
+
+    case = next(c for c in CASES if c["stream"].endswith("/mono_k4_ties_floor_8khz.nxc"))
+    header = audio.read_header((CONFORMANCE / case["stream"]).read_bytes())
+    for rows, cols, body in header.planes():
+        tensors, grids = stream.decode_body(body, (rows, cols))
+        r, c = np.divmod(np.arange(rows * cols), cols)
+        logits = context.fixed_mlp(context.manager_inputs(grids, r, c), stream.fixed_layers(tensors, "manager"))
+        assert ((logits == logits.max(axis=1, keepdims=True)).sum(axis=1) >= 2).all()  # every choice a tie
+        assert set(expert_choice(grids, stream.float_synthesis(tensors)).tolist()) == {0, 2}
+        nets = stream.context_models(body.config, tensors)
+        assert all(context.FRAC_BITS + layer.w_shift < layer.b_shift for net in nets for layer in net)
+
+    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
+        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
+        b = layer.bias
+        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
+
+    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+    try:
+        digests = [audio.plane_digest(body, rows, cols) for rows, cols, body in header.planes()]
+    except StreamError:
+        digests = None
+    assert digests != case["plane_integers_sha256"]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c["stream"] for c in CASES])
 def test_conformance_streams_decode_to_their_integers_and_samples(case):
     data = (CONFORMANCE / case["stream"]).read_bytes()
