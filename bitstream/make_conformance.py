@@ -510,6 +510,39 @@ def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
     return "pockets_g3_occ3_k2", data
 
 
+def shape_floor_case() -> tuple[str, bytes]:
+    """Random networks over a map of 8^3 cells (all occupied but the outer layer) whose context models' biases are
+    2^9 times finer than their weights, with their outputs in range (a scale near 30 from one hidden unit of
+    constant activation, means a few latents wide): in 9.6's two passes a latent is its residual plus its mean, so
+    shifting a negative bias toward zero instead of by SPEC.md 9.4's floor moves integers. No other shape case
+    takes that branch (the built-in models' biases are as fine as their weights), found by a decoder written from
+    the spec alone."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, occupancy, shape
+    from nxcodec.signals.meshfile import ShapeDescriptor
+
+    rng = np.random.default_rng(17)
+    cells = np.ones((8, 8, 8), dtype=bool)
+    cells[[0, -1], :, :] = cells[:, [0, -1], :] = cells[:, :, [0, -1]] = False
+    d = shape.ShapeLatentDescriptor(ShapeDescriptor((0.0, 0.0, 0.0), 1.0, 0.1), 3)
+    config = latent_config(levels=2, syn_width=6)
+    weights = random_networks(config, rng, dims=3)
+    finer = {}
+    for net in ("arm_a", "arm_b"):
+        for layer in ("0", "1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
+            weights[f"{net}.{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{net}.{layer}.bias"].shape)
+        weights[f"{net}.0.weight"] *= 0.3
+        weights[f"{net}.1.weight"][:, 0], weights[f"{net}.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45 always
+        weights[f"{net}.out.weight"][:, 0] *= 0.2
+        weights[f"{net}.out.weight"][0] = (0.0, 30 / 0.45)  # the scale output: 30 + its bias
+        weights[f"{net}.out.bias"] = np.array([-0.37, 0.3])
+        finer.update({f"{net}.{layer}.bias": 9 for layer in ("0", "1", "out")})
+    weights = {name: np.asarray(w, dtype=np.float32) for name, w in weights.items()}
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, config.levels)]
+    occ = occupancy.Occupancy(cells, np.array([False]))
+    return "cube_g3_occ3_floor", shape.write(d, config, quantize_networks(weights, 3, 5, finer), latents, occ)[0]
+
+
 def disagreeing_levels_case() -> tuple[str, bytes]:
     """``torus_g4_builtin_k2`` with its occupancy map coded again over levels that disagree with it: one free cell of
     a coarser level, whose parent is occupied, coded as occupied (its eight children then coded, all free). The map
@@ -558,8 +591,8 @@ def latent_shape_main(only: list[str] | None = None) -> None:
                                                                         config=config, format=8)).data
 
     makers = {name: functools.partial(fitted, *case) for name, *case in latent_shape_cases()}
-    written_name, written = pockets_shape_case(points)  # written, not fitted: milliseconds
-    makers[written_name] = functools.partial(bytes, written)
+    for written_name, written in (pockets_shape_case(points), shape_floor_case()):  # written, not fitted: milliseconds
+        makers[written_name] = functools.partial(bytes, written)
     makers["torus_g4_levels_disagree"] = lambda: disagreeing_levels_case()[1]  # after its source is (re)made
 
     def record(name: str, data: bytes) -> dict:

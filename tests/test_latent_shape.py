@@ -303,6 +303,30 @@ def test_the_written_pockets_case_has_corner_touching_components_inside_bits_and
     assert max(np.abs(g).max() for g in image.grids) > (2047 << 8) + (1 << 18)  # beyond every table: an escape
 
 
+def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
+    """v8/shape/cube_g3_occ3_floor (make_conformance.shape_floor_case): its context models' biases are finer than their
+    weights (SPEC.md 9.4's floor branch, which no other shape case takes), and shifting the negative ones toward
+    zero decodes other integers."""
+    case = next(c for c in V8 if c["stream"].endswith("/cube_g3_occ3_floor.nxc"))
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    image = latent_shape.decode_latents(data)
+    nets = stream.context_models(image.config, image.tensors)
+    assert all(context.FRAC_BITS + layer.w_shift < layer.b_shift and (layer.bias < 0).any()
+               for net in nets for layer in net)
+
+    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
+        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
+        b = layer.bias
+        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
+
+    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+    try:
+        digest = latent_shape.decode_latents(data).digest()
+    except StreamError:
+        digest = None
+    assert digest != case["integers_sha256"]
+
+
 def test_the_written_disagreeing_levels_case_codes_levels_the_map_does_not_give(monkeypatch):
     """v8/shape/torus_g4_levels_disagree (make_conformance.disagreeing_levels_case): a coarser level coded with a cell
     occupied that the map leaves free. It decodes to the integers, experts and field of the stream it was made from
