@@ -60,6 +60,19 @@ def run_without_torch(code: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def shift_biases_toward_zero(monkeypatch) -> None:
+    """Make every fixed-point layer align a bias finer than its accumulator by shifting toward zero instead of by
+    floor (SPEC.md 9.4): the misreading the written floor conformance cases exist to catch."""
+    from nxcodec.latent import context
+
+    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
+        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
+        b = layer.bias
+        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
+
+    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+
+
 def spy_codings(monkeypatch, module, name: str) -> list[tuple[float, bool, int | None, float | None]]:
     """Replace the coder ``module.name`` by a spy that records every call as (lambda, trim, coded bits, bits
     allowed); the coded bits are None where it raised (over its target)."""

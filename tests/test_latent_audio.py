@@ -28,7 +28,7 @@ from nxcodec.signals import for_name
 from nxcodec.signals.audio import MetricSums, audio_metrics
 from nxcodec.signals.audiofile import FORMATS
 
-from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
+from conftest import CONFORMANCE, conformance_cases, run_without_torch, shift_biases_toward_zero, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = conformance_cases("v4", "v6/audio", "v9/audio", "v10/audio", "v11/audio")
@@ -373,12 +373,7 @@ def test_the_audio_routing_case_has_ties_and_biases_shifted_by_floor(monkeypatch
         nets = stream.context_models(body.config, tensors)
         assert all(context.FRAC_BITS + layer.w_shift < layer.b_shift for net in nets for layer in net)
 
-    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
-        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
-        b = layer.bias
-        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
-
-    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+    shift_biases_toward_zero(monkeypatch)
     try:
         digests = [audio.plane_digest(body, rows, cols) for rows, cols, body in header.planes()]
     except StreamError:

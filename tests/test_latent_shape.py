@@ -30,7 +30,7 @@ from nxcodec.latent.stream import FLAG_BUILTIN_CONTEXT, LatentConfig
 from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import MetricSettings
 
-from conftest import CONFORMANCE, conformance_cases, run_without_torch, spy_codings
+from conftest import CONFORMANCE, conformance_cases, run_without_torch, shift_biases_toward_zero, spy_codings
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = conformance_cases("v5", "v6/shape", "v7/shape", "v8/shape")
@@ -314,12 +314,7 @@ def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
     assert all(context.FRAC_BITS + layer.w_shift < layer.b_shift and (layer.bias < 0).any()
                for net in nets for layer in net)
 
-    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
-        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
-        b = layer.bias
-        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
-
-    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+    shift_biases_toward_zero(monkeypatch)
     try:
         digest = latent_shape.decode_latents(data).digest()
     except StreamError:

@@ -319,7 +319,7 @@ def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
     """v12/image/gray_k1_floor_32x24 (make_conformance.floor_case): its context model's biases are finer than its
     weights, and a decoder that shifted the negative ones toward zero instead of by floor (SPEC.md 9.4) cannot decode
     it; rgb_k4_ties_23x17, which also takes the floor branch, decodes the same under that reading."""
-    from conftest import CONFORMANCE, conformance_cases
+    from conftest import CONFORMANCE, conformance_cases, shift_biases_toward_zero
 
     folder = CONFORMANCE / "v12" / "image"
     data = (folder / "gray_k1_floor_32x24.nxc").read_bytes()
@@ -327,12 +327,7 @@ def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
     net = stream.context_models(image.config, image.tensors)[0]
     assert all(context.FRAC_BITS + layer.w_shift < layer.b_shift and (layer.bias < 0).any() for layer in net)
 
-    def toward_zero(layer: context.FixedLayer) -> np.ndarray:
-        shift = context.FRAC_BITS + layer.w_shift - layer.b_shift
-        b = layer.bias
-        return (b << shift if shift >= 0 else np.sign(b) * (np.abs(b) >> -shift)).astype(np.float64)
-
-    monkeypatch.setattr(context.FixedLayer, "aligned_bias", property(toward_zero))
+    shift_biases_toward_zero(monkeypatch)
     with pytest.raises(StreamError, match="does not decode"):
         stream.decode_latents(data)
     ties = next(c for c in conformance_cases("v12/image") if c["stream"].endswith("rgb_k4_ties_23x17.nxc"))
