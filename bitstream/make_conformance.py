@@ -242,6 +242,22 @@ def routing_case() -> tuple[str, bytes]:
     return "rgb_k4_ties_23x17", stream.write(d, config, quantize_networks(weights, 2, 5, finer_biases), latents)[0]
 
 
+def in_range_context_model(weights: dict[str, np.ndarray], rng: np.random.Generator, net: str, scale: float
+                            ) -> dict[str, int]:
+    """Make the random context model ``net`` (two hidden layers) keep its outputs in range: its scale output ``scale``
+    plus a little, from hidden unit 0 of constant activation 0.45, its means a few latents wide, its hidden biases
+    within 0.45 of 0. Returns the ``finer`` of :func:`quantize_networks` that puts its biases 2^9 times finer than
+    its weights (2^-12 against 2^-3 at 3 fractional bits; such a bias spans at most 1: 4096 integers, SPEC.md 9.3),
+    so that they are aligned by 9.4's floor."""
+    for layer in ("0", "1"):
+        weights[f"{net}.{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{net}.{layer}.bias"].shape)
+    weights[f"{net}.1.weight"][:, 0], weights[f"{net}.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45 always
+    weights[f"{net}.out.weight"][:, 0] *= 0.2
+    weights[f"{net}.out.weight"][0] = (0.0, scale / 0.45)  # the scale output: ``scale`` + its bias
+    weights[f"{net}.out.bias"] = np.array([-0.37, 0.3])
+    return {f"{net}.{layer}.bias": 9 for layer in ("0", "1", "out")}
+
+
 def floor_case() -> tuple[str, bytes]:
     """Random networks whose context model stays in range, so that the floor of 9.4's bias alignment reaches the
     decoded integers: every bias of the context model 2^9 times finer than its weights (shifted down by one bit,
@@ -258,15 +274,10 @@ def floor_case() -> tuple[str, bytes]:
     rng = np.random.default_rng(15)
     d, config = ImageDescriptor(32, 24, 1, 8), image_config(levels=3, lanes_log2=1)
     weights = random_networks(config, rng)
-    for layer in ("arm.0", "arm.1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
-        weights[f"{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{layer}.bias"].shape).astype(np.float32)
-    weights["arm.1.weight"][:, 0], weights["arm.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45, whatever the context
-    weights["arm.out.weight"][:, 0] *= 0.2
-    weights["arm.out.weight"][0] = (0.0, 16 / 0.45)  # the scale output: 16 + its bias
-    weights["arm.out.bias"] = np.array([-0.37, 0.3], dtype=np.float32)
-    finer_biases = {f"arm.{layer}.bias": 9 for layer in ("0", "1", "out")}  # steps 2^-12 against the weights' 2^-3
+    finer = in_range_context_model(weights, rng, "arm", 16)
+    weights = {name: np.asarray(w, dtype=np.float32) for name, w in weights.items()}
     latents = [rng.normal(0, 3, s) for s in context.level_sizes((d.height, d.width), config.levels)]
-    return "gray_k1_floor_32x24", stream.write(d, config, quantize_networks(weights, 3, 5, finer_biases), latents)[0]
+    return "gray_k1_floor_32x24", stream.write(d, config, quantize_networks(weights, 3, 5, finer), latents)[0]
 
 
 def latent_main(only: list[str] | None = None) -> None:
@@ -358,15 +369,7 @@ def audio_routing_case() -> tuple[str, bytes]:
                                     stereo=audio.STEREO_NONE, segment=16)
     config = latent_config(levels=3, n_experts=4, mgr_width=4, lanes_log2=1)
     weights = random_networks(config, rng)
-    finer = {}
-    for net in ("arm_a", "arm_b"):
-        for layer in ("0", "1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
-            weights[f"{net}.{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{net}.{layer}.bias"].shape)
-        weights[f"{net}.1.weight"][:, 0], weights[f"{net}.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45 always
-        weights[f"{net}.out.weight"][:, 0] *= 0.2
-        weights[f"{net}.out.weight"][0] = (0.0, 30 / 0.45)  # the scale output: 30 + its bias
-        weights[f"{net}.out.bias"] = np.array([-0.37, 0.3])
-        finer.update({f"{net}.{layer}.bias": 9 for layer in ("0", "1", "out")})
+    finer = {**in_range_context_model(weights, rng, "arm_a", 30), **in_range_context_model(weights, rng, "arm_b", 30)}
     for name in ("manager.0.bias", "manager.out.bias"):
         weights[name] = rng.uniform(-0.45, 0.45, weights[name].shape)
         finer[name] = 9
@@ -529,14 +532,8 @@ def shape_floor_case() -> tuple[str, bytes]:
     weights = random_networks(config, rng, dims=3)
     finer = {}
     for net in ("arm_a", "arm_b"):
-        for layer in ("0", "1"):  # a bias of step 2^-12 spans at most 1 (4096 integers, SPEC.md 9.3)
-            weights[f"{net}.{layer}.bias"] = rng.uniform(-0.45, 0.45, weights[f"{net}.{layer}.bias"].shape)
+        finer.update(in_range_context_model(weights, rng, net, 30))
         weights[f"{net}.0.weight"] *= 0.3
-        weights[f"{net}.1.weight"][:, 0], weights[f"{net}.1.bias"][0] = 0.0, 0.45  # hidden unit 0: 0.45 always
-        weights[f"{net}.out.weight"][:, 0] *= 0.2
-        weights[f"{net}.out.weight"][0] = (0.0, 30 / 0.45)  # the scale output: 30 + its bias
-        weights[f"{net}.out.bias"] = np.array([-0.37, 0.3])
-        finer.update({f"{net}.{layer}.bias": 9 for layer in ("0", "1", "out")})
     weights = {name: np.asarray(w, dtype=np.float32) for name, w in weights.items()}
     latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, config.levels)]
     occ = occupancy.Occupancy(cells, np.array([False]))
