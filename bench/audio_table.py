@@ -74,10 +74,10 @@ def clip_lead(mine: dict, theirs: list[dict]) -> float | None:
 
 
 def per_clip(points: list[dict]) -> None:
-    """Per clip and nxcodec rate: nxcodec's PSNR / segmental SNR / ESTOI, and MP3's and Opus's at the same rate
-    (below a baseline's lowest rate, its lowest point's)."""
-    print("| clip | nxcodec kbps | nxcodec PSNR / seg. SNR / ESTOI | MP3 at that rate | Opus at that rate |")
-    print("|---|---|---|---|---|")
+    """Per clip and nxcodec rate target: nxcodec's PSNR / segmental SNR / ESTOI, and MP3's and Opus's at the rate
+    nxcodec reached (below a baseline's lowest rate, its lowest point's, marked "at N kbps")."""
+    print("| clip | target kbps | nxcodec kbps | nxcodec PSNR / seg. SNR / ESTOI | MP3 at that rate | Opus at that rate |")
+    print("|---|---|---|---|---|---|")
     clips = sorted({p["clip"] for p in points})
     for clip in clips:
         mine = sorted((p for p in points if p["clip"] == clip and p["codec"] == "nxcodec"), key=lambda p: p["kbps"])
@@ -90,7 +90,7 @@ def per_clip(points: list[dict]) -> None:
                 else:
                     values, floor_kbps = found
                     cells.append(triple(values) + ("" if floor_kbps is None else f" at {floor_kbps:.0f} kbps"))
-            print(f"| {clip} | {p['kbps']:.2f} | {triple(tuple(p.get(k) for k in KEYS))} | {cells[0]} | {cells[1]} |")
+            print(f"| {clip} | {p['level']:g} | {p['kbps']:.2f} | {triple(tuple(p.get(k) for k in KEYS))} | {cells[0]} | {cells[1]} |")
 
 
 def main(folder: Path) -> None:
