@@ -6,9 +6,11 @@
 #
 #   bench/gpu_image_call.sh KODAK_DIR OUT_DIR BUDGET_S [`nxcodec bench image` options, e.g. --qualities 5]
 #
-# DEVICE (default cuda) and CHECK_ITERS (default 200, the decode check's fits) may be set.
-# Everything lands in OUT_DIR/results.tar.gz (gpu_cpu_decode/, kodak/, gpu.log with the GPU's load every
-# 15 s, call.log), since a device call returns only a few files.
+# DEVICE (default cuda), CHECK_ITERS (default 200, the decode check's fits) and PROBE_STACKS (default 24: the
+# stack sizes whose seconds per iteration bench/fit_speed.py measures before the benchmark, so that a call
+# whose budget cannot hold a quality's fit still tells how long one takes; empty: no probe) may be set.
+# Everything lands in OUT_DIR/results.tar.gz (gpu_cpu_decode/, fit_speed.json, kodak/, gpu.log with the GPU's
+# load every 15 s, call.log), since a device call returns only a few files.
 set -uo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 KODAK_DIR OUT_DIR BUDGET_S [bench options]" >&2; exit 2; }
 src=$1 out=$2 budget=$3
@@ -32,6 +34,13 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
   timeout -k 20 -s INT 120 python3 bench/gpu_cpu_decode.py "$src" --images 2 --iters "${CHECK_ITERS:-200}" --device "$device" \
     --out "$res/gpu_cpu_decode"
   echo "gpu_cpu_decode: exit $?, $(( $(date +%s) - t0 )) s"
+  probe=${PROBE_STACKS-24}
+  if [ -n "$probe" ]; then
+    t0=$(date +%s)
+    timeout -k 10 -s INT 90 python3 bench/fit_speed.py "$src" --stacks "$probe" --iters 10 --optimizers soap-synthesis \
+      --profile-stack 0 --device "$device" --out "$res/fit_speed.json"
+    echo "fit_speed: exit $?, $(( $(date +%s) - t0 )) s"
+  fi
   t0=$(date +%s)
   # stopped 50 s before the budget, killed 20 s after that if its workers' running jobs keep it (they ignore
   # SIGINT and finish), so there is time left to pack
