@@ -45,6 +45,54 @@ def test_a_version_1_stream_of_a_later_modality_is_refused():
         decode_stream(bytes(data))
 
 
+def with_config(name: str, payload: bytes | None = None, **changes) -> bytes:
+    """A one-section version 2 stream of ``bitstream/conformance`` with its model config fields changed (and its
+    payload replaced), the CRC made right again."""
+    import struct
+    import zlib
+
+    from nxcodec.model.config import ModelConfig, tensor_shapes
+
+    data = (HERE / name).read_bytes()
+    pos = 8 + int.from_bytes(data[6:8], "little") + 2  # magic, version, modality, desc_len, descriptor, n_sections
+    cfg = ModelConfig.unpack(data[pos:pos + ModelConfig.SIZE])
+    table = pos + ModelConfig.SIZE
+    end = table + 9 * len(tensor_shapes(cfg))
+    (length,) = struct.unpack_from("<I", data, end)
+    body = data[end + 4:end + 4 + length] if payload is None else payload
+    config = struct.pack(ModelConfig._FORMAT, *(changes.get(f, getattr(cfg, f)) for f in cfg.__dataclass_fields__))
+    out = data[:pos] + config + data[table:end] + struct.pack("<I", len(body)) + body
+    return out + zlib.crc32(out).to_bytes(4, "little")
+
+
+def test_an_empty_payload_is_valid_and_reads_as_zero_words():
+    """SPEC.md 6: reads past a payload's end give 0, so a version 2 section with no payload words still decodes."""
+    decoded = decode_stream(with_config("rgb_k4_24x16.nxc", payload=b""))[1]
+    assert decoded.shape == (16, 24, 3)
+
+
+def test_with_one_expert_the_manager_fields_are_ignored():
+    """SPEC.md 3: with K = 1 there is no manager, so its fields may hold any values within the limits."""
+    name = "rgba_k1_sine_24x16.nxc"
+    same = decode_stream(with_config(name, mgr_width=1024, mgr_enc_depth=16, mgr_depth=16))[1]
+    assert np.array_equal(same, decode_stream((HERE / name).read_bytes())[1])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"in_dim": 3}, "does not match the signal"),  # an image's coordinates are 2-D
+    ({"out_dim": 1}, "does not match the signal"),  # rgb_k4 has 3 channels
+    ({"encoding": 2}, "invalid model config"),
+    ({"encoding": 0}, "invalid model config"),  # raw coordinates with Fourier frequencies
+    ({"expert_width": 0}, "invalid model config"),
+    ({"mgr_width": 0}, "invalid model config"),  # K = 4 needs a manager
+])
+def test_a_config_against_section_3_is_refused(changes, message):
+    from nxcodec.errors import StreamError
+
+    with pytest.raises(StreamError, match=message):
+        decode_stream(with_config("rgb_k4_24x16.nxc", **changes))
+
+
 @pytest.mark.parametrize("case", CASES + LEGACY, ids=[c["stream"] for c in CASES + LEGACY])
 def test_stream_decodes_to_expected_result(case):
     data = (HERE / case["stream"]).read_bytes()
