@@ -82,6 +82,10 @@ def cases() -> list[tuple[str, np.ndarray, ModelConfig]]:
         ("rgb_k4_24x16", rgb[40:56, 120:144].copy(), cfg()),
         ("gray_k2_mgrenc_13x11", gray[70:81, 60:73].copy(), cfg(out_dim=1, n_experts=2, mgr_enc_depth=1)),
         ("rgba_k1_sine_24x16", rgba, cfg(out_dim=4, encoding=ENCODING_SINE, n_freq=0, n_experts=1, expert_depth=0)),
+        # the first sine layers' w0 differs from the others' (the cases above share 30), and Fourier features
+        # with no frequencies are the coordinates alone
+        ("gray_k3_w0_f0_19x13", gray[150:163, 30:49].copy(),
+         cfg(out_dim=1, n_freq=0, n_experts=3, w0_first=12, w0_hidden=45, mgr_enc_depth=1)),
     ]
 
 

@@ -78,6 +78,17 @@ def test_with_one_expert_the_manager_fields_are_ignored():
     assert np.array_equal(same, decode_stream((HERE / name).read_bytes())[1])
 
 
+def test_the_w0_stream_tells_the_first_layers_from_the_others():
+    """gray_k3_w0_f0 is the one stream whose first sine layers' w0 differs from the others': a decoder that gave
+    every layer one of the two, or swapped them, would decode it to other pixels."""
+    name = "gray_k3_w0_f0_19x13.nxc"
+    expected = np.asarray(Image.open(HERE / name.replace(".nxc", ".png"))).reshape(13, 19, 1).astype(int)
+    assert np.array_equal(decode_stream((HERE / name).read_bytes())[1].astype(int), expected)
+    for wrong in ({"w0_first": 45}, {"w0_hidden": 12}, {"w0_first": 45, "w0_hidden": 12}):
+        misread = decode_stream(with_config(name, **wrong))[1].astype(int)
+        assert np.count_nonzero(misread != expected) > expected.size // 4, wrong
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"in_dim": 3}, "does not match the signal"),  # an image's coordinates are 2-D
     ({"out_dim": 1}, "does not match the signal"),  # rgb_k4 has 3 channels
