@@ -284,6 +284,42 @@ def floor_case() -> tuple[str, bytes]:
     return "gray_k1_floor_32x24", stream.write(d, config, quantize_networks(weights, 3, 5, finer), latents)[0]
 
 
+ESCAPE_LENGTHS = (1, 0, 13, 14, 2, 15, 1, 3, 12, 4, 0, 11, 5, 10, 6, 9, 7, 8)  # in decode order
+
+
+def escape_lengths_case() -> tuple[str, bytes]:
+    """Random networks over latents placed so that the finest grid's escapes (SPEC.md 12) take every bit length, 0
+    to 15, in the order of ``ESCAPE_LENGTHS`` over four coder lanes: lengths 13 (12 bits below the leading one:
+    one ``U_12`` symbol, no high part; no other stream has one) and 14 (the shortest with a high part) both occur,
+    and lengths 0 and 1, which code no symbol after their length, come before others (a decoder that coded a
+    ``U_0`` symbol for them would shift every later lane's turn). The placed latents are set, in decode order, to the predicted centre plus the
+    residual limit plus the escape wanted, so each escape is exactly the one aimed at."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import context, stream
+    from nxcodec.signals.imagefile import ImageDescriptor
+
+    rng = np.random.default_rng(16)
+    d, config = ImageDescriptor(24, 20, 1, 8), image_config(levels=2, lanes_log2=2)
+    tensors = quantize_networks(random_networks(config, rng), 7, 5)
+    latents = [rng.normal(0, 2, s) for s in context.level_sizes((d.height, d.width), config.levels)]
+    escapes = [0 if k == 0 else (1 << (k - 1)) + (k * 2731) % (1 << (k - 1)) for k in ESCAPE_LENGTHS]
+    wanted = {(1 + i, (7 * i) % d.width): (e, 1 - 2 * (i % 2)) for i, e in enumerate(escapes)}
+    scales = stream.latent_tables(stream.VERSION, config)
+
+    def place(level: int, pos: tuple[np.ndarray, ...], centre: np.ndarray, table: np.ndarray) -> np.ndarray:
+        limit = scales.residual_limit(table)
+        grid = latents[level]
+        for i, at in enumerate(zip(*(p.tolist() for p in pos))):
+            if level == 0 and at in wanted:
+                e, sign = wanted[at]
+                grid[at] = (centre[i] + sign * (limit[i] + e) * context.ONE) / context.ONE
+        v = grid[pos] - centre / context.ONE
+        return stream.split_residuals(np.sign(v) * np.floor(np.abs(v) + 0.5), limit)[0]
+
+    stream.walk_latents(config, (d.height, d.width), stream.context_models(config, tensors), place, scales)
+    return "gray_k1_escape_lengths_24x20", stream.write(d, config, tensors, latents)[0]
+
+
 def latent_main(only: list[str] | None = None) -> None:
     """Regenerate the version 12 image cases into conformance/v12/image/ (``only``: just these, the others kept)."""
     from nxcodec.latent import stream
@@ -296,7 +332,7 @@ def latent_main(only: list[str] | None = None) -> None:
         return encode_signal(image, image.from_array(array), options).data
 
     makers = {name: functools.partial(fitted, array, config) for name, array, config in latent_cases()}
-    for written in (escape_case, routing_case, floor_case):  # written, not fitted: milliseconds
+    for written in (escape_case, routing_case, floor_case, escape_lengths_case):  # written, not fitted: milliseconds
         name, data = written()
         makers[name] = functools.partial(bytes, data)
 

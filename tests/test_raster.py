@@ -334,6 +334,38 @@ def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
     assert stream.decode_latents((CONFORMANCE / ties["stream"]).read_bytes()).digest() == ties["integers_sha256"]
 
 
+@pytest.mark.parametrize("misreading", ["a U_0 symbol after every length", "a high part from 12 bits below"])
+def test_the_escape_lengths_case_catches_misread_escapes(monkeypatch, misreading):
+    """v12/image/gray_k1_escape_lengths_24x20 (make_conformance.escape_lengths_case) holds escapes of every bit
+    length, 0 to 15 (SPEC.md 12). A decoder that read a U_0 symbol after a length of 0 or 1, or gave a length of 13
+    (12 bits below its leading one) a high part under U_0, would take a lane's turn the writer never coded, and
+    from there read other integers or none. Of the other version 12 streams, gray_k2_escapes_21x19 and
+    rgb_k4_ties_23x17 catch the first reading and none the second (none has an escape of length 13)."""
+    from conftest import CONFORMANCE, conformance_cases
+
+    case = next(c for c in conformance_cases("v12/image") if c["stream"].endswith("gray_k1_escape_lengths_24x20.nxc"))
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    lengths = []
+    read = stream.read_escapes
+    monkeypatch.setattr(stream, "read_escapes", lambda *a: lengths.append(tables.bit_length(e := read(*a))) or e)
+    assert stream.decode_latents(data).digest() == case["integers_sha256"]
+    assert set(np.concatenate(lengths).tolist()) == set(range(16))
+
+    right = stream._escape_parts
+
+    def wrong(k: np.ndarray):
+        below, high, low, has_low = right(k)
+        if misreading.startswith("a U_0"):
+            return below, high, low, np.ones_like(has_low)
+        return below, below >= tables.ESCAPE_CHUNK, low, has_low
+
+    monkeypatch.setattr(stream, "_escape_parts", wrong)
+    try:
+        assert stream.decode_latents(data).digest() != case["integers_sha256"]
+    except StreamError:
+        pass
+
+
 def test_a_step_evaluated_in_blocks_decodes_the_same(monkeypatch):
     d = ImageDescriptor(140, 70, 1, 8)  # steps of up to 6 latents in the finest grid
     (data, recorded), _ = random_raster_stream(2, d, raster_config(levels=2, n_experts=1, mgr_width=0))
