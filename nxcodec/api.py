@@ -14,8 +14,7 @@ import numpy as np
 
 from nxcodec import signals
 from nxcodec.decoder import decode_stream, decode_to_file
-from nxcodec.errors import InputError
-from nxcodec.io import read_stream
+from nxcodec.io import check_source, read_stream
 from nxcodec.limits import Limits
 
 if TYPE_CHECKING:
@@ -48,9 +47,8 @@ def encode_file(
         signal = mod.from_array(source)
     else:
         path = Path(source)
+        check_source(path)
         mod = signals.for_name(modality) if modality else signals.for_path(path)
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
         signal = mod.read(path)
     opts = EncodeOptions(rate=rate, iters=iters, device=device, seed=seed, progress=progress, format=format)
     if quality is not None:

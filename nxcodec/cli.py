@@ -22,7 +22,7 @@ from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory
 from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
-from nxcodec.io import check_writable, read_stream, write_atomic, write_bytes_atomic
+from nxcodec.io import check_source, check_writable, read_stream, write_atomic, write_bytes_atomic
 
 SAMPLE = Path(__file__).parent / "samples" / "hopper.png"
 DEMO_CPU_ITERS = 500  # the presets' 2000 take about 8 minutes for the sample on 2 CPU cores
@@ -151,6 +151,7 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, kb: float | None,
            iters: int | None, device: str, seed: int, fmt: str | None, verbose: bool, force: bool) -> None:
     """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
+    check_source(source)
     rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps, kb=kb)
     output = output or source.with_name(source.name + ".nxc")
     if output.suffix.lower() != ".nxc":

@@ -27,6 +27,14 @@ def read_stream(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def check_source(path: Path) -> None:
+    """Refuse a source to encode that is missing or a folder, before its name decides what kind of signal it is."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory (encode takes one file; nxcodec batch codes a folder)")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+
+
 def check_writable(path: Path, force: bool) -> None:
     """Refuse early (before any work) an output that exists without ``force``, or whose folder is missing or
     cannot be written in."""

@@ -135,6 +135,8 @@ def test_corrupt_stream_fails_cleanly_and_leaves_nothing(tmp_path, nxc):
     "args, message",
     [
         (["encode", "missing.png"], "no such file"),
+        (["encode", "missing.gif"], "missing.gif: no such file"),  # missing before unsupported
+        (["encode", "."], "is a directory (encode takes one file; nxcodec batch codes a folder)"),
         (["encode", "notes.txt"], "unsupported file type"),
         (["encode", "fake.png"], "cannot read image"),
         (["decode", "missing.nxc"], "no such file"),

@@ -42,6 +42,12 @@ def test_bad_sources_raise_an_input_error(source):
         nxcodec.encode(source, iters=5)
 
 
+@pytest.mark.parametrize("source, message", [("missing.gif", "missing.gif: no such file"), (".", "is a directory")])
+def test_a_missing_source_or_a_folder_is_said_so_before_its_type(source, message):
+    with pytest.raises(InputError, match=message):
+        nxcodec.encode(source, iters=5)
+
+
 @pytest.mark.parametrize("data", [None, "text", 7, b"", b"\x89NXC"])
 def test_bad_streams_raise_an_nxc_error(data):
     with pytest.raises(NxcError):
