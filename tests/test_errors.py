@@ -54,6 +54,32 @@ def test_bad_streams_raise_an_nxc_error(data):
         nxcodec.decode(data)
 
 
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` x ``height`` grayscale pixels and holds almost none of them (a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("width, height", [(12000, 12000), (70000, 10), (30000, 30000)])
+def test_an_image_too_large_is_refused_from_its_header(tmp_path, width, height):
+    """The declared size is checked before any pixel is decoded: these files hold next to no pixel data, and are
+    refused for their size, not as truncated. 30000 x 30000 is beyond Pillow's own decompression-bomb limit (an
+    exception of Pillow's, once a traceback); 12000 x 12000 is below it but beyond nxcodec's 2^27 pixels."""
+    src = png_header_only(tmp_path / "big.png", width, height)
+    with pytest.raises(InputError, match=r"big.png: (the )?image .*exceeds the limits \(65536 pixels a side"):
+        nxcodec.encode(src, iters=1)
+    res = CliRunner().invoke(main, ["encode", str(src), "--iters", "1"])
+    assert res.exit_code == 2 and "exceeds the limits" in res.output and not (tmp_path / "big.png.nxc").exists()
+
+
 def test_a_mesh_without_area_is_an_input_error():
     vertices = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]])
     with pytest.raises(InputError, match="no area"):

@@ -7,6 +7,7 @@ one more channel.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,13 @@ IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
 EXPERTS_BY_SIZE = ((1 << 17, 1), (1 << 18, 2))
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 LATENT_MIN_PIXELS = 64 * 64  # smaller images are written as format 2 unless asked otherwise
+
+
+def _check_size(width: int, height: int, where: str = "") -> None:
+    """Refuse an image beyond the format's limits (``where``: the message's prefix, such as the file's name)."""
+    if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
+        raise InputError(f"{where}image of {width}x{height} pixels exceeds the limits ({MAX_SIDE} pixels a side, "
+                         f"{MAX_PIXELS} in all)")
 
 
 def _to_array(im: Image.Image) -> tuple[np.ndarray, int]:
@@ -73,10 +81,18 @@ class ImageModality(Modality):
         return self.latent_format if d.width * d.height >= LATENT_MIN_PIXELS else 2
 
     def read(self, path: Path) -> Signal:
+        """The image at ``path``; its size is checked from the header, before any pixel is decoded, so that a small
+        file declaring a huge image costs nothing (Pillow's own decompression-bomb limit is higher than ours)."""
         try:
-            with Image.open(path) as im:
-                im.load()
-                array, depth = _to_array(im)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    _check_size(*im.size, where=f"{path}: ")
+                    im.load()
+                    array, depth = _to_array(im)
+        except Image.DecompressionBombError:
+            raise InputError(f"{path}: the image exceeds the limits ({MAX_SIDE} pixels a side, {MAX_PIXELS} in all)"
+                             ) from None
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -101,8 +117,7 @@ class ImageModality(Modality):
         h, w, c = array.shape
         if h * w == 0:
             raise InputError("image is empty")
-        if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
-            raise InputError(f"image of {w}x{h} pixels exceeds the limit of {MAX_PIXELS} pixels")
+        _check_size(w, h)
         if depth == 16 and c != 1:
             raise InputError("16-bit images are supported in grayscale only")
         return Signal(ImageDescriptor(w, h, c, depth), array)
