@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nxcodec import signals
-from nxcodec.decoder import decode_stream, decode_to_file
+from nxcodec.decoder import decode_stream, decode_to_file, describe
 from nxcodec.io import check_source, read_stream
 from nxcodec.limits import Limits
 
@@ -68,6 +68,15 @@ def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np
     a stream beyond them raises :class:`nxcodec.errors.StreamError` before any work.
     """
     return decode_stream(data, device, limits)[1]
+
+
+def info(data: bytes) -> dict[str, Any]:
+    """What ``.nxc`` bytes declare, from the header alone (nothing decoded, no network run), as ``nxcodec info
+    --json`` prints it: ``version``, ``modality`` ("image", "audio" or "shape"), ``bytes``, ``rate`` and
+    ``rate_unit``, ``signal`` (the descriptor's fields: an image's ``width``, ``height``, ``channels``,
+    ``bit_depth``; a clip's ``frames``, ``sample_rate``, ``channels`` ...) and ``summary``, the labelled lines of
+    ``nxcodec info``. An invalid stream raises :class:`nxcodec.errors.StreamError`."""
+    return describe(data)
 
 
 def decode_file(source: str | Path, output: str | Path, force: bool = False, device: str = "cpu",

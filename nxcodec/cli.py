@@ -7,6 +7,7 @@ line on stderr and exit with status 2; nothing partial is left behind.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
-from nxcodec.decoder import decode_stream, decode_to_file, is_latent, output_kind
+from nxcodec.decoder import decode_stream, decode_to_file, output_kind
+from nxcodec.decoder import describe as describe_stream
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory
@@ -53,18 +55,10 @@ def user_errors(fn: Callable) -> Callable:
 def describe(cfg) -> str:
     """One line for a stream's networks, whatever the format."""
     if isinstance(cfg, ModelConfig):
-        return describe_config(cfg)
+        return container.describe_config(cfg)
     from nxcodec.latent.stream import describe_config as describe_latent
 
     return describe_latent(cfg)
-
-
-def describe_config(cfg: ModelConfig) -> str:
-    """One line for a network: experts, encoder, manager, input encoding."""
-    encoding = f"Fourier ({cfg.n_freq} frequencies)" if cfg.encoding else "raw coordinates"
-    return (f"{cfg.n_experts} experts of {cfg.expert_depth}x{cfg.expert_width}, encoder {cfg.enc_depth}x{cfg.enc_width}, "
-            f"manager {cfg.mgr_enc_depth}+{cfg.mgr_depth}x{cfg.mgr_width}, input {encoding}, w0 {cfg.w0_first}, "
-            f"{cfg.parameter_count()} parameters")
 
 
 def decoded_path(source: Path, modality: signals.Modality) -> Path:
@@ -233,40 +227,21 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
 
 @main.command()
 @click.argument("source", type=click.Path(readable=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (version, kind of signal, descriptor fields, rate, the lines below) "
+                   "instead of text [default: text].")
 @user_errors
-def info(source: Path) -> None:
+def info(source: Path, as_json: bool) -> None:
     """Show a stream's header, section sizes, rate and model, without decoding it."""
     data = read_stream(source)
-    if is_latent(data):
-        _info_latent(source, data)
+    facts = describe_stream(data)
+    if as_json:
+        click.echo(json.dumps({"file": str(source), **facts}))
         return
-    modality_id, descriptor, configs, layout = container.read_header(data)
-    modality = signals.for_id(modality_id)
-    desc = modality.unpack_descriptor(descriptor)
-    click.echo(f"file:       {source} ({layout.total} bytes)")
-    click.echo(f"format:     nxc version {data[4]}")
-    click.echo(f"signal:     {modality.describe(desc)}")
-    click.echo(f"rate:       {modality.rate(desc, layout.total):.4f} {modality.rate_unit} (whole file)")
-    click.echo(f"sections:   {layout.n_sections}")
-    click.echo(f"parameters: {layout.parameters}")
-    parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
-             ("model configs", layout.config), ("tensor tables", layout.tensor_table),
-             ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
-    click.echo("bytes:      " + ", ".join(f"{name} {size} bytes" for name, size in parts))
-    for i, cfg in enumerate(configs[:8]):
-        click.echo(f"model {i}:    {describe_config(cfg)}")
-    if len(configs) > 8:
-        click.echo(f"            ... and {len(configs) - 8} more sections")
-
-
-def _info_latent(source: Path, data: bytes) -> None:
-    """``info`` for a latent stream: header fields only, no network is run."""
-    from nxcodec.decoder import latent_reader
-
     click.echo(f"file:       {source} ({len(data)} bytes)")
-    click.echo(f"format:     nxc version {data[4]} (latent grids)")
-    for label, text in latent_reader(data).info(data):
-        click.echo(f"{label + ':':11s} {text}")
+    click.echo(f"format:     nxc version {data[4]}" + (" (latent grids)" if facts["latent_grids"] else ""))
+    for label, text in facts["summary"]:
+        click.echo(f"{label + ':' if label else '':11s} {text}")
 
 
 def _run_batch_cli(kind: str, src: Path, dst: Path, settings, resume: bool, force: bool, workers: int,

@@ -72,6 +72,14 @@ class Layout:
     table_work: int = 0  # cost of building the frequency tables (limits.table_work), before any is built
 
 
+def describe_config(cfg: ModelConfig) -> str:
+    """One line for a network: experts, encoder, manager, input encoding."""
+    encoding = f"Fourier ({cfg.n_freq} frequencies)" if cfg.encoding else "raw coordinates"
+    return (f"{cfg.n_experts} experts of {cfg.expert_depth}x{cfg.expert_width}, encoder {cfg.enc_depth}x{cfg.enc_width}, "
+            f"manager {cfg.mgr_enc_depth}+{cfg.mgr_depth}x{cfg.mgr_width}, input {encoding}, w0 {cfg.w0_first}, "
+            f"{cfg.parameter_count()} parameters")
+
+
 def check_config(cfg: ModelConfig) -> None:
     """Refuse a model config beyond the decoder's limits (before building anything)."""
     widths = (cfg.enc_width, cfg.expert_width, cfg.mgr_width)

@@ -8,6 +8,7 @@ Nothing here imports the fitting code.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,43 @@ def output_kind(data: bytes) -> Any:
     from nxcodec import container
 
     return signals.for_id(container.read_header(data)[0])
+
+
+MODALITY_NAMES = {1: "image", 2: "audio", 3: "shape"}
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """What a stream declares, from its header alone (nothing entropy-decoded, no network run): its version, kind
+    of signal, descriptor fields (an image's size, a clip's sample rate and length, a shape's frame ...), rate,
+    and ``summary``, the labelled lines ``nxcodec info`` prints. ``StreamError`` for a stream that is not valid."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"a stream is bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if is_latent(data):
+        reader = latent_reader(data)
+        descriptor, summary = reader.read_header(data).descriptor, reader.info(data)
+        modality_id, latent = data[5], True
+    else:
+        from nxcodec import container
+
+        modality_id, raw, configs, layout = container.read_header(data)
+        descriptor = signals.for_id(modality_id).unpack_descriptor(raw)
+        modality = signals.for_id(modality_id)
+        parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
+                 ("model configs", layout.config), ("tensor tables", layout.tensor_table),
+                 ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
+        summary = [("signal", modality.describe(descriptor)),
+                   ("rate", f"{modality.rate(descriptor, len(data)):.4f} {modality.rate_unit} (whole file)"),
+                   ("sections", str(layout.n_sections)), ("parameters", str(layout.parameters)),
+                   ("bytes", ", ".join(f"{name} {size} bytes" for name, size in parts)),
+                   *((f"model {i}", container.describe_config(cfg)) for i, cfg in enumerate(configs[:8]))]
+        if len(configs) > 8:
+            summary.append(("", f"... and {len(configs) - 8} more sections"))
+        latent = False
+    kind = output_kind(data)  # a latent stream's file writer: no fitting code is imported
+    return {"version": data[4], "latent_grids": latent, "modality": MODALITY_NAMES[modality_id], "bytes": len(data),
+            "rate": kind.rate(descriptor, len(data)), "rate_unit": kind.rate_unit,
+            "signal": dataclasses.asdict(descriptor), "summary": summary}
 
 
 def check_latent_limits(data: bytes, limits: Limits, streamed: bool = False, **options: Any) -> None:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import real_image
 from PIL import Image
 
+import nxcodec
 from nxcodec.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,38 @@ def test_info_labels_every_byte_count_in_words(nxc):
     parts = dict(part.rsplit(" ", 2)[:2] for part in line[len("bytes:"):].strip().split(", "))
     assert parts["section count field"] == "2" and parts["CRC"] == "4"
     assert sum(int(v) for v in parts.values()) == nxc.stat().st_size
+
+
+@pytest.mark.parametrize("stream, modality, fields", [
+    ("rgb_k4_24x16.nxc", "image", {"width": 24, "height": 16, "channels": 3, "bit_depth": 8}),
+    ("stereo_k2_3windows_8khz.nxc", "audio", {"frames": 2400, "sample_rate": 8000, "channels": 2}),
+    ("v12/image/gray16_k3_21x17.nxc", "image", {"width": 21, "height": 17, "channels": 1, "bit_depth": 16}),
+    ("v11/audio/stereo_ms_3segments_8khz.nxc", "audio", {"frames": 12000, "sample_rate": 8000, "stereo": 1}),
+    ("v8/shape/torus_g4_builtin_k2.nxc", "shape", {"grid_log2": 4}),
+])
+def test_info_json_gives_the_header_as_data(stream, modality, fields):
+    """``nxcodec info --json`` and ``nxcodec.info``: one object, the same as the text's lines, with the descriptor's
+    fields (an image's size, a clip's sample rate) that a dataset tool needs without decoding anything."""
+    import json
+
+    path = ROOT / "bitstream" / "conformance" / stream
+    data = path.read_bytes()
+    res = run("info", "--json", path)
+    assert res.exit_code == 0
+    facts = json.loads(res.output)
+    assert facts == {"file": str(path), **json.loads(json.dumps(nxcodec.info(data)))}
+    assert facts["modality"] == modality and facts["version"] == data[4] and facts["bytes"] == len(data)
+    assert fields.items() <= facts["signal"].items()
+    unit = {"image": "bpp", "audio": "kbps", "shape": "KB"}[modality]
+    shown = dict(facts["summary"])["rate"].split()
+    assert facts["rate_unit"] == unit == shown[1] and abs(float(shown[0]) - facts["rate"]) <= 1e-3 * facts["rate"]
+    text = run("info", path).output.splitlines()
+    assert [line.split(":", 1)[0] for line in text[2:]] == [label for label, _ in facts["summary"]]
+
+
+def test_info_of_an_invalid_stream_is_a_stream_error():
+    with pytest.raises(nxcodec.StreamError):
+        nxcodec.info(b"\x89NXC\x0c\x01" + bytes(20))
 
 
 def test_batch_runs_on_the_device_it_is_given(tmp_path):

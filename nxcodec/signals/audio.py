@@ -179,7 +179,7 @@ class AudioModality(Modality):
     extensions = EXTENSIONS
     formats = (2, 11)  # 2: coordinate networks per window; 11: MDCT planes on latent grids (SPEC.md 10, 12, 15-17)
     latent_format = 11
-    rate_unit = "kbps"
+    rate_unit = audiofile.AudioFiles.rate_unit
     coord_dim = 1
     default_extension = ".wav"
     # A rate target sizes the network for 8 coded bits per weight (images: 6): a smaller network
@@ -330,7 +330,7 @@ class AudioModality(Modality):
         return audio_metrics(original, decoded)
 
     def rate(self, d: AudioDescriptor, n_bytes: int) -> float:
-        return 8.0 * n_bytes * d.sample_rate / d.frames / 1000.0
+        return audiofile.rate(d, n_bytes)
 
     def bits_allowed(self, d: AudioDescriptor, rate: float) -> float:
         return rate * 1000.0 * d.frames / d.sample_rate

@@ -80,10 +80,17 @@ def layout(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
 
 
+def rate(d: Any, n_bytes: int) -> float:
+    """Kilobits per second of a stream of ``n_bytes`` over the clip ``d`` (``frames``, ``sample_rate``)."""
+    return 8.0 * n_bytes * d.sample_rate / d.frames / 1000.0
+
+
 class AudioFiles:
-    """What a decoder needs of the audio modality: its name, output types and writer."""
+    """What a decoder needs of the audio modality: its name, output types, rate and writer."""
 
     name = "audio"
+    rate_unit = "kbps"
+    rate = staticmethod(rate)
     extensions = EXTENSIONS
     default_extension = ".wav"
     output_extensions: tuple[str, ...] = (".wav",)

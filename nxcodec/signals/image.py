@@ -64,7 +64,7 @@ class ImageModality(Modality):
     id = 1
     name = "image"
     extensions = imagefile.EXTENSIONS
-    rate_unit = "bpp"
+    rate_unit = imagefile.ImageFiles.rate_unit
     coord_dim = 2
     default_extension = ".png"
     formats = (2, 12)  # 2: one coordinate network; 12: latent grids (bitstream/SPEC.md sections 9, 12, 15, 17, 18)
@@ -165,7 +165,7 @@ class ImageModality(Modality):
         return {"psnr": psnr_from_mse(mse, peak), "mse": mse}
 
     def rate(self, d: ImageDescriptor, n_bytes: int) -> float:
-        return 8.0 * n_bytes / (d.width * d.height)
+        return imagefile.rate(d, n_bytes)
 
     def bits_allowed(self, d: ImageDescriptor, rate: float) -> float:
         return rate * d.width * d.height

@@ -73,10 +73,17 @@ def describe(d: ImageDescriptor) -> str:
     return f"image {d.width}x{d.height} {_KINDS[d.channels]} {d.bit_depth}-bit"
 
 
+def rate(d: ImageDescriptor, n_bytes: int) -> float:
+    """Bits per pixel of a stream of ``n_bytes`` (the whole file: SPEC.md section 2)."""
+    return 8.0 * n_bytes / (d.width * d.height)
+
+
 class ImageFiles:
-    """What a decoder needs of the image modality: its name, output types and writer."""
+    """What a decoder needs of the image modality: its name, output types, rate and writer."""
 
     name = "image"
+    rate_unit = "bpp"
+    rate = staticmethod(rate)
     extensions = EXTENSIONS
     default_extension = ".png"
     output_extensions: tuple[str, ...] = (".png",)

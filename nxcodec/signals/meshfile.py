@@ -260,10 +260,17 @@ def write_mesh(mesh: Mesh, path: Path, kind: str) -> None:
     Path(path).write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def rate(d: object, n_bytes: int) -> float:
+    """Kilobytes (1000 bytes) of a shape stream of ``n_bytes``."""
+    return n_bytes / 1000.0
+
+
 class MeshFiles:
-    """What a decoder needs of the shape modality: its name, output types and writer."""
+    """What a decoder needs of the shape modality: its name, output types, rate and writer."""
 
     name = "shape"
+    rate_unit = "KB"
+    rate = staticmethod(rate)
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     default_extension = ".ply"
     output_extensions: tuple[str, ...] = (".ply", ".obj", ".stl")

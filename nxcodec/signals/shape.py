@@ -104,7 +104,7 @@ class ShapeModality(Modality):
     name = "shape"
     extensions = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
     output_extensions = (".ply", ".obj", ".stl")
-    rate_unit = "KB"
+    rate_unit = meshfile.MeshFiles.rate_unit
     formats = (2, 8)  # 2: a coordinate network; 8: 3-D latent grids, an occupancy map and built-in context models
     latent_format = 8  # (SPEC.md sections 11 to 14)
     coord_dim = 3
@@ -246,7 +246,7 @@ class ShapeModality(Modality):
         return ", ".join(parts)
 
     def rate(self, d: ShapeDescriptor, n_bytes: int) -> float:
-        return n_bytes / 1000.0
+        return meshfile.rate(d, n_bytes)
 
     def bits_allowed(self, d: ShapeDescriptor, rate: float) -> float:
         return rate * 8000.0
