@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import real_image
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -13,15 +14,20 @@ from nxcodec.data import NxcDataset
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    """A batch-compressed tree: three images in two folders, a file that failed and one that is not an image."""
+    """A batch-compressed tree: three images in two folders, two short clips (mono at 8 kHz, stereo at 16 kHz), a
+    file that failed and one that is not a signal."""
     src, dst = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dst")
     for rel, size in (("b/two.png", (20, 12)), ("a/one.png", (16, 12)), ("three.jpg", (12, 16))):
         (src / rel).parent.mkdir(exist_ok=True)
         Image.fromarray(real_image(size)).save(src / rel)
+    for rel, rate, channels in (("talk/x.wav", 8000, 1), ("talk/duet.flac", 16000, 2)):
+        (src / rel).parent.mkdir(exist_ok=True)
+        t = np.arange(rate // 4)[:, None] / rate
+        sf.write(src / rel, 0.3 * np.sin(2 * np.pi * 440 * (1 + np.arange(channels)) * t), rate, subtype="PCM_16")
     (src / "a" / "broken.png").write_bytes(b"\x89PNG but not really")
     (src / "notes.txt").write_text("not a signal")
     summary = run_batch("encode", src, dst, EncodeSettings(iters=30), device="cpu")
-    assert summary.ok == 3 and summary.failed == 1
+    assert summary.ok == 5 and summary.failed == 1
     return dst
 
 
@@ -41,6 +47,18 @@ def test_a_dataloader_with_two_workers_yields_every_item(tree):
     assert [tuple(b.shape) for b in batches] == [(2, 12, 12, 3), (1, 12, 12, 3)]
     items = np.concatenate([b.numpy() for b in batches])
     assert np.array_equal(items, np.stack([ds[i] for i in range(len(ds))]))
+
+
+def test_clips_are_a_dataset_of_their_own_with_their_sample_rates(tree):
+    ds = NxcDataset(tree, kind="audio")
+    assert ds.sources == ["talk/duet.flac", "talk/x.wav"]
+    for i, (rate, channels) in enumerate([(16000, 2), (8000, 1)]):
+        assert ds.info(i)["signal"]["sample_rate"] == rate and ds.info(i)["modality"] == "audio"
+        assert ds[i].shape == (rate // 4, channels)
+        assert np.array_equal(ds[i], nxcodec.decode(ds.paths[i].read_bytes()))
+    assert NxcDataset(tree).info(0)["signal"]["width"] == 16  # a/one.png
+    with pytest.raises(nxcodec.InputError, match="kind must be image, audio or shape"):
+        NxcDataset(tree, kind="video")
 
 
 def test_a_folder_without_a_manifest_is_refused(tmp_path):
