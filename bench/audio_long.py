@@ -148,6 +148,7 @@ def main() -> None:
             sf.write(wav, clip(seconds, args.rate), args.rate, subtype="PCM_16")
             enc_s, enc_mb = run(nx + ["encode", str(wav), "-o", str(nxc), *target, *iters, "--device", args.device,
                                       "--force"])
+            print(f"encoded {seconds:g} s in {enc_s:.1f} s on {args.device}", flush=True)  # kept if the call ends here
             dec_s, dec_mb = run(nx + ["decode", str(nxc), "-o", str(dec), "--force"])
             rows.append({
                 "kind": "encode+decode", "seconds": seconds, "rate": args.rate, "channels": 2,

@@ -9,7 +9,9 @@
 #   ../shared/gpu/fetch-wheels.sh pytorch-msssim pillow==13.0.0; mkdir -p .data; cp -r ../shared/data/kodak .data/
 #   bench/commit_stamp.sh write
 # then carry [".whl", ".data", ".bench-commit"] and begin the command with the brief's pip line:
-#   bench/gpu_session.sh .data/kodak $OUT 540
+#   bench/gpu_session.sh .data/kodak $OUT 480
+# BUDGET_S counts from this script's start: with the machine's start and the pip line before it, 480 s leaves a
+# 10-minute call (timeout_s 600) some slack, and a session of 15 device minutes no second try either way.
 # DEVICE (default cuda) and AUDIO_ITERS (default 0: the presets' fit) may be set, for a dry run on a CPU.
 set -uo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 KODAK_DIR OUT_DIR BUDGET_S [bench options]" >&2; exit 2; }
