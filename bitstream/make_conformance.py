@@ -292,8 +292,9 @@ def escape_lengths_case() -> tuple[str, bytes]:
     to 15, in the order of ``ESCAPE_LENGTHS`` over four coder lanes: lengths 13 (12 bits below the leading one:
     one ``U_12`` symbol, no high part; no other stream has one) and 14 (the shortest with a high part) both occur,
     and lengths 0 and 1, which code no symbol after their length, come before others (a decoder that coded a
-    ``U_0`` symbol for them would shift every later lane's turn). The placed latents are set, in decode order, to the predicted centre plus the
-    residual limit plus the escape wanted, so each escape is exactly the one aimed at."""
+    ``U_0`` symbol for them would shift every later lane's turn). The placed latents are set, in decode order, to
+    the predicted centre plus the residual limit plus the escape wanted, so each escape is exactly the one aimed
+    at."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import context, stream
     from nxcodec.signals.imagefile import ImageDescriptor
@@ -302,6 +303,7 @@ def escape_lengths_case() -> tuple[str, bytes]:
     d, config = ImageDescriptor(24, 20, 1, 8), image_config(levels=2, lanes_log2=2)
     tensors = quantize_networks(random_networks(config, rng), 7, 5)
     latents = [rng.normal(0, 2, s) for s in context.level_sizes((d.height, d.width), config.levels)]
+    # an escape of bit length k: 2^(k-1) plus some of the k-1 bits below (2731 only spreads them), 0 for k = 0
     escapes = [0 if k == 0 else (1 << (k - 1)) + (k * 2731) % (1 << (k - 1)) for k in ESCAPE_LENGTHS]
     wanted = {(1 + i, (7 * i) % d.width): (e, 1 - 2 * (i % 2)) for i, e in enumerate(escapes)}
     scales = stream.latent_tables(stream.VERSION, config)
@@ -332,7 +334,7 @@ def latent_main(only: list[str] | None = None) -> None:
         return encode_signal(image, image.from_array(array), options).data
 
     makers = {name: functools.partial(fitted, array, config) for name, array, config in latent_cases()}
-    for written in (escape_case, routing_case, floor_case, escape_lengths_case):  # written, not fitted: milliseconds
+    for written in (escape_case, routing_case, floor_case, escape_lengths_case):  # written, not fitted: quick
         name, data = written()
         makers[name] = functools.partial(bytes, data)
 

@@ -7,4 +7,5 @@ from nxcodec.limits import Limits
 
 __version__ = "0.1.0"
 
-__all__ = ["InputError", "Limits", "NxcError", "OutputError", "StreamError", "__version__", "decode", "decode_file", "encode", "encode_file", "info"]
+__all__ = ["InputError", "Limits", "NxcError", "OutputError", "StreamError", "__version__", "decode", "decode_file",
+           "encode", "encode_file", "info"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nxcodec import signals
-from nxcodec.decoder import decode_stream, decode_to_file, describe
+from nxcodec.decoder import decode_stream, decode_to_file, describe_stream
 from nxcodec.io import check_source, read_stream
 from nxcodec.limits import Limits
 
@@ -72,11 +72,13 @@ def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np
 
 def info(data: bytes) -> dict[str, Any]:
     """What ``.nxc`` bytes declare, from the header alone (nothing decoded, no network run), as ``nxcodec info
-    --json`` prints it: ``version``, ``modality`` ("image", "audio" or "shape"), ``bytes``, ``rate`` and
-    ``rate_unit``, ``signal`` (the descriptor's fields: an image's ``width``, ``height``, ``channels``,
-    ``bit_depth``; a clip's ``frames``, ``sample_rate``, ``channels`` ...) and ``summary``, the labelled lines of
-    ``nxcodec info``. An invalid stream raises :class:`nxcodec.errors.StreamError`."""
-    return describe(data)
+    --json`` prints it: ``version``, ``latent_grids`` (False for the coordinate networks of versions 1 and 2),
+    ``modality`` ("image", "audio" or "shape"), ``bytes``, ``rate`` and ``rate_unit``, ``signal`` (the descriptor's
+    fields, SPEC.md sections 2, 10.2, 11.2: an image's ``width``, ``height``, ``channels``, ``bit_depth``; a clip's
+    ``frames``, ``sample_rate``, ``channels``, ``sample_format`` ...; a shape's ``centre``, ``scale``, ``trunc``)
+    and ``summary``, the (label, text) lines of ``nxcodec info`` (a label may repeat, or be empty on a line that
+    goes on the one before). An invalid stream raises :class:`nxcodec.errors.StreamError`."""
+    return describe_stream(data)
 
 
 def decode_file(source: str | Path, output: str | Path, force: bool = False, device: str = "cpu",

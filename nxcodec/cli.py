@@ -17,8 +17,7 @@ import click
 
 from nxcodec import __version__, container, signals
 from nxcodec.api import encode_file
-from nxcodec.decoder import decode_stream, decode_to_file, output_kind
-from nxcodec.decoder import describe as describe_stream
+from nxcodec.decoder import decode_stream, decode_to_file, describe_stream, output_kind
 from nxcodec.errors import InputError, NxcError, OutputError, UsageError
 from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory

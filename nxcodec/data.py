@@ -30,7 +30,8 @@ class NxcDataset(Dataset):
     the file item ``i`` came from (relative to SRC), and ``info(i)`` what its stream's header
     declares (:func:`nxcodec.info`: a clip's ``["signal"]["sample_rate"]``, say), read without
     decoding. The dataset holds only paths, so DataLoader workers get it cheaply and each
-    decodes its own items.
+    decodes its own items. Clips of different lengths and meshes do not stack into batches:
+    load them with ``batch_size=None`` or a ``collate_fn`` of your own.
     """
 
     def __init__(self, root: str | Path, transform: Callable[[Any], Any] | None = None, kind: str = "image") -> None:

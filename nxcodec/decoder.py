@@ -90,10 +90,7 @@ def output_kind(data: bytes) -> Any:
     return signals.for_id(container.read_header(data)[0])
 
 
-MODALITY_NAMES = {1: "image", 2: "audio", 3: "shape"}
-
-
-def describe(data: bytes) -> dict[str, Any]:
+def describe_stream(data: bytes) -> dict[str, Any]:
     """What a stream declares, from its header alone (nothing entropy-decoded, no network run): its version, kind
     of signal, descriptor fields (an image's size, a clip's sample rate and length, a shape's frame ...), rate,
     and ``summary``, the labelled lines ``nxcodec info`` prints. ``StreamError`` for a stream that is not valid."""
@@ -103,13 +100,13 @@ def describe(data: bytes) -> dict[str, Any]:
     if is_latent(data):
         reader = latent_reader(data)
         descriptor, summary = reader.read_header(data).descriptor, reader.info(data)
-        modality_id, latent = data[5], True
+        kind, latent = output_kind(data), True  # a latent stream's file writer: no fitting code is imported
     else:
         from nxcodec import container
 
         modality_id, raw, configs, layout = container.read_header(data)
-        descriptor = signals.for_id(modality_id).unpack_descriptor(raw)
-        modality = signals.for_id(modality_id)
+        kind = modality = signals.for_id(modality_id)
+        descriptor = modality.unpack_descriptor(raw)
         parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
                  ("model configs", layout.config), ("tensor tables", layout.tensor_table),
                  ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
@@ -121,10 +118,12 @@ def describe(data: bytes) -> dict[str, Any]:
         if len(configs) > 8:
             summary.append(("", f"... and {len(configs) - 8} more sections"))
         latent = False
-    kind = output_kind(data)  # a latent stream's file writer: no fitting code is imported
-    return {"version": data[4], "latent_grids": latent, "modality": MODALITY_NAMES[modality_id], "bytes": len(data),
-            "rate": kind.rate(descriptor, len(data)), "rate_unit": kind.rate_unit,
-            "signal": dataclasses.asdict(descriptor), "summary": summary}
+    fields: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(descriptor).items():  # a shape's frame, nested in its grid's, is flattened
+        fields.update(value if isinstance(value, dict) else {name: value})
+    return {"version": data[4], "latent_grids": latent, "modality": kind.name, "bytes": len(data),
+            "rate": kind.rate(descriptor, len(data)), "rate_unit": kind.rate_unit, "signal": fields,
+            "summary": summary}
 
 
 def check_latent_limits(data: bytes, limits: Limits, streamed: bool = False, **options: Any) -> None:

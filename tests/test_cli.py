@@ -117,6 +117,20 @@ def test_info_json_gives_the_header_as_data(stream, modality, fields):
     assert [line.split(":", 1)[0] for line in text[2:]] == [label for label, _ in facts["summary"]]
 
 
+@pytest.mark.parametrize("stream", sorted(str(p.relative_to(ROOT / "bitstream" / "conformance"))
+                                           for p in (ROOT / "bitstream" / "conformance").rglob("*.nxc")
+                                           if "invalid" not in p.parts))
+def test_info_describes_every_conformance_stream_as_plain_json(stream):
+    """Every version and modality: plain JSON (no NaN, no nested descriptor), a positive rate, the version byte."""
+    import json
+
+    data = (ROOT / "bitstream" / "conformance" / stream).read_bytes()
+    facts = nxcodec.info(data)
+    assert json.loads(json.dumps(facts, allow_nan=False))["version"] == data[4]
+    assert facts["modality"] in ("image", "audio", "shape") and facts["rate"] > 0
+    assert facts["signal"] and not any(isinstance(v, dict) for v in facts["signal"].values())
+
+
 def test_info_of_an_invalid_stream_is_a_stream_error():
     with pytest.raises(nxcodec.StreamError):
         nxcodec.info(b"\x89NXC\x0c\x01" + bytes(20))
@@ -175,6 +189,7 @@ def test_corrupt_stream_fails_cleanly_and_leaves_nothing(tmp_path, nxc):
         (["decode", "missing.nxc"], "no such file"),
         (["decode", "fake.png"], "bad magic"),
         (["info", "fake.png"], "bad magic"),
+        (["info", "--json", "fake.png"], "bad magic"),
         (["encode", "fake.png", "--device", "cuda:7"], ""),
         (["encode", "fake.png", "--iters", "0"], "Invalid value for '--iters'"),
         (["encode", "fake.png", "--no-such-option"], "No such option"),

@@ -47,7 +47,8 @@ def test_a_version_1_stream_of_a_later_modality_is_refused():
 
 def with_config(name: str, payload: bytes | None = None, **changes) -> bytes:
     """A one-section version 2 stream of ``bitstream/conformance`` with its model config fields changed (and its
-    payload replaced), the CRC made right again."""
+    payload replaced), the CRC made right again. The config is packed by hand (ModelConfig's struct layout, SPEC.md
+    3), not through ModelConfig, which refuses the invalid values some tests write."""
     import struct
     import zlib
 

@@ -61,6 +61,25 @@ def test_clips_are_a_dataset_of_their_own_with_their_sample_rates(tree):
         NxcDataset(tree, kind="video")
 
 
+def test_meshes_are_a_dataset_of_their_own(tmp_path):
+    """kind="shape", on a tree whose manifest lists one mesh (a conformance stream, as batch would have written it:
+    fitting a mesh takes longer than this suite affords) and a clip that is left out."""
+    import json
+    from pathlib import Path
+
+    from nxcodec.batch import MANIFEST
+
+    conformance = Path(__file__).resolve().parents[1] / "bitstream" / "conformance"
+    (tmp_path / "torus.ply.nxc").write_bytes((conformance / "v8" / "shape" / "torus_g4_builtin_k2.nxc").read_bytes())
+    (tmp_path / "x.wav.nxc").write_bytes((conformance / "v11" / "audio" / "mono_8khz_1s.nxc").read_bytes())
+    (tmp_path / MANIFEST).write_text("".join(json.dumps({"source": s, "output": s + ".nxc", "status": "ok"}) + "\n"
+                                             for s in ("torus.ply", "x.wav")))
+    ds = NxcDataset(tmp_path, kind="shape")
+    assert ds.sources == ["torus.ply"] and ds.info(0)["modality"] == "shape" and ds.info(0)["signal"]["grid_log2"] == 4
+    expected = nxcodec.decode((tmp_path / "torus.ply.nxc").read_bytes())
+    assert len(ds[0].faces) > 1000 and np.array_equal(ds[0].vertices, expected.vertices)
+
+
 def test_a_folder_without_a_manifest_is_refused(tmp_path):
     with pytest.raises(nxcodec.InputError, match="manifest"):
         NxcDataset(tmp_path)

@@ -68,16 +68,45 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("width, height", [(12000, 12000), (70000, 10), (30000, 30000)])
-def test_an_image_too_large_is_refused_from_its_header(tmp_path, width, height):
+def bmp_header_only(path: Path, width: int, height: int) -> Path:
+    """A 24-bit BMP that declares ``width`` x ``height`` pixels and holds none of them."""
+    import struct
+
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info)
+    return path
+
+
+@pytest.mark.parametrize("name, width, height, message", [
+    ("big.png", 12000, 12000, "image of 12000x12000 pixels exceeds the limits"),
+    ("big.png", 70000, 10, "image of 70000x10 pixels exceeds the limits (65536 pixels a side"),
+    ("big.bmp", 12000, 12000, "image of 12000x12000 pixels exceeds the limits"),
+    ("big.png", 30000, 30000, "the image is too large to read (Image size (900000000 pixels)"),
+])
+def test_an_image_too_large_is_refused_from_its_header(tmp_path, name, width, height, message):
     """The declared size is checked before any pixel is decoded: these files hold next to no pixel data, and are
     refused for their size, not as truncated. 30000 x 30000 is beyond Pillow's own decompression-bomb limit (an
     exception of Pillow's, once a traceback); 12000 x 12000 is below it but beyond nxcodec's 2^27 pixels."""
-    src = png_header_only(tmp_path / "big.png", width, height)
-    with pytest.raises(InputError, match=r"big.png: (the )?image .*exceeds the limits \(65536 pixels a side"):
+    make = bmp_header_only if name.endswith(".bmp") else png_header_only
+    src = make(tmp_path / name, width, height)
+    with pytest.raises(InputError) as caught:
         nxcodec.encode(src, iters=1)
+    assert str(caught.value).startswith(f"{src}: {message}")
     res = CliRunner().invoke(main, ["encode", str(src), "--iters", "1"])
-    assert res.exit_code == 2 and "exceeds the limits" in res.output and not (tmp_path / "big.png.nxc").exists()
+    assert res.exit_code == 2 and message in res.output and not (tmp_path / f"{name}.nxc").exists()
+
+
+def test_an_image_within_nxcodecs_limit_reads_without_pillows_warning(tmp_path):
+    """10000 x 10000 is within nxcodec's 2^27 pixels but above Pillow's warning threshold (89M pixels): no warning
+    reaches the user; this file, holding no pixels, is then refused as unreadable."""
+    import warnings
+
+    src = png_header_only(tmp_path / "tall.png", 10000, 10000)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="cannot read image"):
+            nxcodec.encode(src, iters=1)
+    assert not [w for w in seen if "DecompressionBomb" in w.category.__name__]
 
 
 def test_a_mesh_without_area_is_an_input_error():

@@ -350,9 +350,10 @@ def test_v3_decodes_without_torch_and_identically_on_any_thread_count(threads):
 
 
 def test_decoding_imports_no_fitting_code_and_the_cli_no_torch():
-    stream_path = CONFORMANCE / CASES[0]["stream"]
+    paths = [str(CONFORMANCE / name) for name in (CASES[0]["stream"], "v11/audio/mono_8khz_1s.nxc",
+                                                  "v8/shape/torus_g4_builtin_k2.nxc")]
     script = ("import sys; import nxcodec.decoder, nxcodec.latent.stream; "
-              f"nxcodec.decoder.describe(open({str(stream_path)!r}, 'rb').read()); "  # what `nxcodec info` runs
+              f"[nxcodec.decoder.describe_stream(open(p, 'rb').read()) for p in {paths!r}]; "  # `nxcodec info`
               "print([m for m in sys.modules if m == 'torch' or m.startswith(('nxcodec.fit', 'nxcodec.model.experts'))]); "
               "import nxcodec.cli; print([m for m in sys.modules if m == 'torch'])")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -160,10 +160,9 @@ def info(data: bytes) -> list[tuple[str, str]]:
     """What ``nxcodec info`` shows of an audio stream, from its header."""
     h = read_header(data)
     d = h.descriptor
-    kbps = 8 * len(data) * d.sample_rate / d.frames / 1000
     samples, macs, total = work(data)
     configs = sorted({describe_config(b.config) for b in h.bodies})
-    return [("signal", d.describe()), ("rate", f"{kbps:.2f} kbps (whole file)"),
+    return [("signal", d.describe()), ("rate", f"{audiofile.rate(d, len(data)):.2f} kbps (whole file)"),
             ("planes", f"{len(h.bodies)} ({', '.join(str(b.size) for b in h.bodies[:8])} bytes"
                        f"{', ...' if len(h.bodies) > 8 else ''})"),
             ("parameters", str(sum(math.prod(shape) for b in h.bodies for shape, *_ in b.table.values()))),

@@ -143,7 +143,7 @@ def info(data: bytes) -> list[tuple[str, str]]:
     h = read_header(data)
     per_latent, per_point = _macs(h.config)
     return [("signal", h.descriptor.describe()),
-            ("rate", f"{len(data) / 1000:.3f} KB (whole file)"),
+            ("rate", f"{meshfile.rate(h.descriptor, len(data)):.3f} KB (whole file)"),
             ("bytes", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in h.sizes.items())),
             ("parameters", str(sum(math.prod(shape) for shape, *_ in h.body.table.values()))),
             ("model", describe_config(h.config)),

@@ -604,7 +604,7 @@ def info(data: bytes) -> list[tuple[str, str]]:
     h = read_header(data)
     d, cfg = h.descriptor, h.config
     return [("signal", imagefile.describe(d)),
-            ("rate", f"{8 * len(data) / (d.width * d.height):.4f} bpp (whole file)"),
+            ("rate", f"{imagefile.rate(d, len(data)):.4f} bpp (whole file)"),
             ("bytes", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in h.sizes.items())),
             ("parameters", str(sum(math.prod(shape) for shape, *_ in h.body.table.values()))),
             ("model", describe_config(cfg)),

@@ -84,15 +84,14 @@ class ImageModality(Modality):
         """The image at ``path``; its size is checked from the header, before any pixel is decoded, so that a small
         file declaring a huge image costs nothing (Pillow's own decompression-bomb limit is higher than ours)."""
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # process-wide, so not thread-safe; nxcodec reads files in one thread
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as im:
                     _check_size(*im.size, where=f"{path}: ")
                     im.load()
                     array, depth = _to_array(im)
-        except Image.DecompressionBombError:
-            raise InputError(f"{path}: the image exceeds the limits ({MAX_SIDE} pixels a side, {MAX_PIXELS} in all)"
-                             ) from None
+        except Image.DecompressionBombError as exc:
+            raise InputError(f"{path}: the image is too large to read ({exc})") from None
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except IsADirectoryError:
