@@ -27,7 +27,7 @@ import soundfile as sf
 from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE
-from nxcodec.signals import audio as audio_mod
+from nxcodec.fit import presets
 from nxcodec.signals import for_name
 
 
@@ -54,10 +54,10 @@ def main() -> None:
         kind, value, experts = spec.split(":")
         w = signal.descriptor.window
         if kind == "sine":
-            shape = replace(audio_mod.AUDIO_SHAPE, encoding=ENCODING_SINE, n_freq=0, n_experts=int(experts),
+            shape = replace(presets.AUDIO_SHAPE, encoding=ENCODING_SINE, n_freq=0, n_experts=int(experts),
                             w0_first=max(1, round(float(value) * w / 2)))
         else:
-            shape = replace(audio_mod.AUDIO_SHAPE, encoding=ENCODING_FOURIER, n_freq=int(value),
+            shape = replace(presets.AUDIO_SHAPE, encoding=ENCODING_FOURIER, n_freq=int(value),
                             n_experts=int(experts), w0_first=30)
         audio.network_shape = lambda d, s=shape: s  # this instance only
         t0 = time.perf_counter()

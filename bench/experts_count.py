@@ -20,7 +20,7 @@ from nxcodec.bench.results import git_commit, machine_name
 from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.fit import presets
 from nxcodec.signals import for_name
-from nxcodec.signals.image import IMAGE_SHAPE
+from nxcodec.fit.presets import IMAGE_SHAPE
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from nxcodec.codec import EncodeOptions, encode_signal
 from nxcodec.fit import presets
 from nxcodec.model import tensor_shapes
 from nxcodec.signals import for_name
-from nxcodec.signals.image import IMAGE_SHAPE
+from nxcodec.fit.presets import IMAGE_SHAPE
 
 CROPS = [("kodim01", 100, 200), ("kodim23", 100, 200), ("kodim13", 200, 300)]
 VARIANTS = [(1, 0.5), (2, 0.5), (4, 0.25), (4, 0.5), (4, 1.0), (8, 0.5)]  # (experts, manager width / expert width)

@@ -211,7 +211,7 @@ def test_bench_fits_the_meshes_of_a_quality_together_and_resumes(tmp_path, monke
     monkeypatch.setattr(shape_mod, "METRICS", FAST_SHAPE_METRICS)
     monkeypatch.setattr(bench_shape, "DRACO_BITS", (8,))
     monkeypatch.setattr(bench_shape, "METRICS", FAST_SHAPE_METRICS)
-    monkeypatch.setattr(shape_mod, "SHAPE_SHAPE", replace(shape_mod.SHAPE_SHAPE, n_experts=1))  # no pretraining
+    monkeypatch.setattr(presets, "SHAPE_SHAPE", replace(presets.SHAPE_SHAPE, n_experts=1))  # no pretraining
     tables = presets.SHAPE_LATENT_PRESETS  # grids of 9^3: the harness is under test, not the codec
     monkeypatch.setitem(tables, 1, replace(tables[1], grid_log2=3, levels=3))
     cfg = bench_shape.ShapeBenchConfig(src, tmp_path / "out", qualities=(1,), iters=20, device="cpu",

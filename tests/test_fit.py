@@ -12,7 +12,7 @@ from nxcodec.fit.train import FitSettings, fit, fit_stack
 from nxcodec.model import NeuralExperts
 from nxcodec.model.stack import ModelStack
 from nxcodec.signals import for_name
-from nxcodec.signals.image import IMAGE_SHAPE
+from nxcodec.fit.presets import IMAGE_SHAPE
 
 
 def problem():

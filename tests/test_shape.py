@@ -17,6 +17,7 @@ import nxcodec.signals.shape as shape_mod
 from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal
 from nxcodec.errors import InputError, StreamError
+from nxcodec.fit import presets
 from nxcodec.signals import for_name, meshfile
 from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, WindingNumber, _solid_angles, shape_metrics
 
@@ -70,7 +71,7 @@ def encoded(tmp_path_factory):
         mp.setattr(shape_mod, "DEFAULT_RESOLUTION", RESOLUTION)
         mp.setattr(shape_mod, "TRAIN_POINTS", TRAIN_POINTS)  # smaller batches: a fit of seconds
         mp.setattr(shape_mod, "METRICS", FAST_METRICS)
-        cfg = replace(shape_mod.SHAPE_SHAPE, n_experts=1).fit_budget(1, 3000)  # one expert: no manager pretraining
+        cfg = replace(presets.SHAPE_SHAPE, n_experts=1).fit_budget(1, 3000)  # one expert: no manager pretraining
         res = encode_signal(shape, signal, EncodeOptions(iters=ITERS, device="cpu", config=cfg))
     return path, signal, res
 

@@ -7,12 +7,11 @@ network size from the rate target instead and lets step search meet the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from nxcodec.errors import NxcError, UsageError
-from nxcodec.model import ENCODING_FOURIER, ModelConfig
+from nxcodec.model import ENCODING_FOURIER, ENCODING_SINE, ModelConfig
 
 BITS_PER_PARAMETER = 6.0  # typical coded size of one weight, to size a network for a rate
 MIN_WIDTH = 4
@@ -100,6 +99,86 @@ class Shape:
                 break
             best = cfg
         return best
+
+
+# Format 2 (coordinate networks): each kind of signal's family of networks, which the presets above scale to a
+# budget, and audio's own presets.
+IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
+# Measured at equal parameter budgets (bench/param_split.py, bench/experts_count.py): on
+# 256x256 crops one expert beats 2, 4 and 8 by 1-3 dB; on full 768x512 images 1, 2 and 4
+# experts lie on one rate-distortion curve. Small images therefore get fewer experts.
+EXPERTS_BY_SIZE = ((1 << 17, 1), (1 << 18, 2))
+
+
+def image_network_shape(pixels: int) -> Shape:
+    """The format 2 network family of an image of ``pixels`` pixels (fewer experts for small images)."""
+    experts = next((k for limit, k in EXPERTS_BY_SIZE if pixels < limit), IMAGE_SHAPE.n_experts)
+    return replace(IMAGE_SHAPE, n_experts=experts)
+
+
+@dataclass(frozen=True)
+class AudioShape(Shape):
+    """A 1-D network over time: raw time into a SIREN first layer of frequency ``w0_first``."""
+
+    encoding: int = ENCODING_SINE
+    w0_first: int = 3000
+
+    def config(self, out_dim: int, width: int) -> ModelConfig:
+        base = super().config(out_dim, width)
+        return replace(base, encoding=self.encoding, n_freq=self.n_freq, w0_first=self.w0_first)
+
+
+# First-layer frequency of the SIREN in radians per frame (times the unit-range weights).
+# Measured with bench/audio_shape.py on 0.5 s of speech at quality 6 (CPU, 600-1000
+# iterations): raw time fits to 36-39 dB where 14 octave Fourier features reach 27 dB,
+# and one expert beats three (36.4 against 31.2 dB float at 600 iterations) at these
+# sizes, as for small images; longer fits may favour more experts. The frequency sets
+# how precisely the first layer must be coded (phase error grows with it): at 32 kbps,
+# 400 iterations, on the middle 1.45 s of bach / piano / male speech, 0.1 rad/frame
+# decodes to 18.5 / 18.2 / 20.2 dB and 0.01 to 27.9 / 23.2 / 22.0 dB (0.005: 24.3 dB on
+# bach, 24.8 on speech; 0.002: 22.8 on bach).
+OMEGA_PER_FRAME = 0.01
+AUDIO_SHAPE = AudioShape(in_dim=1, n_freq=0, n_experts=1, enc_depth=2, expert_depth=2, enc_ratio=1.5,
+                         mgr_ratio=0.5, mgr_depth=1)
+
+
+def audio_network_shape(window: int) -> Shape:
+    """The format 2 network family of a clip cut into windows of ``window`` frames."""
+    return replace(AUDIO_SHAPE, w0_first=max(1, round(OMEGA_PER_FRAME * window / 2)))
+
+
+# Quality presets in parameters per frame: audio needs ~10x the images' density, since a
+# frame carries a full-band sample. Rates for 44.1 kHz mono are about 44 x 6 x pps kbps.
+AUDIO_PRESETS = {
+    p.quality: p
+    for p in (
+        Preset(1, 0.020, 2000, 1.0),
+        Preset(2, 0.030, 2000, 0.85),
+        Preset(3, 0.045, 2500, 0.7),
+        Preset(4, 0.065, 2500, 0.6),
+        Preset(5, 0.090, 3000, 0.5),
+        Preset(6, 0.125, 3000, 0.42),
+        Preset(7, 0.170, 3500, 0.35),
+        Preset(8, 0.230, 4000, 0.3),
+        Preset(9, 0.300, 4500, 0.25),
+    )
+}
+
+
+def audio_preset(quality: int) -> Preset:
+    """A format 2 audio quality level (``UsageError`` outside 1..9)."""
+    try:
+        return AUDIO_PRESETS[quality]
+    except (KeyError, TypeError):
+        raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
+
+
+def audio_preset_for_rate(bits_per_sample: float) -> Preset:
+    """The format 2 audio preset whose typical rate is nearest to ``bits_per_sample``."""
+    return min(AUDIO_PRESETS.values(), key=lambda p: abs(p.params_per_sample * BITS_PER_PARAMETER - bits_per_sample))
+
+
+SHAPE_SHAPE = Shape(in_dim=3, n_freq=4, w0=30, n_experts=2)  # format 2 shapes: one network over the cube
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from nxcodec.errors import InputError, StreamError, UsageError
+from nxcodec.errors import InputError, StreamError
 from nxcodec.fit import presets
 from nxcodec.fit.presets import Preset, Shape
-from nxcodec.model import ENCODING_SINE, ModelConfig
 from nxcodec.signals import audiofile
 from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, LONG_MAX_FRAMES, LONG_MAX_SAMPLES, MAX_CHANNELS,
                                        MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
@@ -49,49 +48,6 @@ SEG_SNR_RANGE = (-10.0, 35.0)  # per-segment SNR clamp, as usual for segmental S
 _SUBTYPE_CODE = {"PCM_16": 0, "PCM_24": 1, "PCM_32": 2, "PCM_U8": 3, "PCM_S8": 3, "FLOAT": 4, "DOUBLE": 5}
 
 _DESC = struct.Struct("<IIBBIH")  # frames, sample rate, channels, format, window, overlap
-
-
-@dataclass(frozen=True)
-class AudioShape(Shape):
-    """A 1-D network over time: raw time into a SIREN first layer of frequency ``w0_first``."""
-
-    encoding: int = ENCODING_SINE
-    w0_first: int = 3000
-
-    def config(self, out_dim: int, width: int) -> ModelConfig:
-        base = super().config(out_dim, width)
-        return replace(base, encoding=self.encoding, n_freq=self.n_freq, w0_first=self.w0_first)
-
-
-# First-layer frequency of the SIREN in radians per frame (times the unit-range weights).
-# Measured with bench/audio_shape.py on 0.5 s of speech at quality 6 (CPU, 600-1000
-# iterations): raw time fits to 36-39 dB where 14 octave Fourier features reach 27 dB,
-# and one expert beats three (36.4 against 31.2 dB float at 600 iterations) at these
-# sizes, as for small images; longer fits may favour more experts. The frequency sets
-# how precisely the first layer must be coded (phase error grows with it): at 32 kbps,
-# 400 iterations, on the middle 1.45 s of bach / piano / male speech, 0.1 rad/frame
-# decodes to 18.5 / 18.2 / 20.2 dB and 0.01 to 27.9 / 23.2 / 22.0 dB (0.005: 24.3 dB on
-# bach, 24.8 on speech; 0.002: 22.8 on bach).
-OMEGA_PER_FRAME = 0.01
-AUDIO_SHAPE = AudioShape(in_dim=1, n_freq=0, n_experts=1, enc_depth=2, expert_depth=2, enc_ratio=1.5,
-                         mgr_ratio=0.5, mgr_depth=1)
-
-# Quality presets in parameters per frame: audio needs ~10x the images' density, since a
-# frame carries a full-band sample. Rates for 44.1 kHz mono are about 44 x 6 x pps kbps.
-PRESETS = {
-    p.quality: p
-    for p in (
-        Preset(1, 0.020, 2000, 1.0),
-        Preset(2, 0.030, 2000, 0.85),
-        Preset(3, 0.045, 2500, 0.7),
-        Preset(4, 0.065, 2500, 0.6),
-        Preset(5, 0.090, 3000, 0.5),
-        Preset(6, 0.125, 3000, 0.42),
-        Preset(7, 0.170, 3500, 0.35),
-        Preset(8, 0.230, 4000, 0.3),
-        Preset(9, 0.300, 4500, 0.25),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -336,16 +292,13 @@ class AudioModality(Modality):
         return rate * 1000.0 * d.frames / d.sample_rate
 
     def network_shape(self, d: AudioDescriptor) -> Shape:
-        return replace(AUDIO_SHAPE, w0_first=max(1, round(OMEGA_PER_FRAME * d.window / 2)))
+        return presets.audio_network_shape(d.window)
 
     def preset(self, quality: int) -> Preset:
-        try:
-            return PRESETS[quality]
-        except (KeyError, TypeError):
-            raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
+        return presets.audio_preset(quality)
 
     def preset_for_rate(self, bits_per_sample: float) -> Preset:
-        return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * presets.BITS_PER_PARAMETER - bits_per_sample))
+        return presets.audio_preset_for_rate(bits_per_sample)
 
     def describe(self, d: AudioDescriptor) -> str:
         layout = {1: "mono", 2: "stereo"}.get(d.channels, f"{d.channels} channels")

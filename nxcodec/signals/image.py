@@ -8,7 +8,6 @@ one more channel.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nxcodec.errors import InputError
+from nxcodec.fit import presets
 from nxcodec.fit.presets import Shape
 from nxcodec.signals import imagefile
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 
     from nxcodec.codec import EncodeOptions, EncodeResult
 
-IMAGE_SHAPE = Shape(in_dim=2, n_freq=8)
-# Measured at equal parameter budgets (bench/param_split.py, bench/experts_count.py): on
-# 256x256 crops one expert beats 2, 4 and 8 by 1-3 dB; on full 768x512 images 1, 2 and 4
-# experts lie on one rate-distortion curve. Small images therefore get fewer experts.
-EXPERTS_BY_SIZE = ((1 << 17, 1), (1 << 18, 2))
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 LATENT_MIN_PIXELS = 64 * 64  # smaller images are written as format 2 unless asked otherwise
 
@@ -170,9 +165,7 @@ class ImageModality(Modality):
         return rate * d.width * d.height
 
     def network_shape(self, d: ImageDescriptor) -> Shape:
-        n = d.width * d.height
-        experts = next((k for limit, k in EXPERTS_BY_SIZE if n < limit), IMAGE_SHAPE.n_experts)
-        return replace(IMAGE_SHAPE, n_experts=experts)
+        return presets.image_network_shape(d.width * d.height)
 
     def describe(self, d: ImageDescriptor) -> str:
         return imagefile.describe(d)

@@ -18,6 +18,7 @@ import torch
 
 from nxcodec.errors import InputError
 from nxcodec.fit.losses import gated_l1
+from nxcodec.fit import presets
 from nxcodec.fit.presets import Shape
 from nxcodec.signals import meshfile
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
@@ -33,7 +34,6 @@ SURFACE_FRAC, NEAR_FRAC = 0.4, 0.4  # the rest is uniform in the cube
 NEAR_SIGMAS = (0.01, 0.04)  # Gaussian offsets of the near-surface samples, network coordinates
 SAMPLE_SEED = 0
 METRICS = MetricSettings()  # how the encoder's report samples its metrics
-SHAPE_SHAPE = Shape(in_dim=3, n_freq=4, w0=30, n_experts=2)
 
 
 @dataclass
@@ -252,7 +252,7 @@ class ShapeModality(Modality):
         return rate * 8000.0
 
     def network_shape(self, d: ShapeDescriptor) -> Shape:
-        return SHAPE_SHAPE
+        return presets.SHAPE_SHAPE
 
     def describe(self, d: ShapeDescriptor) -> str:
         return meshfile.describe(d)
