@@ -121,6 +121,8 @@ def describe_stream(data: bytes) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, value in dataclasses.asdict(descriptor).items():  # a shape's frame, nested in its grid's, is flattened
         fields.update(value if isinstance(value, dict) else {name: value})
+    if "sample_format" in fields:  # audio: the WAV sample type it decodes to, by name (SPEC.md 2a's code beside it)
+        fields["subtype"] = descriptor.subtype
     return {"version": data[4], "latent_grids": latent, "modality": kind.name, "bytes": len(data),
             "rate": kind.rate(descriptor, len(data)), "rate_unit": kind.rate_unit, "signal": fields,
             "summary": summary}

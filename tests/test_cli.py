@@ -94,7 +94,8 @@ def test_info_labels_every_byte_count_in_words(nxc):
     ("rgb_k4_24x16.nxc", "image", {"width": 24, "height": 16, "channels": 3, "bit_depth": 8}),
     ("stereo_k2_3windows_8khz.nxc", "audio", {"frames": 2400, "sample_rate": 8000, "channels": 2}),
     ("v12/image/gray16_k3_21x17.nxc", "image", {"width": 21, "height": 17, "channels": 1, "bit_depth": 16}),
-    ("v11/audio/stereo_ms_3segments_8khz.nxc", "audio", {"frames": 12000, "sample_rate": 8000, "stereo": 1}),
+    ("v11/audio/stereo_ms_3segments_8khz.nxc", "audio", {"frames": 12000, "sample_rate": 8000, "stereo": 1,
+                                                         "subtype": "PCM_16"}),
     ("v8/shape/torus_g4_builtin_k2.nxc", "shape", {"grid_log2": 4}),
 ])
 def test_info_json_gives_the_header_as_data(stream, modality, fields):
