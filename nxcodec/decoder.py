@@ -97,27 +97,12 @@ def describe_stream(data: bytes) -> dict[str, Any]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"a stream is bytes, not {type(data).__name__}")
     data = bytes(data)
-    if is_latent(data):
-        reader = latent_reader(data)
-        descriptor, summary = reader.read_header(data).descriptor, reader.info(data)
-        kind, latent = output_kind(data), True  # a latent stream's file writer: no fitting code is imported
+    latent = is_latent(data)
+    if latent:
+        reader = latent_reader(data)  # and the stream's file writer for its kind: no fitting code is imported
+        kind, descriptor, summary = output_kind(data), reader.read_header(data).descriptor, reader.info(data)
     else:
-        from nxcodec import container
-
-        modality_id, raw, configs, layout = container.read_header(data)
-        kind = modality = signals.for_id(modality_id)
-        descriptor = modality.unpack_descriptor(raw)
-        parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
-                 ("model configs", layout.config), ("tensor tables", layout.tensor_table),
-                 ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
-        summary = [("signal", modality.describe(descriptor)),
-                   ("rate", f"{modality.rate(descriptor, len(data)):.4f} {modality.rate_unit} (whole file)"),
-                   ("sections", str(layout.n_sections)), ("parameters", str(layout.parameters)),
-                   ("bytes", ", ".join(f"{name} {size} bytes" for name, size in parts)),
-                   *((f"model {i}", container.describe_config(cfg)) for i, cfg in enumerate(configs[:8]))]
-        if len(configs) > 8:
-            summary.append(("", f"... and {len(configs) - 8} more sections"))
-        latent = False
+        kind, descriptor, summary = _network_stream(data)
     fields: dict[str, Any] = {}
     for name, value in dataclasses.asdict(descriptor).items():  # a shape's frame, nested in its grid's, is flattened
         fields.update(value if isinstance(value, dict) else {name: value})
@@ -126,6 +111,26 @@ def describe_stream(data: bytes) -> dict[str, Any]:
     return {"version": data[4], "latent_grids": latent, "modality": kind.name, "bytes": len(data),
             "rate": kind.rate(descriptor, len(data)), "rate_unit": kind.rate_unit, "signal": fields,
             "summary": summary}
+
+
+def _network_stream(data: bytes) -> tuple[Any, Any, list[tuple[str, str]]]:
+    """A version 1 or 2 stream's modality, descriptor and the lines ``nxcodec info`` shows of it."""
+    from nxcodec import container
+
+    modality_id, raw, configs, layout = container.read_header(data)
+    modality = signals.for_id(modality_id)
+    descriptor = modality.unpack_descriptor(raw)
+    parts = [("header", layout.header), ("signal descriptor", layout.descriptor), ("section count field", 2),
+             ("model configs", layout.config), ("tensor tables", layout.tensor_table),
+             ("payloads with their lengths", layout.payload), ("CRC", layout.crc)]  # in stream order
+    summary = [("signal", modality.describe(descriptor)),
+               ("rate", f"{modality.rate(descriptor, len(data)):.4f} {modality.rate_unit} (whole file)"),
+               ("sections", str(layout.n_sections)), ("parameters", str(layout.parameters)),
+               ("bytes", ", ".join(f"{name} {size} bytes" for name, size in parts)),
+               *((f"model {i}", container.describe_config(cfg)) for i, cfg in enumerate(configs[:8]))]
+    if len(configs) > 8:
+        summary.append(("", f"... and {len(configs) - 8} more sections"))
+    return modality, descriptor, summary
 
 
 def check_latent_limits(data: bytes, limits: Limits, streamed: bool = False, **options: Any) -> None:
