@@ -45,17 +45,17 @@ PRESETS = {
 DEFAULT_QUALITY = 5
 
 
-def get(quality: int) -> Preset:
-    """The image preset of a quality level (``UsageError`` outside 1..9)."""
+def get(quality: int, table: dict[int, Preset] = PRESETS) -> Preset:
+    """The preset of a quality level in ``table`` (images' by default; ``UsageError`` outside 1..9)."""
     try:
-        return PRESETS[quality]
+        return table[quality]
     except (KeyError, TypeError):
         raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
 
 
-def preset_for_rate(bits_per_sample: float) -> Preset:
-    """The preset whose typical rate is nearest to ``bits_per_sample``."""
-    return min(PRESETS.values(), key=lambda p: abs(p.params_per_sample * BITS_PER_PARAMETER - bits_per_sample))
+def preset_for_rate(bits_per_sample: float, table: dict[int, Preset] = PRESETS) -> Preset:
+    """The preset of ``table`` (images' by default) whose typical rate is nearest to ``bits_per_sample``."""
+    return min(table.values(), key=lambda p: abs(p.params_per_sample * BITS_PER_PARAMETER - bits_per_sample))
 
 
 @dataclass(frozen=True)
@@ -163,19 +163,6 @@ AUDIO_PRESETS = {
         Preset(9, 0.300, 4500, 0.25),
     )
 }
-
-
-def audio_preset(quality: int) -> Preset:
-    """A format 2 audio quality level (``UsageError`` outside 1..9)."""
-    try:
-        return AUDIO_PRESETS[quality]
-    except (KeyError, TypeError):
-        raise UsageError(f"quality must be an integer from 1 to 9, not {quality!r}") from None
-
-
-def audio_preset_for_rate(bits_per_sample: float) -> Preset:
-    """The format 2 audio preset whose typical rate is nearest to ``bits_per_sample``."""
-    return min(AUDIO_PRESETS.values(), key=lambda p: abs(p.params_per_sample * BITS_PER_PARAMETER - bits_per_sample))
 
 
 SHAPE_SHAPE = Shape(in_dim=3, n_freq=4, w0=30, n_experts=2)  # format 2 shapes: one network over the cube

@@ -295,10 +295,10 @@ class AudioModality(Modality):
         return presets.audio_network_shape(d.window)
 
     def preset(self, quality: int) -> Preset:
-        return presets.audio_preset(quality)
+        return presets.get(quality, presets.AUDIO_PRESETS)
 
     def preset_for_rate(self, bits_per_sample: float) -> Preset:
-        return presets.audio_preset_for_rate(bits_per_sample)
+        return presets.preset_for_rate(bits_per_sample, presets.AUDIO_PRESETS)
 
     def describe(self, d: AudioDescriptor) -> str:
         layout = {1: "mono", 2: "stereo"}.get(d.channels, f"{d.channels} channels")
