@@ -59,7 +59,8 @@ def main() -> None:
         else:
             shape = replace(presets.AUDIO_SHAPE, encoding=ENCODING_FOURIER, n_freq=int(value),
                             n_experts=int(experts), w0_first=30)
-        audio.network_shape = lambda d, s=shape: s  # this instance only
+        policy = presets.NETWORK_POLICIES["audio"]  # this process only
+        presets.NETWORK_POLICIES["audio"] = replace(policy, network_shape=lambda d, s=shape: s)
         t0 = time.perf_counter()
         opts = EncodeOptions(quality=args.quality, rate=args.kbps, iters=args.iters, device=args.device)
         res = encode_signal(audio, signal, opts)

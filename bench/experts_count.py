@@ -3,7 +3,7 @@
 Encodes one Kodak image at full resolution with the quality preset's parameter budget
 spent on 1, 2 or 4 experts (manager width half the expert width), and prints the rate,
 decoded PSNR and encode time of each. With ``bench/param_split.py`` (256x256 crops) this
-is the measurement behind the number of experts ``ImageModality.network_shape`` picks.
+is the measurement behind the number of experts ``presets.image_network_shape`` picks.
 
     python bench/experts_count.py ../shared/data/kodak/kodim04.png --experts 1,2,4 --out bench/results/experts_count_kodim04_cpu.json
 """

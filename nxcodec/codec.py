@@ -1,4 +1,4 @@
-"""The codec: signal -> fitted, quantized, entropy-coded stream, and back.
+"""The format 1-2 encoder: signal -> fitted, quantized, entropy-coded stream (and the options of every encode).
 
 ``encode_signals`` runs the pipeline for each section of each signal (an image is one):
 pick a network (preset or rate target), fit it, choose quantization steps by
@@ -6,9 +6,8 @@ rate-distortion, fine-tune under quantization; then it writes each stream and de
 once to report what a user will get. Sections whose networks have the same shape are
 fitted side by side as one stack (several images, or the windows of many clips; see
 :func:`~nxcodec.model.stack.family`). Images are written as format 12 (latent grids,
-``nxcodec.fit.latent_image``) unless format 2 is asked for. ``decode_networks`` is the
-whole decoder of versions 1 and 2: parse, rebuild each section's network from the
-stream, evaluate it on the grid in chunks.
+``nxcodec.fit.latent_image``) unless format 2 is asked for. The decoder of versions 1 and 2
+is ``nxcodec.networks``.
 """
 
 from __future__ import annotations
@@ -21,19 +20,18 @@ from typing import Any, Callable
 
 import torch
 
-from nxcodec import container, signals
-from nxcodec.decoder import Decoded, decode_stream
-from nxcodec.errors import NxcError, ResourceError, StreamError, UsageError
+from nxcodec import container
+from nxcodec.decoder import decode_stream
+from nxcodec.errors import NxcError, UsageError
 from nxcodec.fit import presets
 from nxcodec.fit.losses import LossFn
 from nxcodec.fit.qat import quantization_aware_fit
 from nxcodec.fit.train import FitSettings, fit_stack, take
-from nxcodec.limits import Limits, check as check_limits
 from nxcodec.model import ModelConfig, NeuralExperts
 from nxcodec.model.stack import ModelStack, family
-from nxcodec.quant import QuantizedTensor, dequantize, quantize_model, search_steps
+from nxcodec.networks import device_name, out_of_gpu_memory, resolve_device, routed
+from nxcodec.quant import quantize_model, search_steps
 from nxcodec.signals import Modality, Signal
-from nxcodec.signals.base import Field
 
 EVAL_POINTS = 1 << 15  # points used to measure distortion during step search
 QAT_FRAC = 0.15
@@ -43,11 +41,6 @@ STACK_POINTS = 1 << 19  # training points per step, all networks of a stack toge
 # weights, layers of 70/70/47/47 units) keeps about 1.5 kB of activations per point, so
 # 2**20 points hold about 1.5 GB: far below the memory of a data-centre GPU.
 STACK_POINTS_GPU = 1 << 20
-# Decoded networks (versions 1 and 2) are evaluated in binary64 on every device
-# (SPEC.md section 7): float32 results differ between CPU families and BLAS kernels by
-# enough to move 0.5-1% of 16-bit audio samples by one code value, and routing is an
-# argmax over float logits; in binary64 they agree except at near-exact ties.
-DECODE_DTYPE = torch.float64
 
 
 @dataclass
@@ -84,23 +77,6 @@ class EncodeResult:
     restarts: int = 0
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; an unavailable CUDA is a clear error."""
-    if not isinstance(name, str):
-        raise UsageError(f"a device is a name such as cpu or cuda:0, not {name!r}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("CUDA was requested but no GPU is available; use --device cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"there is no {name}: this machine has {torch.cuda.device_count()} GPU(s)")
-    return device
-
-
 def check_options(opts: EncodeOptions) -> None:
     """Refuse options out of range with one line (``UsageError``) before any work."""
     if opts.rate is None:
@@ -113,34 +89,6 @@ def check_options(opts: EncodeOptions) -> None:
         raise UsageError(f"the seed must be an integer, not {opts.seed!r}")
     if opts.coding_workers is not None and (not isinstance(opts.coding_workers, int) or opts.coding_workers < 1):
         raise UsageError(f"coding workers must be an integer of at least 1 or None, not {opts.coding_workers!r}")
-
-
-def out_of_gpu_memory(doing: str, hint: str) -> ResourceError:
-    """The one line that replaces CUDA's out-of-memory error: what ran out and what to try."""
-    return ResourceError(f"the GPU ran out of memory while {doing}; try {hint}")
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def load_tensors(model: NeuralExperts, tensors: "OrderedDict[str, QuantizedTensor]") -> None:
-    """Set the model's weights to the dequantized stream tensors."""
-    params = model.coded_tensors()
-    with torch.no_grad():
-        for name, qt in tensors.items():
-            p = params[name]
-            p.copy_(torch.from_numpy(dequantize(qt.ints, qt.code)).reshape(p.shape))
-
-
-def routed(model: NeuralExperts) -> Field:
-    """The network as the decoder evaluates it: hard top-1 routing, in the precision of the model's weights.
-
-    Coordinates are converted to that precision first (exactly, from binary32 to binary64
-    for a decoded network), and the outputs stay in it.
-    """
-    dtype = next(model.parameters()).dtype
-    return lambda coords: model.forward_routed(coords.to(dtype))[0]
 
 
 def _step_codes(stack: ModelStack, coords: torch.Tensor, target: torch.Tensor, lengths: list[int], lam_db: float,
@@ -276,13 +224,14 @@ def _meet_rate(write: Callable[[int], bytes], bits_allowed: float) -> tuple[byte
 def _budget(modality: Modality, desc: Any, opts: EncodeOptions) -> tuple[presets.Preset, float]:
     """The preset (iterations, lambda) and the parameters per sample for one signal."""
     n = modality.num_samples(desc)
+    policy = presets.NETWORK_POLICIES[modality.name]
     if opts.rate is None:
-        preset = modality.preset(opts.quality)
+        preset = policy.preset(opts.quality)
         return preset, preset.params_per_sample
     if not opts.rate > 0:
         raise NxcError("the rate target must be positive")
     bits_per_sample = modality.bits_allowed(desc, opts.rate) / n
-    return modality.preset_for_rate(bits_per_sample), bits_per_sample / modality.bits_per_parameter
+    return policy.preset_for_rate(bits_per_sample), bits_per_sample / policy.bits_per_parameter
 
 
 def _groups(jobs: list[_Job], iters: list[int], limit: int) -> list[list[_Job]]:
@@ -356,7 +305,7 @@ def _encode_networks(modality: Modality, signals_: list[Signal], opts: EncodeOpt
         raise NxcError("iterations must be at least 1")
     jobs = []
     for i, (signal, desc) in enumerate(zip(signals_, descs)):
-        shape = modality.network_shape(desc)
+        shape = presets.NETWORK_POLICIES[modality.name].network_shape(desc)
         targets = modality.targets(signal)
         for start, stop in modality.sections(desc):
             cfg = opts.config or shape.fit_budget(modality.channels(desc), budgets[i][1] * (stop - start))
@@ -420,43 +369,3 @@ def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> En
     return encode_signals(modality, [signal], opts)[0]
 
 
-def decode_networks(data: bytes, device: str = "cpu", limits: Limits | None = None,
-                    **options: Any) -> tuple[Decoded, Any]:
-    """Decode a version 1 or 2 stream (coordinate networks) to the signal's array (``StreamError`` for any defect).
-
-    Each network is evaluated in binary64 (``DECODE_DTYPE``), its binary32 weights
-    converted exactly, so that every CPU and GPU decodes the same samples.
-
-    ``options`` are the modality's decode-time choices (a shape's ``resolution``).
-    ``limits`` bound what the stream may make the decoder do (the spec's by default):
-    everything they bound is checked once the header and the section tables are parsed,
-    before any entropy decoding, network evaluation or output allocation.
-    """
-    limits = limits or Limits()
-    modality_id, descriptor, configs, layout = container.read_header(data)
-    modality = signals.for_id(modality_id)
-    desc = modality.unpack_descriptor(descriptor)
-    ranges = modality.sections(desc)
-    if len(ranges) != len(configs):
-        raise StreamError(f"stream has {len(configs)} sections where its signal needs {len(ranges)}")
-    for cfg in configs:
-        if cfg.out_dim != modality.channels(desc) or cfg.in_dim != modality.coord_dim:
-            raise StreamError("model config does not match the signal it describes")
-    if "max_faces" in modality.decode_options:
-        options = {**options, "max_faces": min(options.get("max_faces") or limits.max_faces, limits.max_faces)}
-    check_limits(configs, modality.decode_points(desc, **options), modality.decoded_samples(desc), layout.table_work,
-                 limits)
-    dev = resolve_device(device)
-    stream = container.read(data)
-    try:
-        fields = []
-        for section in stream.sections:
-            model = NeuralExperts(section.config)
-            load_tensors(model, section.tensors)
-            model.to(dev, DECODE_DTYPE).eval()
-            fields.append(routed(model))
-        return Decoded(modality, desc), modality.reconstruct(desc, fields, dev, **options)
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise out_of_gpu_memory("decoding", "the CPU (--device cpu)" + (
-            " or a lower --resolution" if "resolution" in modality.decode_options else "")) from None

@@ -176,7 +176,7 @@ def decode_stream(data: bytes, device: str = "cpu", limits: Limits | None = None
         check_latent_limits(data, limits, lazy, **options)
         descriptor, array = reader.decode_streamed(data, **options) if lazy else reader.decode(data, **options)
         return Decoded(output_kind(data), descriptor), array
-    from nxcodec.codec import decode_networks
+    from nxcodec.networks import decode_networks
 
     return decode_networks(data, device, limits, **options)
 

@@ -23,6 +23,7 @@ from nxcodec.bench.audio import align, mp3_point, opus_point
 from nxcodec.cli import main
 from nxcodec.codec import EncodeOptions, decode_stream, encode_signal, encode_signals
 from nxcodec.errors import InputError, StreamError
+from nxcodec.fit.presets import NETWORK_POLICIES
 from nxcodec.model import ModelConfig
 from nxcodec.signals import for_name
 from nxcodec.signals import audio as audio_mod
@@ -73,8 +74,8 @@ def write_clip(path: Path, data: np.ndarray, rate: int, subtype: str, fmt: str |
 
 def tiny(channels: int) -> ModelConfig:
     """A one-expert network of a few hundred parameters: enough to check what a round trip keeps."""
-    return replace(audio.network_shape(audio.from_array(np.zeros((64, channels), np.float32)).descriptor)
-                   .config(channels, 8), n_experts=1)
+    descriptor = audio.from_array(np.zeros((64, channels), np.float32)).descriptor
+    return replace(NETWORK_POLICIES["audio"].network_shape(descriptor).config(channels, 8), n_experts=1)
 
 
 def encode_path(path: Path, **kw):
@@ -383,4 +384,5 @@ def test_rate_target_sizes_audio_networks_for_eight_bits_per_weight():
     desc = audio.from_array(np.zeros(44100, dtype=np.float32)).descriptor
     _, per_sample = _budget(audio, desc, EncodeOptions(rate=32.0))
     assert abs(per_sample * audio.num_samples(desc) * 8 - audio.bits_allowed(desc, 32.0)) < 1e-6
-    assert for_name("image").bits_per_parameter == 6.0
+    assert NETWORK_POLICIES["audio"].bits_per_parameter == 8.0
+    assert NETWORK_POLICIES["image"].bits_per_parameter == NETWORK_POLICIES["shape"].bits_per_parameter == 6.0

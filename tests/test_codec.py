@@ -138,12 +138,13 @@ def test_a_multi_megapixel_image_round_trips():
 
 
 def test_number_of_experts_follows_the_image_size():
+    from nxcodec.fit.presets import NETWORK_POLICIES
     from nxcodec.signals.image import ImageDescriptor
 
-    image = for_name("image")
-    assert image.network_shape(ImageDescriptor(64, 64, 3, 8)).n_experts == 1
-    assert image.network_shape(ImageDescriptor(400, 400, 3, 8)).n_experts == 2
-    assert image.network_shape(ImageDescriptor(768, 512, 3, 8)).n_experts == 4
+    shape_of = NETWORK_POLICIES["image"].network_shape
+    assert shape_of(ImageDescriptor(64, 64, 3, 8)).n_experts == 1
+    assert shape_of(ImageDescriptor(400, 400, 3, 8)).n_experts == 2
+    assert shape_of(ImageDescriptor(768, 512, 3, 8)).n_experts == 4
 
 
 def test_sixteen_bit_colour_is_refused_clearly():

@@ -141,6 +141,18 @@ def decode_in_subprocess(names: list[str], env: dict[str, str]) -> list[np.ndarr
             return [arrays[f"arr_{i}"] for i in range(len(names))]
 
 
+def test_decoding_versions_1_and_2_imports_no_fitting_code():
+    """The decode path of coordinate-network streams (container -> entropy -> networks -> signal writer) and
+    ``nxcodec info`` on them load nothing of the encoder: not nxcodec.fit, the encoder's codec or quantizer."""
+    names = [c["stream"] for c in CASES] + [LEGACY[0]["stream"]]
+    code = ("import sys\nfrom pathlib import Path\nfrom nxcodec.decoder import decode_stream, describe_stream\n"
+            "for n in sys.argv[1:]:\n    data = Path(n).read_bytes(); describe_stream(data); decode_stream(data)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('nxcodec.fit', 'nxcodec.quant', 'nxcodec.codec'))))")
+    out = subprocess.run([sys.executable, "-c", code, *[str(HERE / n) for n in names]], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_other_cpu_kernels_decode_the_same_samples():
     """Scalar ATen kernels and SSE4.2 MKL kernels (another CPU's code paths) give bit-identical samples.
 

@@ -24,8 +24,6 @@ import soundfile as sf
 import torch
 
 from nxcodec.errors import InputError, StreamError
-from nxcodec.fit import presets
-from nxcodec.fit.presets import Preset, Shape
 from nxcodec.signals import audiofile
 from nxcodec.signals.audiofile import (EXTENSIONS, FORMATS, LONG_MAX_FRAMES, LONG_MAX_SAMPLES, MAX_CHANNELS,
                                        MAX_FRAMES, MAX_RATE, MAX_SAMPLES,
@@ -138,12 +136,6 @@ class AudioModality(Modality):
     rate_unit = audiofile.AudioFiles.rate_unit
     coord_dim = 1
     default_extension = ".wav"
-    # A rate target sizes the network for 8 coded bits per weight (images: 6): a smaller network
-    # quantized finer. Measured on the middle 1.45 s, 400 iterations (quick bench), decoded dB at
-    # 48 / 32 kbps for speech-male and bach, with 6 / 7 / 8 / 10 bits: 35.3 / 36.1 / 36.4 / 35.9,
-    # 34.7 / 35.5 / 35.8 / 35.1, 31.2 / 31.6 / 31.5 / 31.1, 30.5 / 30.9 / 31.0 / 30.1 (rates within
-    # 0.6 kbps of each other, all under target; at 10 the steps hit the finest shift the rate search tries).
-    bits_per_parameter = 8.0
 
     def default_format(self, d: AudioDescriptor) -> int:
         """MDCT planes, except for clips under ``LATENT_MIN_SECONDS``: a latent plane carries about 1 KB of
@@ -291,14 +283,6 @@ class AudioModality(Modality):
     def bits_allowed(self, d: AudioDescriptor, rate: float) -> float:
         return rate * 1000.0 * d.frames / d.sample_rate
 
-    def network_shape(self, d: AudioDescriptor) -> Shape:
-        return presets.audio_network_shape(d.window)
-
-    def preset(self, quality: int) -> Preset:
-        return presets.get(quality, presets.AUDIO_PRESETS)
-
-    def preset_for_rate(self, bits_per_sample: float) -> Preset:
-        return presets.preset_for_rate(bits_per_sample, presets.AUDIO_PRESETS)
 
     def describe(self, d: AudioDescriptor) -> str:
         layout = {1: "mono", 2: "stereo"}.get(d.channels, f"{d.channels} channels")

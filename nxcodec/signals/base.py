@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from nxcodec.errors import InputError
-from nxcodec.fit import presets
-from nxcodec.fit.presets import Preset, Shape
 
 if TYPE_CHECKING:  # torch is needed to fit and to evaluate networks, not to describe a signal
     import torch
@@ -202,20 +200,6 @@ class Modality(ABC):
     @abstractmethod
     def bits_allowed(self, descriptor: Any, rate: float) -> float:
         """The whole-file size in bits that a rate target in this modality's unit allows."""
-
-    @abstractmethod
-    def network_shape(self, descriptor: Any) -> "Shape":
-        """The family of networks that fits this kind of signal (scaled to a budget by presets)."""
-
-    def preset(self, quality: int) -> Preset:
-        """The quality level's network density, fitting budget and rate trade-off (images' table by default)."""
-        return presets.get(quality)
-
-    bits_per_parameter: float = presets.BITS_PER_PARAMETER  # coded bits per weight a rate target sizes the network for
-
-    def preset_for_rate(self, bits_per_sample: float) -> Preset:
-        """The preset whose typical rate is nearest to ``bits_per_sample`` (images' table by default)."""
-        return presets.preset_for_rate(bits_per_sample)
 
     @abstractmethod
     def describe(self, descriptor: Any) -> str:

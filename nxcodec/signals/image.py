@@ -15,8 +15,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nxcodec.errors import InputError
-from nxcodec.fit import presets
-from nxcodec.fit.presets import Shape
 from nxcodec.signals import imagefile
 from nxcodec.signals.base import Modality, Signal, psnr_from_mse
 from nxcodec.signals.imagefile import MAX_PIXELS, MAX_SIDE, ImageDescriptor
@@ -164,8 +162,6 @@ class ImageModality(Modality):
     def bits_allowed(self, d: ImageDescriptor, rate: float) -> float:
         return rate * d.width * d.height
 
-    def network_shape(self, d: ImageDescriptor) -> Shape:
-        return presets.image_network_shape(d.width * d.height)
 
     def describe(self, d: ImageDescriptor) -> str:
         return imagefile.describe(d)

@@ -17,9 +17,6 @@ import numpy as np
 import torch
 
 from nxcodec.errors import InputError
-from nxcodec.fit.losses import gated_l1
-from nxcodec.fit import presets
-from nxcodec.fit.presets import Shape
 from nxcodec.signals import meshfile
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
 from nxcodec.signals.meshfile import (DEFAULT_RESOLUTION, EXTENT, MAX_COORD, MAX_FACES, ShapeDescriptor,
@@ -28,6 +25,7 @@ from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, face_geometr
 
 if TYPE_CHECKING:
     from nxcodec.codec import EncodeOptions, EncodeResult
+    from nxcodec.fit.losses import LossFn
 
 TRAIN_POINTS = 200_000  # the training set (and the "samples" the presets' budgets scale with)
 SURFACE_FRAC, NEAR_FRAC = 0.4, 0.4  # the rest is uniform in the cube
@@ -110,7 +108,13 @@ class ShapeModality(Modality):
     coord_dim = 3
     default_extension = ".ply"
     decode_options = ("resolution", "max_faces")
-    loss = staticmethod(gated_l1)  # the reference's: see gated_l1 for the measurement
+
+    @property
+    def loss(self) -> "LossFn":
+        """The reference's gate-weighted L1 (see gated_l1 for the measurement)."""
+        from nxcodec.fit.losses import gated_l1
+
+        return gated_l1
 
     def read(self, path: Path) -> Signal:
         import trimesh
@@ -251,8 +255,6 @@ class ShapeModality(Modality):
     def bits_allowed(self, d: ShapeDescriptor, rate: float) -> float:
         return rate * 8000.0
 
-    def network_shape(self, d: ShapeDescriptor) -> Shape:
-        return presets.SHAPE_SHAPE
 
     def describe(self, d: ShapeDescriptor) -> str:
         return meshfile.describe(d)
