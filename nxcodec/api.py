@@ -61,13 +61,15 @@ def encode(source: str | Path | np.ndarray, **kwargs) -> bytes:
     return encode_file(source, **kwargs).data
 
 
-def decode(data: bytes, device: str = "cpu", limits: Limits | None = None) -> np.ndarray:
-    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16).
+def decode(data: bytes, device: str = "cpu", limits: Limits | None = None, resolution: int | None = None) -> Any:
+    """Decode ``.nxc`` bytes to the signal's array (an image as ``(H, W, C)`` uint8/uint16) or a shape's mesh.
 
     ``limits`` (:class:`nxcodec.limits.Limits`) lower what a stream may make the decoder do;
     a stream beyond them raises :class:`nxcodec.errors.StreamError` before any work.
+    ``resolution`` is a shape's marching-cubes grid (the stream's default if None; an error for other signals).
     """
-    return decode_stream(data, device, limits)[1]
+    options = {"resolution": resolution} if resolution is not None else {}
+    return decode_stream(data, device, limits, **options)[1]
 
 
 def info(data: bytes) -> dict[str, Any]:

@@ -31,14 +31,19 @@ class NxcDataset(Dataset):
     declares (:func:`nxcodec.info`: a clip's ``["signal"]["sample_rate"]``, say), read without
     decoding. The dataset holds only paths, so DataLoader workers get it cheaply and each
     decodes its own items. Clips of different lengths and meshes do not stack into batches:
-    load them with ``batch_size=None`` or a ``collate_fn`` of your own.
+    load them with ``batch_size=None`` or a ``collate_fn`` of your own. ``resolution`` is the
+    marching-cubes grid meshes are extracted on (the stream's default if None).
     """
 
-    def __init__(self, root: str | Path, transform: Callable[[Any], Any] | None = None, kind: str = "image") -> None:
+    def __init__(self, root: str | Path, transform: Callable[[Any], Any] | None = None, kind: str = "image",
+                 resolution: int | None = None) -> None:
         self.root = Path(root)
         self.transform = transform
         if kind not in ("image", "audio", "shape"):
             raise InputError(f"kind must be image, audio or shape, not {kind!r}")
+        if resolution is not None and kind != "shape":
+            raise InputError(f"resolution is a shape's marching-cubes grid; {kind} items take none")
+        self.resolution = resolution
         manifest = self.root / MANIFEST
         if not manifest.is_file():
             raise InputError(f"{self.root}: no {MANIFEST}; not a tree that nxcodec batch wrote")
@@ -56,5 +61,5 @@ class NxcDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Any:
-        array = nxcodec.decode(self.paths[index].read_bytes())
+        array = nxcodec.decode(self.paths[index].read_bytes(), resolution=self.resolution)
         return self.transform(array) if self.transform else array

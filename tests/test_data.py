@@ -78,6 +78,14 @@ def test_meshes_are_a_dataset_of_their_own(tmp_path):
     assert ds.sources == ["torus.ply"] and ds.info(0)["modality"] == "shape" and ds.info(0)["signal"]["grid_log2"] == 4
     expected = nxcodec.decode((tmp_path / "torus.ply.nxc").read_bytes())
     assert len(ds[0].faces) > 1000 and np.array_equal(ds[0].vertices, expected.vertices)
+    coarse = NxcDataset(tmp_path, kind="shape", resolution=32)[0]
+    stream = (tmp_path / "torus.ply.nxc").read_bytes()
+    assert np.array_equal(coarse.vertices, nxcodec.decode(stream, resolution=32).vertices)
+    assert 100 < len(coarse.faces) < len(ds[0].faces) // 2
+    with pytest.raises(nxcodec.InputError, match="resolution"):
+        NxcDataset(tmp_path, kind="audio", resolution=32)
+    with pytest.raises(nxcodec.InputError, match="resolution"):
+        nxcodec.decode((tmp_path / "x.wav.nxc").read_bytes(), resolution=32)
 
 
 def test_a_folder_without_a_manifest_is_refused(tmp_path):
