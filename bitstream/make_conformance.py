@@ -18,6 +18,7 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
     python bitstream/make_conformance.py invalid    # the streams a decoder must refuse, into conformance/invalid/
+    python bitstream/make_conformance.py legacy-escapes  # written v6 audio, v6 and v7 shape streams with escapes
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
 and 8 one for shapes (``v7/shape``, ``v8/shape``), versions 9 and 11 one for images and one for audio
@@ -31,7 +32,8 @@ that digest for each of its planes, in stream order; a shape case records the di
 its integers (with, in versions 7 and 8, the occupancy map), of the experts chosen at fixed points, and the field's
 values there. The
 version 3, 4, 5 and 6 streams (``v3/`` to ``v6/``, the same records) were written by
-earlier writers and are kept as they are: this script no longer writes those versions.
+earlier writers and are kept as they are: this script no longer fits those versions; ``legacy-escapes`` only
+writes three streams of versions 6 and 7 from random networks (escapes their fitted cases lack).
 """
 
 from __future__ import annotations
@@ -518,7 +520,14 @@ def latent_shape_cases() -> list[tuple[str, int, int, LatentConfig]]:
 
 
 def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
-    """A shape written from random networks over a hand-made occupancy map of 8^3 cells: every cell occupied but
+    """:func:`pockets_shape_parts` as a version 8 stream."""
+    from nxcodec.latent import shape
+
+    return "pockets_g3_occ3_k2", shape.write(*pockets_shape_parts(points))[0]
+
+
+def pockets_shape_parts(points: np.ndarray) -> tuple:
+    """(descriptor, config, tensors, latents, occupancy) of a shape written from random networks over a hand-made occupancy map of 8^3 cells: every cell occupied but
     the outer layer (the outside, component 1) and three free pockets, one inside, one touching it only at a corner
     (a component of its own: components are face-connected, SPEC.md 13.3) and outside, one inside again; so the
     inside bits read 0, 1, 0, 1 in the components' raster order. Each pocket holds points of ``points``, where the
@@ -551,8 +560,7 @@ def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
     weights["experts.out.bias"][:] = 0.5
     latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, config.levels)]
     latents[0][4, 4, 4], latents[0][2, 5, 3], latents[1][2, 2, 2] = 5000.4, -20000.0, 900.0
-    data = shape.write(d, config, quantize_networks(weights, 7, 5), latents, occupancy.Occupancy(cells, inside))[0]
-    return "pockets_g3_occ3_k2", data
+    return d, config, quantize_networks(weights, 7, 5), latents, occupancy.Occupancy(cells, inside)
 
 
 def shape_floor_case() -> tuple[str, bytes]:
@@ -792,6 +800,89 @@ def invalid_main() -> None:
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
+    """(folder, name, stream): written streams of older versions whose residuals escape (SPEC.md 12), where no
+    fitted case of theirs did (found by decoders written from the spec alone): version 6 audio (two segments of a
+    mono clip: the v11 case's planes in version 6's tables and tensor table), version 6 shapes (one 8^3 grid, no
+    occupancy map) and version 7 shapes (the v8 pockets case, whose latents escape, with its own context models)."""
+    from nxcodec.fit.latent_code import quantize_networks
+    from nxcodec.latent import audio, context, occupancy, shape
+    from nxcodec.latent.stream import PREFIX, write_body, with_crc
+    from nxcodec.signals.meshfile import ShapeDescriptor
+
+    def legacy(version: int, modality: int, desc: bytes, *parts: bytes) -> bytes:
+        return with_crc(PREFIX.pack(container.MAGIC, version, modality, len(desc)) + desc + b"".join(parts))
+
+    rng = np.random.default_rng(13)
+    d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
+                                    stereo=audio.STEREO_NONE, segment=16)  # 25 MDCT frames: planes of 16 and 9 rows
+    config = latent_config(levels=3, n_experts=2, mgr_width=4, lanes_log2=1)
+    tensors = quantize_networks(random_networks(config, rng), 7, 5)
+    bodies = []
+    for (a, b), spikes in zip(d.segments(), ([(0, 3, 40, 12000.4), (0, 9, 2, -1.0e6), (1, 2, 7, -9000.0)],
+                                              [(0, 4, 60, -30000.0), (2, 1, 3, 300.0)])):
+        latents = [rng.normal(0, 3, size) for size in context.level_sizes((b - a, d.hop), config.levels)]
+        for level, row, col, value in spikes:
+            latents[level][row, col] = value
+        bodies.append(write_body(config, 1, tensors, latents, 6)[0])
+    cases = [("v6/audio", "mono_escapes_2segments_8khz", legacy(6, audio.MODALITY_AUDIO, audio.pack(d), *bodies))]
+
+    rng = np.random.default_rng(18)
+    d = shape.ShapeLatentDescriptor(ShapeDescriptor((0.0, 0.0, 0.0), 1.0, 0.1), 3)
+    config = latent_config(levels=2, n_experts=2, mgr_width=4, syn_width=6)
+    latents = [rng.normal(0, 3, s) for s in context.level_sizes(d.grid, config.levels)]
+    latents[0][1, 6, 2], latents[0][7, 0, 7], latents[1][3, 3, 0] = -7000.0, 40000.4, 600.0
+    weights = random_networks(config, rng, dims=3)
+    for name in weights:  # a field that crosses zero in a few places: a mesh of a few hundred faces, not noise
+        if name.startswith("experts."):
+            weights[name] *= 0.1
+    weights["experts.out.bias"][:] = 0.3
+    body = write_body(config, 1, quantize_networks(weights, 7, 5), latents, 6)[0]
+    cases.append(("v6/shape", "cube_g3_k2_escapes", legacy(6, shape.MODALITY_SHAPE, shape.pack(d), body)))
+
+    d, config, tensors, latents, occ = pockets_shape_parts(shape_field_points())
+    assert config.flags == 0  # its own context models: a valid version 7 config
+    body = write_body(config, 1, tensors, latents, 7, masks=occ.latent_masks(d.grid_log2, config.levels))[0]
+    cases.append(("v7/shape", "pockets_g3_occ3_k2", legacy(7, shape.MODALITY_SHAPE, shape.pack(d),
+                                                           occupancy.write(occ), body)))
+    return cases
+
+
+def legacy_escapes_main() -> None:
+    """Write :func:`legacy_escape_cases` into their folders, adding (or replacing) their manifest entries; the
+    folders' other cases, from earlier writers, stay as they are."""
+    from nxcodec.latent import audio, shape
+    from nxcodec.signals.audiofile import AudioFiles
+
+    shapes = for_name("shape")
+    for folder, name, data in legacy_escape_cases():
+        out_dir = HERE / folder
+        (out_dir / f"{name}.nxc").write_bytes(data)
+        if folder.endswith("audio"):
+            header = audio.read_header(data)
+            descriptor, decoded = audio.decode(data)
+            AudioFiles().write(descriptor, decoded, out_dir / f"{name}.wav")
+            entry = {"stream": f"{name}.nxc", "expected": f"{name}.wav",
+                     "stream_sha256": hashlib.sha256(data).hexdigest(),
+                     "plane_integers_sha256": [audio.plane_digest(b, r, c) for r, c, b in header.planes()],
+                     "shape": list(decoded.shape)}
+        else:
+            points = np.load(out_dir / "field_points.npy")
+            image = shape.decode_latents(data)
+            field = shape.Field(image)
+            mesh = shape.reconstruct(image, SHAPE_RESOLUTION)
+            np.save(out_dir / f"{name}.field.npy", field(points))
+            shapes.write_as(image.descriptor, mesh, out_dir / f"{name}.ply", ".ply")
+            entry = {"stream": f"{name}.nxc", "expected": f"{name}.ply", "field": f"{name}.field.npy",
+                     "resolution": SHAPE_RESOLUTION, "stream_sha256": hashlib.sha256(data).hexdigest(),
+                     "integers_sha256": image.digest(),
+                     "experts_sha256": hashlib.sha256(field.experts_of(points).astype("<i8").tobytes()).hexdigest(),
+                     "shape": [int(len(mesh.vertices)), int(len(mesh.faces))]}
+        manifest = [c for c in json.loads((out_dir / "manifest.json").read_text()) if c["stream"] != entry["stream"]]
+        (out_dir / "manifest.json").write_text(json.dumps(manifest + [entry], indent=2) + "\n")
+        print(f"{folder}/{name}: {len(data)} bytes")
+
+
 def redecode_image_outputs() -> None:
     """Rewrite the expected output of every latent image stream (``v3/``, ``v6/image``, ``v9/image``, ``v11/image``,
     ``v12/image``)
@@ -839,5 +930,7 @@ if __name__ == "__main__":
         redecode_image_outputs()
     elif sys.argv[1:] == ["invalid"]:
         invalid_main()
+    elif sys.argv[1:] == ["legacy-escapes"]:
+        legacy_escapes_main()
     else:
         main(sys.argv[1:] or None)
