@@ -1,4 +1,4 @@
-"""The format 1-2 encoder: signal -> fitted, quantized, entropy-coded stream (and the options of every encode).
+"""The encoder: signal -> fitted, quantized, entropy-coded stream, in any format (the format 2 pipeline is here).
 
 ``encode_signals`` runs the pipeline for each section of each signal (an image is one):
 pick a network (preset or rate target), fit it, choose quantization steps by
@@ -367,5 +367,3 @@ def _encode_networks(modality: Modality, signals_: list[Signal], opts: EncodeOpt
 def encode_signal(modality: Modality, signal: Signal, opts: EncodeOptions) -> EncodeResult:
     """Fit, quantize and code one signal."""
     return encode_signals(modality, [signal], opts)[0]
-
-
