@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import nxcodec
-from nxcodec import codec
+from nxcodec import codec, networks
 from nxcodec.cli import main
 from nxcodec.errors import InputError, NxcError, ResourceError, StreamError, UsageError
 
@@ -138,7 +138,7 @@ def test_cuda_out_of_memory_while_encoding_says_what_to_try(monkeypatch, tmp_pat
 
 
 def test_cuda_out_of_memory_while_decoding_says_what_to_try(monkeypatch):
-    monkeypatch.setattr(codec, "routed", cuda_oom)
+    monkeypatch.setattr(networks, "routed", cuda_oom)
     with pytest.raises(ResourceError, match=r"--device cpu\) or a lower --resolution"):
         codec.decode_stream(SHAPE.read_bytes(), resolution=16)
 
