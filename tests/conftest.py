@@ -34,6 +34,23 @@ PSNR_FLOOR = 24.0 if (KODAK / "kodim23.png").exists() else 21.0
 CONFORMANCE = ROOT / "bitstream" / "conformance"
 
 
+@pytest.fixture
+def escapes_read(monkeypatch) -> list[int]:
+    """Every escape value (SPEC.md 12) the latent decoder reads while the test runs, in order."""
+    from nxcodec.latent import stream
+
+    seen: list[int] = []
+    real = stream.read_escapes
+
+    def spy(decoder, n, first):
+        e = real(decoder, n, first)
+        seen.extend(e.tolist())
+        return e
+
+    monkeypatch.setattr(stream, "read_escapes", spy)
+    return seen
+
+
 def conformance_cases(*folders: str) -> list[dict]:
     """The manifest entries of conformance folders (relative to bitstream/conformance), every file named by its
     path from there, and ``folder`` added."""

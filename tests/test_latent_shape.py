@@ -304,24 +304,13 @@ def test_the_written_pockets_case_has_corner_touching_components_inside_bits_and
 
 
 @pytest.mark.parametrize("name", ["v6/shape/cube_g3_k2_escapes.nxc", "v7/shape/pockets_g3_occ3_k2.nxc"])
-def test_the_written_version_6_and_7_shapes_code_escapes_with_a_high_part(monkeypatch, name):
+def test_the_written_version_6_and_7_shapes_code_escapes_with_a_high_part(escapes_read, name):
     """make_conformance.legacy_escape_cases: escapes (SPEC.md 12) in a version 6 shape's grids and among the latents
     a version 7 shape's occupancy map keeps, where no fitted case of those versions has one."""
-    from nxcodec.latent import stream
-
-    seen = []
-    real = stream.read_escapes
-
-    def spy(decoder, n, first):
-        e = real(decoder, n, first)
-        seen.extend(e.tolist())
-        return e
-
-    monkeypatch.setattr(stream, "read_escapes", spy)
     data = (CONFORMANCE / name).read_bytes()
     image = latent_shape.decode_latents(data)
     assert data[4] == int(name[1]) and (image.occupancy is None) == (data[4] == 6)
-    assert sum(e >= 1 << 13 for e in seen) >= 1 and sum(0 < e < 1 << 13 for e in seen) >= 1
+    assert sum(e >= 1 << 13 for e in escapes_read) >= 1 and sum(0 < e < 1 << 13 for e in escapes_read) >= 1
 
 
 def test_the_written_floor_case_needs_biases_shifted_down_by_floor(monkeypatch):
