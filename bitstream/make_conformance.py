@@ -528,11 +528,11 @@ def pockets_shape_case(points: np.ndarray) -> tuple[str, bytes]:
 
 def pockets_shape_parts(points: np.ndarray) -> tuple:
     """(descriptor, config, tensors, latents, occupancy) of a shape written from random networks over a hand-made
-    occupancy map of 8^3 cells: every cell occupied but the outer layer (the outside, component 1) and three free pockets, one inside, one touching it only at a corner
-    (a component of its own: components are face-connected, SPEC.md 13.3) and outside, one inside again; so the
-    inside bits read 0, 1, 0, 1 in the components' raster order. Each pocket holds points of ``points``, where the
-    field is -1 or +1. Its latents hold escapes (section 12). The experts give about +0.5 elsewhere, so the mesh is
-    the inside pockets' boxes."""
+    occupancy map of 8^3 cells: every cell occupied but the outer layer (the outside, component 1) and three free
+    pockets, one inside, one touching it only at a corner (a component of its own: components are face-connected,
+    SPEC.md 13.3) and outside, one inside again; so the inside bits read 0, 1, 0, 1 in the components' raster order.
+    Each pocket holds points of ``points``, where the field is -1 or +1. Its latents hold escapes (section 12). The
+    experts give about +0.5 elsewhere, so the mesh is the inside pockets' boxes."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import context, occupancy, shape
     from nxcodec.signals.meshfile import ShapeDescriptor
@@ -801,10 +801,11 @@ def invalid_main() -> None:
 
 
 def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
-    """(folder, name, stream): written streams of older versions whose residuals escape (SPEC.md 12), where no
-    fitted case of theirs did (found by decoders written from the spec alone): version 6 audio (two segments of a
-    mono clip: planes shaped as the v11 case's, in version 6's tables and tensor table), version 6 shapes (a 9^3
-    finest grid, no occupancy map) and version 7 shapes (the v8 pockets case, whose latents escape, with its own context models)."""
+    """(folder, name, stream): written streams of older versions whose residuals escape (SPEC.md 12), where no fitted
+    case of theirs did (found by decoders written from the spec alone): version 6 audio (two segments of a mono
+    clip: planes shaped as the v11 case's, in version 6's tables and tensor table), version 6 shapes (a 9^3 finest
+    grid, no occupancy map) and version 7 shapes (the v8 pockets case, whose latents escape, with its own context
+    models)."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import audio, context, occupancy, shape
     from nxcodec.latent.stream import PREFIX, write_body, with_crc
