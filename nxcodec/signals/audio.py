@@ -283,7 +283,6 @@ class AudioModality(Modality):
     def bits_allowed(self, d: AudioDescriptor, rate: float) -> float:
         return rate * 1000.0 * d.frames / d.sample_rate
 
-
     def describe(self, d: AudioDescriptor) -> str:
         layout = {1: "mono", 2: "stereo"}.get(d.channels, f"{d.channels} channels")
         return (f"audio {d.frames / d.sample_rate:.3f} s ({d.frames} frames) {d.sample_rate} Hz {layout} {d.subtype}, "

@@ -162,6 +162,5 @@ class ImageModality(Modality):
     def bits_allowed(self, d: ImageDescriptor, rate: float) -> float:
         return rate * d.width * d.height
 
-
     def describe(self, d: ImageDescriptor) -> str:
         return imagefile.describe(d)

@@ -255,7 +255,6 @@ class ShapeModality(Modality):
     def bits_allowed(self, d: ShapeDescriptor, rate: float) -> float:
         return rate * 8000.0
 
-
     def describe(self, d: ShapeDescriptor) -> str:
         return meshfile.describe(d)
 
