@@ -115,6 +115,43 @@ def test_a_mesh_without_area_is_an_input_error():
         nxcodec.encode((vertices, np.array([[0, 1, 2], [1, 2, 3]])), modality="shape", iters=5)
 
 
+SHEETS = {
+    "one_triangle": (np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]), np.array([[0, 1, 2]])),
+    "flat_square": (np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]), np.array([[0, 1, 2], [0, 2, 3]])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHEETS))
+def test_an_open_sheet_is_refused_before_fitting(tmp_path, name):
+    """A surface that encloses nothing has no signed distance field: before, it encoded to a stream that decoded to
+    nothing (IoU 0). Now it is one line of error, and nothing is written."""
+    import trimesh
+
+    vertices, faces = SHEETS[name]
+    with pytest.raises(InputError, match="encloses no volume"):
+        nxcodec.encode((vertices, faces), modality="shape", iters=1)
+    src = tmp_path / f"{name}.obj"
+    trimesh.Trimesh(vertices, faces, process=False).export(src)
+    res = CliRunner().invoke(main, ["encode", str(src), "--iters", "1"])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and f"{src}: the surface encloses no volume" in lines[0]
+    assert list(tmp_path.iterdir()) == [src]
+
+
+@pytest.mark.parametrize("change", ["one_side_open", "inward_faces"])
+def test_an_open_box_or_an_inward_wound_mesh_still_encloses_its_volume(change):
+    """Real scans have holes and some are wound inward; their generalised winding number still has an inside."""
+    import trimesh
+
+    from nxcodec.signals.shape import ShapeModality
+
+    box = trimesh.creation.box()
+    faces = box.faces[2:] if change == "one_side_open" else box.faces[:, ::-1]
+    signal = ShapeModality().from_array((box.vertices, faces))
+    inside = signal.data.surface_index().inside(np.array([[0.0, 0, 0], [0.2, -0.1, 0.3], [2.0, 0, 0]]))
+    assert inside.tolist() == [True, True, False]
+
+
 def cuda_oom(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total "
                                       "capacity; 70.01 GiB already allocated)")

@@ -35,6 +35,8 @@ LEAF_FACES = 16  # faces per leaf of the winding-number tree
 WINDING_FAR = 2.0  # a node counts as a dipole beyond this many radii (Barill et al.'s beta)
 WINDING_BLOCK = 1 << 14  # queries per pass of the tree walk
 WINDING_PAIRS = 1 << 13  # (query, leaf) pairs summed exactly at once
+VOLUME_PROBES = 1024  # surface points probed on both sides for an inside
+VOLUME_PROBE_OFFSET = 1e-3  # of the diagonal: how far off the surface each probe sits
 
 
 @dataclass
@@ -109,7 +111,8 @@ def closest_on_triangles(p: np.ndarray, t: np.ndarray) -> np.ndarray:
 class SurfaceIndex:
     """Nearest-surface queries on a mesh: distance, inside or outside, and the normal there."""
 
-    def __init__(self, mesh: Mesh, samples_per_face: float = 3.0, min_samples: int = 200_000, seed: int = 0) -> None:
+    def __init__(self, mesh: Mesh, samples_per_face: float = 3.0, min_samples: int = 200_000, seed: int = 0,
+                 winding: WindingNumber | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.tri, self.normals, _ = face_geometry(mesh)
         n = max(min_samples, int(samples_per_face * len(mesh.faces)))
@@ -120,7 +123,7 @@ class SurfaceIndex:
         pick = rng.choice(len(pts), min(COARSE_SAMPLES, len(pts)), replace=False)
         self.coarse, self.coarse_face = cKDTree(pts[pick]), face[pick]
         self.near = NEAR_FRACTION * mesh.diagonal
-        self.winding = WindingNumber(self.tri)
+        self.winding = winding or WindingNumber(self.tri)
 
     def _query(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist, idx = self.coarse.query(q)
@@ -224,6 +227,16 @@ class WindingNumber:
             qi = np.repeat(qi[inner], 2)
             node = (self.first_child[node[inner], None] + np.arange(2)).ravel()
         return w / (4 * np.pi)
+
+
+def encloses_volume(mesh: Mesh, winding: WindingNumber, seed: int = 0) -> bool:
+    """Whether the surface has an inside: some point just off it, on one side or the other, has a winding number
+    over 1/2. An open sheet (one face, a flat or curved patch) stays under 1/2 on both sides, so it encloses
+    nothing and has no signed distance field; a scan with holes still encloses its volume."""
+    _, normals, _ = face_geometry(mesh)
+    points, face = sample_surface(mesh, VOLUME_PROBES, np.random.default_rng(seed))
+    offset = VOLUME_PROBE_OFFSET * mesh.diagonal * normals[face]
+    return bool((np.abs(winding(np.concatenate([points + offset, points - offset]))) > 0.5).any())
 
 
 def _solid_angles(a: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ from nxcodec.signals import meshfile
 from nxcodec.signals.base import Field, Modality, Signal, evaluate
 from nxcodec.signals.meshfile import (DEFAULT_RESOLUTION, EXTENT, MAX_COORD, MAX_FACES, ShapeDescriptor,
                                       check_resolution, from_network, to_network)
-from nxcodec.signals.sdf import Mesh, MetricSettings, SurfaceIndex, face_geometry, sample_surface, shape_metrics
+from nxcodec.signals.sdf import (Mesh, MetricSettings, SurfaceIndex, WindingNumber, encloses_volume, face_geometry,
+                                 sample_surface, shape_metrics)
 
 if TYPE_CHECKING:
     from nxcodec.codec import EncodeOptions, EncodeResult
@@ -45,10 +46,18 @@ class _Samples:
 
 
 class ShapeData(Mesh):
-    """The input mesh (original frame) with the training samples and surface index, made once."""
+    """The input mesh (original frame) with its winding numbers, and the training samples and surface index, made
+    once."""
 
+    winding: WindingNumber | None = None
     samples: _Samples | None = None
     index: SurfaceIndex | None = None
+
+    def surface_index(self) -> SurfaceIndex:
+        """The mesh's distance and inside queries, made on first use."""
+        if self.index is None:
+            self.index = SurfaceIndex(self, winding=self.winding)
+        return self.index
 
 
 def _to_mesh(vertices: Any, faces: Any, what: str) -> ShapeData:
@@ -67,7 +76,12 @@ def _to_mesh(vertices: Any, faces: Any, what: str) -> ShapeData:
         raise InputError(f"{what}: the mesh is a single point")
     if not face_geometry(Mesh(v, f))[2].sum() > 0:
         raise InputError(f"{what}: the mesh has no area (every face is degenerate)")
-    return ShapeData(v, f)
+    mesh = ShapeData(v, f)
+    mesh.winding = WindingNumber(v[f])
+    if not encloses_volume(mesh, mesh.winding):
+        raise InputError(f"{what}: the surface encloses no volume (an open sheet has no inside, so no signed "
+                         "distance to code)")
+    return mesh
 
 
 def normalisation(mesh: Mesh) -> ShapeDescriptor:
@@ -83,8 +97,7 @@ def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, 
     """Surface points (distance 0), points near the surface and uniform points, with their signed distances."""
     n = n or TRAIN_POINTS
     rng = np.random.default_rng(seed)
-    index = mesh.index or SurfaceIndex(mesh)
-    mesh.index = index
+    index = mesh.surface_index()
     n_surf, n_near = int(n * SURFACE_FRAC), int(n * NEAR_FRAC)
     surf, _ = sample_surface(mesh, n_surf + n_near, rng)
     surf = to_network(d, surf)
@@ -179,17 +192,11 @@ class ShapeModality(Modality):
     def signed_distance(self, signal: Signal, points: np.ndarray) -> np.ndarray:
         """The input mesh's signed distance at ``points``, both in network coordinates."""
         d: ShapeDescriptor = signal.descriptor
-        return self._index(signal).signed_distance(from_network(d, points)) / d.scale
+        return signal.data.surface_index().signed_distance(from_network(d, points)) / d.scale
 
     def truncated_distance(self, signal: Signal, points: np.ndarray) -> np.ndarray:
         """``clamp(sdf / trunc, -1, 1)`` of the input mesh at ``points`` (network coordinates)."""
         return np.clip(self.signed_distance(signal, points) / signal.descriptor.trunc, -1, 1)
-
-    def _index(self, signal: Signal) -> SurfaceIndex:
-        data: ShapeData = signal.data
-        if data.index is None:
-            data.index = SurfaceIndex(data)
-        return data.index
 
     def training_points(self, signal: Signal) -> tuple[torch.Tensor, torch.Tensor]:
         """The training samples: points (n, 3) in network coordinates and truncated distances (n, 1)."""
