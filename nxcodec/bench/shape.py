@@ -80,8 +80,8 @@ def list_meshes(cfg: ShapeBenchConfig) -> list[Path]:
 @lru_cache(maxsize=4)
 def _original(path: Path) -> tuple[Mesh, SurfaceIndex]:
     """The mesh and its surface index, made once per process (baseline workers reuse them)."""
-    mesh: Mesh = for_name("shape").read(path).data
-    return mesh, SurfaceIndex(mesh)
+    mesh = for_name("shape").read(path).data
+    return mesh, mesh.surface_index()
 
 
 def _baseline_point(path: Path, bits: int, keep: float) -> dict:
