@@ -231,8 +231,8 @@ class WindingNumber:
 
 def encloses_volume(mesh: Mesh, winding: WindingNumber, seed: int = 0) -> bool:
     """Whether the surface has an inside: some point just off it, on one side or the other, has a winding number
-    over 1/2. An open sheet (one face, a flat or curved patch) stays under 1/2 on both sides, so it encloses
-    nothing and has no signed distance field; a scan with holes still encloses its volume."""
+    over 1/2. A flat open sheet (one face, a square) stays under 1/2 on both sides, so it encloses nothing and has
+    no signed distance field; a scan with holes, or a sheet folded or curved enough, still encloses a volume."""
     _, normals, _ = face_geometry(mesh)
     points, face = sample_surface(mesh, VOLUME_PROBES, np.random.default_rng(seed))
     offset = VOLUME_PROBE_OFFSET * mesh.diagonal * normals[face]
