@@ -19,8 +19,10 @@ run, whatever the number of workers.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import pkgutil
 import select
 import struct
 import subprocess
@@ -260,6 +262,17 @@ def decode_case(data: bytes, resolution: int, scratch: Path) -> str:
         return "nxc"
 
 
+def import_package() -> None:
+    """Import every module a decode may import, so that a worker imports none under its address-space cap: the
+    decode path imports lazily, and a module parsed under a tight cap fails as a SyntaxError, not as the memory
+    error it is."""
+    import nxcodec
+
+    for module in pkgutil.walk_packages(nxcodec.__path__, "nxcodec."):
+        if module.name != "nxcodec.__main__" and not module.name.startswith("nxcodec.bench"):
+            importlib.import_module(module.name)
+
+
 def worker(resolution: int, memory_mb: int) -> None:
     """Read length-prefixed cases on stdin; answer one line each on stdout."""
     import resource
@@ -269,10 +282,11 @@ def worker(resolution: int, memory_mb: int) -> None:
 
     import torch
 
-    import nxcodec.codec  # noqa: F401  (everything imported before the address space is capped)
-    import nxcodec.signals.sdf  # noqa: F401
+    import nxcodec.codec
     import skimage.measure  # noqa: F401
     import trimesh  # noqa: F401
+
+    import_package()
 
     if not nxcodec.codec.__file__.startswith(str(ROOT)):
         raise SystemExit(f"the worker imported {nxcodec.codec.__file__}, not this tree's nxcodec")

@@ -65,3 +65,30 @@ def test_hangs_and_memory_blow_ups_are_failures_and_the_worker_comes_back(tmp_pa
         starved.stop()
     assert result.startswith("fail"), result
     assert "memory" in result.lower() or "crash" in result
+
+
+def test_a_worker_imports_everything_a_decode_needs_before_its_memory_is_capped():
+    """A module first imported under the worker's address-space cap can fail to parse (a SyntaxError that the fuzzer
+    would report as a decoder failure): after ``import_package`` no decode of any conformance stream, valid or not,
+    imports another nxcodec module."""
+    import subprocess
+
+    script = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "bench")!r})
+import fuzz
+from nxcodec.codec import decode_stream
+fuzz.import_package()
+before = {{m for m in sys.modules if m.startswith("nxcodec")}}
+from pathlib import Path
+paths = sorted(Path({str(ROOT / "bitstream" / "conformance")!r}).rglob("*.nxc"))
+for path in paths:
+    try:
+        decode_stream(path.read_bytes(), "cpu")
+    except Exception:
+        pass
+print(len(paths), sorted({{m for m in sys.modules if m.startswith("nxcodec")}} - before))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    count, new = out.stdout.split(" ", 1)
+    assert int(count) > 50 and new.strip() == "[]"
