@@ -55,7 +55,9 @@ def main() -> None:
     args = ap.parse_args()
     before, after = nxcodec_points(args.before), nxcodec_points(args.after)
     for name, path, run in (("before", args.before, before), ("after", args.after, after)):
-        print(f"{name}: {path} (commits {', '.join(sorted({p.get('commit', 'unknown') for p in run.values()}))})")
+        meta = path / "meta.json"  # a run whose points carry no commit (audio's) recorded it there
+        default = json.loads(meta.read_text()).get("commit", "unknown") if meta.is_file() else "unknown"
+        print(f"{name}: {path} (commits {', '.join(sorted({p.get('commit', default) for p in run.values()}))})")
     print()
     print("\n".join(compare(before, after)))
 

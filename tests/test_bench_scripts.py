@@ -148,7 +148,7 @@ def test_latent_polish_puts_the_coded_networks_back_where_they_were_fitted(monke
         assert after < 1.0 < before, (before, after)
 
 
-def test_compare_runs_gives_each_point_and_the_bd_rate_per_item(monkeypatch, tmp_path):
+def test_compare_runs_gives_each_point_and_the_bd_rate_per_item(monkeypatch, tmp_path, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import json
 
@@ -167,6 +167,16 @@ def test_compare_runs_gives_each_point_and_the_bd_rate_per_item(monkeypatch, tmp
     assert lines[-1] == "a: BD-rate -10.00%"
     three = {k: v for k, v in after.items() if k[1] != 7}
     assert compare(before, three)[-1] == "a: 3 common levels, too few for a BD-rate"
+
+    import sys
+
+    from compare_runs import main
+
+    (tmp_path / "after" / "meta.json").write_text(json.dumps({"commit": "abc1234"}))  # points without a commit
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", str(tmp_path / "before"), str(tmp_path / "after")])
+    main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(commits unknown)") and out[1].endswith("(commits abc1234)")
 
 
 def test_raster_orders_read_only_latents_before_them_in_their_tile(monkeypatch):
