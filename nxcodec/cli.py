@@ -6,12 +6,14 @@ line on stderr and exit with status 2; nothing partial is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -23,7 +25,8 @@ from nxcodec.fit.presets import DEFAULT_QUALITY
 from nxcodec.host_memory import keep_freed_memory
 from nxcodec.limits import Limits
 from nxcodec.model import ModelConfig
-from nxcodec.io import check_source, check_writable, read_stream, write_atomic, write_bytes_atomic
+from nxcodec.io import (STDIO, check_source, check_stdout, check_writable, copy_to_stdout, display_name, is_stdio,
+                        read_stream, write_atomic, write_bytes_atomic, write_stdout)
 
 SAMPLE = Path(__file__).parent / "samples" / "hopper.png"
 DEMO_CPU_ITERS = 500  # the presets' 2000 take about 8 minutes for the sample on 2 CPU cores
@@ -118,10 +121,41 @@ device_option = click.option(
 force_option = click.option("--force", is_flag=True, help="Replace the output if it exists [default: refuse].")
 
 
+@contextlib.contextmanager
+def source_file(source: Path) -> Iterator[tuple[Path, signals.Modality]]:
+    """The file to encode and its modality: ``source`` itself, or standard input saved to a temporary file with
+    the extension of what it holds (the readers take paths; their messages name it ``stdin``)."""
+    if not is_stdio(source):
+        check_source(source)
+        yield source, signals.for_path(source)
+        return
+    data = read_stream(source)
+    modality, ext = signals.for_bytes(data)
+    with tempfile.TemporaryDirectory(prefix="nxcodec-") as tmp:
+        path = Path(tmp) / f"stdin{ext}"
+        path.write_bytes(data)
+        del data
+        try:
+            yield path, modality
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(path), "stdin")) from None
+
+
+def decode_to_stdout(data: bytes, device: str, limits: Limits, **options: Any) -> Any:
+    """Decode a stream into its kind's default file type and send the finished file to standard output."""
+    kind = output_kind(data)
+    with tempfile.TemporaryDirectory(prefix="nxcodec-") as tmp:
+        path = Path(tmp) / f"decoded{kind.output_extensions[0]}"
+        decoded = decode_to_file(data, path, False, device, limits, **options)
+        copy_to_stdout(path)
+    return decoded
+
+
 @main.command()
 @click.argument("source", type=click.Path(readable=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output .nxc [default: SOURCE's name plus .nxc, e.g. photo.png.nxc, as batch names them].")
+              help="Output .nxc, or - for standard output [default: SOURCE's name plus .nxc, e.g. photo.png.nxc, as "
+                   "batch names them; standard output when SOURCE is -].")
 @click.option("-q", "--quality", type=click.IntRange(1, 9), default=DEFAULT_QUALITY, show_default=True, help="1 (smallest) to 9 (best).")
 @click.option("--bpp", type=float,
               help="Rate target in bits per pixel (whole file, images); overrides --quality [default: none].")
@@ -143,25 +177,32 @@ force_option = click.option("--force", is_flag=True, help="Replace the output if
 @user_errors
 def encode(source: Path, output: Path | None, quality: int, bpp: float | None, kbps: float | None, kb: float | None,
            iters: int | None, device: str, seed: int, fmt: str | None, verbose: bool, force: bool) -> None:
-    """Compress SOURCE (an image, an audio clip or a mesh) into an .nxc stream."""
-    check_source(source)
-    rate = rate_target(signals.for_path(source), bpp=bpp, kbps=kbps, kb=kb)
-    output = output or source.with_name(source.name + ".nxc")
-    if output.suffix.lower() != ".nxc":
-        raise OutputError(f"{output}: a stream is written as .nxc; name the output accordingly")
-    check_writable(output, force)
-    res = encode_file(source, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
-                      progress=sys.stderr.isatty(), format=int(fmt) if fmt else None)
-    write_bytes_atomic(output, res.data, force)
-    unit = res.rate_unit
-    modality = signals.for_path(source)
-    click.echo(f"{source} -> {output}: {len(res.data)} bytes, {res.rate:.4f} {unit}, "
-               f"{modality.summary(res.metrics)} ({res.encode_seconds:.1f} s on {res.device})")
+    """Compress SOURCE (an image, an audio clip or a mesh; - for standard input) into an .nxc stream."""
+    with source_file(source) as (path, modality):
+        rate = rate_target(modality, bpp=bpp, kbps=kbps, kb=kb)
+        if output is None:
+            output = Path(STDIO) if is_stdio(source) else source.with_name(source.name + ".nxc")
+        to_stdout = is_stdio(output)
+        if to_stdout:
+            check_stdout()
+        elif output.suffix.lower() != ".nxc":
+            raise OutputError(f"{output}: a stream is written as .nxc; name the output accordingly")
+        else:
+            check_writable(output, force)
+        res = encode_file(path, quality=quality, rate=rate, iters=iters, device=device, seed=seed,
+                          progress=sys.stderr.isatty(), modality=modality.name, format=int(fmt) if fmt else None)
+    if to_stdout:
+        write_stdout(res.data)
+    else:
+        write_bytes_atomic(output, res.data, force)
+    report = functools.partial(click.echo, err=to_stdout)  # standard output may carry the stream
+    report(f"{display_name(source)} -> {display_name(output, True)}: {len(res.data)} bytes, {res.rate:.4f} "
+           f"{res.rate_unit}, {modality.summary(res.metrics)} ({res.encode_seconds:.1f} s on {res.device})")
     if verbose:
-        click.echo(f"  float {modality.summary(res.float_metrics)}; decoded {modality.summary(res.metrics)}")
-        click.echo(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe(res.configs[0])}")
+        report(f"  float {modality.summary(res.float_metrics)}; decoded {modality.summary(res.metrics)}")
+        report(f"  model: {res.n_params} parameters in {len(res.configs)} section(s); {describe(res.configs[0])}")
         if res.restarts:
-            click.echo(f"  fitting recovered from {res.restarts} divergence(s)")
+            report(f"  fitting recovered from {res.restarts} divergence(s)")
 
 
 def with_options(options):
@@ -199,8 +240,9 @@ def _limits(max_samples: int | None, max_work: float | None, max_macs: int | Non
 @main.command()
 @click.argument("source", type=click.Path(readable=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file; its extension by kind of stream: image .png; audio .wav; shape .ply or .obj or .stl "
-                   "[default: SOURCE's name with .decoded and the first of these, e.g. photo.decoded.png].")
+              help="Output file; its extension by kind of stream: image .png; audio .wav; shape .ply or .obj or .stl; "
+                   "- for standard output, as the first of these [default: SOURCE's name with .decoded and the first "
+                   "of these, e.g. photo.decoded.png; standard output when SOURCE is -].")
 @device_option
 @click.option("--resolution", type=int, help="Shapes: marching-cubes grid size per axis (8..1024) [default: 256].")
 @with_options(limit_options)
@@ -209,19 +251,29 @@ def _limits(max_samples: int | None, max_work: float | None, max_macs: int | Non
 def decode(source: Path, output: Path | None, device: str, resolution: int | None, max_samples: int | None,
            max_work: float | None, max_macs: int | None, max_faces: int | None, max_table_work: int | None,
            force: bool) -> None:
-    """Decode an .nxc stream back to a signal file (a shape as PLY, OBJ or STL by the output's extension).
+    """Decode an .nxc stream (- for standard input) back to a signal file (a shape as PLY, OBJ or STL by the
+    output's extension).
 
     A stream is checked against the decoding limits before any work; the --max-* options
     lower them (for a service that decodes strangers' files).
     """
     limits = _limits(max_samples, max_work, max_macs, max_faces, max_table_work)
+    if output is None and is_stdio(source):
+        output = Path(STDIO)
+    to_stdout = is_stdio(output)
+    if to_stdout:
+        check_stdout()
     data = read_stream(source)
     output = output or decoded_path(source, output_kind(data))
     options = {"resolution": resolution} if resolution is not None else {}
     t0 = time.perf_counter()
-    decoded = decode_to_file(data, output, force, device, limits, **options)
+    if to_stdout:
+        decoded = decode_to_stdout(data, device, limits, **options)
+    else:
+        decoded = decode_to_file(data, output, force, device, limits, **options)
     seconds = time.perf_counter() - t0
-    click.echo(f"{source} -> {output}: {decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)")
+    click.echo(f"{display_name(source)} -> {display_name(output, True)}: "
+               f"{decoded.modality.describe(decoded.descriptor)} ({seconds:.2f} s)", err=to_stdout)
 
 
 @main.command()
@@ -231,13 +283,13 @@ def decode(source: Path, output: Path | None, device: str, resolution: int | Non
                    "instead of text [default: text].")
 @user_errors
 def info(source: Path, as_json: bool) -> None:
-    """Show a stream's header, section sizes, rate and model, without decoding it."""
+    """Show a stream's header, section sizes, rate and model, without decoding it (SOURCE - reads standard input)."""
     data = read_stream(source)
     facts = describe_stream(data)
     if as_json:
-        click.echo(json.dumps({"file": str(source), **facts}))
+        click.echo(json.dumps({"file": display_name(source), **facts}))
         return
-    click.echo(f"file:       {source} ({len(data)} bytes)")
+    click.echo(f"file:       {display_name(source)} ({len(data)} bytes)")
     click.echo(f"format:     nxc version {data[4]}" + (" (latent grids)" if facts["latent_grids"] else ""))
     for label, text in facts["summary"]:
         click.echo(f"{label + ':' if label else '':11s} {text}")

@@ -1,5 +1,7 @@
 """The command line: the verbs, their outputs, and one-line errors with exit status 2."""
 
+import io
+import json
 import os
 import subprocess
 import sys
@@ -289,3 +291,89 @@ def test_bench_image_quick_keeps_its_group_unless_one_is_given(tmp_path, monkeyp
     r = CliRunner().invoke(main, ["bench", "image", str(tmp_path), "--out", str(out), "--quick", *extra])
     assert r.exit_code == 0, r.output
     assert seen[0].group == group and seen[0].iters == 500
+
+
+def nxcodec_process(*args, stdin: bytes = b"", **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nxcodec.cli", *map(str, args)], input=stdin, capture_output=True,
+                          timeout=120, **kwargs)
+
+
+def test_decode_and_info_read_standard_input_and_decode_writes_standard_output(tmp_path):
+    """``-`` is standard input as a source and standard output as an output; reading standard input, decode writes
+    standard output unless told otherwise. The report goes to stderr where standard output carries the signal."""
+    stream = ROOT / "bitstream" / "conformance" / "v12" / "image" / "gray16_k3_21x17.nxc"
+    expected = np.asarray(Image.open(stream.with_suffix(".png")))
+    for args, stdin in [(["decode", "-"], stream.read_bytes()), (["decode", stream, "-o", "-"], b"")]:
+        proc = nxcodec_process(*args, stdin=stdin)
+        assert proc.returncode == 0, proc.stderr
+        decoded = np.asarray(Image.open(io.BytesIO(proc.stdout)))
+        assert decoded.dtype == expected.dtype and np.abs(decoded.astype(int) - expected).max() <= 1
+        assert "-> stdout: image 21x17 grayscale 16-bit" in proc.stderr.decode()
+    proc = nxcodec_process("decode", "-", "-o", tmp_path / "back.png", stdin=stream.read_bytes())
+    assert proc.returncode == 0 and proc.stdout.decode().startswith("stdin -> ")
+    assert np.asarray(Image.open(tmp_path / "back.png")).shape == expected.shape
+    proc = nxcodec_process("info", "-", "--json", stdin=stream.read_bytes())
+    facts = json.loads(proc.stdout)
+    assert facts["file"] == "stdin" and facts["bytes"] == stream.stat().st_size
+
+
+def test_encode_reads_standard_input_and_writes_standard_output(tmp_path):
+    """A JPEG piped in is told by its first bytes, and the stream piped out decodes; nothing else is on stdout."""
+    buf = io.BytesIO()
+    Image.fromarray(real_image((40, 32))).save(buf, format="JPEG", quality=95)
+    proc = nxcodec_process("encode", "-", "--iters", 20, "--device", "cpu", stdin=buf.getvalue())
+    assert proc.returncode == 0, proc.stderr
+    assert nxcodec.info(proc.stdout)["signal"]["width"] == 40
+    assert nxcodec.decode(proc.stdout).shape == (32, 40, 3)
+    assert proc.stderr.decode().startswith("stdin -> stdout: ")
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["decode", "-"], b"", "stdin: empty"),
+    (["decode", "-"], b"\x89NXC" + bytes(40), "unknown stream version 0"),
+    (["encode", "-", "-o", "x.nxc"], b"hello, not a signal", "stdin: not a kind of file nxcodec reads"),
+    (["encode", "-", "-o", "x.nxc"], b"\x89PNG\r\n\x1a\n" + bytes(30), "stdin: "),
+])
+def test_bad_standard_input_is_one_line_and_writes_nothing(tmp_path, args, stdin, message):
+    proc = nxcodec_process(*args, stdin=stdin, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == b""
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nxcodec: error: ") and message in lines[0]
+    assert "nxcodec-" not in lines[0]  # not the temporary file standard input was saved to
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_terminal_is_not_sent_a_binary_file(nxc):
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "nxcodec.cli", "decode", str(nxc), "-o", "-"], stdout=follower,
+                              stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 2 and b"stdout is a terminal" in proc.stderr
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("a.png", ".png"), ("a.jpg", ".jpg"), ("a.bmp", ".bmp"), ("a.tif", ".tif"), ("a.webp", ".webp"),
+    ("a.wav", ".wav"), ("a.flac", ".flac"), ("a.ogg", ".ogg"), ("a.ply", ".ply"), ("a.obj", ".obj"),
+    ("a.stl", ".stl"), ("a.off", ".off"), ("a.glb", ".glb"),
+])
+def test_standard_input_is_told_by_its_contents(tmp_path, name, kind):
+    """Each file type the encoder reads, written by the library that writes it, is recognised from its bytes."""
+    import soundfile as sf
+    import trimesh
+
+    from nxcodec import signals
+
+    path = tmp_path / name
+    if kind in (".wav", ".flac", ".ogg"):
+        sf.write(path, np.sin(np.arange(4000) / 9.0) * 0.3, 8000)
+    elif kind in (".ply", ".obj", ".stl", ".off", ".glb"):
+        trimesh.creation.box().export(path)
+    else:
+        Image.fromarray(real_image((16, 12))).save(path)
+    modality, ext = signals.for_bytes(path.read_bytes())
+    assert ext == kind and modality is signals.for_path(path)

@@ -137,6 +137,17 @@ class AudioModality(Modality):
     coord_dim = 1
     default_extension = ".wav"
 
+    def sniff(self, data: bytes) -> str | None:
+        if data[:4] in (b"RIFF", b"RF64") and data[8:12] == b"WAVE":
+            return ".wav"
+        if data.startswith(b"fLaC"):
+            return ".flac"
+        if data.startswith(b"OggS"):  # Vorbis or Opus: libsndfile tells them apart by the first packet
+            return ".ogg"
+        if data.startswith(b"ID3") or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):  # a tag, a frame
+            return ".mp3"
+        return None
+
     def default_format(self, d: AudioDescriptor) -> int:
         """MDCT planes, except for clips under ``LATENT_MIN_SECONDS``: a latent plane carries about 1 KB of
         tables and networks, more than a fraction of a second is worth at the rates people use."""

@@ -93,6 +93,11 @@ class Modality(ABC):
         return (self.default_extension,)
 
     @abstractmethod
+    def sniff(self, data: bytes) -> str | None:
+        """The extension a file of this kind holding ``data`` would have (from its first bytes, or its size), or
+        None if it is not one: how ``nxcodec encode -`` tells what standard input holds."""
+
+    @abstractmethod
     def read(self, path: Path) -> Signal:
         """Read a file; raise :class:`nxcodec.errors.InputError` with a clear message if unusable."""
 

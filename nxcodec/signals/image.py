@@ -53,6 +53,11 @@ def _to_array(im: Image.Image) -> tuple[np.ndarray, int]:
     return np.asarray(im, dtype=np.uint8).reshape(im.height, im.width, _MODES[im.mode]), 8
 
 
+# The first bytes of each file type the encoder reads (WebP, a RIFF file, is told by its form type)
+MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"BM", ".bmp"), (b"II*\x00", ".tif"),
+         (b"MM\x00*", ".tif"))
+
+
 class ImageModality(Modality):
     id = 1
     name = "image"
@@ -62,6 +67,11 @@ class ImageModality(Modality):
     default_extension = ".png"
     formats = (2, 12)  # 2: one coordinate network; 12: latent grids (bitstream/SPEC.md sections 9, 12, 15, 17, 18)
     latent_format = 12
+
+    def sniff(self, data: bytes) -> str | None:
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return ".webp"
+        return next((ext for magic, ext in MAGIC if data.startswith(magic)), None)
 
     def encode_latent(self, signals_: list[Signal], opts: EncodeOptions) -> list[EncodeResult]:
         from nxcodec.fit.latent_image import encode_images

@@ -110,6 +110,11 @@ def training_samples(mesh: ShapeData, d: ShapeDescriptor, n: int | None = None, 
     return _Samples(torch.from_numpy(points.astype(np.float32)), np.concatenate([np.zeros(n_surf), sdf]))
 
 
+# What an OBJ file's first statement may be (comments aside), and how far into a file to look for it
+OBJ_KEYWORDS = (b"v", b"vn", b"vt", b"f", b"o", b"g", b"s", b"l", b"p", b"mtllib", b"usemtl")
+OBJ_SNIFF_BYTES = 1 << 16
+
+
 class ShapeModality(Modality):
     id = 3
     name = "shape"
@@ -128,6 +133,21 @@ class ShapeModality(Modality):
         from nxcodec.fit.losses import gated_l1
 
         return gated_l1
+
+    def sniff(self, data: bytes) -> str | None:
+        if data.startswith(b"ply") and data[3:4] in (b"\n", b"\r"):
+            return ".ply"
+        if data.startswith(b"glTF"):  # binary glTF (a .gltf's buffers are other files)
+            return ".glb"
+        if len(data) >= 84 and len(data) == 84 + 50 * int.from_bytes(data[80:84], "little"):  # binary STL
+            return ".stl"
+        lines = (line.split() for line in data[:OBJ_SNIFF_BYTES].splitlines())
+        first = next((words[0] for words in lines if words and not words[0].startswith(b"#")), b"")
+        if first == b"solid":
+            return ".stl"
+        if first.endswith(b"OFF"):  # OFF, COFF, NOFF, STOFF ...
+            return ".off"
+        return ".obj" if first in OBJ_KEYWORDS else None
 
     def read(self, path: Path) -> Signal:
         import trimesh
