@@ -41,15 +41,14 @@ def for_path(path: Path) -> "Modality":
     raise InputError(f"{path}: unsupported file type '{ext or '(none)'}' (supported: {known})")
 
 
-def for_bytes(data: bytes, name: str = "stdin") -> tuple["Modality", str]:
-    """The modality that reads a file holding ``data``, and the extension such a file would have (``name`` says
-    where the bytes came from, for the error)."""
+def for_bytes(data: bytes) -> tuple["Modality", str]:
+    """The modality that reads a file holding ``data`` (standard input), and the extension such a file would have."""
     for m in modalities().values():
         ext = m.sniff(data)
         if ext is not None:
             return m, ext
     known = ", ".join(e for m in modalities().values() for e in m.extensions if e != ".gltf")
-    raise InputError(f"{name}: not a kind of file nxcodec reads (it reads {known})")
+    raise InputError(f"stdin: not a kind of file nxcodec reads (it reads {known})")
 
 
 def for_id(modality_id: int) -> "Modality":
