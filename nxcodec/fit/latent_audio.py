@@ -44,7 +44,7 @@ RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits o
 RATE_MARGIN = 0.9
 # The first fit aims at this part of the target: whole files code at 0.95 to 3.0 times the model's latent bits,
 # a standard deviation of 0.25 to 0.29 in the log (the v9 files of bench/results: audio_quality_span,
-# audio_preset_ends, audio_lambda_sweep), and a plane over its share costs its clip a second fit. 0.9 coded 36 of
+# audio_preset_ends, audio_lambda_sweep), and a plane over its share costs its clip a second fit. 0.9 coded 34 of
 # the 40 points of bench/results/audio_full_cpu_rate09 at a higher PSNR than 0.8 did (audio_full_cpu).
 RATE_FIRST = 0.9
 NET_BITS_PER_PARAMETER = 8.5  # a plane's coded networks and header, per parameter (7.2 to 9.2 on those fits)
