@@ -70,7 +70,8 @@ def test_hangs_and_memory_blow_ups_are_failures_and_the_worker_comes_back(tmp_pa
 def test_a_worker_imports_everything_a_decode_needs_before_its_memory_is_capped():
     """A module first imported under the worker's address-space cap can fail to parse (a SyntaxError that the fuzzer
     would report as a decoder failure): after ``import_package`` no decode of any conformance stream, valid or not,
-    imports another nxcodec module."""
+    imports another nxcodec module. Shapes are meshed on a 16^3 grid: the same modules as at the default 256^3, in
+    a sixth of the time."""
     import subprocess
 
     script = f"""
@@ -83,8 +84,9 @@ before = {{m for m in sys.modules if m.startswith("nxcodec")}}
 from pathlib import Path
 paths = sorted(Path({str(ROOT / "bitstream" / "conformance")!r}).rglob("*.nxc"))
 for path in paths:
+    data = path.read_bytes()
     try:
-        decode_stream(path.read_bytes(), "cpu")
+        decode_stream(data, "cpu", **({{"resolution": 16}} if data[5:6] == b"\\x03" else {{}}))
     except Exception:
         pass
 print(len(paths), sorted({{m for m in sys.modules if m.startswith("nxcodec")}} - before))
