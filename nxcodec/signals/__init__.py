@@ -31,13 +31,18 @@ def modalities() -> dict[int, "Modality"]:
     return {i: _load(i) for i in _MODULES}
 
 
+def _extensions() -> list[str]:
+    """Every file extension the encoder reads, for messages."""
+    return [e for m in modalities().values() for e in m.extensions]
+
+
 def for_path(path: Path) -> "Modality":
     """The modality that reads files with this extension."""
     ext = Path(path).suffix.lower()
     for m in modalities().values():
         if ext in m.extensions:
             return m
-    known = ", ".join(e for m in modalities().values() for e in m.extensions)
+    known = ", ".join(_extensions())
     raise InputError(f"{path}: unsupported file type '{ext or '(none)'}' (supported: {known})")
 
 
@@ -47,7 +52,7 @@ def for_bytes(data: bytes) -> tuple["Modality", str]:
         ext = m.sniff(data)
         if ext is not None:
             return m, ext
-    known = ", ".join(e for m in modalities().values() for e in m.extensions if e != ".gltf")
+    known = ", ".join(e for e in _extensions() if e != ".gltf")  # a .gltf's buffers are other files
     raise InputError(f"stdin: not a kind of file nxcodec reads (it reads {known})")
 
 
