@@ -506,20 +506,25 @@ def test_lambda_follows_the_rate_by_the_measured_elasticity():
     assert latent_audio.lambda_for(1e-3, 1, 1000) == pytest.approx(1e-3 / 16)
 
 
-def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_at_a_lower_presets_lambda(monkeypatch):
+def test_a_clip_over_its_target_at_the_first_fit_is_fitted_again_at_the_lambda_its_overshoot_calls_for(monkeypatch):
     noise = 0.05 * np.random.default_rng(0).standard_normal((8000, 1)).astype(np.float32)
-    signal = AUDIO.from_array(tones(1.0, 8000) + noise, 8000)  # over 14 kbps at quality 2's lambda, under at 1's (30 its)
+    signal = AUDIO.from_array(tones(1.0, 8000) + noise, 8000)  # over 14 kbps at quality 2's lambda (30 its)
     fits, sizes = spy_rounds(monkeypatch)
     monkeypatch.setattr(latent_audio, "RATE_UNDER", 0.0)  # no round for coming in well under (tested above)
     table = presets.AUDIO_LATENT_PRESETS
-    target = 14.0  # the preset for 0.9 x 14 kbps is quality 2
-    assert presets.choose_latent_preset(table, 5, target, latent_audio.RATE_MARGIN).quality == 2
+    target = 14.0
     plan = latent_audio._rate_plan  # the plan's shares, at quality 2's lambda, which this clip overshoots
     monkeypatch.setattr(latent_audio, "_rate_plan", lambda *a: [(table[2].lam, bits) for _, bits in plan(*a)])
+    misses = []
+    attempt = latent_audio._encode_clips
+    monkeypatch.setattr(latent_audio, "_encode_clips", lambda *a: misses.append(attempt(*a)) or misses[-1])
     res = encode_signal(AUDIO, signal, EncodeOptions(iters=30, device="cpu", seed=1, rate=target))
     assert 8 * len(res.data) / 1000 <= target
-    assert fits == [[table[2].lam], [table[1].lam]]  # not trimmed, not continued: the lambda one quality lower
-    assert sizes[0][2] is None and sizes[1][2] <= sizes[1][3]
+    (clip, over), = misses[0]
+    step = (over / latent_audio.RATE_FIRST) ** (1 / latent_audio.RATE_ELASTICITY)
+    assert over > 1 and fits[0] == [table[2].lam] and fits[1] == [pytest.approx(table[2].lam * step)]
+    assert sizes[0][2] is None and not sizes[0][1]  # the first coding over its share: not trimmed
+    assert sizes[-1][2] <= sizes[-1][3]
 
 
 def test_the_rate_plan_gives_one_lambda_per_clip_and_shares_the_target_as_the_model_spends_it():

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from nxcodec.signals.base import Modality, Signal
 
 FRAMES_PER_SECOND = 43  # MDCT hop: the power of two nearest to sample_rate / 43 (1024 at 44.1 kHz, 23 ms)
+RATE_TRIES = 3  # under a rate target: fits of a clip from the start, the last one trimmed to its target if need be
+# A clip over its target is fitted again at its lambda times (overshoot / RATE_FIRST)^(1 / RATE_ELASTICITY), or
+# MISS_STEP (about two presets' ratio) where the overshoot is unknown.
+MISS_STEP = 3.0
 RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes well under their share
 # Under a rate target the clip's lambda comes from the rate model (``nxcodec.fit.rate_model``), one lambda for
 # all its planes, and each plane's share of the target is its part of the model's bits at that lambda. The
@@ -259,9 +263,18 @@ def encode_audio(modality: Modality, signals_: list[Signal], opts: EncodeOptions
     preset = presets.choose_latent_preset(table, opts.quality, opts.rate, RATE_MARGIN)
     descs = [descriptor_for(s.descriptor, s.data) for s in signals_]
     results: list = [None] * len(signals_)
-    presets.step_down(table, preset, opts.rate, list(range(len(signals_))),
-                      lambda todo, p: _encode_clips(modality, signals_, descs, todo, p, p.lam / preset.lam, opts, device,
-                                                    results), "clip")
+    steps = {clip: 1.0 for clip in range(len(signals_))}  # each clip's lambda over its rate plan's
+    todo = list(steps)
+    for attempt in range(RATE_TRIES):
+        last = attempt == RATE_TRIES - 1
+        missed = _encode_clips(modality, signals_, descs, todo, preset, steps, last, opts, device, results)
+        if not missed:
+            break
+        if last:
+            raise NxcError("the rate target is too small for this clip; raise the target")
+        for clip, over in missed:
+            steps[clip] *= MISS_STEP if over is None else (max(over, 1.0) / RATE_FIRST) ** (1 / RATE_ELASTICITY)
+        todo = [clip for clip, _ in missed]
     seconds = (time.perf_counter() - t0) / len(signals_)
     out = []
     for (data, float_metrics, configs, n_params), signal in zip(results, signals_):
@@ -305,9 +318,10 @@ def _rate_plan(modality, signals_: list, descs: list[AudioLatentDescriptor], pla
 
 
 def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], clips: list[int],
-                  preset: presets.LatentPreset, step: float, opts, device: torch.device, results: list
-                  ) -> list[tuple[int, float | None]]:
-    """Fit and code every plane of ``clips`` (under a rate target, at the rate plan's lambdas times ``step``);
+                  preset: presets.LatentPreset, steps: dict[int, float], last: bool, opts, device: torch.device,
+                  results: list) -> list[tuple[int, float | None]]:
+    """Fit and code every plane of ``clips`` (under a rate target, at the rate plan's lambdas times the clip's
+    ``steps``; first codings trimmed only if ``last``);
     the clips that missed the rate target, each with its overshoot (its worst plane's coded bits over that plane's
     share; None where unknown)."""
     planes = [p for i in clips for p in planes_of(i, descs[i])]
@@ -326,7 +340,7 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
         cfg = configs[rows, cols]
         targets = [coefficients(planes[i], descs[planes[i].clip], signals_[planes[i].clip].data) for i in idx]
         target = torch.stack([torch.from_numpy(t.reshape(-1, 1)).float() for t in targets]).to(device)
-        lams = [preset.lam if plan is None else plan[i][0] * step for i in idx]
+        lams = [preset.lam if plan is None else plan[i][0] * steps[planes[i].clip] for i in idx]
         model = LatentModel(cfg, len(idx), (rows, cols), 1, seed=opts.seed)
         start_from_coefficients(model, targets, lams)
         model = model.to(device)
@@ -343,11 +357,11 @@ def _encode_clips(modality, signals_: list, descs: list[AudioLatentDescriptor], 
             again = []  # planes to fit on from here
             todo = [j for j, i in enumerate(idx) if planes[i].clip not in failed and (i not in coded or i in under)]
             # A first coding over its share is not trimmed (trimming cost bach 2.2 dB more than a fit one quality
-            # lower, at 16 kbps): its clip is fitted again lower (presets.step_down). A later coding is trimmed at
+            # lower, at 16 kbps): its clip is fitted again at a higher lambda (encode_audio). A later coding is trimmed at
             # once: it only replaces the plane's coding if better.
             jobs = {j: (targets[j], cfg, {n: t.detach().cpu().numpy() for n, t in model.coded_tensors(j).items()},
                      [lat[j].detach().cpu().numpy().astype(np.float64) for lat in model.latents], lams[j], bits[j],
-                     idx[j] in coded or preset.quality == min(presets.AUDIO_LATENT_PRESETS), float(model.input_gain[j]))
+                     idx[j] in coded or last, float(model.input_gain[j]))
                     for j in todo}
             workers = opts.coding_workers or coding_workers(len(jobs), rows * cols)
             codings = dict(zip(todo, code_in_parallel(list(jobs.values()), workers, code_audio_plane)))
