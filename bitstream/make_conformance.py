@@ -18,7 +18,8 @@ SHA-256 of the decoded integer weights, which must match exactly.
     python bitstream/make_conformance.py outputs    # only the expected outputs of the v1/v2 streams, re-decoded
     python bitstream/make_conformance.py image-outputs  # the latent image streams' outputs that now decode otherwise
     python bitstream/make_conformance.py invalid    # the streams a decoder must refuse, into conformance/invalid/
-    python bitstream/make_conformance.py legacy-escapes  # written v6 audio, v6 and v7 shape streams with escapes
+    python bitstream/make_conformance.py legacy-escapes  # written v6 audio, v6 and v7 shape streams with escapes,
+                                                         # and a v3 image whose residuals are clamped
 
 Version 6 has one folder per modality (``v6/image``, ``v6/audio``, ``v6/shape``), versions 7
 and 8 one for shapes (``v7/shape``, ``v8/shape``), versions 9 and 11 one for images and one for audio
@@ -33,7 +34,8 @@ its integers (with, in versions 7 and 8, the occupancy map), of the experts chos
 values there. The
 version 3, 4, 5 and 6 streams (``v3/`` to ``v6/``, the same records) were written by
 earlier writers and are kept as they are: this script no longer fits those versions; ``legacy-escapes`` only
-writes three streams of versions 6 and 7 from random networks (escapes their fitted cases lack).
+writes three streams of versions 6 and 7 from random networks (escapes their fitted cases lack) and one version 3
+image from a fitted one's networks (residuals clamped to their tables' edges, which its fitted cases lack).
 """
 
 from __future__ import annotations
@@ -805,7 +807,8 @@ def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
     case of theirs did (found by decoders written from the spec alone): version 6 audio (two segments of a mono
     clip: planes shaped as the v11 case's, in version 6's tables and tensor table), version 6 shapes (a 9^3 finest
     grid, no occupancy map) and version 7 shapes (the v8 pockets case, whose latents escape, with its own context
-    models)."""
+    models); and a version 3 image whose residuals reach their tables' edges, where a version 3 decoder reads no
+    escape (:func:`clamped_case`)."""
     from nxcodec.fit.latent_code import quantize_networks
     from nxcodec.latent import audio, context, occupancy, shape
     from nxcodec.latent.stream import PREFIX, write_body, with_crc
@@ -814,6 +817,7 @@ def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
     def legacy(version: int, modality: int, desc: bytes, *parts: bytes) -> bytes:
         return with_crc(PREFIX.pack(container.MAGIC, version, modality, len(desc)) + desc + b"".join(parts))
 
+    cases = [("v3", *clamped_case(legacy))]
     rng = np.random.default_rng(13)
     d = audio.AudioLatentDescriptor(frames=1500, sample_rate=8000, channels=1, sample_format=0, hop_log2=6,
                                     stereo=audio.STEREO_NONE, segment=16)  # 25 MDCT frames: planes of 16 and 9 rows
@@ -826,7 +830,7 @@ def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
         for level, row, col, value in spikes:
             latents[level][row, col] = value
         bodies.append(write_body(config, 1, tensors, latents, 6)[0])
-    cases = [("v6/audio", "mono_escapes_2segments_8khz", legacy(6, audio.MODALITY_AUDIO, audio.pack(d), *bodies))]
+    cases.append(("v6/audio", "mono_escapes_2segments_8khz", legacy(6, audio.MODALITY_AUDIO, audio.pack(d), *bodies)))
 
     rng = np.random.default_rng(18)
     d = shape.ShapeLatentDescriptor(ShapeDescriptor((0.0, 0.0, 0.0), 1.0, 0.1), 3)
@@ -849,6 +853,23 @@ def legacy_escape_cases() -> list[tuple[str, str, bytes]]:
     return cases
 
 
+def clamped_case(legacy) -> tuple[str, bytes]:
+    """The networks and latents of ``v3/gray_k1_37x29`` with five latents set far from what their context predicts,
+    written again as version 3: their residuals are clamped to their tables' edges, +-A_s (SPEC.md 9.5), and the
+    symbols after them are latents, not escapes (those came with version 6)."""
+    from nxcodec.latent import context, stream
+    from nxcodec.signals import imagefile
+
+    image = stream.decode_latents((HERE / "v3" / "gray_k1_37x29.nxc").read_bytes())
+    latents = [g / context.ONE for g in image.grids]
+    for level, row, col, value in [(0, 3, 4, 5000.4), (0, 20, 30, -20000.0), (0, 28, 36, 70.0), (1, 5, 6, -300.0),
+                                   (2, 3, 2, 1.0e6)]:
+        latents[level][row, col] = value
+    d = image.descriptor
+    body = stream.write_body(image.config, d.channels, image.tensors, latents, 3)[0]
+    return "gray_k1_clamped_37x29", legacy(3, stream.MODALITY_IMAGE, imagefile.pack(d), body)
+
+
 def legacy_escapes_main() -> None:
     """Write :func:`legacy_escape_cases` into their folders, adding (or replacing) their manifest entries; the
     folders' other cases, from earlier writers, stay as they are."""
@@ -859,7 +880,17 @@ def legacy_escapes_main() -> None:
     for folder, name, data in legacy_escape_cases():
         out_dir = HERE / folder
         (out_dir / f"{name}.nxc").write_bytes(data)
-        if folder.endswith("audio"):
+        if folder == "v3":
+            from nxcodec.latent import stream
+
+            latents = stream.decode_latents(data)
+            decoded, experts = stream.reconstruct(latents)
+            for_name("image").write(latents.descriptor, decoded, out_dir / f"{name}.png")
+            entry = {"stream": f"{name}.nxc", "expected": f"{name}.png",
+                     "stream_sha256": hashlib.sha256(data).hexdigest(), "integers_sha256": latents.digest(),
+                     "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
+                     "shape": list(decoded.shape)}
+        elif folder.endswith("audio"):
             header = audio.read_header(data)
             descriptor, decoded = audio.decode(data)
             AudioFiles().write(descriptor, decoded, out_dir / f"{name}.wav")

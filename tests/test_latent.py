@@ -89,6 +89,41 @@ def test_the_escape_conformance_stream_holds_latents_beyond_every_tables_range()
     assert max(int(np.abs(g).max()) for g in grids) > (tables.COARSE.residual_limit(tables.COARSE.n - 1) + 1024) * context.ONE
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c["stream"].startswith("v3/") and "clamped" not in c["stream"]],
+                         ids=lambda c: c["stream"])
+def test_version_3_bodies_written_again_are_their_conformance_streams_byte_for_byte(case):
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    image = stream.decode_latents(data)
+    d = image.descriptor
+    body, grids = stream.write_body(image.config, d.channels, image.tensors, [g / context.ONE for g in image.grids], 3)
+    assert data[len(data) - 4 - len(body) : -4] == body
+    assert all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
+
+
+def test_a_version_3_residual_beyond_its_table_is_clamped_to_the_edge_and_no_escape_follows():
+    case = next(c for c in CASES if "clamped" in c["stream"])
+    data = (CONFORMANCE / case["stream"]).read_bytes()
+    assert data[4] == 3
+    image = stream.decode_latents(data)
+    scales = stream.latent_tables(3, image.config)
+    at_edge = []
+
+    def residuals(level, pos, centre, table):  # the residuals the stream holds, from the grids it decodes to
+        r = (image.grids[level][pos] - centre) // context.ONE
+        edge = np.abs(r) == scales.residual_limit(table)
+        at_edge.extend((level, *(int(axis[edge][k]) for axis in pos)) for k in range(int(edge.sum())))
+        return r
+
+    grids = stream.walk_latents(image.config, image.grids[0].shape, stream.context_models(image.config, image.tensors),
+                                residuals, scales)
+    assert all(np.array_equal(a, b) for a, b in zip(grids, image.grids))
+    assert {(0, 3, 4), (0, 20, 30), (0, 28, 36), (1, 5, 6), (2, 3, 2)} <= set(at_edge)  # the latents set far away
+    header = stream.read_header(data)
+    header.body.escape = True  # read as a version 6 decoder would: the symbols after an edge taken for escapes
+    with pytest.raises(StreamError):
+        stream.decode_body(header.body, image.grids[0].shape)
+
+
 @pytest.mark.parametrize("scales", [tables.COARSE, tables.FINE])
 @pytest.mark.parametrize("values", [[], [0], [1, 2, 3], [4095, 4096, 8191, 8192, 2**15 - 1], list(range(200))])
 def test_escapes_round_trip_through_the_coder_at_their_stated_cost(values, scales):

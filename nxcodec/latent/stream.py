@@ -478,16 +478,15 @@ def decode_body(body: Body, shape: tuple[int, ...], masks: list[np.ndarray] | No
 def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, CodedTensor]",
                latents: list[np.ndarray], version: int, dead_zone: float = 0.5,
                masks: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
-    """Code one plane as a body of a stream of ``version`` (6 or later: with escapes, and the latent tables and
-    tensor table layout of that version): the encoder's float latents (in latent units, finest first) are
-    quantized in decode order.
+    """Code one plane as a body of a stream of ``version`` (3 or later, in the latent tables and tensor table layout
+    of that version): the encoder's float latents (in latent units, finest first) are quantized in decode order.
 
     A residual ``v`` becomes ``sign(v) * floor(|v| + 1 - dead_zone)`` (0.5: rounding; larger
-    values give more zeros, a smaller file), clamped only beyond the largest escape. With ``masks``, only the
-    latents they keep are coded (version 7 and 8 shapes). Returns
-    the body's bytes and the grids a decoder will rebuild from them.
+    values give more zeros, a smaller file), clamped beyond the largest escape (version 6 on) or, before version 6,
+    which has no escapes, to its table's edge. With ``masks``, only the latents they keep are coded (version 7 and 8
+    shapes). Returns the body's bytes and the grids a decoder will rebuild from them.
     """
-    if version < ESCAPE_VERSION or (config.raster_context and version < RASTER_VERSION):
+    if version < 3 or (config.raster_context and version < RASTER_VERSION):
         raise ValueError(f"version {version} bodies of this config are read, not written")
     scales = latent_tables(version, config)
     shape = latents[0].shape
@@ -507,6 +506,8 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
         limit = scales.residual_limit(table)
         v = (target - centre) / context.ONE
         q, symbol, escapes = split_residuals(np.sign(v) * np.floor(np.abs(v) + 1 - dead_zone), limit)
+        if version < ESCAPE_VERSION:
+            q, escapes = symbol - limit, escapes[:0]
         symbols.append(symbol)
         models.append(table)
         for sym, mod in escape_symbols(escapes, scales.n):
