@@ -42,9 +42,8 @@ MISS_STEP = 3.0
 RATE_ROUNDS = 3  # under a rate target: the fit, then up to two continued fits of the planes well under their share
 # Under a rate target the clip's lambda comes from the rate model (``nxcodec.fit.rate_model``), one lambda for
 # all its planes, and each plane's share of the target is its part of the model's bits at that lambda. The
-# preset, the highest quality whose typical rate is within RATE_MARGIN x the target, only gives the networks
-# and the steps down after a miss (a clip over its target is fitted again at its lambda times the lower preset's
-# over this one's).
+# preset, the highest quality whose typical rate is within RATE_MARGIN x the target, only gives the networks (a
+# clip over its target is fitted again at the lambda its overshoot calls for: RATE_TRIES).
 RATE_MARGIN = 0.9
 # The first fit aims at this part of the target: whole files code at 0.95 to 3.0 times the model's latent bits,
 # a standard deviation of 0.25 to 0.29 in the log (the v9 files of bench/results: audio_quality_span,
