@@ -343,21 +343,28 @@ def latent_main(only: list[str] | None = None) -> None:
         makers[name] = functools.partial(bytes, data)
 
     def record(name: str, data: bytes) -> dict:
-        latents = stream.decode_latents(data)
-        decoded, experts = stream.reconstruct(latents)
         (out_dir / f"{name}.nxc").write_bytes(data)
-        image.write(latents.descriptor, decoded, out_dir / f"{name}.png")
         print(f"{name}: {len(data)} bytes")
-        return {
-            "stream": f"{name}.nxc",
-            "expected": f"{name}.png",
-            "stream_sha256": hashlib.sha256(data).hexdigest(),
-            "integers_sha256": latents.digest(),
-            "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
-            "shape": list(decoded.shape),
-        }
+        return image_record(out_dir, name, data)
 
     regenerate(out_dir, makers, only, record)
+
+
+def image_record(out_dir: Path, name: str, data: bytes) -> dict:
+    """Write the image a latent image stream decodes to beside it, and return its manifest entry."""
+    from nxcodec.latent import stream
+
+    latents = stream.decode_latents(data)
+    decoded, experts = stream.reconstruct(latents)
+    for_name("image").write(latents.descriptor, decoded, out_dir / f"{name}.png")
+    return {
+        "stream": f"{name}.nxc",
+        "expected": f"{name}.png",
+        "stream_sha256": hashlib.sha256(data).hexdigest(),
+        "integers_sha256": latents.digest(),
+        "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
+        "shape": list(decoded.shape),
+    }
 
 
 def audio_cases() -> list[tuple[str, np.ndarray, LatentConfig, int, str]]:
@@ -881,15 +888,7 @@ def legacy_escapes_main() -> None:
         out_dir = HERE / folder
         (out_dir / f"{name}.nxc").write_bytes(data)
         if folder == "v3":
-            from nxcodec.latent import stream
-
-            latents = stream.decode_latents(data)
-            decoded, experts = stream.reconstruct(latents)
-            for_name("image").write(latents.descriptor, decoded, out_dir / f"{name}.png")
-            entry = {"stream": f"{name}.nxc", "expected": f"{name}.png",
-                     "stream_sha256": hashlib.sha256(data).hexdigest(), "integers_sha256": latents.digest(),
-                     "experts_sha256": hashlib.sha256(experts.astype("<i8").tobytes()).hexdigest(),
-                     "shape": list(decoded.shape)}
+            entry = image_record(out_dir, name, data)
         elif folder.endswith("audio"):
             header = audio.read_header(data)
             descriptor, decoded = audio.decode(data)

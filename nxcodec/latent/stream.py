@@ -34,6 +34,7 @@ from nxcodec.steps import MAX_STEP_CODE, dequantize
 
 MAGIC = b"\x89NXC"
 VERSION = 12  # what latent images are written as (SPEC.md section 18; audio: nxcodec.latent.audio, shapes: .shape)
+LATENT_VERSION = 3  # the first version with latent-grid bodies (SPEC.md 9)
 ESCAPE_VERSION = 6  # the first version whose residuals may escape their table's range
 FINE_VERSION = 9  # the first version with the finer scale tables (SPEC.md 15)
 COMPACT_VERSION = 11  # the first version with the compact tensor table (SPEC.md 17)
@@ -486,7 +487,7 @@ def write_body(config: LatentConfig, channels: int, tensors: "OrderedDict[str, C
     which has no escapes, to its table's edge. With ``masks``, only the latents they keep are coded (version 7 and 8
     shapes). Returns the body's bytes and the grids a decoder will rebuild from them.
     """
-    if version < 3 or (config.raster_context and version < RASTER_VERSION):
+    if version < LATENT_VERSION or (config.raster_context and version < RASTER_VERSION):
         raise ValueError(f"version {version} bodies of this config are read, not written")
     scales = latent_tables(version, config)
     shape = latents[0].shape
