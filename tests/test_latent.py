@@ -544,6 +544,26 @@ def test_the_warm_up_race_keeps_each_signals_best_starts_and_charges_its_iterati
         assert torch.all(p[0] == 4.0) and torch.all(p[1] == 3.0)
 
 
+def test_a_straight_through_phase_at_a_latent_rate_of_zero_holds_the_latents_and_fits_the_networks():
+    model = LatentModel(small_config(levels=2), 1, (8, 8), 3, seed=0)
+    target = torch.rand(1, 64, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        for lat in model.latents:
+            lat.copy_(torch.randn_like(lat) * 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    schedule = fit_latent.LatentSchedule(iters=20, race=(), ste_frac=1.0, ste_lr=1e-2, ste_latent_lr=0.0)
+    fit_latent.fit(model, target, 1e-3, schedule)
+    latent_ids = {id(lat) for lat in model.latents}
+    for p, start in zip(model.parameters(), before):
+        if id(p) in latent_ids:
+            assert torch.equal(p, start)
+    moved = [p for p, start in zip(model.parameters(), before) if id(p) not in latent_ids and not torch.equal(p, start)]
+    assert moved  # the networks went on fitting
+    schedule = fit_latent.LatentSchedule(iters=20, race=(), ste_frac=1.0, ste_lr=1e-2)  # by default the latents move
+    fit_latent.fit(model, target, 1e-3, schedule)
+    assert any(not torch.equal(lat, start) for lat, start in zip(model.latents, before))
+
+
 def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
     from nxcodec.fit import latent_image, presets
 

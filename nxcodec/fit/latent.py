@@ -56,6 +56,7 @@ class LatentSchedule:
     latent_lr: float = 0.3
     ste_frac: float = 0.15  # final straight-through phase with hard rounding
     ste_lr: float = 1e-4
+    ste_latent_lr: float | None = None  # the latents' learning rate in that phase (None: ``ste_lr``; 0: held)
     manager_pretrain_frac: float = 0.05
     soft_rounding: bool = True  # C3's soft rounding with noise, temperature annealed, instead of plain noise
     temperature: tuple[float, float] = (0.35, 0.08)
@@ -611,9 +612,12 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
         keep_freed_memory()
     latent_ids = {id(p) for p in model.latents}
     context_ids = {id(t) for key in model.nets if key.startswith("arm") for layer in model.nets[key] for t in layer}
-    groups = [{"params": list(model.latents), "base": schedule.latent_lr},
-              {"params": [p for p in params if id(p) not in latent_ids | context_ids], "base": schedule.lr},
-              {"params": [p for p in params if id(p) in context_ids], "base": schedule.context_lr or schedule.lr}]
+    ste_latent_lr = schedule.ste_lr if schedule.ste_latent_lr is None else schedule.ste_latent_lr
+    groups = [{"params": list(model.latents), "base": schedule.latent_lr, "ste": ste_latent_lr},
+              {"params": [p for p in params if id(p) not in latent_ids | context_ids], "base": schedule.lr,
+               "ste": schedule.ste_lr},
+              {"params": [p for p in params if id(p) in context_ids], "base": schedule.context_lr or schedule.lr,
+               "ste": schedule.ste_lr}]
     opt = _optimizer(model, groups, schedule.optimizer)
     n_ste = int(schedule.iters * schedule.ste_frac)
     n_noise = schedule.iters - n_ste
@@ -627,7 +631,7 @@ def optimise(model: LatentModel, schedule: LatentSchedule, step: Step, seed: int
         cosine = 0.5 * (1 + math.cos(math.pi * it / max(n_noise, 1)))
         decay = schedule.lr_floor + (1 - schedule.lr_floor) * cosine if schedule.decay else 1.0
         for g in opt.param_groups:
-            g["lr"] = lr_scale * (schedule.ste_lr if ste else g["base"] * decay)
+            g["lr"] = lr_scale * (g["ste"] if ste else g["base"] * decay)
         if ste:
             mode = "ste"
         elif schedule.soft_rounding:
