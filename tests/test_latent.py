@@ -572,6 +572,11 @@ def test_images_are_fitted_with_their_presets_schedule(monkeypatch):
     assert (schedule.iters, schedule.optimizer, schedule.race, schedule.latent_lr) == (300, preset.optimizer, (), 0.2)
     assert presets.AUDIO_LATENT_PRESETS[5].latent_lr is None  # a preset without its own keeps the schedule's
     assert fit_latent.LatentSchedule.for_preset(presets.AUDIO_LATENT_PRESETS[5], 300).latent_lr == 0.3
+    # image latents' straight-through rate: the schedule's up to the presets' length, falling as 1 / length beyond
+    assert schedule.ste_latent_lr is None and preset.iters == preset.ste_latent_iters == 2000
+    longer = fit_latent.LatentSchedule.for_preset(preset, 5000)
+    assert longer.ste_latent_lr == pytest.approx(longer.ste_lr * 2000 / 5000) and longer.ste_lr == 1e-4
+    assert fit_latent.LatentSchedule.for_preset(presets.AUDIO_LATENT_PRESETS[5], 5000).ste_latent_lr is None
     seen = []
 
     class Stop(Exception):

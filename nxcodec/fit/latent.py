@@ -78,11 +78,13 @@ class LatentSchedule:
 
     @classmethod
     def for_preset(cls, preset: "LatentPreset", iters: int, **changes) -> "LatentSchedule":
-        """The schedule ``preset`` fits with (its optimiser and latent learning rate) for ``iters`` iterations, with
-        ``changes`` to its fields."""
+        """The schedule ``preset`` fits with (its optimiser and latents' learning rates) for ``iters`` iterations,
+        with ``changes`` to its fields."""
         own = {"optimizer": preset.optimizer}
         if preset.latent_lr is not None:
             own["latent_lr"] = preset.latent_lr
+        if preset.ste_latent_iters is not None and iters > preset.ste_latent_iters:
+            own["ste_latent_lr"] = changes.get("ste_lr", cls.ste_lr) * preset.ste_latent_iters / iters
         return cls(iters=iters, **{**own, **changes})
 
     def held_at_end(self) -> "LatentSchedule":

@@ -216,6 +216,9 @@ class LatentPreset:
     mgr_width: int = 8
     optimizer: str = "adam"  # how the networks are fitted (nxcodec.fit.latent.LatentSchedule.optimizer)
     latent_lr: float | None = None  # the latents' learning rate (None: LatentSchedule's; image presets: 0.1)
+    # Fits longer than this take the latents' straight-through learning rate down as 1 / iterations, so that their
+    # travel in that phase stays what it is at this length (None: the schedule's rate at any length)
+    ste_latent_iters: int | None = None
     syn_width_small: int | None = None  # the synthesis width for images under SMALL_IMAGE_PIXELS (None: syn_width)
     # Images: "raster", version 12's raster context (SPEC.md 18), or "two-pass" (9.6). Coded on four 256x256 Kodak
     # crops, raster cost 12.7%, 12.9%, 6.8%, 7.4% and 8.7% less than two-pass at qualities 1, 3, 5, 7 and 9, every
@@ -283,8 +286,10 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 
 
 def _image(quality: int, lam: float, rate: float, iters: int, arm_width: int, syn_width: int, **kw) -> LatentPreset:
-    """An image quality level: the synthesis fitted by SOAP, the latents at a learning rate of 0.1."""
-    return LatentPreset(quality, lam, rate, iters, arm_width, syn_width, optimizer=SYNTHESIS_SOAP, latent_lr=0.1, **kw)
+    """An image quality level: the synthesis fitted by SOAP, the latents at a learning rate of 0.1 (and in the
+    straight-through phase of a fit longer than the presets' 2000 iterations, at a lower one)."""
+    return LatentPreset(quality, lam, rate, iters, arm_width, syn_width, optimizer=SYNTHESIS_SOAP, latent_lr=0.1,
+                        ste_latent_iters=2000, **kw)
 
 
 LATENT_PRESETS = {
