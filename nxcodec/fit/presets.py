@@ -285,6 +285,12 @@ SMALL_IMAGE_PIXELS = 1 << 17  # between half-size Kodak (98,304 pixels) and a 51
 # commit 8eb16a8).
 
 
+# A fit longer than the presets' 2000 iterations takes the latents' straight-through learning rate down as
+# 1 / iterations: at 5000 iterations and the schedule's 1e-4 kodim01 (256x256, quality 5) coded 5.4% above its
+# 2000-iteration cost, at 4e-5 0.1% above and the other three crops 0.1 to 6.6% below; held at 0 the crops cost 0.3 to
+# 0.8% more on average at 2000 (qualities 3, 5, 7; bench/results/ste_latents_256_cpu.jsonl).
+
+
 def _image(quality: int, lam: float, rate: float, iters: int, arm_width: int, syn_width: int, **kw) -> LatentPreset:
     """An image quality level: the synthesis fitted by SOAP, the latents at a learning rate of 0.1 (and in the
     straight-through phase of a fit longer than the presets' 2000 iterations, at a lower one)."""
